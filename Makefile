@@ -1,0 +1,52 @@
+# The README's commands. Every target installs first, so a fresh clone needs nothing else.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The CPU build of torch that lies on this kind of machine; pulled first so no CUDA build is fetched.
+TORCH_CPU ?= torch==2.13.0
+
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export LM_PLATFORM_STORAGE ?= $(CURDIR)/data
+export PYTHONUNBUFFERED := 1
+# Nothing is ever fetched from a model or dataset hub at run time.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install demo test ui lint format clean dagster-home
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) show torch >/dev/null 2>&1 || $(PIP) install -q "$(TORCH_CPU)" || echo "note: $(TORCH_CPU) not available here; the project's torch range applies"
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+dagster-home:
+	mkdir -p "$(DAGSTER_HOME)" "$(LM_PLATFORM_STORAGE)"
+	cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+
+demo: install dagster-home
+	$(VENV)/bin/dagster asset materialize --select '*' -m lm_platform.definitions
+	$(PY) -m lm_platform.defs.summary
+
+test: install
+	$(PY) -m pytest -q
+
+ui: install dagster-home
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf "$(DAGSTER_HOME)" "$(LM_PLATFORM_STORAGE)"

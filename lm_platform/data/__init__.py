@@ -1,0 +1,1 @@
+"""Plain-Python data stages: reading, normalisation, filters, dedup, blending, packing."""

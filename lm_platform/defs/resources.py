@@ -1,0 +1,17 @@
+"""Resources: where artifacts live, and how training processes are launched."""
+
+
+import dagster as dg
+
+from lm_platform.paths import Layout, default_storage_root
+
+
+class LMStorage(dg.ConfigurableResource):
+    """Storage root for all artifacts (default $LM_PLATFORM_STORAGE or `data/` in the checkout)."""
+
+    root: str = ""
+
+    def layout(self, recipe: str) -> Layout:
+        from pathlib import Path
+
+        return Layout(Path(self.root).expanduser().resolve() if self.root else default_storage_root(), recipe)

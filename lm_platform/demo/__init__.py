@@ -1,0 +1,1 @@
+"""The bundled demo corpus generator and its source paragraphs."""

@@ -1,0 +1,1 @@
+"""Evaluations of checkpoints: held-out perplexity first."""

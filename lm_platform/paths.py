@@ -1,0 +1,58 @@
+"""Where each asset's files live under the storage root. One place, so shell and core agree."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+STORAGE_ENV = "LM_PLATFORM_STORAGE"
+
+
+def default_storage_root() -> Path:
+    """$LM_PLATFORM_STORAGE, else `data/` in the project checkout (or the working directory)."""
+    env = os.environ.get(STORAGE_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    checkout = Path(__file__).resolve().parents[1]
+    base = checkout if (checkout / "pyproject.toml").exists() else Path.cwd()
+    return base / "data"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths for one recipe's artifacts: `<root>/<recipe>/<asset kind>/<name>`."""
+
+    root: Path
+    recipe: str
+
+    @property
+    def base(self) -> Path:
+        return self.root / self.recipe
+
+    def corpus(self, source: str) -> Path:
+        return self.base / "corpus" / f"{source}.parquet"
+
+    def curated(self, source: str) -> Path:
+        return self.base / "curated" / f"{source}.parquet"
+
+    def excluded(self, source: str) -> Path:
+        return self.base / "curated" / f"{source}.excluded.parquet"
+
+    def deduped(self, source: str) -> Path:
+        return self.base / "deduped" / f"{source}.parquet"
+
+    def blend(self, stage: str) -> Path:
+        return self.base / "blend" / stage
+
+    def tokenizer(self) -> Path:
+        return self.base / "tokenizer"
+
+    def dataset(self, stage: str) -> Path:
+        return self.base / "dataset" / stage
+
+    def checkpoint(self, stage: str) -> Path:
+        return self.base / "checkpoint" / stage
+
+    def eval(self, name: str) -> Path:
+        return self.base / "eval" / f"{name}.json"

@@ -1,0 +1,1 @@
+"""Tokenizers: SentencePiece training with HF export, fertility per language."""

@@ -1,0 +1,116 @@
+"""Train a SentencePiece tokenizer and export it as an HF tokenizer directory.
+
+The export builds a `tokenizers` pipeline that reproduces SentencePiece's segmentation (BPE merges
+ranked by piece score, byte fallback), so `AutoTokenizer.from_pretrained(dir)` works without the
+sentencepiece package, and `tokenizer.model` is kept beside it. Training uses no normalisation and no
+dummy prefix: curation already normalised the text, and decode(encode(x)) == x holds exactly.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import sentencepiece as spm
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
+
+from lm_platform.atomic import atomic_dir
+from lm_platform.recipe.schema import TokenizerConfig
+
+UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
+
+
+def train_sentencepiece(texts: Iterable[str], out_dir: str | Path, cfg: TokenizerConfig) -> dict:
+    """Train on `texts` (one document each; each line is a sentence) and write an HF tokenizer to
+    `out_dir` atomically. Returns a summary (vocab size, sentences used, special and added tokens)."""
+    with tempfile.TemporaryDirectory() as work, atomic_dir(out_dir) as tmp:
+        corpus = Path(work) / "corpus.txt"
+        sentences = 0
+        with corpus.open("w", encoding="utf-8") as fh:
+            for text in texts:
+                for line in text.split("\n"):
+                    if line.strip():
+                        fh.write(line + "\n")
+                        sentences += 1
+        if sentences == 0:
+            raise ValueError("tokenizer training: the training text is empty")
+        prefix = Path(work) / "spm"
+        spm.SentencePieceTrainer.train(
+            input=str(corpus),
+            model_prefix=str(prefix),
+            model_type=cfg.model_type,
+            vocab_size=cfg.vocab_size,
+            character_coverage=cfg.character_coverage,
+            byte_fallback=cfg.byte_fallback,
+            user_defined_symbols=list(cfg.user_defined_symbols),
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            add_dummy_prefix=False,
+            split_digits=True,
+            allow_whitespace_only_pieces=True,
+            max_sentence_length=1 << 16,
+            input_sentence_size=cfg.max_sentences,
+            shuffle_input_sentence=True,
+            hard_vocab_limit=False,
+            unk_id=0,
+            bos_id=1,
+            eos_id=2,
+            pad_id=3,
+            unk_piece=UNK,
+            bos_piece=BOS,
+            eos_piece=EOS,
+            pad_piece=PAD,
+            num_threads=2,
+            minloglevel=2,
+        )
+        model_file = prefix.with_suffix(".model")
+        vocab_size = export_hf(model_file, tmp, cfg.model_type, cfg.user_defined_symbols)
+        shutil.copy(model_file, tmp / "tokenizer.model")
+    return {
+        "vocab_size": vocab_size,
+        "model_type": cfg.model_type,
+        "sentences": sentences,
+        "special_tokens": [UNK, BOS, EOS, PAD],
+        "added_tokens": list(cfg.user_defined_symbols),
+    }
+
+
+def export_hf(model_file: Path, out_dir: Path, model_type: str, user_symbols: Iterable[str] = ()) -> int:
+    """Write `tokenizer.json` and `tokenizer_config.json` reproducing the SentencePiece model."""
+    from transformers import PreTrainedTokenizerFast
+
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    user = set(user_symbols)
+    n = sp.get_piece_size()
+    pieces = [sp.id_to_piece(i) for i in range(n)]
+    special = [i for i in range(n) if sp.is_control(i) or sp.is_unknown(i)]
+    plain = {
+        p for i, p in enumerate(pieces) if i not in special and not sp.is_byte(i) and p not in user
+    }
+    vocab = {p: i for i, p in enumerate(pieces)}
+    if model_type == "bpe":
+        merges = sorted(
+            (vocab[p], vocab[p[:k]], vocab[p[k:]], p[:k], p[k:])
+            for p in plain
+            for k in range(1, len(p))
+            if p[:k] in plain and p[k:] in plain
+        )
+        model = models.BPE(
+            vocab=vocab, merges=[(a, b) for *_, a, b in merges], unk_token=UNK, byte_fallback=True, fuse_unk=True
+        )
+    else:
+        model = models.Unigram([(p, sp.get_score(i)) for i, p in enumerate(pieces)], unk_id=0, byte_fallback=True)
+    tok = Tokenizer(model)
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok.add_special_tokens([AddedToken(pieces[i], special=True, normalized=False) for i in special])
+    tok.add_tokens([AddedToken(p, special=False, normalized=False) for p in pieces if p in user])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, vocab[BOS])]
+    )
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=PAD)
+    hf.save_pretrained(str(out_dir))
+    return n
+
