@@ -4,7 +4,6 @@ Each asset reads its inputs from files, calls one core function, lets the core w
 atomically, and returns a `MaterializeResult` whose metadata says what the stage did.
 """
 
-
 import json
 import sys
 
@@ -94,11 +93,20 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
     def _curated(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
         res = curate(
-            layout.corpus(src.name), layout.curated(src.name), layout.excluded(src.name), src.language, lang_cfg
+            layout.corpus(src.name),
+            layout.curated(src.name),
+            layout.excluded(src.name),
+            src.language,
+            lang_cfg,
         )
         funnel = [
-            {"step": s.step, "docs in": s.docs_in, "docs out": s.docs_out, "chars in": s.chars_in,
-             "chars out": s.chars_out}
+            {
+                "step": s.step,
+                "docs in": s.docs_in,
+                "docs out": s.docs_out,
+                "chars in": s.chars_in,
+                "chars out": s.chars_out,
+            }
             for s in res.funnel
         ]
         context.log.info(f"{src.name}: kept {res.docs_out}/{res.docs_in}; excluded {res.excluded_by_filter}")
@@ -119,17 +127,8 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
     return _curated
 
 
-def higher_priority(recipe: Recipe, src: SourceConfig) -> list[SourceConfig]:
-    """Sources whose copy of a document wins over `src`'s: higher priority, or equal and listed first."""
-    order = list(recipe.sources)
-    return [
-        o for o in order
-        if o.priority > src.priority or (o.priority == src.priority and order.index(o) < order.index(src))
-    ]
-
-
 def deduped_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
-    winners = higher_priority(recipe, src)
+    winners = recipe.higher_priority(src.name)
     cpt = recipe.languages[src.language].chars_per_token
 
     @dg.asset(
@@ -144,7 +143,9 @@ def deduped_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
     def _deduped(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
         res = dedup_exact(
-            layout.curated(src.name), layout.deduped(src.name), [(s.name, layout.curated(s.name)) for s in winners]
+            layout.curated(src.name),
+            layout.deduped(src.name),
+            [(s.name, layout.curated(s.name)) for s in winners],
         )
         return dg.MaterializeResult(
             metadata={
@@ -177,7 +178,9 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
         + ", ".join(f"{s} {r:.0%}" for s, r in stage.mixture.items()),
         check_specs=[
             dg.AssetCheckSpec(
-                "licenses_allowed", asset=key, blocking=True,
+                "licenses_allowed",
+                asset=key,
+                blocking=True,
                 description="Every document's license is on the recipe's allowlist",
             )
         ],
@@ -188,7 +191,9 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
             s: (layout.deduped(s), recipe.languages[recipe.source(s).language].chars_per_token)
             for s in stage.mixture
         }
-        manifest = blend(inputs, stage.mixture, stage.target_tokens, layout.blend(stage.name), seed=recipe.seed)
+        manifest = blend(
+            inputs, stage.mixture, stage.target_tokens, layout.blend(stage.name), seed=recipe.seed
+        )
         bad = [row for row in manifest["licenses"] if row["license"] not in allowed]
         check = dg.AssetCheckResult(
             check_name="licenses_allowed",
@@ -207,7 +212,15 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
                 "est_tokens": manifest["taken_tokens"],
                 "sources": _md_table(
                     manifest["sources"],
-                    ["source", "ratio", "target_tokens", "available_tokens", "taken_tokens", "share", "epochs"],
+                    [
+                        "source",
+                        "ratio",
+                        "target_tokens",
+                        "available_tokens",
+                        "taken_tokens",
+                        "share",
+                        "epochs",
+                    ],
                 ),
                 "licenses": _md_table(manifest["licenses"], ["license", "docs", "tokens", "share"]),
                 "path": dg.MetadataValue.path(str(layout.blend(stage.name) / BLEND_FILE)),
@@ -239,11 +252,14 @@ def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
         from lm_platform.tokenization.sentencepiece_trainer import train_sentencepiece
 
         if cfg.mode != "train":
-            raise NotImplementedError("tokenizer mode 'extend' (EEVE) is not implemented yet; use mode 'train'")
+            raise NotImplementedError(
+                "tokenizer mode 'extend' (EEVE) is not implemented yet; use mode 'train'"
+            )
         layout = storage.layout(recipe.name)
         blend_file = layout.blend(train_stage) / BLEND_FILE
-        summary = train_sentencepiece((d["text"] for d in iter_docs(blend_file, columns=["text"])),
-                                      layout.tokenizer(), cfg)
+        summary = train_sentencepiece(
+            (d["text"] for d in iter_docs(blend_file, columns=["text"])), layout.tokenizer(), cfg
+        )
         tok = AutoTokenizer.from_pretrained(str(layout.tokenizer()))
         if recipe.evaluations:
             held_out = list(read_eval_docs(recipe.evaluations[0].location))
@@ -283,13 +299,21 @@ def dataset_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
     def _dataset(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
         index = pack_dataset(
-            layout.blend(stage.name) / BLEND_FILE, layout.tokenizer(), layout.dataset(stage.name),
-            seq_len=stage.seq_len, val_fraction=stage.val_fraction,
+            layout.blend(stage.name) / BLEND_FILE,
+            layout.tokenizer(),
+            layout.dataset(stage.name),
+            seq_len=stage.seq_len,
+            val_fraction=stage.val_fraction,
         )
         total = index["tokens"] or 1
         per_source = [
-            {"source": s, "docs": v["docs"], "tokens": v["tokens"], "share": v["tokens"] / total,
-             "ratio": stage.mixture[s]}
+            {
+                "source": s,
+                "docs": v["docs"],
+                "tokens": v["tokens"],
+                "share": v["tokens"] / total,
+                "ratio": stage.mixture[s],
+            }
             for s, v in sorted(index["sources"].items())
         ]
         splits = index["splits"]
@@ -395,4 +419,4 @@ def build_assets(recipe: Recipe) -> list[dg.AssetsDefinition]:
     return assets
 
 
-__all__ = ["build_assets", "higher_priority"]
+__all__ = ["build_assets"]

@@ -1,6 +1,5 @@
 """Resources: where artifacts live, and how training processes are launched."""
 
-
 import dagster as dg
 
 from lm_platform.paths import Layout, default_storage_root

@@ -138,8 +138,12 @@ def build(seed: int = 13) -> tuple[dict[str, list[dict]], list[dict]]:
         }
     en_clean = pools["en"]["clean"]
     cut = int(len(en_clean) * 0.56)
-    clean = {"vi_news": pools["vi"]["clean"], "ja_wiki": pools["ja"]["clean"],
-             "en_books": en_clean[:cut], "en_web": en_clean[cut:]}
+    clean = {
+        "vi_news": pools["vi"]["clean"],
+        "ja_wiki": pools["ja"]["clean"],
+        "en_books": en_clean[:cut],
+        "en_web": en_clean[cut:],
+    }
     reserve = {lang: list(pools[lang]["reserve"]) for lang in LANGS}
 
     out: dict[str, list[dict]] = {}
@@ -149,7 +153,11 @@ def build(seed: int = 13) -> tuple[dict[str, list[dict]], list[dict]]:
             docs.append({"text": too_short(reserve[lang].pop(), lang, rng), "label": "too_short"})
         for k in range(4):
             original = reserve[lang].pop()
-            broken = sloppy_cp1252(original) if lang != "en" and k % 2 == 0 else with_replacement_chars(original, rng)
+            broken = (
+                sloppy_cp1252(original)
+                if lang != "en" and k % 2 == 0
+                else with_replacement_chars(original, rng)
+            )
             docs.append({"text": broken, "label": "broken_encoding"})
         for other in LANGS:
             if other != lang:
@@ -168,7 +176,9 @@ def build(seed: int = 13) -> tuple[dict[str, list[dict]], list[dict]]:
             copies.append((d, {"text": near_duplicate(d["text"], lang, rng), "label": "near_duplicate"}))
         if source == "en_web":  # copies of the higher-priority en_books, as web scrapes of books are
             for d in rng.sample([x for x in out["en_books"] if x["meta"]["label"] == "clean"], 6):
-                copies.append((None, {"text": d["text"], "label": "cross_source_duplicate", "copy_of": d["id"]}))
+                copies.append(
+                    (None, {"text": d["text"], "label": "cross_source_duplicate", "copy_of": d["id"]})
+                )
         for n, (orig, copy) in enumerate(copies):
             copy["id"] = f"{source}-d{n:03d}"
             if orig is not None:
@@ -176,8 +186,11 @@ def build(seed: int = 13) -> tuple[dict[str, list[dict]], list[dict]]:
             lo = docs.index(orig) + 1 if orig is not None else 0
             docs.insert(rng.randint(lo, len(docs)), copy)
         out[source] = [
-            {"id": d["id"], "text": d["text"],
-             "meta": {"label": d["label"], **({"copy_of": d["copy_of"]} if "copy_of" in d else {})}}
+            {
+                "id": d["id"],
+                "text": d["text"],
+                "meta": {"label": d["label"], **({"copy_of": d["copy_of"]} if "copy_of" in d else {})},
+            }
             for d in docs
         ]
     heldout = [{"lang": lang, "text": t} for lang in LANGS for t in pools[lang]["heldout"]]

@@ -32,7 +32,9 @@ def recipe_path(name_or_path: str) -> Path:
         return candidate.resolve()
     bundled = BUNDLED_DIR / f"{name_or_path}.yaml"
     if not bundled.is_file():
-        raise RecipeError(f"unknown recipe '{name_or_path}': not a file and not bundled ({bundled_recipes()})")
+        raise RecipeError(
+            f"unknown recipe '{name_or_path}': not a file and not bundled ({bundled_recipes()})"
+        )
     return bundled
 
 

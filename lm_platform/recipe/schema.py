@@ -121,7 +121,9 @@ class ModelConfig(_Strict):
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}")
+            raise ValueError(
+                f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}"
+            )
         return self
 
 
@@ -229,6 +231,18 @@ class Recipe(_Strict):
 
     def stage(self, name: str) -> StageConfig:
         return next(s for s in self.stages if s.name == name)
+
+    def higher_priority(self, name: str) -> list[SourceConfig]:
+        """Sources whose copy of a shared document wins over `name`'s in dedup: a higher priority, or
+        the same priority and listed earlier."""
+        order = [s.name for s in self.sources]
+        me = self.source(name)
+        return [
+            o
+            for o in self.sources
+            if o.priority > me.priority
+            or (o.priority == me.priority and order.index(o.name) < order.index(name))
+        ]
 
     @property
     def tokenizer_stage(self) -> StageConfig:

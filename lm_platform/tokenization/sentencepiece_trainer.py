@@ -86,9 +86,7 @@ def export_hf(model_file: Path, out_dir: Path, model_type: str, user_symbols: It
     n = sp.get_piece_size()
     pieces = [sp.id_to_piece(i) for i in range(n)]
     special = [i for i in range(n) if sp.is_control(i) or sp.is_unknown(i)]
-    plain = {
-        p for i, p in enumerate(pieces) if i not in special and not sp.is_byte(i) and p not in user
-    }
+    plain = {p for i, p in enumerate(pieces) if i not in special and not sp.is_byte(i) and p not in user}
     vocab = {p: i for i, p in enumerate(pieces)}
     if model_type == "bpe":
         merges = sorted(
@@ -98,10 +96,16 @@ def export_hf(model_file: Path, out_dir: Path, model_type: str, user_symbols: It
             if p[:k] in plain and p[k:] in plain
         )
         model = models.BPE(
-            vocab=vocab, merges=[(a, b) for *_, a, b in merges], unk_token=UNK, byte_fallback=True, fuse_unk=True
+            vocab=vocab,
+            merges=[(a, b) for *_, a, b in merges],
+            unk_token=UNK,
+            byte_fallback=True,
+            fuse_unk=True,
         )
     else:
-        model = models.Unigram([(p, sp.get_score(i)) for i, p in enumerate(pieces)], unk_id=0, byte_fallback=True)
+        model = models.Unigram(
+            [(p, sp.get_score(i)) for i, p in enumerate(pieces)], unk_id=0, byte_fallback=True
+        )
     tok = Tokenizer(model)
     tok.normalizer = normalizers.Replace(" ", "▁")
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
@@ -110,7 +114,8 @@ def export_hf(model_file: Path, out_dir: Path, model_type: str, user_symbols: It
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, vocab[BOS])]
     )
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=PAD)
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=PAD
+    )
     hf.save_pretrained(str(out_dir))
     return n
-

@@ -118,7 +118,9 @@ def train(job: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
     if len(train_rows) == 0:
         raise ValueError(f"dataset {job['dataset_dir']} has no training rows")
     pad_id = index["pad_id"]
-    model = build_model(job["init"], index["vocab_size"], index["bos_id"], index["eos_id"], pad_id, cfg["seed"])
+    model = build_model(
+        job["init"], index["vocab_size"], index["bos_id"], index["eos_id"], pad_id, cfg["seed"]
+    )
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(

@@ -1,0 +1,72 @@
+"""Shared fixtures. `demo_run` materializes the whole demo graph once per session through the CLI,
+exactly as `make demo` does, into a temporary instance and storage root."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DAGSTER = str(Path(sys.executable).parent / "dagster")
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    home: Path
+    storage: Path
+    env: dict[str, str]
+
+    @property
+    def base(self) -> Path:
+        return self.storage / "demo"
+
+    def dagster(self, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [DAGSTER, *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def instance(self):
+        import dagster as dg
+
+        return dg.DagsterInstance.from_config(str(self.home))
+
+
+def isolated_env(home: Path, storage: Path) -> dict[str, str]:
+    home.mkdir(parents=True, exist_ok=True)
+    storage.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+    env.update(
+        DAGSTER_HOME=str(home),
+        LM_PLATFORM_STORAGE=str(storage),
+        LM_PLATFORM_RECIPE="demo",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> DemoRun:
+    root = tmp_path_factory.mktemp("demo_run")
+    run = DemoRun(root / "home", root / "data", isolated_env(root / "home", root / "data"))
+    proc = run.dagster("asset", "materialize", "--select", "*", "-m", "lm_platform.definitions")
+    if proc.returncode != 0:
+        pytest.fail(
+            f"demo materialization failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
+    return run
+
+
+@pytest.fixture(scope="session")
+def demo_recipe():
+    from lm_platform.recipe import load_recipe
+
+    return load_recipe("demo")

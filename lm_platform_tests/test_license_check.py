@@ -1,0 +1,58 @@
+"""A blend with a license outside the recipe's allowlist fails a blocking check; nothing trains on it."""
+
+from __future__ import annotations
+
+import dagster as dg
+import yaml
+
+from lm_platform.defs.assets import build_assets
+from lm_platform.defs.resources import LMStorage
+from lm_platform.recipe import load_recipe
+from lm_platform.recipe.loader import BUNDLED_DIR
+
+
+def _recipe(tmp_path, en_web_license: str):
+    raw = yaml.safe_load((BUNDLED_DIR / "demo.yaml").read_text(encoding="utf-8"))
+    for src in raw["sources"]:
+        src["location"] = str(BUNDLED_DIR / src["location"])
+        if src["name"] == "en_web":
+            src["license"] = en_web_license
+    raw["evaluations"] = []
+    path = tmp_path / f"recipe_{en_web_license}.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return load_recipe(str(path))
+
+
+def _run(tmp_path, recipe):
+    selection = dg.AssetSelection.assets(
+        dg.AssetKey(["blend", "main"])
+    ).upstream() | dg.AssetSelection.assets("tokenizer")
+    return dg.materialize(
+        build_assets(recipe),
+        resources={"storage": LMStorage(root=str(tmp_path / "data")), "trainer": dg.PipesSubprocessClient()},
+        selection=selection,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def _materialized(result) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def test_disallowed_license_fails_the_blocking_check_and_stops_downstream(tmp_path):
+    result = _run(tmp_path, _recipe(tmp_path, "CC-BY-NC-4.0"))
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["licenses_allowed"].passed is False
+    disallowed = checks["licenses_allowed"].metadata["disallowed"].value
+    assert [row["license"] for row in disallowed] == ["CC-BY-NC-4.0"]
+    assert "blend/main" in _materialized(result)
+    assert "tokenizer" not in _materialized(result)
+    assert not (tmp_path / "data" / "demo" / "tokenizer").exists()
+
+
+def test_allowed_licenses_pass_and_downstream_runs(tmp_path):
+    result = _run(tmp_path, _recipe(tmp_path, "CC-BY-4.0"))
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["licenses_allowed"].passed is True
+    assert {"blend/main", "tokenizer"} <= _materialized(result)

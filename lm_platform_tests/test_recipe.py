@@ -1,0 +1,115 @@
+"""Recipes: the bundled ones load and validate; a broken one fails at load time naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lm_platform.recipe import RecipeError, bundled_recipes, load_recipe
+from lm_platform.recipe.loader import BUNDLED_DIR
+
+
+def test_bundled_recipes_are_demo_vi_ja():
+    assert set(bundled_recipes()) == {"demo", "vi", "ja"}
+
+
+def test_demo_sources_have_licenses_on_the_allowlist_and_local_files():
+    r = load_recipe("demo")
+    assert len(r.sources) == 4
+    for src in r.sources:
+        assert src.license in r.license_allowlist
+        assert Path(src.location).is_file(), src.location
+    assert Path(r.evaluations[0].location).is_file()
+
+
+def test_ja_recipe_has_six_sources_with_the_published_ratios():
+    r = load_recipe("ja")
+    main = r.stage("main")
+    assert main.mixture == {
+        "c4_ja": 0.58,
+        "cc100_ja": 0.23,
+        "wikipedia_ja": 0.08,
+        "stackoverflow_ja": 0.05,
+        "stackexchange_ja": 0.04,
+        "aozora": 0.02,
+    }
+    assert r.languages["ja"].unicode_form == "NFKC"
+    assert r.tokenizer.vocab_size == 32000 and "<|user|>" in r.tokenizer.user_defined_symbols
+    assert r.model.init == "scratch" and r.stages[0].seq_len == 2048
+    assert all(s.format == "hf" for s in r.sources)  # real hub ids: loadable code, not fetched here
+
+
+def test_vi_recipe_extends_smollm2_through_eeve_stages():
+    r = load_recipe("vi")
+    assert r.tokenizer.mode == "extend" and r.tokenizer.base == "HuggingFaceTB/SmolLM2-360M"
+    assert r.model.init == "pretrained" and r.model.tie_word_embeddings
+    names = [s.name for s in r.stages]
+    assert names == ["eeve_3", "eeve_4", "eeve_6", "eeve_7", "main", "anneal"]
+    assert [r.stage(n).trainable for n in names[:4]] == [
+        "new_embeddings",
+        "output_embeddings",
+        "all",
+        "all_but_embeddings",
+    ]
+    assert [s.init_from for s in r.stages] == ["model", "eeve_3", "eeve_4", "eeve_6", "eeve_7", "main"]
+
+
+def _broken(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load((BUNDLED_DIR / "demo.yaml").read_text(encoding="utf-8"))
+    for src in raw["sources"]:
+        src["location"] = str(BUNDLED_DIR / src["location"])
+    for ev in raw["evaluations"]:
+        ev["location"] = str(BUNDLED_DIR / ev["location"])
+    mutate(raw)
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "reason"),
+    [
+        (lambda r: r["stages"][0]["mixture"].update(vi_news=0.5), "stages.0.mixture", "sum to 1.1"),
+        (lambda r: r["stages"][1]["mixture"].update(nope=0.0), "stages.1.mixture", "positive"),
+        (
+            lambda r: r["stages"][0].update(mixture={"vi_news": 0.5, "unknown_src": 0.5}),
+            "stages.0.mixture",
+            "unknown source 'unknown_src'",
+        ),
+        (
+            lambda r: r["languages"]["vi"]["filters"].append({"name": "no_such_filter"}),
+            "languages.vi.filters.4",
+            "no_such_filter",
+        ),
+        (lambda r: r["sources"][0].update(license="not a license!"), "sources.0.license", "pattern"),
+        (lambda r: r["sources"][1].update(language="fr"), "sources.1.language", "'fr'"),
+        (lambda r: r["stages"][0].update(init_from="anneal"), "stages.0.init_from", "earlier stage"),
+        (lambda r: r["stages"][0].update(lr=-1), "stages.0.lr", "greater than 0"),
+        (lambda r: r["model"].update(num_heads=3), "model", "divisible"),
+        (lambda r: r["sources"][0].pop("license"), "sources.0.license", "Field required"),
+        (lambda r: r["sources"][0].update(colour="red"), "sources.0.colour", "Extra inputs"),
+    ],
+)
+def test_broken_recipe_names_the_field(tmp_path, mutate, field, reason):
+    path = _broken(tmp_path, mutate)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(str(path))
+    message = str(info.value)
+    assert str(path) in message
+    assert field in message and reason in message, message
+
+
+def test_unknown_recipe_and_bad_yaml(tmp_path):
+    with pytest.raises(RecipeError, match="unknown recipe 'nope'"):
+        load_recipe("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n", encoding="utf-8")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(str(bad))
+
+
+def test_recipe_env_var_selects_the_recipe(monkeypatch):
+    monkeypatch.setenv("LM_PLATFORM_RECIPE", "ja")
+    assert load_recipe().name == "ja"

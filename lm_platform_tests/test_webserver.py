@@ -1,0 +1,135 @@
+"""Starts `dagster-webserver` on the demo code location and checks the asset graph it serves over
+GraphQL: the keys, a few dependency edges, groups and kinds. Nothing is materialized."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from lm_platform_tests.conftest import REPO, isolated_env
+
+WEBSERVER = str(Path(sys.executable).parent / "dagster-webserver")
+STARTUP_TIMEOUT_S = 120.0
+
+SOURCES = ["vi_news", "ja_wiki", "en_books", "en_web"]
+EXPECTED_KEYS = {
+    *(f"{layer}/{src}" for layer in ("corpus", "curated", "deduped") for src in SOURCES),
+    "blend/main",
+    "blend/anneal",
+    "tokenizer",
+    "dataset/main",
+    "dataset/anneal",
+    "checkpoint/main",
+    "checkpoint/anneal",
+    "eval/perplexity",
+}
+
+ASSET_NODES_QUERY = """
+query AssetGraph {
+  assetNodes {
+    assetKey { path }
+    dependencyKeys { path }
+    groupName
+    kinds
+  }
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _server_output(log: Path) -> str:
+    try:
+        return log.read_text(errors="replace")[-8000:]
+    except OSError:
+        return "<no output captured>"
+
+
+def _wait_until_up(proc: subprocess.Popen, base: str, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"dagster-webserver exited with {proc.returncode}:\n{_server_output(log)}")
+        try:
+            if requests.get(f"{base}/server_info", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1.0)
+    pytest.fail(f"dagster-webserver not up after {STARTUP_TIMEOUT_S:.0f}s:\n{_server_output(log)}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_webserver_serves_demo_asset_graph(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path / "home", tmp_path / "data")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "webserver.log"
+
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [WEBSERVER, "-m", "lm_platform.definitions", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_until_up(proc, base, log)
+
+        resp = requests.post(f"{base}/graphql", json={"query": ASSET_NODES_QUERY}, timeout=60)
+        assert resp.status_code == 200, resp.text[:4000]
+        payload = resp.json()
+        assert not payload.get("errors"), payload["errors"]
+        nodes = payload["data"]["assetNodes"]
+
+        by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
+        assert len(by_key) == len(nodes), "duplicate asset keys in assetNodes"
+        assert set(by_key) == EXPECTED_KEYS
+
+        deps = {key: {"/".join(d["path"]) for d in n["dependencyKeys"]} for key, n in by_key.items()}
+        assert "blend/main" in deps["tokenizer"]
+        assert {"checkpoint/main", "dataset/anneal", "tokenizer"} <= deps["checkpoint/anneal"]
+        assert "checkpoint/anneal" in deps["eval/perplexity"]
+        assert {"curated/en_books", "curated/en_web"} <= deps["deduped/en_web"]
+        assert {"blend/main", "tokenizer"} <= deps["dataset/main"]
+        assert {"dataset/main", "tokenizer"} <= deps["checkpoint/main"]
+        for src in SOURCES:
+            assert f"corpus/{src}" in deps[f"curated/{src}"]
+            assert f"curated/{src}" in deps[f"deduped/{src}"]
+            assert deps[f"corpus/{src}"] == set()
+
+        groups = {key: n["groupName"] for key, n in by_key.items()}
+        assert groups["tokenizer"] == "tokenizer"
+        assert groups["checkpoint/main"] == "training"
+        assert groups["checkpoint/anneal"] == "training"
+        assert groups["eval/perplexity"] == "evaluation"
+        assert all(groups[f"corpus/{src}"] == "corpus" for src in SOURCES)
+        assert all(groups[f"deduped/{src}"] == "curation" for src in SOURCES)
+        assert all(g and g != "default" for g in groups.values()), groups
+
+        assert set(by_key["tokenizer"]["kinds"]) == {"sentencepiece", "huggingface"}
+        assert all(n["kinds"] for n in nodes), "every asset should declare kinds"
+    finally:
+        _stop(proc)
