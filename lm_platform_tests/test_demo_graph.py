@@ -150,7 +150,10 @@ def test_checkpoint_trained_below_its_initial_loss_and_loads(demo_run, stage):
 
     path = demo_run.base / "checkpoint" / stage
     metrics = json.loads((path / "metrics.json").read_text())
-    assert metrics["final_val_loss"] < metrics["initial_val_loss"]
+    if stage == "main":  # from scratch: far below a random model's loss
+        assert metrics["final_val_loss"] < metrics["initial_val_loss"] - 1.0
+    else:  # annealing continues from main on held-out-limited data: it must not regress
+        assert metrics["final_val_loss"] <= metrics["initial_val_loss"] + 0.02
     assert metrics["steps"] >= 10 and metrics["tokens_seen"] > 0
     meta = latest(demo_run, f"checkpoint/{stage}").asset_materialization.metadata
     assert meta["final_val_loss"].value == pytest.approx(metrics["final_val_loss"])

@@ -57,10 +57,12 @@ def blend(
     ratios: dict[str, float],
     target_tokens: int,
     out_dir: str | Path,
-    seed: int = 0,
+    seed: int | str = 0,
 ) -> dict:
     """Select documents from `inputs` (source -> (deduped path, chars per token)) to reach
-    `target_tokens` split by `ratios`; write `data.parquet` and `manifest.json` into `out_dir`."""
+    `target_tokens` split by `ratios`; write `data.parquet` and `manifest.json` into `out_dir`.
+
+    The same seed gives the same selection; stages pass their own seed so each draws its own sample."""
     estimates: dict[str, list[float]] = {}
     for source in ratios:
         path, chars_per_token = inputs[source]

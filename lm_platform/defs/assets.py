@@ -192,7 +192,11 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
             for s in stage.mixture
         }
         manifest = blend(
-            inputs, stage.mixture, stage.target_tokens, layout.blend(stage.name), seed=recipe.seed
+            inputs,
+            stage.mixture,
+            stage.target_tokens,
+            layout.blend(stage.name),
+            seed=f"{recipe.seed}:{stage.name}",
         )
         bad = [row for row in manifest["licenses"] if row["license"] not in allowed]
         check = dg.AssetCheckResult(
