@@ -36,6 +36,10 @@ class Layout:
     def curated(self, source: str) -> Path:
         return self.base / "curated" / f"{source}.parquet"
 
+    def curated_shards(self, source: str) -> list[Path]:
+        """Every curated output file of a source (what dedup reads), in shard order."""
+        return [self.curated(source)]
+
     def excluded(self, source: str) -> Path:
         return self.base / "curated" / f"{source}.excluded.parquet"
 

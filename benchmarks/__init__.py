@@ -1,0 +1,1 @@
+"""Benchmarks: ours against a peer on the same input (contract: ../shared/benchmarks.md)."""
