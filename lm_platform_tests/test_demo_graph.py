@@ -24,12 +24,14 @@ DEMO_KEYS = (
     | {f"checkpoint/{s}" for s in STAGES}
     | {"tokenizer", "eval/perplexity"}
 )
-# The filter expected to catch each kind of labelled noise (wrong-language text can also be too short).
+# The filters expected to catch each kind of labelled noise (wrong-language text can also be too short).
 EXPECTED_FILTER = {
     "too_short": {"length"},
     "boilerplate": {"boilerplate"},
     "broken_encoding": {"encoding"},
-    "wrong_language": {"script", "length"},
+    "wrong_language": {"language_id", "script", "length"},
+    "repetitive": {"gopher_repetition", "fineweb"},
+    "spam": {"flagged_words"},
 }
 DUPLICATE_LABELS = {"exact_duplicate", "near_duplicate", "cross_source_duplicate"}
 
@@ -69,22 +71,32 @@ def _labels(path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_demo_noise_is_removed_as_labelled(demo_run, source):
+def test_demo_noise_is_removed_with_high_recall_and_precision(demo_run, source):
+    """Curation + dedup remove >= 95 % of the labelled noise, >= 95 % of what they keep is clean, and
+    >= 95 % of the clean documents are kept; each kind of noise falls to the stage meant for it."""
     base = demo_run.base
     raw = _labels(base / "corpus" / f"{source}.parquet")
     kept = _labels(base / "deduped" / f"{source}.parquet")
     clean = {i for i, label in raw.items() if label == "clean"}
     noise = {i: label for i, label in raw.items() if label != "clean"}
     assert noise, "the demo source should carry labelled noise"
-    assert set(kept) == clean, {i: raw[i] for i in set(kept) ^ clean}
-    # Each kind of noise was removed by the stage meant for it.
+    assert set(kept) <= set(raw)
+    recall = sum(i not in kept for i in noise) / len(noise)
+    precision = len(clean & set(kept)) / len(kept)
+    clean_kept = len(clean & set(kept)) / len(clean)
+    assert recall >= 0.95 and precision >= 0.95 and clean_kept >= 0.95, (recall, precision, clean_kept)
     excluded = {d["id"]: d["filter"] for d in iter_docs(base / "curated" / f"{source}.excluded.parquet")}
     curated = _labels(base / "curated" / f"{source}.parquet")
+    wrong_stage = []
     for doc_id, label in noise.items():
         if label in DUPLICATE_LABELS:
-            assert doc_id in curated, f"{doc_id} ({label}) should survive filters and fall to dedup"
+            ok = doc_id in curated  # survives the filters and falls to dedup
         else:
-            assert excluded.get(doc_id) in EXPECTED_FILTER[label], (doc_id, label, excluded.get(doc_id))
+            ok = excluded.get(doc_id) in EXPECTED_FILTER[label]
+        if not ok:
+            wrong_stage.append((doc_id, label, excluded.get(doc_id)))
+    assert len(wrong_stage) <= 0.05 * len(noise), wrong_stage
+    assert {label for label in noise.values()} >= {"too_short", "boilerplate", "broken_encoding"}
 
 
 def test_exact_duplicates_are_gone_across_all_sources(demo_run):

@@ -80,7 +80,7 @@ def _broken(tmp_path: Path, mutate) -> Path:
         ),
         (
             lambda r: r["languages"]["vi"]["filters"].append({"name": "no_such_filter"}),
-            "languages.vi.filters.4",
+            "languages.vi.filters.9",  # the demo lists 9 filters for vi
             "no_such_filter",
         ),
         (lambda r: r["sources"][0].update(license="not a license!"), "sources.0.license", "pattern"),

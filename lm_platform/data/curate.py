@@ -1,5 +1,9 @@
-"""Curation of one source: raw-text filters, normalisation, then filters, with a funnel and samples of
-what was excluded and why."""
+"""Curation of one source: raw-text filters, normalisation (mojibake repair, Unicode form), then the
+language's filters, then PII redaction, with a funnel and samples of what was excluded and why.
+
+Streaming: documents are read in batches and written in batches, so memory stays bounded whatever the
+size of the source.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,20 @@ from pathlib import Path
 import pyarrow as pa
 
 from lm_platform.data.documents import DocWriter, iter_docs
-from lm_platform.data.filters import build_filter
+from lm_platform.data.filters import Filter, build_filter
 from lm_platform.data.normalize import normalize_text
+from lm_platform.data.pii import PiiCounts, Redactor
+from lm_platform.data.text import Doc
 from lm_platform.recipe.schema import LanguageConfig
 
 EXCLUDED_SCHEMA = pa.schema(
-    [("id", pa.string()), ("source", pa.string()), ("filter", pa.string()), ("reason", pa.string()),
-     ("text", pa.string())]
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("filter", pa.string()),
+        ("reason", pa.string()),
+        ("text", pa.string()),
+    ]
 )
 
 
@@ -36,6 +47,63 @@ class CurationResult:
     funnel: list[FunnelStep]
     excluded_by_filter: dict[str, int] = field(default_factory=dict)
     licenses: dict[str, int] = field(default_factory=dict)
+    pii: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def keep_rate(self) -> float:
+        return self.docs_out / self.docs_in if self.docs_in else 0.0
+
+
+class Curator:
+    """The per-document chain for one language; `run(text, url)` -> (text, None) or (text, (filter,
+    reason)). Kept separate from file handling so benchmarks and tests can drive it directly."""
+
+    def __init__(self, lang: str, cfg: LanguageConfig):
+        filters = [build_filter(f, lang) for f in cfg.filters]
+        self.lang, self.cfg = lang, cfg
+        self.raw: list[Filter] = [f for f in filters if f.on_raw]
+        self.text: list[Filter] = [f for f in filters if not f.on_raw]
+        self.steps = [FunnelStep(f.name) for f in self.raw] + [FunnelStep("normalize")]
+        self.steps += [FunnelStep(f.name) for f in self.text]
+        self.redactor = Redactor(cfg.pii) if cfg.pii is not None else None
+        if self.redactor is not None:
+            self.steps.append(FunnelStep("pii"))
+        self.pii = PiiCounts()
+
+    def _through(self, step: FunnelStep, flt: Filter, doc: Doc) -> str | None:
+        step.docs_in += 1
+        step.chars_in += len(doc.text)
+        reason = flt.check(doc)
+        if reason is None:
+            step.docs_out += 1
+            step.chars_out += len(doc.text)
+        return reason
+
+    def run(self, text: str, url: str | None = None) -> tuple[str, tuple[str, str] | None]:
+        doc = Doc(text, self.lang, url)
+        for step, flt in zip(self.steps, self.raw, strict=False):
+            reason = self._through(step, flt, doc)
+            if reason is not None:
+                return doc.text, (flt.name, reason)
+        norm = self.steps[len(self.raw)]
+        norm.docs_in += 1
+        norm.chars_in += len(doc.text)
+        doc = Doc(normalize_text(doc.text, self.cfg.unicode_form, self.cfg.fix_mojibake), self.lang, url)
+        norm.docs_out += 1
+        norm.chars_out += len(doc.text)
+        for step, flt in zip(self.steps[len(self.raw) + 1 :], self.text, strict=False):
+            reason = self._through(step, flt, doc)
+            if reason is not None:
+                return doc.text, (flt.name, reason)
+        text = doc.text
+        if self.redactor is not None:
+            step = self.steps[-1]
+            step.docs_in += 1
+            step.chars_in += len(text)
+            text = self.redactor.redact(text, self.pii)
+            step.docs_out += 1
+            step.chars_out += len(text)
+        return text, None
 
 
 def curate(
@@ -46,57 +114,39 @@ def curate(
     cfg: LanguageConfig,
     max_excluded_per_filter: int = 1000,
 ) -> CurationResult:
-    """Normalise and filter the documents of `in_path` into `out_path`; samples of excluded documents
-    (up to `max_excluded_per_filter` per filter) go to `excluded_path` with their reason."""
-    filters = [build_filter(f, lang) for f in cfg.filters]
-    raw_filters = [f for f in filters if f.on_raw]
-    text_filters = [f for f in filters if not f.on_raw]
-    steps = [FunnelStep(f.name) for f in raw_filters] + [FunnelStep("normalize")]
-    steps += [FunnelStep(f.name) for f in text_filters]
+    """Normalise, filter and redact the documents of `in_path` into `out_path`; samples of excluded
+    documents (up to `max_excluded_per_filter` per filter) go to `excluded_path` with their reason."""
+    chain = Curator(lang, cfg)
     excluded: dict[str, int] = {}
     licenses: dict[str, int] = {}
-    docs_in = 0
-
-    def reject(doc: dict, name: str, reason: str, text: str) -> None:
-        excluded[name] = excluded.get(name, 0) + 1
-        if excluded[name] <= max_excluded_per_filter:
-            xw.write({"id": doc["id"], "source": doc["source"], "filter": name, "reason": reason, "text": text})
-
+    docs_in = chars_out = 0
     with DocWriter(out_path) as out, DocWriter(excluded_path, schema=EXCLUDED_SCHEMA) as xw:
         for doc in iter_docs(in_path):
             docs_in += 1
-            text = doc["text"]
-            kept = True
-            for i, flt in enumerate(raw_filters):
-                steps[i].docs_in += 1
-                steps[i].chars_in += len(text)
-                reason = flt(text)
-                if reason is not None:
-                    reject(doc, flt.name, reason, text)
-                    kept = False
-                    break
-                steps[i].docs_out += 1
-                steps[i].chars_out += len(text)
-            if not kept:
+            text, rejected = chain.run(doc["text"], doc.get("url"))
+            if rejected is not None:
+                name, reason = rejected
+                excluded[name] = excluded.get(name, 0) + 1
+                if excluded[name] <= max_excluded_per_filter:
+                    xw.write(
+                        {
+                            "id": doc["id"],
+                            "source": doc["source"],
+                            "filter": name,
+                            "reason": reason,
+                            "text": text,
+                        }
+                    )
                 continue
-            norm = steps[len(raw_filters)]
-            norm.docs_in += 1
-            norm.chars_in += len(text)
-            text = normalize_text(text, cfg.unicode_form)
-            norm.docs_out += 1
-            norm.chars_out += len(text)
-            for j, flt in enumerate(text_filters, start=len(raw_filters) + 1):
-                steps[j].docs_in += 1
-                steps[j].chars_in += len(text)
-                reason = flt(text)
-                if reason is not None:
-                    reject(doc, flt.name, reason, text)
-                    kept = False
-                    break
-                steps[j].docs_out += 1
-                steps[j].chars_out += len(text)
-            if kept:
-                out.write({**doc, "text": text})
-                licenses[doc["license"]] = licenses.get(doc["license"], 0) + 1
-    chars_out = steps[-1].chars_out
-    return CurationResult(docs_in, out.count, chars_out, steps, excluded, licenses)
+            out.write({**doc, "text": text})
+            chars_out += len(text)
+            licenses[doc["license"]] = licenses.get(doc["license"], 0) + 1
+    return CurationResult(
+        docs_in,
+        out.count,
+        chars_out,
+        chain.steps,
+        excluded,
+        licenses,
+        chain.pii.as_dict() if chain.redactor else {},
+    )

@@ -1,13 +1,16 @@
-"""Text normalisation per language: Unicode form, control characters, whitespace.
+"""Text normalisation per language: mojibake repair, Unicode form, control characters, whitespace.
 
-C1 control characters (U+0080..U+009F) are kept on purpose: in real text they are almost always the
-trace of a broken encoding, and the `encoding` filter judges them.
+Mojibake (UTF-8 read as cp1252/latin-1) is repaired with ftfy when the language asks for it; ftfy's own
+Unicode normalisation is off, as the language's form (NFC for Vietnamese, NFKC for Japanese) is applied
+right after. C1 control characters (U+0080..U+009F) are kept on purpose: in real text they are almost
+always the trace of a broken encoding, and the `encoding` filter judges them.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 # C0 controls except tab and newline, DEL, zero-width characters and the BOM.
 _DROP = re.compile("[\x00-\x08\x0b-\x1f\x7f\u200b-\u200d\u2060\ufeff]")
@@ -15,7 +18,37 @@ _SPACES = re.compile(r"[ \t\u00a0\u3000\u2000-\u200a\u202f\u205f]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
-def normalize_text(text: str, unicode_form: str = "NFC") -> str:
+@lru_cache(maxsize=1)
+def _ftfy_config():
+    import ftfy
+
+    # Only undo encoding mix-ups; every other change is normalisation's own business.
+    return ftfy.TextFixerConfig(
+        unescape_html=False,
+        remove_terminal_escapes=False,
+        fix_latin_ligatures=False,
+        fix_character_width=False,
+        uncurl_quotes=False,
+        fix_line_breaks=False,
+        fix_surrogates=True,
+        remove_control_chars=False,
+        normalization=None,
+        explain=False,
+    )
+
+
+def fix_mojibake(text: str) -> str:
+    """Undo UTF-8 decoded with the wrong codec (ftfy); text that is not mojibake comes back unchanged."""
+    if text.isascii():
+        return text
+    import ftfy
+
+    return ftfy.fix_text(text, _ftfy_config())
+
+
+def normalize_text(text: str, unicode_form: str = "NFC", repair_mojibake: bool = False) -> str:
+    if repair_mojibake:
+        text = fix_mojibake(text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = unicodedata.normalize(unicode_form, text)
     text = _DROP.sub("", text)

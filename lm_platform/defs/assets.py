@@ -80,15 +80,25 @@ def corpus_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
 
 def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
     lang_cfg = recipe.languages[src.language]
+    key = dg.AssetKey(["curated", src.name])
+    low, high = lang_cfg.expected_keep_rate
 
     @dg.asset(
-        key=["curated", src.name],
+        key=key,
         deps=[dg.AssetKey(["corpus", src.name])],
         group_name="curation",
         kinds={"python", "parquet"},
         code_version=CODE_VERSION,
         description=f"'{src.name}' normalised ({lang_cfg.unicode_form}) and filtered "
         f"({', '.join(f.name for f in lang_cfg.filters) or 'no filters'})",
+        check_specs=[
+            dg.AssetCheckSpec(
+                "keep_rate_in_band",
+                asset=key,
+                blocking=False,
+                description=f"Share of documents kept within the recipe's expected band [{low}, {high}]",
+            )
+        ],
     )
     def _curated(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
@@ -110,18 +120,30 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
             for s in res.funnel
         ]
         context.log.info(f"{src.name}: kept {res.docs_out}/{res.docs_in}; excluded {res.excluded_by_filter}")
+        in_band = low <= res.keep_rate <= high
+        check = dg.AssetCheckResult(
+            check_name="keep_rate_in_band",
+            passed=in_band,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"keep_rate": res.keep_rate, "expected_low": low, "expected_high": high},
+            description=None
+            if in_band
+            else f"keep rate {res.keep_rate:.3f} outside the expected band [{low}, {high}]",
+        )
         return dg.MaterializeResult(
+            check_results=[check],
             metadata={
                 "docs_in": res.docs_in,
                 "docs_out": res.docs_out,
-                "keep_rate": res.docs_out / res.docs_in if res.docs_in else 0.0,
+                "keep_rate": res.keep_rate,
+                "pii_redacted": dg.MetadataValue.json(res.pii),
                 "est_tokens": round(res.chars_out / lang_cfg.chars_per_token),
                 "funnel": _md_table(funnel, ["step", "docs in", "docs out", "chars in", "chars out"]),
                 "excluded_by_filter": dg.MetadataValue.json(res.excluded_by_filter),
                 "excluded_samples": dg.MetadataValue.path(str(layout.excluded(src.name))),
                 "licenses": _licenses_md(res.licenses),
                 "path": dg.MetadataValue.path(str(layout.curated(src.name))),
-            }
+            },
         )
 
     return _curated

@@ -31,6 +31,8 @@ NOISE_LABELS = (
     "too_short",
     "wrong_language",
     "broken_encoding",
+    "repetitive",
+    "spam",
 )
 
 # (source, language, file name): ja_wiki and en_web are gzipped to exercise that reader.
@@ -72,6 +74,14 @@ BOILERPLATE = {
         "Copyright © Sample Press. All rights reserved.",
         "This site uses cookies to improve your experience.",
     ],
+}
+
+
+# Spam vocabulary, also the demo's flagged-word list (recipe/bundled/demo_data/flagged_words.txt).
+SPAM = {
+    "vi": ["cá độ", "đánh bạc", "casino", "nổ hũ", "jackpot"],
+    "ja": ["オンラインカジノ", "出会い系", "アダルト", "副業で稼ぐ"],
+    "en": ["casino", "jackpot", "viagra", "bet365", "xxx"],
 }
 
 
@@ -185,6 +195,24 @@ def build(seed: int = 13) -> tuple[dict[str, list[dict]], list[dict]]:
                 copy["copy_of"] = orig["id"]
             lo = docs.index(orig) + 1 if orig is not None else 0
             docs.insert(rng.randint(lo, len(docs)), copy)
+        # Low-quality pages for the heuristic filters, from a generator of their own so that the rest of
+        # the corpus stays as it was: a sentence repeated line after line, and prose stuffed with spam.
+        extra = random.Random(f"{seed}:{source}:quality")
+        for k in range(3):
+            base = extra.choice(clean[source])
+            first = base.split("。")[0] + "。" if lang == "ja" else base.split(". ")[0] + "."
+            text = "\n".join([first] * extra.randint(6, 9) + [base])
+            docs.insert(
+                extra.randint(0, len(docs)), {"id": f"{source}-q{k:03d}", "text": text, "label": "repetitive"}
+            )
+        for k in range(3):
+            base = extra.choice(clean[source])
+            cut = len(base) // 2
+            stuffed = (" " if lang != "ja" else "").join(extra.choices(SPAM[lang], k=extra.randint(6, 10)))
+            text = base[:cut] + (" " if lang != "ja" else "") + stuffed + " " + base[cut:]
+            docs.insert(
+                extra.randint(0, len(docs)), {"id": f"{source}-s{k:03d}", "text": text, "label": "spam"}
+            )
         out[source] = [
             {
                 "id": d["id"],

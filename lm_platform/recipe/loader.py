@@ -57,7 +57,7 @@ def parse_recipe(raw: dict[str, Any], base_dir: Path, origin: str = "<recipe>") 
     """Validate a recipe mapping; local paths are resolved against `base_dir`."""
     raw = _resolve_paths(raw, base_dir)
     try:
-        return Recipe.model_validate(raw)
+        recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -65,6 +65,10 @@ def parse_recipe(raw: dict[str, Any], base_dir: Path, origin: str = "<recipe>") 
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"  {loc or '<root>'}: {msg}")
         raise RecipeError(f"{origin}: invalid recipe\n" + "\n".join(lines)) from None
+    missing = _missing_paths(recipe)
+    if missing:
+        raise RecipeError(f"{origin}: invalid recipe\n" + "\n".join(missing))
+    return recipe
 
 
 def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
@@ -76,9 +80,55 @@ def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         if entry.get("format") == "hf" or "://" in entry["location"]:
             return entry
         loc = Path(entry["location"]).expanduser()
-        return {**entry, "location": str(loc if loc.is_absolute() else (base_dir / loc).resolve())}
+        entry = {**entry, "location": str(loc if loc.is_absolute() else (base_dir / loc).resolve())}
+        if isinstance(entry.get("license_manifest"), str):
+            man = Path(entry["license_manifest"]).expanduser()
+            entry["license_manifest"] = str(man if man.is_absolute() else (base_dir / man).resolve())
+        return entry
 
     for key in ("sources", "evaluations"):
         if isinstance(raw.get(key), list):
             raw[key] = [resolve(e) for e in raw[key]]
+    if isinstance(raw.get("languages"), dict):
+        raw["languages"] = {
+            lang: _resolve_filter_paths(cfg, base_dir) for lang, cfg in raw["languages"].items()
+        }
     return raw
+
+
+BUNDLED_PREFIX = "bundled:"
+
+
+def _resolve_filter_paths(cfg: Any, base_dir: Path) -> Any:
+    """Filter files (word lists, models): relative to the recipe, or `bundled:<path>` for a file that
+    ships with the platform's bundled recipes."""
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("filters"), list):
+        return cfg
+    filters = []
+    for entry in cfg["filters"]:
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            path = entry["path"]
+            if path.startswith(BUNDLED_PREFIX):
+                resolved = BUNDLED_DIR / path.removeprefix(BUNDLED_PREFIX)
+            else:
+                loc = Path(path).expanduser()
+                resolved = loc if loc.is_absolute() else (base_dir / loc).resolve()
+            entry = {**entry, "path": str(resolved)}
+        filters.append(entry)
+    return {**cfg, "filters": filters}
+
+
+def _missing_paths(recipe: Recipe) -> list[str]:
+    """Local files the recipe names that do not exist: found at load time, before any work starts."""
+    problems = []
+    for i, src in enumerate(recipe.sources):
+        if src.format != "hf" and "://" not in src.location and not Path(src.location).exists():
+            problems.append(f"  sources.{i}.location: '{src.location}' does not exist")
+        if src.license_manifest and not Path(src.license_manifest).is_file():
+            problems.append(f"  sources.{i}.license_manifest: '{src.license_manifest}' does not exist")
+    for lang, cfg in recipe.languages.items():
+        for j, flt in enumerate(cfg.filters):
+            path = getattr(flt, "path", None)
+            if path and not Path(path).is_file():
+                problems.append(f"  languages.{lang}.filters.{j}.path: '{path}' does not exist")
+    return problems

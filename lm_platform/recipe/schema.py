@@ -28,7 +28,7 @@ class SourceConfig(_Strict):
 
     name: str = Field(pattern=NAME_PATTERN)
     location: str
-    format: Literal["jsonl", "parquet", "text_dir", "hf"]
+    format: Literal["jsonl", "parquet", "text_dir", "pdf_dir", "hf"]
     license: str = Field(pattern=SPDX_PATTERN, description="SPDX identifier of the source's license")
     language: str
     origin: str = Field("", description="Where the text comes from (URL or description)")
@@ -39,6 +39,15 @@ class SourceConfig(_Strict):
     hf_split: str = "train"
     formatter: Literal["qa"] | None = None
     max_docs: int | None = Field(None, gt=0)
+    max_est_tokens: int | None = Field(
+        None, gt=0, description="Stop reading after this many estimated tokens"
+    )
+    max_doc_bytes: int = Field(
+        8_000_000, gt=0, description="Larger documents are quarantined, not read into the corpus"
+    )
+    license_manifest: str | None = Field(
+        None, description="pdf_dir/text_dir: a JSON or CSV sidecar mapping file names to SPDX licenses"
+    )
     priority: int = Field(0, description="Dedup keeps the copy from the source with the higher priority")
 
 
@@ -70,17 +79,145 @@ class EncodingFilter(_Strict):
 
     name: Literal["encoding"] = "encoding"
     max_bad_char_fraction: float = Field(0.0, ge=0, le=1)
+    drop_mojibake: bool = Field(True, description="False: let normalisation repair mojibake (ftfy)")
+
+
+class LanguageIdFilter(_Strict):
+    """Language ID from py3langid's bundled model; keeps documents in `languages` (default: the
+    source's language) whose probability is at least `min_score` (datatrove's default 0.65)."""
+
+    name: Literal["language_id"] = "language_id"
+    min_score: float = Field(0.65, ge=0, le=1)
+    languages: tuple[str, ...] = ()
+    max_chars: int = Field(20_000, gt=0, description="Classify at most this many leading characters")
+
+
+class GopherQualityFilter(_Strict):
+    """Gopher quality rules; datatrove's defaults. Words are syllables for vi, MeCab words for ja."""
+
+    name: Literal["gopher_quality"] = "gopher_quality"
+    min_doc_words: int | None = 50
+    max_doc_words: int | None = 100_000
+    min_avg_word_length: float | None = 3
+    max_avg_word_length: float | None = 10
+    max_symbol_word_ratio: float | None = 0.1
+    max_bullet_lines_ratio: float | None = 0.9
+    max_ellipsis_lines_ratio: float | None = 0.3
+    min_alpha_words_ratio: float | None = 0.8
+    min_stop_words: int | None = 2
+    stop_words: tuple[str, ...] | None = Field(None, description="Default: a short list per language")
+
+
+class GopherRepetitionFilter(_Strict):
+    name: Literal["gopher_repetition"] = "gopher_repetition"
+    dup_line_frac: float | None = 0.3
+    dup_para_frac: float | None = 0.3
+    dup_line_char_frac: float | None = 0.2
+    dup_para_char_frac: float | None = 0.2
+    top_n_grams: tuple[tuple[int, float], ...] = ((2, 0.2), (3, 0.18), (4, 0.16))
+    dup_n_grams: tuple[tuple[int, float], ...] = (
+        (5, 0.15),
+        (6, 0.14),
+        (7, 0.13),
+        (8, 0.12),
+        (9, 0.11),
+        (10, 0.10),
+    )
+
+
+class C4Filter(_Strict):
+    """C4 line and document rules; datatrove's defaults. `rewrite` keeps only the lines that pass."""
+
+    name: Literal["c4"] = "c4"
+    rewrite: bool = True
+    remove_citations: bool = True
+    filter_no_terminal_punct: bool = True
+    end_punctuation: tuple[str, ...] = (".", "?", "!", '"', "'")
+    min_num_sentences: int | None = 5
+    min_words_per_line: int | None = 3
+    max_word_length: int | None = 1000
+    filter_lorem_ipsum: bool = True
+    filter_javascript: bool = True
+    filter_curly_bracket: bool = True
+    policy_substrings: tuple[str, ...] = (
+        "terms of use",
+        "privacy policy",
+        "cookie policy",
+        "uses cookies",
+        "use of cookies",
+        "use cookies",
+    )
+
+
+class FineWebFilter(_Strict):
+    name: Literal["fineweb"] = "fineweb"
+    line_punct_thr: float = 0.12
+    line_punct_exclude_zero: bool = False
+    stop_chars: tuple[str, ...] = (".", "!", "?", "。", "！", "？", "．", "‼", "⁇", "⁈", "⁉", "‽")
+    short_line_thr: float = 0.67
+    short_line_length: int = 30
+    char_duplicates_ratio: float = 0.01
+    new_line_ratio: float = 0.3
+
+
+class FlaggedWordsFilter(_Strict):
+    """Share of words on a list (file path, relative to the recipe; one entry a line)."""
+
+    name: Literal["flagged_words"] = "flagged_words"
+    path: str
+    max_ratio: float = Field(0.01, ge=0, le=1)
+
+
+class UrlDomainFilter(_Strict):
+    name: Literal["url_domain"] = "url_domain"
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    require_url: bool = False
 
 
 FilterConfig = Annotated[
-    LengthFilter | ScriptFilter | BoilerplateFilter | EncodingFilter, Field(discriminator="name")
+    LengthFilter
+    | ScriptFilter
+    | BoilerplateFilter
+    | EncodingFilter
+    | LanguageIdFilter
+    | GopherQualityFilter
+    | GopherRepetitionFilter
+    | C4Filter
+    | FineWebFilter
+    | FlaggedWordsFilter
+    | UrlDomainFilter,
+    Field(discriminator="name"),
 ]
+
+
+class PiiConfig(_Strict):
+    """PII redaction after filtering: each kind found is replaced by its placeholder and counted."""
+
+    emails: bool = True
+    ip_addresses: bool = True
+    phones: tuple[Literal["vi", "ja", "intl"], ...] = ("vi", "ja", "intl")
+    email_placeholder: str = "<EMAIL>"
+    ip_placeholder: str = "<IP>"
+    phone_placeholder: str = "<PHONE>"
 
 
 class LanguageConfig(_Strict):
     unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"] = "NFC"
     chars_per_token: float = Field(4.0, gt=0, description="Token estimate until a tokenizer exists")
     filters: tuple[FilterConfig, ...] = ()
+    fix_mojibake: bool = Field(True, description="Repair mojibake with ftfy during normalisation")
+    pii: PiiConfig | None = Field(None, description="Redact PII in kept documents; None: leave text as is")
+    expected_keep_rate: tuple[float, float] = Field(
+        (0.0, 1.0), description="Keep-rate band; the curated asset check warns outside it"
+    )
+
+    @field_validator("expected_keep_rate")
+    @classmethod
+    def _band(cls, band: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= band[0] <= band[1] <= 1:
+            raise ValueError(f"expected_keep_rate {list(band)} is not a band inside [0, 1]")
+        return band
 
 
 class TokenizerConfig(_Strict):

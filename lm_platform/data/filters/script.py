@@ -1,0 +1,64 @@
+"""Share of the language's characteristic characters (Japanese-character ratio, Vietnamese-letter
+ratio): a cheap language check that needs no model."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from lm_platform.data.filters.base import Filter
+from lm_platform.data.text import Doc
+from lm_platform.recipe.schema import SCRIPT_LANGS
+
+# Letters that only Vietnamese orthography puts on Latin letters: the extra vowels and đ, and tone marks.
+_VI_BASE = set("ăâđêôơư")
+_VI_TONES = {"\u0300", "\u0301", "\u0303", "\u0309", "\u0323"}  # grave, acute, tilde, hook, dot below
+
+
+def _is_japanese(ch: str) -> bool:
+    o = ord(ch)
+    return 0x3040 <= o <= 0x30FF or 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or ch == "々"
+
+
+def _is_vietnamese_syllable(word: str) -> bool:
+    decomposed = unicodedata.normalize("NFD", word.lower())
+    return any(c in _VI_TONES for c in decomposed) or any(c in _VI_BASE for c in word.lower())
+
+
+def script_ratio(text: str, lang: str) -> float:
+    """How much of the text is written the way `lang` is written, in [0, 1].
+
+    ja: kana and kanji among letters. vi: words carrying Vietnamese-only letters or tone marks among
+    words made of Latin letters (about 0.5 or more in Vietnamese prose, near 0 in English).
+    en: ASCII letters among letters.
+    """
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return 0.0
+    if lang == "ja":
+        return sum(map(_is_japanese, letters)) / len(letters)
+    if lang == "vi":
+        words = [w for w in text.split() if any(c.isalpha() for c in w)]
+        latin = [
+            w for w in words if all(not c.isalpha() or unicodedata.name(c, "").startswith("LATIN") for c in w)
+        ]
+        if not words or len(latin) < 0.9 * len(words):
+            return 0.0
+        return sum(map(_is_vietnamese_syllable, latin)) / len(latin)
+    if lang == "en":
+        return sum(c.isascii() for c in letters) / len(letters)
+    raise ValueError(f"no script rule for language '{lang}' (have: {sorted(SCRIPT_LANGS)})")
+
+
+class Script(Filter):
+    name = "script"
+
+    def __init__(self, cfg, lang: str):
+        if lang not in SCRIPT_LANGS:
+            raise ValueError(f"script filter: no rule for language '{lang}' (have: {sorted(SCRIPT_LANGS)})")
+        super().__init__(cfg, lang)
+
+    def check(self, doc: Doc) -> str | None:
+        ratio = script_ratio(doc.text, self.lang)
+        if ratio >= self.cfg.min_ratio:
+            return None
+        return f"{self.lang} script ratio {ratio:.2f} < {self.cfg.min_ratio}"

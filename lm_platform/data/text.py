@@ -1,0 +1,98 @@
+"""Language-aware text units shared by the filters: words, lines, paragraphs, sentences.
+
+Words: English and other space-separated languages use a rule-based tokenizer close to spaCy's blank
+English one (what datatrove uses), so thresholds carried over from datatrove mean the same thing.
+Vietnamese is written one syllable per space-separated token, so its "words" are syllables (the Gopher
+and FineWeb counts become syllable counts; the recipe sets thresholds for that). Japanese has no spaces:
+words come from MeCab (fugashi) with the UniDic-lite dictionary, both shipped on PyPI; if they are not
+installed, a documented character-class fallback cuts runs of one script (kanji, hiragana, katakana,
+Latin, digits) and each punctuation mark.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+# spaCy-like English tokenization: URLs, dotted abbreviations, ellipses, decimal numbers, contractions
+# split off ("do" + "n't", "It" + "'s"), word runs, and every other symbol on its own.
+_WORD_RE = re.compile(
+    r"https?://\S+|www\.\S+|(?:[A-Za-z]\.){2,}|\.\.\.|\d+(?:[.,]\d+)+|\w+(?=n't\b)|n't\b"
+    r"|['’](?:s|re|ll|ve|d|m)\b|\w+|[^\w\s]"
+)
+# Japanese fallback: a run of one script, or one other non-space character.
+_JA_RUN_RE = re.compile(
+    r"[\u4e00-\u9fff\u3400-\u4dbf々〆]+|[\u3040-\u309f]+|[\u30a0-\u30ffー]+|[A-Za-z]+|[0-9]+|\S"
+)
+PUNCTUATION = frozenset(
+    "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~“”‘’«»„—–…·•►、。，．：；？！「」『』【】（）〈〉《》〔〕［］｛｝・～％＃＆＊＠￥"
+)
+# Line ends that close a sentence, across the recipe languages.
+TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'", "。", "！", "？", "」", "』", "…", ")", "）", "”", "’")
+_SENT_RE = re.compile(r"[^.!?。！？]*(?:[.!?。！？]+[\"'”’」』)）]*|$)")
+
+
+@lru_cache(maxsize=1)
+def _tagger():
+    try:
+        import fugashi
+
+        return fugashi.Tagger()
+    except Exception:  # no fugashi/dictionary installed: the character-class fallback applies
+        return None
+
+
+def japanese_words(text: str) -> list[str]:
+    """Japanese words from MeCab (UniDic-lite), or script runs when MeCab is not available."""
+    tagger = _tagger()
+    if tagger is None:
+        return _JA_RUN_RE.findall(text)
+    out: list[str] = []
+    for line in text.split("\n"):  # MeCab works per line; long documents stay cheap
+        if line.strip():
+            out.extend(w.surface for w in tagger(line) if w.surface.strip())
+    return out
+
+
+def split_words(text: str, lang: str) -> list[str]:
+    """The text's words (Vietnamese: syllables) with punctuation as separate tokens."""
+    if lang == "ja":
+        return japanese_words(text)
+    return _WORD_RE.findall(text)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of one line: cut after terminal punctuation (and any closing quotes)."""
+    return [s.strip() for s in _SENT_RE.findall(text) if s.strip()]
+
+
+def is_symbol(word: str) -> bool:
+    return all(c in PUNCTUATION for c in word)
+
+
+class Doc:
+    """One document's text with its derived units computed once and shared by all filters."""
+
+    __slots__ = ("text", "lang", "url", "_words", "_lines")
+
+    def __init__(self, text: str, lang: str, url: str | None = None):
+        self.text, self.lang, self.url = text, lang, url
+        self._words: list[str] | None = None
+        self._lines: list[str] | None = None
+
+    @property
+    def words(self) -> list[str]:
+        if self._words is None:
+            self._words = split_words(self.text, self.lang)
+        return self._words
+
+    @property
+    def lines(self) -> list[str]:
+        if self._lines is None:
+            self._lines = self.text.splitlines()
+        return self._lines
+
+    def replace_text(self, text: str) -> None:
+        """A filter rewrote the text (C4 drops lines): derived units are recomputed on demand."""
+        if text != self.text:
+            self.text, self._words, self._lines = text, None, None

@@ -1,0 +1,146 @@
+"""Heuristic quality filters (Gopher, C4, FineWeb), language ID, flagged words and URL domains:
+documents that must pass and must fail, per language; and the per-language word units they count."""
+
+from __future__ import annotations
+
+import pytest
+
+from lm_platform.data.filters import build_filter, identify
+from lm_platform.data.filters.gopher_repetition import repeated_ngram_chars, top_ngram_chars
+from lm_platform.data.text import Doc, split_words
+from lm_platform.demo.generate import read_paragraphs
+from lm_platform.recipe.schema import (
+    C4Filter,
+    FineWebFilter,
+    FlaggedWordsFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+    LanguageIdFilter,
+    UrlDomainFilter,
+)
+
+PARAS = {lang: read_paragraphs(lang) for lang in ("vi", "ja", "en")}
+# Per-language overrides as the demo recipe sets them: Vietnamese counts syllables, Japanese MeCab words.
+GOPHER = {
+    "en": GopherQualityFilter(),
+    "vi": GopherQualityFilter(min_avg_word_length=2, max_avg_word_length=8),
+    "ja": GopherQualityFilter(min_avg_word_length=1, max_avg_word_length=6, min_alpha_words_ratio=0.6),
+}
+
+
+def test_japanese_words_come_from_mecab_and_vietnamese_words_are_syllables():
+    assert split_words("今日は良い天気です。", "ja") == ["今日", "は", "良い", "天気", "です", "。"]
+    assert split_words("Hôm nay trời đẹp.", "vi") == ["Hôm", "nay", "trời", "đẹp", "."]
+    assert split_words("It's fine... don't worry, U.S. rules!", "en") == [
+        "It", "'s", "fine", "...", "do", "n't", "worry", ",", "U.S.", "rules", "!",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("lang", ["vi", "ja", "en"])
+def test_gopher_quality_keeps_prose_and_drops_lists_symbols_and_short_text(lang):
+    f = build_filter(GOPHER[lang], lang)
+    kept = [p for p in PARAS[lang] if f(p) is None]
+    assert len(kept) >= 0.95 * len(PARAS[lang])
+    prose = PARAS[lang][0]
+    assert "gopher_short_doc" in f(prose[: len(prose) // 8])
+    bullets = "\n".join(f"- {line}" for line in prose.split(" ") if line)
+    assert f(bullets) is not None
+    hashes = " ".join(f"#{w}" for w in split_words(prose, lang)[:80])
+    assert f(hashes) is not None
+
+
+def test_gopher_quality_default_word_length_band_is_english_only():
+    """The English band (3..10 characters) would drop every Japanese paragraph: hence the overrides."""
+    en_default = build_filter(GopherQualityFilter(), "ja")
+    assert all("gopher_below_avg_threshold" in en_default(p) for p in PARAS["ja"][:10])
+    stop = build_filter(GopherQualityFilter(), "en")
+    no_stop_words = " ".join(["Apples oranges bananas grapes melons."] * 20)
+    assert "stop_words" in stop(no_stop_words)
+
+
+@pytest.mark.parametrize("lang", ["vi", "ja", "en"])
+def test_gopher_repetition_drops_repeated_lines_and_ngrams(lang):
+    f = build_filter(GopherRepetitionFilter(), lang)
+    assert all(f(p) is None for p in PARAS[lang][:30])
+    first = PARAS[lang][0]
+    assert "dup_line" in f("\n".join([first[:60]] * 8 + [first]))
+    spam = " ".join(split_words(first, lang)[:6]) + " "
+    assert f(spam * 30) is not None
+
+
+def test_repetition_counts_match_their_definitions():
+    words = ["a", "b", "c", "a", "b", "c", "a", "b", "c"]
+    assert top_ngram_chars(words, 2) == len("a b") * 3
+    # "abc" first seen at 0; the trigram at 3 repeats it (skip 3), the one at 6 repeats it too.
+    assert repeated_ngram_chars(words, 3) == 6
+
+
+@pytest.mark.parametrize("lang", ["en", "ja"])
+def test_c4_keeps_sentences_drops_pages_with_code_or_too_few_sentences(lang):
+    f = build_filter(C4Filter(min_num_sentences=3), lang)
+    para = PARAS[lang][1]
+    assert f(para) is None
+    assert "curly_bracket" in f(para + "\nThe code reads { return 1; } here.")
+    assert "lorem_ipsum" in f(para + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.")
+    assert "too_few_sentences" in f("Menu\nHome\nShort line.")
+
+
+def test_c4_rewrites_the_text_without_bad_lines():
+    f = build_filter(C4Filter(min_num_sentences=1), "en")
+    doc = Doc(
+        "A fine first sentence here.\nClick here\nThis site uses cookies to track you.\nAnother one.", "en"
+    )
+    assert f.check(doc) is None
+    assert (
+        doc.text == "A fine first sentence here.\nAnother one." or doc.text == "A fine first sentence here."
+    )
+
+
+@pytest.mark.parametrize("lang", ["vi", "ja", "en"])
+def test_fineweb_keeps_prose_and_drops_lists_and_duplicated_lines(lang):
+    f = build_filter(FineWebFilter(short_line_length=10 if lang == "ja" else 30), lang)
+    assert all(f(p) is None for p in PARAS[lang][:30])
+    listing = "\n".join(w for w in split_words(PARAS[lang][0], lang) if w.strip())
+    assert f(listing) is not None
+    dup = "\n".join([PARAS[lang][0]] * 2 + [PARAS[lang][1]])
+    assert "char_dup_ratio" in f(dup)
+
+
+@pytest.mark.parametrize("lang", ["vi", "ja", "en"])
+def test_language_id_from_the_packaged_model(lang):
+    f = build_filter(LanguageIdFilter(), lang)
+    assert all(f(p) is None for p in PARAS[lang][:20])
+    others = [p for other in ("vi", "ja", "en") if other != lang for p in PARAS[other][:5]]
+    assert all(f(p) is not None for p in others)
+    assert identify(PARAS[lang][0])[0] == lang
+
+
+def test_language_id_threshold_and_extra_languages():
+    strict = build_filter(LanguageIdFilter(min_score=0.999999), "en")
+    mixed = PARAS["en"][0][:100] + " " + PARAS["vi"][0][:100]
+    assert strict(mixed) is not None
+    both = build_filter(LanguageIdFilter(languages=("en", "vi"), min_score=0.0), "en")
+    assert both(PARAS["vi"][0]) is None
+
+
+def test_flagged_words_ratio(tmp_path):
+    words = tmp_path / "flagged.txt"
+    words.write_text("# spam\ncasino\njackpot\ncá độ\n", encoding="utf-8")
+    f = build_filter(FlaggedWordsFilter(path=str(words), max_ratio=0.02), "en")
+    assert f(PARAS["en"][0]) is None
+    assert "flagged-word ratio" in f(PARAS["en"][0] + " casino jackpot casino jackpot casino")
+    vi = build_filter(FlaggedWordsFilter(path=str(words), max_ratio=0.02), "vi")
+    assert vi(PARAS["vi"][0]) is None
+    assert vi(PARAS["vi"][0] + " cá độ cá độ cá độ") is not None
+
+
+def test_url_domain_allow_and_deny():
+    f = build_filter(UrlDomainFilter(deny=("spam.example",)), "en")
+    assert "deny" in f("text", url="https://www.spam.example/page")
+    assert "deny" in f("text", url="http://sub.spam.example/x")
+    assert f("text", url="https://notspam.example/") is None
+    assert f("text") is None
+    allow = build_filter(UrlDomainFilter(allow=("wikipedia.org",), require_url=True), "en")
+    assert allow("text", url="https://vi.wikipedia.org/wiki/X") is None
+    assert "allow" in allow("text", url="https://example.com/")
+    assert allow("text") == "no url"
