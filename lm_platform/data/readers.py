@@ -1,16 +1,22 @@
 """Read a recipe source into documents of the fixed schema, streaming, with bad records quarantined.
 
-Formats: JSONL (plain or .gz), Parquet, directories of .txt files, and HF `datasets` (streaming for hub
-ids; local files go through the same call). A malformed record never stops the read: it is counted and
-kept in `ReadStats.quarantined` with its file, line and reason.
+Formats: JSONL (plain, .gz or .zst), Parquet, directories of .txt files, directories of PDFs (text from
+pypdf), and HF `datasets` (streaming for hub ids; local files go through the same call). Text and PDF
+directories may carry a sidecar license manifest (JSON `{file: SPDX}` or CSV `file,license`), giving
+each file its own license. A bad record never stops the read: malformed JSON, invalid UTF-8, a record
+without the text field, an empty file, a document over `max_doc_bytes` are counted and kept in
+`ReadStats.quarantined` with file, line and reason. Memory stays bounded: JSONL is read line by line
+with a length limit, so even a single huge line is skipped without being held.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import io
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +35,12 @@ class ReadStats:
     read: int = 0
     quarantined_count: int = 0
     quarantined: list[dict[str, Any]] = field(default_factory=list)
+    by_reason: Counter = field(default_factory=Counter)
+    files: int = 0
 
     def quarantine(self, file: str, line: int | None, reason: str) -> None:
         self.quarantined_count += 1
+        self.by_reason[reason.split(":")[0]] += 1
         if len(self.quarantined) < MAX_QUARANTINE_KEPT:
             self.quarantined.append({"file": file, "line": line, "reason": reason})
 
@@ -49,11 +58,22 @@ def format_record(record: dict[str, Any], src: SourceConfig) -> str | None:
 
 
 def _to_doc(
-    record: dict[str, Any], src: SourceConfig, file: str, line: int | None, stats: ReadStats
+    record: dict[str, Any],
+    src: SourceConfig,
+    file: str,
+    line: int | None,
+    stats: ReadStats,
+    license: str | None = None,
 ) -> Document | None:
     text = format_record(record, src)
     if text is None:
         stats.quarantine(file, line, f"no string field '{src.text_field}'")
+        return None
+    size = len(text.encode("utf-8", errors="surrogatepass"))
+    if size > src.max_doc_bytes:
+        stats.quarantine(
+            file, line, f"document too large: {size:,} bytes > max_doc_bytes {src.max_doc_bytes:,}"
+        )
         return None
     raw_id = record.get(src.id_field) if src.id_field else None
     doc_id = str(raw_id) if raw_id is not None else hashlib.sha1(f"{file}:{line}".encode()).hexdigest()[:16]
@@ -62,7 +82,8 @@ def _to_doc(
         meta = {**{k: v for k, v in meta.items() if k != "meta"}, **record["meta"]}
     url = record.get(src.url_field) if src.url_field else None
     stats.read += 1
-    return make_doc(f"{src.name}/{doc_id}", text, src.name, src.license, src.language, url, _jsonable(meta))
+    lic = license or src.license
+    return make_doc(f"{src.name}/{doc_id}", text, src.name, lic, src.language, url, _jsonable(meta))
 
 
 def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:
@@ -77,20 +98,59 @@ def _files(location: Path, suffixes: tuple[str, ...]) -> list[Path]:
     raise FileNotFoundError(f"source location not found: {location}")
 
 
+def _open_binary(path: Path):
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if path.name.endswith(".zst"):
+        import zstandard
+
+        return zstandard.open(path, "rb")
+    return open(path, "rb")
+
+
+def _bounded_lines(raw, limit: int) -> Iterator[tuple[int, bytes | None, int]]:
+    """(line number, line bytes or None when longer than `limit`, size): a huge line is skipped in
+    chunks, never held whole."""
+    stream = io.BufferedReader(raw) if not isinstance(raw, io.BufferedReader) else raw
+    lineno = 0
+    while True:
+        chunk = stream.readline(limit + 1)
+        if not chunk:
+            return
+        lineno += 1
+        if len(chunk) <= limit or chunk.endswith(b"\n"):
+            yield lineno, chunk, len(chunk)
+            continue
+        size = len(chunk)
+        while chunk and not chunk.endswith(b"\n"):
+            chunk = stream.readline(1 << 20)
+            size += len(chunk)
+        yield lineno, None, size
+
+
 def _read_jsonl(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
-    for path in _files(Path(src.location), (".jsonl", ".jsonl.gz", ".json", ".json.gz")):
-        opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rb") as raw:
-            for lineno, line in enumerate(io.BufferedReader(raw), start=1):
+    suffixes = tuple(f"{ext}{comp}" for ext in (".jsonl", ".json") for comp in ("", ".gz", ".zst"))
+    # A record's JSON can be longer than its text (escapes, other fields): allow some room.
+    limit = src.max_doc_bytes * 2 + 65536
+    for path in _files(Path(src.location), suffixes):
+        stats.files += 1
+        records = 0
+        with _open_binary(path) as raw:
+            for lineno, line, size in _bounded_lines(raw, limit):
+                if line is None:
+                    stats.quarantine(str(path), lineno, f"document too large: line of {size:,} bytes")
+                    records += 1
+                    continue
                 if not line.strip():
                     continue
+                records += 1
                 try:
                     record = json.loads(line.decode("utf-8"))
                 except UnicodeDecodeError as exc:
-                    stats.quarantine(str(path), lineno, f"invalid UTF-8: {exc.reason}")
+                    stats.quarantine(str(path), lineno, f"invalid UTF-8: {exc.reason} at byte {exc.start}")
                     continue
                 except json.JSONDecodeError as exc:
-                    stats.quarantine(str(path), lineno, f"malformed JSON: {exc.msg}")
+                    stats.quarantine(str(path), lineno, f"malformed JSON: {exc.msg} at column {exc.colno}")
                     continue
                 if not isinstance(record, dict):
                     stats.quarantine(str(path), lineno, "record is not a JSON object")
@@ -98,10 +158,13 @@ def _read_jsonl(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
                 doc = _to_doc(record, src, str(path), lineno, stats)
                 if doc is not None:
                     yield doc
+        if records == 0:
+            stats.quarantine(str(path), None, "empty file: no records")
 
 
 def _read_parquet(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
     for path in _files(Path(src.location), (".parquet",)):
+        stats.files += 1
         row = 0
         for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
             for record in batch.to_pylist():
@@ -109,18 +172,80 @@ def _read_parquet(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
                 doc = _to_doc(record, src, str(path), row, stats)
                 if doc is not None:
                     yield doc
+        if row == 0:
+            stats.quarantine(str(path), None, "empty file: no rows")
+
+
+def load_license_manifest(path: str | Path) -> dict[str, str]:
+    """File name (relative to the source directory) -> SPDX license, from JSON or CSV."""
+    path = Path(path)
+    if path.suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a license manifest is a JSON object {{file: license}}")
+        return {str(k): str(v) for k, v in data.items()}
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and not {"file", "license"} <= set(rows[0]):
+        raise ValueError(f"{path}: a CSV license manifest has the columns 'file' and 'license'")
+    return {row["file"]: row["license"] for row in rows}
+
+
+def _licensed_files(src: SourceConfig, suffixes: tuple[str, ...], stats: ReadStats):
+    """(path, relative name, license) for each file of a directory source; files the manifest does not
+    cover are quarantined (a document without a known license must not reach a blend)."""
+    root = Path(src.location)
+    manifest = load_license_manifest(src.license_manifest) if src.license_manifest else None
+    for path in _files(root, suffixes):
+        stats.files += 1
+        rel = str(path.relative_to(root)) if root.is_dir() else path.name
+        lic = src.license
+        if manifest is not None:
+            lic = manifest.get(rel) or manifest.get(path.name)
+            if lic is None:
+                stats.quarantine(str(path), None, "no license: file not in the license manifest")
+                continue
+        size = path.stat().st_size
+        if size == 0:
+            stats.quarantine(str(path), None, "empty file")
+            continue
+        yield path, rel, lic, size
 
 
 def _read_text_dir(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
-    root = Path(src.location)
-    for path in _files(root, (".txt",)):
+    plain = _as_plain(src)
+    for path, rel, lic, size in _licensed_files(src, (".txt",), stats):
+        if size > src.max_doc_bytes:
+            stats.quarantine(str(path), None, f"document too large: {size:,} bytes > max_doc_bytes")
+            continue
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
-            stats.quarantine(str(path), None, f"invalid UTF-8: {exc.reason}")
+            stats.quarantine(str(path), None, f"invalid UTF-8: {exc.reason} at byte {exc.start}")
             continue
-        rel = str(path.relative_to(root)) if root.is_dir() else path.name
-        doc = _to_doc({"text": text, "id": rel, "path": rel}, _as_plain(src), str(path), None, stats)
+        doc = _to_doc({"text": text, "id": rel, "path": rel}, plain, str(path), None, stats, lic)
+        if doc is not None:
+            yield doc
+
+
+def _read_pdf_dir(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    plain = _as_plain(src)
+    for path, rel, lic, _ in _licensed_files(src, (".pdf",), stats):
+        try:
+            reader = PdfReader(path)
+            pages = [page.extract_text() or "" for page in reader.pages]
+        except (PdfReadError, ValueError, KeyError, OSError) as exc:
+            stats.quarantine(str(path), None, f"unreadable PDF: {exc}")
+            continue
+        text = "\n\n".join(p.strip() for p in pages if p.strip())
+        if not text:
+            stats.quarantine(str(path), None, "empty file: no extractable text (scanned PDF?)")
+            continue
+        record = {"text": text, "id": rel, "path": rel, "pages": len(pages)}
+        doc = _to_doc(record, plain, str(path), None, stats, lic)
         if doc is not None:
             yield doc
 
@@ -145,13 +270,26 @@ def _read_hf(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
             yield doc
 
 
-READERS = {"jsonl": _read_jsonl, "parquet": _read_parquet, "text_dir": _read_text_dir, "hf": _read_hf}
+READERS = {
+    "jsonl": _read_jsonl,
+    "parquet": _read_parquet,
+    "text_dir": _read_text_dir,
+    "pdf_dir": _read_pdf_dir,
+    "hf": _read_hf,
+}
 
 
-def read_source(src: SourceConfig, stats: ReadStats | None = None) -> Iterator[Document]:
-    """Stream a source's documents (up to `max_docs`), counting bad records into `stats`."""
+def read_source(
+    src: SourceConfig, stats: ReadStats | None = None, chars_per_token: float = 4.0
+) -> Iterator[Document]:
+    """Stream a source's documents up to its caps (`max_docs`, `max_est_tokens` at `chars_per_token`),
+    counting bad records into `stats`."""
     stats = stats if stats is not None else ReadStats()
+    chars = 0
     for n, doc in enumerate(READERS[src.format](src, stats)):
         if src.max_docs is not None and n >= src.max_docs:
             return
+        if src.max_est_tokens is not None and chars / chars_per_token >= src.max_est_tokens:
+            return
+        chars += len(doc["text"])
         yield doc

@@ -54,13 +54,24 @@ def corpus_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
         stats = ReadStats()
         chars = nbytes = 0
         with DocWriter(path) as out:
-            for doc in read_source(src, stats):
+            for doc in read_source(src, stats, chars_per_token=cpt):
                 out.write(doc)
                 chars += len(doc["text"])
                 nbytes += len(doc["text"].encode("utf-8"))
+        quarantine_path = path.with_suffix(".quarantine.json")
+        write_json(
+            quarantine_path,
+            {
+                "count": stats.quarantined_count,
+                "by_reason": dict(stats.by_reason),
+                "records": stats.quarantined,
+            },
+        )
         if stats.quarantined_count:
-            context.log.warning(f"{src.name}: {stats.quarantined_count} bad records quarantined")
-            write_json(path.with_suffix(".quarantine.json"), stats.quarantined)
+            context.log.warning(
+                f"{src.name}: {stats.quarantined_count} bad records quarantined ({dict(stats.by_reason)}); "
+                f"see {quarantine_path}"
+            )
         return dg.MaterializeResult(
             metadata={
                 "docs": out.count,
@@ -71,6 +82,8 @@ def corpus_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
                 "origin": src.origin or src.location,
                 "language": src.language,
                 "quarantined": stats.quarantined_count,
+                "quarantined_by_reason": dg.MetadataValue.json(dict(stats.by_reason)),
+                "quarantine": dg.MetadataValue.path(str(quarantine_path)),
                 "path": dg.MetadataValue.path(str(path)),
             }
         )
