@@ -67,7 +67,7 @@ def split_sentences(text: str) -> list[str]:
 
 
 def is_symbol(word: str) -> bool:
-    return all(c in PUNCTUATION for c in word)
+    return set(word) <= PUNCTUATION
 
 
 class Doc:

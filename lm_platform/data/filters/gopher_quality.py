@@ -6,9 +6,12 @@ counts MeCab words. Stop words default per language when the recipe gives none.
 
 from __future__ import annotations
 
+import re
+
 from lm_platform.data.filters.base import Filter
 from lm_platform.data.text import Doc, is_symbol
 
+_ALPHA = re.compile(r"[^\W\d_]")  # a letter of any script
 STOP_WORDS = {
     "en": ("the", "be", "to", "of", "and", "that", "have", "with"),
     "vi": ("và", "của", "là", "có", "được", "trong", "các", "cho", "những", "với", "một", "không"),
@@ -56,7 +59,7 @@ class GopherQuality(Filter):
             if ell > c.max_ellipsis_lines_ratio:
                 return f"gopher_too_many_end_ellipsis: {ell:.2f}"
         if c.min_alpha_words_ratio is not None:
-            alpha = sum(any(ch.isalpha() for ch in w) for w in words) / n_words
+            alpha = sum(map(bool, map(_ALPHA.search, words))) / n_words
             if alpha < c.min_alpha_words_ratio:
                 return f"gopher_below_alpha_threshold: {alpha:.2f} < {c.min_alpha_words_ratio}"
         if c.min_stop_words is not None:

@@ -26,9 +26,13 @@ def duplicates(items: list[str]) -> tuple[int, int]:
     return n, chars
 
 
+def _ngrams(words: list[str], n: int, sep: str) -> list[str]:
+    return list(map(sep.join, zip(*(words[i:] for i in range(n)), strict=False)))
+
+
 def top_ngram_chars(words: list[str], n: int) -> int:
     """Characters covered by the most frequent n-gram (joined with spaces) times its count."""
-    grams = Counter(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+    grams = Counter(_ngrams(words, n, " "))
     if not grams:
         return 0
     gram, count = grams.most_common(1)[0]
@@ -36,12 +40,16 @@ def top_ngram_chars(words: list[str], n: int) -> int:
 
 
 def repeated_ngram_chars(words: list[str], n: int) -> int:
-    """Characters in n-grams seen before, skipping past each repeat (datatrove's greedy count)."""
+    """Characters in n-grams seen before, skipping past each repeat (datatrove's greedy count; an
+    n-gram's key is its words joined without a separator, as there)."""
+    grams = _ngrams(words, n, "")
+    if len(set(grams)) == len(grams):  # no n-gram occurs twice: nothing to count (most prose)
+        return 0
     seen: set[str] = set()
     chars = i = 0
-    last = len(words) - n + 1
+    last = len(grams)
     while i < last:
-        gram = "".join(words[i : i + n])
+        gram = grams[i]
         if gram in seen:
             chars += len(gram)
             i += n
