@@ -36,8 +36,22 @@ class Layout:
     def curated(self, source: str) -> Path:
         return self.base / "curated" / f"{source}.parquet"
 
+    def curated_shard(self, source: str, shard: str) -> Path:
+        return self.base / "curated" / source / f"{shard}.parquet"
+
+    def excluded_shard(self, source: str, shard: str) -> Path:
+        return self.base / "curated" / source / f"{shard}.excluded.parquet"
+
     def curated_shards(self, source: str) -> list[Path]:
-        """Every curated output file of a source (what dedup reads), in shard order."""
+        """Every curated output file of a source (what dedup reads), in shard order: the shard files of
+        a sharded source (`curated/<source>/<shard>.parquet`), else the one file."""
+        shard_dir = self.base / "curated" / source
+        if shard_dir.is_dir():
+            shards = sorted(
+                p for p in shard_dir.glob("*.parquet") if not p.name.endswith(".excluded.parquet")
+            )
+            if shards:
+                return shards
         return [self.curated(source)]
 
     def excluded(self, source: str) -> Path:

@@ -80,3 +80,65 @@ def test_keep_rate_inside_the_band_passes_with_funnel_and_quarantine(tmp_path):
     assert {d["filter"] for d in excluded} >= {"length", "boilerplate", "encoding", "flagged_words"}
     assert all(d["reason"] for d in excluded)
     assert meta["docs_out"].value + len(excluded) == meta["docs_in"].value
+
+
+def test_shards_are_disjoint_cover_the_input_and_match_the_unsharded_run(tmp_path):
+    from lm_platform.data.curate import curate, merge_results
+    from lm_platform.data.documents import DocWriter
+
+    recipe = load_recipe("demo")
+    corpus = tmp_path / "corpus.parquet"
+    records = [
+        json.loads(line) for line in (BUNDLED_DIR / "demo_data" / "en_books.jsonl").read_text().splitlines()
+    ]
+    with DocWriter(corpus, batch_size=16) as w:  # several row groups
+        for r in records:
+            w.write({"id": r["id"], "text": r["text"], "source": "en_books", "license": "CC0-1.0", "lang": "en",
+                     "url": None, "meta": "{}"})  # fmt: skip
+    cfg = recipe.languages["en"]
+    whole = curate(corpus, tmp_path / "all.parquet", tmp_path / "all.x.parquet", "en", cfg)
+    parts = [
+        curate(corpus, tmp_path / f"{i}.parquet", tmp_path / f"{i}.x.parquet", "en", cfg, shard=(i, 3))
+        for i in range(3)
+    ]
+    ids = [[d["id"] for d in iter_docs(tmp_path / f"{i}.parquet")] for i in range(3)]
+    assert all(ids) and sum(map(len, ids)) == len(set().union(*ids))  # non-empty and disjoint
+    assert sorted(set().union(*ids)) == sorted(d["id"] for d in iter_docs(tmp_path / "all.parquet"))
+    merged = merge_results(parts)
+    assert (merged.docs_in, merged.docs_out, merged.excluded_by_filter) == (
+        whole.docs_in,
+        whole.docs_out,
+        whole.excluded_by_filter,
+    )
+    assert [(s.step, s.docs_in, s.docs_out) for s in merged.funnel] == [
+        (s.step, s.docs_in, s.docs_out) for s in whole.funnel
+    ]
+
+
+def test_a_sharded_source_is_a_partitioned_asset_and_dedup_finds_every_shard(tmp_path):
+    from lm_platform.paths import Layout
+
+    raw = yaml.safe_load((BUNDLED_DIR / "demo.yaml").read_text(encoding="utf-8"))
+    raw["sources"] = [
+        {"name": "en_books", "location": str(BUNDLED_DIR / "demo_data" / "en_books.jsonl"), "format": "jsonl",
+         "license": "CC0-1.0", "language": "en", "id_field": "id", "shards": 2}
+    ]  # fmt: skip
+    raw["stages"] = [{**raw["stages"][0], "mixture": {"en_books": 1.0}}]
+    raw["evaluations"] = []
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    recipe = load_recipe(str(path))
+    assets = build_assets(recipe)
+    resources = {"storage": LMStorage(root=str(tmp_path / "data")), "trainer": dg.PipesSubprocessClient()}
+    instance = dg.DagsterInstance.ephemeral()
+    dg.materialize(assets, resources=resources, selection="corpus/en_books", instance=instance)
+    for key in ("0000", "0001"):
+        result = dg.materialize(
+            assets, resources=resources, selection="curated/en_books", partition_key=key, instance=instance
+        )
+        assert result.success
+    layout = Layout(tmp_path / "data", "demo")
+    shards = layout.curated_shards("en_books")
+    assert [p.name for p in shards] == ["0000.parquet", "0001.parquet"]
+    kept = sum(len(list(iter_docs(p))) for p in shards)
+    assert kept > 50

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from lm_platform.data.documents import DocWriter, iter_docs
 from lm_platform.data.filters import Filter, build_filter
@@ -106,6 +107,18 @@ class Curator:
         return text, None
 
 
+def _iter_shard(path: str | Path, shard: tuple[int, int] | None):
+    if shard is None:
+        yield from iter_docs(path)
+        return
+    index, count = shard
+    pf = pq.ParquetFile(path)
+    groups = list(range(index, pf.metadata.num_row_groups, count))
+    if groups:
+        for batch in pf.iter_batches(batch_size=2048, row_groups=groups):
+            yield from batch.to_pylist()
+
+
 def curate(
     in_path: str | Path,
     out_path: str | Path,
@@ -113,15 +126,19 @@ def curate(
     lang: str,
     cfg: LanguageConfig,
     max_excluded_per_filter: int = 1000,
+    shard: tuple[int, int] | None = None,
 ) -> CurationResult:
     """Normalise, filter and redact the documents of `in_path` into `out_path`; samples of excluded
-    documents (up to `max_excluded_per_filter` per filter) go to `excluded_path` with their reason."""
+    documents (up to `max_excluded_per_filter` per filter) go to `excluded_path` with their reason.
+
+    `shard=(i, n)` curates only shard i of n: the input's Parquet row groups i, i+n, i+2n, ... so that
+    shards are disjoint, cover the input, and each reads only its own part."""
     chain = Curator(lang, cfg)
     excluded: dict[str, int] = {}
     licenses: dict[str, int] = {}
     docs_in = chars_out = 0
     with DocWriter(out_path) as out, DocWriter(excluded_path, schema=EXCLUDED_SCHEMA) as xw:
-        for doc in iter_docs(in_path):
+        for doc in _iter_shard(in_path, shard):
             docs_in += 1
             text, rejected = chain.run(doc["text"], doc.get("url"))
             if rejected is not None:
@@ -149,4 +166,33 @@ def curate(
         excluded,
         licenses,
         chain.pii.as_dict() if chain.redactor else {},
+    )
+
+
+def merge_results(results: list[CurationResult]) -> CurationResult:
+    """One result for several shards of a source: counts, funnel steps, exclusions, licenses and PII
+    summed."""
+
+    def add(dicts):
+        out: dict[str, int] = {}
+        for d in dicts:
+            for k, v in d.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    funnel = [FunnelStep(step.step) for step in results[0].funnel] if results else []
+    for res in results:
+        for total, step in zip(funnel, res.funnel, strict=True):
+            total.docs_in += step.docs_in
+            total.docs_out += step.docs_out
+            total.chars_in += step.chars_in
+            total.chars_out += step.chars_out
+    return CurationResult(
+        sum(r.docs_in for r in results),
+        sum(r.docs_out for r in results),
+        sum(r.chars_out for r in results),
+        funnel,
+        add(r.excluded_by_filter for r in results),
+        add(r.licenses for r in results),
+        add(r.pii for r in results),
     )

@@ -11,7 +11,7 @@ import dagster as dg
 
 from lm_platform.atomic import write_json
 from lm_platform.data.blend import BLEND_FILE, blend
-from lm_platform.data.curate import curate
+from lm_platform.data.curate import curate, merge_results
 from lm_platform.data.dedup import dedup_exact
 from lm_platform.data.documents import DocWriter, iter_docs
 from lm_platform.data.pack import pack_dataset
@@ -95,6 +95,10 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
     lang_cfg = recipe.languages[src.language]
     key = dg.AssetKey(["curated", src.name])
     low, high = lang_cfg.expected_keep_rate
+    # A sharded source is a partitioned asset, one partition per shard; a backfill of a range runs as
+    # one run (or fans out, one run per partition, with the daemon / k8s executor).
+    sharded = src.shards > 1
+    shard_keys = [f"{i:04d}" for i in range(src.shards)]
 
     @dg.asset(
         key=key,
@@ -102,6 +106,8 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
         group_name="curation",
         kinds={"python", "parquet"},
         code_version=CODE_VERSION,
+        partitions_def=dg.StaticPartitionsDefinition(shard_keys) if sharded else None,
+        backfill_policy=dg.BackfillPolicy.single_run() if sharded else None,
         description=f"'{src.name}' normalised ({lang_cfg.unicode_form}) and filtered "
         f"({', '.join(f.name for f in lang_cfg.filters) or 'no filters'})",
         check_specs=[
@@ -115,13 +121,32 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
     )
     def _curated(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
-        res = curate(
-            layout.corpus(src.name),
-            layout.curated(src.name),
-            layout.excluded(src.name),
-            src.language,
-            lang_cfg,
-        )
+        if sharded:
+            keys = context.partition_keys
+            res = merge_results(
+                [
+                    curate(
+                        layout.corpus(src.name),
+                        layout.curated_shard(src.name, k),
+                        layout.excluded_shard(src.name, k),
+                        src.language,
+                        lang_cfg,
+                        shard=(shard_keys.index(k), src.shards),
+                    )
+                    for k in keys
+                ]
+            )
+            out_path = layout.curated_shard(src.name, keys[0]).parent
+            excluded_path = str(layout.excluded_shard(src.name, keys[0])) if len(keys) == 1 else str(out_path)
+        else:
+            res = curate(
+                layout.corpus(src.name),
+                layout.curated(src.name),
+                layout.excluded(src.name),
+                src.language,
+                lang_cfg,
+            )
+            out_path, excluded_path = layout.curated(src.name), str(layout.excluded(src.name))
         funnel = [
             {
                 "step": s.step,
@@ -153,9 +178,9 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
                 "est_tokens": round(res.chars_out / lang_cfg.chars_per_token),
                 "funnel": _md_table(funnel, ["step", "docs in", "docs out", "chars in", "chars out"]),
                 "excluded_by_filter": dg.MetadataValue.json(res.excluded_by_filter),
-                "excluded_samples": dg.MetadataValue.path(str(layout.excluded(src.name))),
+                "excluded_samples": dg.MetadataValue.path(excluded_path),
                 "licenses": _licenses_md(res.licenses),
-                "path": dg.MetadataValue.path(str(layout.curated(src.name))),
+                "path": dg.MetadataValue.path(str(out_path)),
             },
         )
 

@@ -49,6 +49,12 @@ class SourceConfig(_Strict):
         None, description="pdf_dir/text_dir: a JSON or CSV sidecar mapping file names to SPDX licenses"
     )
     priority: int = Field(0, description="Dedup keeps the copy from the source with the higher priority")
+    shards: int = Field(
+        1,
+        ge=1,
+        le=10_000,
+        description="Curate in this many shards, each a Dagster partition (1: unpartitioned)",
+    )
 
 
 class LengthFilter(_Strict):
