@@ -69,7 +69,9 @@ def blend(
         estimates[source] = [len(d["text"]) / chars_per_token for d in iter_docs(path, columns=["text"])]
     available = {s: sum(e) for s, e in estimates.items()}
     targets = allocate(ratios, available, target_tokens)
-    shares = {s: SourceShare(s, ratios[s], targets[s], available[s], len(estimates[s])) for s in ratios}
+    shares = {
+        s: SourceShare(s, ratios[s], targets[s], available[s], len(estimates[s])) for s in ratios
+    }
     licenses: dict[str, dict[str, float]] = {}
     with atomic_dir(out_dir) as tmp, DocWriter(tmp / BLEND_FILE) as out:
         for source in ratios:

@@ -31,9 +31,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 class _SplitWriter:
-    def __init__(
-        self, out_dir: Path, split: str, row_len: int, rows_per_shard: int, dtype: np.dtype, pad: int
-    ):
+    def __init__(self, out_dir: Path, split: str, row_len: int, rows_per_shard: int, dtype: np.dtype, pad: int):
         self.out_dir, self.split, self.row_len = out_dir, split, row_len
         self.rows_per_shard, self.dtype, self.pad = rows_per_shard, dtype, pad
         self.buffer: list[np.ndarray] = []
@@ -55,9 +53,7 @@ class _SplitWriter:
         rows = len(flat) // self.row_len
         if final and len(flat) % self.row_len:
             rows += 1
-            flat = np.concatenate(
-                [flat, np.full(rows * self.row_len - len(flat), self.pad, dtype=self.dtype)]
-            )
+            flat = np.concatenate([flat, np.full(rows * self.row_len - len(flat), self.pad, dtype=self.dtype)])
         if rows == 0:
             return
         take = rows * self.row_len
@@ -70,13 +66,8 @@ class _SplitWriter:
     def close(self) -> dict:
         self._write(final=True)
         rows = sum(s["rows"] for s in self.shards)
-        return {
-            "docs": self.docs,
-            "tokens": self.tokens,
-            "rows": rows,
-            "padding": rows * self.row_len - self.tokens,
-            "shards": self.shards,
-        }
+        return {"docs": self.docs, "tokens": self.tokens, "rows": rows, "padding": rows * self.row_len - self.tokens,
+                "shards": self.shards}
 
 
 def pack_dataset(
