@@ -179,20 +179,27 @@ def run_datatrove(texts: list[str], work: Path) -> tuple[float, set[tuple[int, i
     dt_xxhash.xxhash64 = lambda s: xxhash.xxh64_intdigest(s.encode("utf-8") if isinstance(s, str) else s)
 
     cfg = MinhashConfig(
-        n_grams=NGRAM, num_buckets=BANDS, hashes_per_bucket=ROWS, seed=SEED, hash_config=HashConfig(precision=64)
+        n_grams=NGRAM,
+        num_buckets=BANDS,
+        hashes_per_bucket=ROWS,
+        seed=SEED,
+        hash_config=HashConfig(precision=64),
     )
     docs = [Document(text=t, id=str(i)) for i, t in enumerate(texts)]
     t0 = time.perf_counter()
     MinhashDedupSignature(output_folder=str(work / "sigs"), config=cfg, language=Whitespace()).run(iter(docs))
     for b in range(BANDS):
         list(
-            MinhashDedupBuckets(input_folder=str(work / "sigs"), output_folder=str(work / "buckets"), config=cfg).run(
-                None, rank=b, world_size=BANDS
-            )
+            MinhashDedupBuckets(
+                input_folder=str(work / "sigs"), output_folder=str(work / "buckets"), config=cfg
+            ).run(None, rank=b, world_size=BANDS)
             or []
         )
     MinhashDedupCluster(
-        input_folder=str(work / "buckets"), output_folder=str(work / "remove"), config=cfg, save_cluster_id=True
+        input_folder=str(work / "buckets"),
+        output_folder=str(work / "remove"),
+        config=cfg,
+        save_cluster_id=True,
     ).run()
     kept = sum(1 for _ in MinhashDedupFilter(input_folder=str(work / "remove")).run(iter(docs)))
     elapsed = time.perf_counter() - t0
@@ -216,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     texts, family = build_corpus(n_docs)
     truth, sims = truth_pairs(texts, family)
     near = sum(1 for s in sims if 0.7 <= s < 0.9)
-    print(f"corpus: {len(texts)} docs, {len(set(family))} families, {len(sims)} planted pairs "
-          f"({near} with Jaccard in [0.7, 0.9)), {len(truth)} true same-cluster pairs at J >= {THRESHOLD}")
+    print(
+        f"corpus: {len(texts)} docs, {len(set(family))} families, {len(sims)} planted pairs "
+        f"({near} with Jaccard in [0.7, 0.9)), {len(truth)} true same-cluster pairs at J >= {THRESHOLD}"
+    )
     ours_t, peer_t = [], []
     ours_pairs = peer_pairs = set()
     ours_kept = peer_kept = 0
@@ -232,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r:>5} {len(texts) / ours_t[-1]:>12,.0f} {len(texts) / peer_t[-1]:>17,.0f}")
     # Pairs outside a planted family are checked exactly: a real near-duplicate counts as true.
     extra = {
-        p for p in (ours_pairs | peer_pairs) - truth
+        p
+        for p in (ours_pairs | peer_pairs) - truth
         if family[p[0]] != family[p[1]] and jaccard(texts[p[0]], texts[p[1]]) >= THRESHOLD
     }
     truth |= extra

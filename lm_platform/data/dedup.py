@@ -256,7 +256,10 @@ def near_dup_clusters(
     # Band keys of every document (bands x 8 bytes each); full signatures stay memory-mapped per shard.
     bands = (
         np.concatenate(
-            [band_keys(np.asarray(a), cfg.bands, cfg.rows, off) for a, (_, _, off) in zip(arrays, index)]
+            [
+                band_keys(np.asarray(a), cfg.bands, cfg.rows, off)
+                for a, (_, _, off) in zip(arrays, index, strict=True)
+            ]
         )
         if n
         else np.empty((0, cfg.bands), np.uint64)
