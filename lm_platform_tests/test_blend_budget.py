@@ -124,7 +124,9 @@ def _demo_raw():
 def test_bad_mixtures_fail_at_load_time_with_the_field(edit, message):
     raw = _demo_raw()
     edit(raw["stages"][0])
-    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+    with pytest.raises(
+        RecipeError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
+    ):
         parse_recipe(raw, BUNDLED_DIR)
 
 
@@ -158,7 +160,17 @@ def test_dataset_card_lists_sources_licenses_filters_and_dedup(tmp_path):
     m = blend(inputs, recipe.stage("main").mixture, 3000, tmp_path / "out", stage="main")
     card = dataset_card(recipe, "main", m, {"en_web": {"docs_in": 9, "exact_removed": 2, "docs_out": 7}})
     assert card.startswith("# Dataset card: demo / blend `main`")
-    for needle in ("| vi_news |", "CC-BY-SA-4.0", "All allowed.", "script(min_ratio=0.3)", "MinHash LSH", "| en_web | 9 | 2 |"):
+    for needle in (
+        "| vi_news |",
+        "CC-BY-SA-4.0",
+        "All allowed.",
+        "script(min_ratio=0.3)",
+        "MinHash LSH",
+        "| en_web | 9 | 2 |",
+    ):
         assert needle in card, needle
-    bad = {**m, "licenses": [*m["licenses"], {"license": "CC-BY-NC-4.0", "docs": 1, "tokens": 5, "share": 0.0}]}
+    bad = {
+        **m,
+        "licenses": [*m["licenses"], {"license": "CC-BY-NC-4.0", "docs": 1, "tokens": 5, "share": 0.0}],
+    }
     assert "**Not allowed: CC-BY-NC-4.0**" in dataset_card(recipe, "main", bad)

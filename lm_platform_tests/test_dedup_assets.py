@@ -39,18 +39,38 @@ def make_recipe(tmp_path: Path, index: str = "sqlite", on_shortfall: str = "reco
         "name": "small",
         "languages": {"en": {"chars_per_token": 4.0, "filters": [{"name": "length", "min_chars": 50}]}},
         "sources": [
-            {"name": "web", "location": "web.jsonl", "format": "jsonl", "license": "CC-BY-4.0", "language": "en",
-             "id_field": "id", "priority": 0},
-            {"name": "books", "location": "books.jsonl", "format": "jsonl", "license": "CC0-1.0",
-             "language": "en", "id_field": "id", "priority": 5},
+            {
+                "name": "web",
+                "location": "web.jsonl",
+                "format": "jsonl",
+                "license": "CC-BY-4.0",
+                "language": "en",
+                "id_field": "id",
+                "priority": 0,
+            },
+            {
+                "name": "books",
+                "location": "books.jsonl",
+                "format": "jsonl",
+                "license": "CC0-1.0",
+                "language": "en",
+                "id_field": "id",
+                "priority": 5,
+            },
         ],
         "license_allowlist": ["CC0-1.0", "CC-BY-4.0"],
         "tokenizer": {"vocab_size": 300},
         "model": {},
         "dedup": {"exact": {"index": index, "partitions": 2}, "near": {"threshold": 0.8}},
         "decontamination": {"ngram": 13},
-        "stages": [{"name": "main", "mixture": {"web": 0.5, "books": 0.5}, "target_tokens": target,
-                    "on_shortfall": on_shortfall}],
+        "stages": [
+            {
+                "name": "main",
+                "mixture": {"web": 0.5, "books": 0.5},
+                "target_tokens": target,
+                "on_shortfall": on_shortfall,
+            }
+        ],
         "evaluations": [{"name": "held", "location": "held.jsonl"}],
     }
     path = tmp_path / "small.yaml"
@@ -92,7 +112,9 @@ def test_near_duplicate_of_a_higher_priority_source_and_a_leak_are_removed(tmp_p
 
 
 def test_unmeetable_target_fails_the_blend_when_the_stage_says_so(tmp_path):
-    result = materialize(tmp_path, make_recipe(tmp_path, on_shortfall="error", target=10**9), raise_on_error=False)
+    result = materialize(
+        tmp_path, make_recipe(tmp_path, on_shortfall="error", target=10**9), raise_on_error=False
+    )
     assert not result.success
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert "target is 1,000,000,000" in str(failures[0].event_specific_data.error)
@@ -116,4 +138,6 @@ def test_real_recipes_build_the_dedup_graph(name):
     for src in recipe.sources:
         assert {f"exact_dedup/{src.name}", f"minhash/{src.name}", f"deduped/{src.name}"} <= keys
         parents = {p.to_user_string() for p in graph.get(dg.AssetKey(["exact_dedup", src.name])).parent_keys}
-        assert parents == {f"curated/{src.name}"} | {f"exact_dedup/{w.name}" for w in recipe.higher_priority(src.name)}
+        assert parents == {f"curated/{src.name}"} | {
+            f"exact_dedup/{w.name}" for w in recipe.higher_priority(src.name)
+        }

@@ -51,7 +51,9 @@ def test_incremental_across_two_runs_and_two_sources_with_priority(tmp_path):
     assert (r2.exact_removed, r2.cross_source_removed) == (1, 0)
     # The web source gets a new shard; re-deduplicating it drops its copy of the book and the new
     # shard's copies of anything kept before, across both runs and both sources.
-    web2 = write_shard(tmp_path / "web2.parquet", "web", ["gamma", "DELTA", "epsilon", "alpha, text"], start=4)
+    web2 = write_shard(
+        tmp_path / "web2.parquet", "web", ["gamma", "DELTA", "epsilon", "alpha, text"], start=4
+    )
     r3 = run(idx, [web1, web2], tmp_path / "web_out", "web", priority=0, rank=1)
     assert kept_ids(tmp_path / "web_out") == ["web-1", "web-3", "web-6"]
     assert r3.cross_source_hits == {"books": 3}
@@ -134,7 +136,14 @@ def _corpus(tmp_path: Path) -> list[Path]:
 def test_kill_during_indexing_leaves_a_consistent_index_and_a_rerun_matches(tmp_path):
     shards = _corpus(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-c", DRIVER, str(tmp_path / "killed"), str(tmp_path / "killed_out"), *map(str, shards)]
+    cmd = [
+        sys.executable,
+        "-c",
+        DRIVER,
+        str(tmp_path / "killed"),
+        str(tmp_path / "killed_out"),
+        *map(str, shards),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     commits = 0
     deadline = time.monotonic() + 120
@@ -163,7 +172,14 @@ def test_kill_during_indexing_leaves_a_consistent_index_and_a_rerun_matches(tmp_
     # The rerun finishes with exactly what an uninterrupted run produces.
     rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert rerun.returncode == 0 and "finished" in rerun.stdout, rerun.stderr
-    clean = [sys.executable, "-c", DRIVER, str(tmp_path / "clean"), str(tmp_path / "clean_out"), *map(str, shards)]
+    clean = [
+        sys.executable,
+        "-c",
+        DRIVER,
+        str(tmp_path / "clean"),
+        str(tmp_path / "clean_out"),
+        *map(str, shards),
+    ]
     assert subprocess.run(clean, capture_output=True, env=env, timeout=300).returncode == 0
     assert kept_ids(tmp_path / "killed_out") == kept_ids(tmp_path / "clean_out")
     assert len(kept_ids(tmp_path / "clean_out")) == 2500

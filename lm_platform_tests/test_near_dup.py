@@ -91,7 +91,9 @@ def test_planted_pairs_cluster_across_sources_and_priority_keeps_the_winner(tmp_
             np.load(tmp_path / "sig_web" / f"{k:05d}.npy"), np.load(tmp_path / "sig_web1" / f"{k:05d}.npy")
         )
     # books outranks web: it is listed first.
-    stats = near_dup_clusters([("books", tmp_path / "sig_books"), ("web", tmp_path / "sig_web")], tmp_path / "near", cfg)
+    stats = near_dup_clusters(
+        [("books", tmp_path / "sig_books"), ("web", tmp_path / "sig_web")], tmp_path / "near", cfg
+    )
     web_removed = removed_rows(tmp_path / "near", "web")
     assert set(web_removed) == {(0, i) for i in range(10)} | {(1, i) for i in range(5)}
     assert all(web_removed[(0, i)] == "books" for i in range(10))
@@ -115,7 +117,9 @@ def test_union_find_makes_transitive_clusters_and_keeps_the_first():
 
 
 def test_japanese_uses_character_ngrams(tmp_path):
-    paras = [p for p in (DEMO_TEXTS / "ja.txt").read_text(encoding="utf-8").split("\n\n") if len(p) > 150][:30]
+    paras = [p for p in (DEMO_TEXTS / "ja.txt").read_text(encoding="utf-8").split("\n\n") if len(p) > 150][
+        :30
+    ]
     near = paras[0][:40] + "、そして" + paras[0][40:]  # a few characters inserted
     other = paras[1]
     write(tmp_path / "ja" / "00000.parquet", "ja", [*paras, near], lang="ja")
@@ -145,7 +149,11 @@ def test_decontamination_removes_and_reports_a_planted_benchmark_leak(tmp_path):
         for i, (t, lang) in enumerate([(clean, "en"), (leak, "en"), (near_miss, "en")]):
             w.write(make_doc(f"en-{i}", t, "web", "CC0-1.0", lang))
     res = filter_deduped(
-        [tmp_path / "s2.parquet"], tmp_path / "out.parquet", "web", "en", decontaminator=d,
+        [tmp_path / "s2.parquet"],
+        tmp_path / "out.parquet",
+        "web",
+        "en",
+        decontaminator=d,
         report_path=tmp_path / "report.parquet",
     )
     assert [x["id"] for x in iter_docs(tmp_path / "out.parquet")] == ["en-0", "en-2"]

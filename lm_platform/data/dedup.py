@@ -27,9 +27,22 @@ from lm_platform.data.minhash import MinHasher, TokenHasher, band_keys, cluster,
 from lm_platform.recipe.schema import NearDupConfig
 
 
+class _KeepWordChars(dict):
+    """str.translate table that deletes everything but letters, marks and numbers (filled lazily, so
+    each distinct character is classified once and the rest runs in C)."""
+
+    def __missing__(self, codepoint: int) -> int | None:
+        keep = unicodedata.category(chr(codepoint))[0] in "LNM"
+        self[codepoint] = codepoint if keep else None
+        return self[codepoint]
+
+
+_KEEP_WORD_CHARS = _KeepWordChars()
+
+
 def dedup_key(text: str) -> bytes:
     """A 16-byte hash of the text with case, punctuation, symbols and whitespace removed."""
-    kept = "".join(c for c in text.casefold() if unicodedata.category(c)[0] in "LNM")
+    kept = text.casefold().translate(_KEEP_WORD_CHARS)
     return hashlib.blake2b(kept.encode("utf-8"), digest_size=16).digest()
 
 

@@ -18,12 +18,25 @@ import numpy as np
 
 _MASK64 = (1 << 64) - 1
 _NGRAM_BASE = np.uint64(0x100000001B3)  # FNV prime: combines token hashes into n-gram hashes
-_NON_WORD = re.compile(r"[^\w]+|_+")
+_SPACES = re.compile(r" {2,}")
+
+
+class _WordCharsOrSpace(dict):
+    """str.translate table: letters, marks and numbers stay, anything else becomes a space (filled
+    lazily: each distinct character is classified once)."""
+
+    def __missing__(self, codepoint: int) -> int:
+        keep = unicodedata.category(chr(codepoint))[0] in "LNM"
+        self[codepoint] = codepoint if keep else 32
+        return self[codepoint]
+
+
+_WORD_OR_SPACE = _WordCharsOrSpace()
 
 
 def normalise(text: str) -> str:
     """Case folded, NFKC, punctuation/symbols/whitespace collapsed to single spaces."""
-    return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+    return _SPACES.sub(" ", unicodedata.normalize("NFKC", text).casefold().translate(_WORD_OR_SPACE)).strip()
 
 
 class TokenHasher:
