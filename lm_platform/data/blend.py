@@ -12,6 +12,7 @@ and deterministic: the same inputs and seed give the same documents in the same 
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import asdict, dataclass
@@ -106,6 +107,7 @@ def blend(
     epoch_caps: dict[str, float] | None = None,
     on_shortfall: str = "record",
     stage: str = "",
+    token_estimate: str = "chars / chars_per_token of the source's language (recipe)",
 ) -> dict:
     """Select documents from `inputs` (source -> (deduped path, chars per token)) to reach
     `target_tokens` split by `ratios` (keys: sources, or groups named in `groups`); write
@@ -178,7 +180,7 @@ def blend(
             "target_tokens": target_tokens,
             "taken_tokens": round(taken),
             "docs": out.count,
-            "token_estimate": "chars / chars_per_token of the source (see sources[].chars_per_token)",
+            "token_estimate": token_estimate,
             "ratios": dict(ratios),
             "groups": {g: list(m) for g, m in groups.items()},
             "shortfall": {
@@ -195,6 +197,26 @@ def blend(
         }
         write_json(tmp / MANIFEST_FILE, manifest)
     return manifest
+
+
+def measured_chars_per_token(manifest_path: str | Path, index_path: str | Path) -> dict[str, float]:
+    """Chars per token per source measured by an earlier run: the characters a blend took (its
+    manifest) over the exact tokens the packed dataset holds for them (its index, without BOS/EOS).
+    Empty when either file is missing or predates these fields."""
+    manifest_path, index_path = Path(manifest_path), Path(index_path)
+    if not (manifest_path.exists() and index_path.exists()):
+        return {}
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    index = json.loads(index_path.read_text(encoding="utf-8"))
+    out: dict[str, float] = {}
+    for row in manifest.get("sources", []):
+        counts = index.get("sources", {}).get(row["source"])
+        if not counts or not row.get("taken_chars") or counts.get("docs") != row.get("taken_docs"):
+            continue  # the dataset was packed from another blend: do not trust the pairing
+        tokens = counts["tokens"] - 2 * counts["docs"]
+        if tokens > 0:
+            out[row["source"]] = row["taken_chars"] / tokens
+    return out
 
 
 def _select(est: list[float], acc: SourceShare, cap: float, seed: str) -> dict[int, int]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from lm_platform.atomic import atomic_path, read_json, write_json
-from lm_platform.data.blend import BLEND_FILE, blend
+from lm_platform.data.blend import BLEND_FILE, MANIFEST_FILE, blend, measured_chars_per_token
 from lm_platform.data.curate import curate
 from lm_platform.data.dataset_card import CARD_FILE, dataset_card
 from lm_platform.data.decontam import Decontaminator
@@ -373,10 +373,22 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
     )
     def _blend(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
-        inputs = {
-            s: (layout.deduped(s), recipe.languages[recipe.source(s).language].chars_per_token)
-            for s in stage.mixture_sources()
+        cpt = {
+            s: recipe.languages[recipe.source(s).language].chars_per_token for s in stage.mixture_sources()
         }
+        measured = {}
+        if stage.token_estimate == "measured":
+            measured = measured_chars_per_token(
+                layout.blend(stage.name) / MANIFEST_FILE, layout.dataset(stage.name) / "index.json"
+            )
+            cpt.update({s: v for s, v in measured.items() if s in cpt})
+        inputs = {s: (layout.deduped(s), cpt[s]) for s in stage.mixture_sources()}
+        how = (
+            f"chars / chars_per_token measured on dataset/{stage.name} for {sorted(measured)}, the recipe's "
+            "per-language value for the rest"
+            if measured
+            else "chars / chars_per_token of the source's language (recipe)"
+        )
         manifest = blend(
             inputs,
             stage.mixture,
@@ -387,6 +399,7 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
             epoch_caps={s: stage.epoch_cap(s) for s in stage.mixture_sources()},
             on_shortfall=stage.on_shortfall,
             stage=stage.name,
+            token_estimate=how,
         )
         figures_dir = _dedup_dir(layout) / "figures"
         figures = {

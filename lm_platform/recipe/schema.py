@@ -212,6 +212,12 @@ class StageConfig(_Strict):
     upsample: bool = Field(False, description="Repeat sources (up to their epoch cap) to meet the target")
     max_epochs: float = Field(4.0, ge=1, description="Epoch cap per source when upsampling")
     source_max_epochs: dict[str, float] = Field(default_factory=dict, description="Per-source epoch caps")
+    token_estimate: Literal["recipe", "measured"] = Field(
+        "measured",
+        description="'measured': chars per token per source measured on this stage's packed dataset when "
+        "an earlier run left one (exact tokenizer counts), else the recipe's per-language value; "
+        "'recipe': always the recipe's value",
+    )
     on_shortfall: Literal["record", "error"] = Field(
         "record",
         description="When the sources cannot meet target_tokens: 'record' blends what there is and "
