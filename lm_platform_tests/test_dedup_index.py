@@ -186,3 +186,26 @@ def test_kill_during_indexing_leaves_a_consistent_index_and_a_rerun_matches(tmp_
     with ExactIndex(tmp_path / "killed", 4) as a, ExactIndex(tmp_path / "clean", 4) as b:
         assert a.dump() == b.dump()
         assert all(v == "ok" for v in a.integrity())
+
+
+def test_a_recurated_source_releases_texts_it_no_longer_holds(tmp_path):
+    idx = tmp_path / "index"
+    books = write_shard(tmp_path / "books.parquet", "books", ["shared text", "old text", "other"])
+    web = write_shard(tmp_path / "web.parquet", "web", ["shared text", "old text", "web only"])
+    run(idx, [books], tmp_path / "books_out", "books", 2, 0)
+    run(idx, [web], tmp_path / "web_out", "web", 0, 1)
+    assert kept_ids(tmp_path / "web_out") == ["web-2"]
+    # Curation changes: books no longer holds "old text", and "other" moved behind a new copy of itself.
+    time.sleep(0.01)
+    write_shard(tmp_path / "books.parquet", "books", ["shared text", "new", "other", "OTHER"])
+    r = run(idx, [books], tmp_path / "books_out", "books", 2, 0)
+    assert r.index_reset and kept_ids(tmp_path / "books_out") == ["books-0", "books-1", "books-2"]
+    run(idx, [web], tmp_path / "web_out", "web", 0, 1)
+    assert kept_ids(tmp_path / "web_out") == ["web-1", "web-2"]  # "old text" is the web's to keep now
+    # Same state as an index built from scratch on the new input.
+    run(tmp_path / "fresh", [books], tmp_path / "b2", "books", 2, 0)
+    run(tmp_path / "fresh", [web], tmp_path / "w2", "web", 0, 1)
+    with ExactIndex(idx, 4) as a, ExactIndex(tmp_path / "fresh", 4) as b:
+        assert a.dump() == b.dump()
+    # Indexing the unchanged source again is incremental: no reset.
+    assert not run(idx, [books], tmp_path / "books_out", "books", 2, 0).index_reset

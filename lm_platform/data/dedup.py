@@ -102,6 +102,12 @@ def shard_file(directory: str | Path, shard: int) -> Path:
     return Path(directory) / f"{shard:05d}.parquet"
 
 
+def file_fingerprint(path: str | Path) -> str:
+    """Identity of a shard file: name, size and modification time (atomic rewrites change the last)."""
+    st = Path(path).stat()
+    return f"{Path(path).name}:{st.st_size}:{st.st_mtime_ns}"
+
+
 def exact_shards(directory: str | Path) -> list[Path]:
     """The per-shard outputs of `dedup_exact_indexed`, in shard order."""
     return sorted(Path(directory).glob("[0-9]*.parquet"))
@@ -119,6 +125,7 @@ class ExactResult:
     chars_out: int = 0
     licenses: dict[str, int] = field(default_factory=dict)
     index_keys: int = 0
+    index_reset: bool = False
 
 
 def dedup_exact_indexed(
@@ -138,6 +145,16 @@ def dedup_exact_indexed(
     of its text. `out_dir` appears as a whole when every shard is done; `on_batch(shard, docs_done)`
     is called after each committed batch."""
     res = ExactResult(source)
+    prints = {k: file_fingerprint(s) for k, s in enumerate(shards)}
+    known = index.shard_fingerprints(source)
+    if (
+        index.reset_pending(source)
+        or any(known.get(k, fp) != fp for k, fp in prints.items())
+        or set(known) - set(prints)
+    ):
+        # The source's input changed since it was indexed: its old claims go before it claims again.
+        res.index_reset = True
+        index.forget_source(source)
     with atomic_dir(out_dir) as tmp:
         for k, shard in enumerate(shards):
             res.shards += 1
@@ -179,7 +196,7 @@ def dedup_exact_indexed(
                         on_batch(k, done)
             res.docs_in += done
             res.docs_out += out.count
-            index.record_shard(source, k, Path(shard).name, done)
+            index.record_shard(source, k, Path(shard).name, done, prints[k])
         res.index_keys = index.stats()["keys"]
         write_json(tmp / STATS_FILE, asdict(res))
     return res

@@ -39,8 +39,10 @@ CREATE TABLE IF NOT EXISTS shards (
     shard INTEGER NOT NULL,
     name TEXT NOT NULL,
     docs INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (source, shard)
 );
+CREATE TABLE IF NOT EXISTS resets (source TEXT PRIMARY KEY);
 """
 _UPSERT = """
 INSERT INTO seen (key, neg_priority, source_rank, shard, row, source, doc_id) VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -170,24 +172,42 @@ class ExactIndex:
             raise
         return {e.row: winners[e.key] for e in entries}
 
-    def record_shard(self, source: str, shard: int, name: str, docs: int) -> None:
-        """Note that a shard was fully indexed (in bucket 0's database): for reports, not for decisions."""
+    def record_shard(self, source: str, shard: int, name: str, docs: int, fingerprint: str = "") -> None:
+        """Note that a shard was fully indexed (in bucket 0's database), with the fingerprint of the file
+        it was read from, so a later run can tell whether the source's input changed."""
         conn = self._conn(0)
         conn.execute(
-            "INSERT INTO shards (source, shard, name, docs) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(source, shard) DO UPDATE SET name = excluded.name, docs = excluded.docs",
-            (source, shard, name, docs),
+            "INSERT INTO shards (source, shard, name, docs, fingerprint) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(source, shard) DO UPDATE SET name = excluded.name, docs = excluded.docs, "
+            "fingerprint = excluded.fingerprint",
+            (source, shard, name, docs, fingerprint),
         )
 
+    def shard_fingerprints(self, source: str) -> dict[int, str]:
+        rows = self._conn(0).execute("SELECT shard, fingerprint FROM shards WHERE source = ?", (source,))
+        return dict(rows.fetchall())
+
     def forget_source(self, source: str) -> int:
-        """Drop every hash a source owns (before re-indexing a source whose curated text changed).
-        Copies held by lower-priority sources come back when those sources are deduplicated again."""
+        """Drop every hash a source owns, before re-indexing a source whose input changed (a text it
+        no longer holds must not keep blocking other copies). Copies held by lower-priority sources
+        come back when those sources are deduplicated again.
+
+        Restartable: a marker row in bucket 0 says a reset is under way until every bucket is done."""
+        conn0 = self._conn(0)
+        conn0.execute("BEGIN IMMEDIATE")
+        conn0.execute("INSERT OR IGNORE INTO resets (source) VALUES (?)", (source,))
+        conn0.execute("DELETE FROM shards WHERE source = ?", (source,))
+        conn0.execute("COMMIT")
         removed = 0
         for b in range(self.partitions):
-            conn = self._conn(b)
-            removed += conn.execute("DELETE FROM seen WHERE source = ?", (source,)).rowcount
-            conn.execute("DELETE FROM shards WHERE source = ?", (source,))
+            removed += self._conn(b).execute("DELETE FROM seen WHERE source = ?", (source,)).rowcount
+        conn0.execute("DELETE FROM resets WHERE source = ?", (source,))
         return removed
+
+    def reset_pending(self, source: str) -> bool:
+        return (
+            self._conn(0).execute("SELECT 1 FROM resets WHERE source = ?", (source,)).fetchone() is not None
+        )
 
     def stats(self) -> dict:
         """Hashes per bucket and per owning source, and the size on disk."""
