@@ -534,7 +534,7 @@ def dataset_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
                 "docs": v["docs"],
                 "tokens": v["tokens"],
                 "share": v["tokens"] / total,
-                "ratio": stage.mixture[s],
+                "ratio": stage.mixture.get(s),  # None for a member of a group
             }
             for s, v in sorted(index["sources"].items())
         ]
