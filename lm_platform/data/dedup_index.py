@@ -119,6 +119,8 @@ class ExactIndex:
 
     def close(self) -> None:
         for conn in self._conns.values():
+            if self.directory is not None:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # fold the journal into the bucket file
             conn.close()
         self._conns.clear()
 
