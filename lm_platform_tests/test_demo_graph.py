@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 SOURCES = ["vi_news", "ja_wiki", "en_books", "en_web"]
 STAGES = ["main", "anneal"]
 DEMO_KEYS = (
-    {f"{kind}/{s}" for kind in ("corpus", "curated", "deduped") for s in SOURCES}
+    {f"{kind}/{s}" for kind in ("corpus", "curated", "exact_dedup", "minhash", "deduped") for s in SOURCES}
+    | {"near_duplicates"}
     | {f"blend/{s}" for s in STAGES}
     | {f"dataset/{s}" for s in STAGES}
     | {f"checkpoint/{s}" for s in STAGES}
@@ -54,7 +55,10 @@ def test_every_asset_materialized_with_counts_and_licenses(demo_run):
         "corpus": {"docs", "chars", "bytes", "est_tokens", "license", "origin"},
         "curated": {"docs_in", "docs_out", "funnel", "est_tokens", "excluded_samples", "licenses"},
         "deduped": {"exact_duplicates_removed", "cross_source_hits", "docs_out", "licenses"},
-        "blend": {"docs", "est_tokens", "sources", "licenses"},
+        "exact_dedup": {"docs_in", "docs_out", "exact_duplicates_removed", "cross_source_hits", "index_keys"},
+        "minhash": {"docs", "shards", "shingles"},
+        "near_duplicates": {"candidate_pairs", "clusters", "near_duplicates_removed"},
+        "blend": {"docs", "est_tokens", "sources", "licenses", "dataset_card", "shortfall_tokens"},
         "tokenizer": {"vocab_size", "added_tokens", "fertility"},
         "dataset": {"tokens", "train_sequences", "val_sequences", "tokens_per_source"},
         "checkpoint": {"tokens_seen", "final_val_loss", "loss_curve", "tokens_per_second", "ran_on"},
@@ -106,6 +110,24 @@ def test_exact_duplicates_are_gone_across_all_sources(demo_run):
     assert len(keys) == len(set(keys)) > 300
     meta = latest(demo_run, "deduped/en_web").asset_materialization.metadata
     assert meta["cross_source_removed"].value == 6  # the planted copies of en_books, which has priority
+
+
+def test_dedup_index_persists_and_blends_carry_a_dataset_card(demo_run):
+    import sqlite3
+
+    parts = sorted((demo_run.base / "dedup" / "exact_index").glob("part-*.sqlite"))
+    assert len(parts) == 4  # the demo recipe's partitions
+    keys = 0
+    for part in parts:
+        with sqlite3.connect(part) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            keys += conn.execute("SELECT COUNT(*) FROM seen").fetchone()[0]
+    exact_dir = demo_run.base / "dedup" / "exact"
+    kept = sum(1 for s in SOURCES for shard in (exact_dir / s).glob("*.parquet") for _ in iter_docs(shard))
+    assert keys == kept  # one key per document that exact dedup kept, nothing else
+    for stage in STAGES:
+        card = (demo_run.base / "blend" / stage / "README.md").read_text(encoding="utf-8")
+        assert f"blend `{stage}`" in card and "## Licenses" in card and "## Deduplication" in card
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -19,7 +19,12 @@ STARTUP_TIMEOUT_S = 120.0
 
 SOURCES = ["vi_news", "ja_wiki", "en_books", "en_web"]
 EXPECTED_KEYS = {
-    *(f"{layer}/{src}" for layer in ("corpus", "curated", "deduped") for src in SOURCES),
+    *(
+        f"{layer}/{src}"
+        for layer in ("corpus", "curated", "exact_dedup", "minhash", "deduped")
+        for src in SOURCES
+    ),
+    "near_duplicates",
     "blend/main",
     "blend/anneal",
     "tokenizer",
@@ -112,12 +117,14 @@ def test_webserver_serves_demo_asset_graph(tmp_path: Path) -> None:
         assert "blend/main" in deps["tokenizer"]
         assert {"checkpoint/main", "dataset/anneal", "tokenizer"} <= deps["checkpoint/anneal"]
         assert "checkpoint/anneal" in deps["eval/perplexity"]
-        assert {"curated/en_books", "curated/en_web"} <= deps["deduped/en_web"]
+        assert {"curated/en_web", "exact_dedup/en_books"} <= deps["exact_dedup/en_web"]
+        assert {"exact_dedup/en_web", "near_duplicates"} <= deps["deduped/en_web"]
         assert {"blend/main", "tokenizer"} <= deps["dataset/main"]
         assert {"dataset/main", "tokenizer"} <= deps["checkpoint/main"]
         for src in SOURCES:
             assert f"corpus/{src}" in deps[f"curated/{src}"]
-            assert f"curated/{src}" in deps[f"deduped/{src}"]
+            assert f"curated/{src}" in deps[f"exact_dedup/{src}"]
+            assert f"minhash/{src}" in deps["near_duplicates"]
             assert deps[f"corpus/{src}"] == set()
 
         groups = {key: n["groupName"] for key, n in by_key.items()}

@@ -6,13 +6,26 @@ atomically, and returns a `MaterializeResult` whose metadata says what the stage
 
 import json
 import sys
+from pathlib import Path
 
 import dagster as dg
 
-from lm_platform.atomic import write_json
-from lm_platform.data.blend import BLEND_FILE, blend
+from lm_platform.atomic import atomic_path, read_json, write_json
+from lm_platform.data.blend import BLEND_FILE, MANIFEST_FILE, blend, measured_chars_per_token
 from lm_platform.data.curate import curate, merge_results
-from lm_platform.data.dedup import dedup_exact
+from lm_platform.data.dataset_card import CARD_FILE, dataset_card
+from lm_platform.data.decontam import Decontaminator
+from lm_platform.data.dedup import (
+    STATS_FILE,
+    dedup_exact_indexed,
+    dedup_key,
+    exact_shards,
+    filter_deduped,
+    minhash_signatures,
+    near_dup_clusters,
+    removed_rows,
+)
+from lm_platform.data.dedup_index import Entry, ExactIndex
 from lm_platform.data.documents import DocWriter, iter_docs
 from lm_platform.data.pack import pack_dataset
 from lm_platform.data.readers import ReadStats, read_source
@@ -187,34 +200,207 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
     return _curated
 
 
-def deduped_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
+def _dedup_dir(layout) -> Path:
+    """Where the dedup stage keeps its index and intermediate files: `<root>/<recipe>/dedup/`."""
+    return layout.base / "dedup"
+
+
+def _source_rank(recipe: Recipe, name: str) -> int:
+    return [s.name for s in recipe.sources].index(name)
+
+
+def exact_dedup_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
     winners = recipe.higher_priority(src.name)
-    cpt = recipe.languages[src.language].chars_per_token
+    cfg = recipe.dedup.exact
 
     @dg.asset(
-        key=["deduped", src.name],
-        deps=[dg.AssetKey(["curated", s.name]) for s in [src, *winners]],
-        group_name="curation",
-        kinds={"python", "parquet"},
+        key=["exact_dedup", src.name],
+        deps=[dg.AssetKey(["curated", src.name])] + [dg.AssetKey(["exact_dedup", s.name]) for s in winners],
+        group_name="dedup",
+        kinds={"python", "sqlite", "parquet"},
         code_version=CODE_VERSION,
-        description=f"'{src.name}' without exact duplicates, within itself and against "
-        f"{[s.name for s in winners] or 'no other source'}",
+        description=f"'{src.name}' without exact duplicates: checked against the persistent {cfg.index} index "
+        f"of everything kept before, where {[s.name for s in winners] or 'no other source'} win",
     )
-    def _deduped(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
+    def _exact(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
-        res = dedup_exact(
-            layout.curated(src.name),
-            layout.deduped(src.name),
-            [(s.name, layout.curated(s.name)) for s in winners],
-        )
+        base = _dedup_dir(layout)
+        directory = base / "exact_index" if cfg.index == "sqlite" else None
+        with ExactIndex(directory, cfg.partitions, cfg.workers) as index:
+            if directory is None:  # nothing persists: offer the winners' kept documents first
+                for w in winners:
+                    for k, shard in enumerate(exact_shards(base / "exact" / w.name)):
+                        entries = [
+                            Entry(dedup_key(d["text"]), row, d["id"])
+                            for row, d in enumerate(iter_docs(shard, columns=["id", "text"]))
+                        ]
+                        index.claim(w.name, w.priority, _source_rank(recipe, w.name), k, entries)
+            res = dedup_exact_indexed(
+                layout.curated_shards(src.name),
+                base / "exact" / src.name,
+                src.name,
+                index,
+                priority=src.priority,
+                source_rank=_source_rank(recipe, src.name),
+                batch_docs=cfg.batch_docs,
+            )
+            index_stats = index.stats()
         return dg.MaterializeResult(
             metadata={
                 "docs_in": res.docs_in,
                 "docs_out": res.docs_out,
+                "shards": res.shards,
                 "exact_duplicates_removed": res.exact_removed,
                 "cross_source_removed": res.cross_source_removed,
                 "cross_source_hits": dg.MetadataValue.json(res.cross_source_hits),
-                "near_duplicates_removed": dg.MetadataValue.text("not run (exact dedup only)"),
+                "index": cfg.index,
+                "index_keys": index_stats["keys"],
+                "index_keys_per_source": dg.MetadataValue.json(index_stats["per_source"]),
+                "index_bytes": index_stats["bytes"],
+                "path": dg.MetadataValue.path(str(base / "exact" / src.name)),
+            }
+        )
+
+    return _exact
+
+
+def minhash_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
+    cfg = recipe.dedup.near
+    assert cfg is not None
+
+    @dg.asset(
+        key=["minhash", src.name],
+        deps=[dg.AssetKey(["exact_dedup", src.name])],
+        group_name="dedup",
+        kinds={"python", "numpy"},
+        code_version=CODE_VERSION,
+        description=f"MinHash signatures ({cfg.bands} bands x {cfg.rows} rows) of '{src.name}', per shard",
+    )
+    def _minhash(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
+        base = _dedup_dir(storage.layout(recipe.name))
+        summary = minhash_signatures(
+            exact_shards(base / "exact" / src.name), base / "minhash" / src.name, src.language, cfg
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "docs": summary["docs"],
+                "shards": summary["shards"],
+                "shingles": f"{summary['shingle']} {summary['ngram']}-grams",
+                "permutations": cfg.num_perm,
+                "path": dg.MetadataValue.path(str(base / "minhash" / src.name)),
+            }
+        )
+
+    return _minhash
+
+
+def near_duplicates_asset(recipe: Recipe) -> dg.AssetsDefinition:
+    cfg = recipe.dedup.near
+    assert cfg is not None
+    order = _keep_order(recipe)
+
+    @dg.asset(
+        key="near_duplicates",
+        deps=[dg.AssetKey(["minhash", s.name]) for s in recipe.sources],
+        group_name="dedup",
+        kinds={"python", "parquet"},
+        code_version=CODE_VERSION,
+        description=f"Near-duplicate clusters across all sources (MinHash LSH, threshold {cfg.threshold}); "
+        f"one document kept per cluster, by priority: {[s.name for s in order]}",
+    )
+    def _near(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
+        base = _dedup_dir(storage.layout(recipe.name))
+        stats = near_dup_clusters([(s.name, base / "minhash" / s.name) for s in order], base / "near", cfg)
+        per_source = [
+            {"source": s, "removed": v["removed"], "kept_by": json.dumps(v["kept_by"])}
+            for s, v in stats["per_source"].items()
+        ]
+        return dg.MaterializeResult(
+            metadata={
+                "docs": stats["docs"],
+                "candidate_pairs": stats["candidate_pairs"],
+                "joined_pairs": stats["joined_pairs"],
+                "clusters": stats["clusters"],
+                "near_duplicates_removed": stats["removed"],
+                "per_source": _md_table(per_source, ["source", "removed", "kept_by"]),
+                "path": dg.MetadataValue.path(str(base / "near")),
+            }
+        )
+
+    return _near
+
+
+def _keep_order(recipe: Recipe) -> list[SourceConfig]:
+    """Sources in the order their copies win: higher priority first, then recipe order."""
+    return sorted(recipe.sources, key=lambda s: (-s.priority, _source_rank(recipe, s.name)))
+
+
+def _decontaminator(recipe: Recipe) -> Decontaminator | None:
+    from lm_platform.evaluation.perplexity import read_eval_docs
+
+    dc = recipe.decontamination
+    if dc is None or not dc.enabled:
+        return None
+    d = Decontaminator(dc.ngram, dc.char_ngram, dc.char_languages)
+    for ev in recipe.evaluations:
+        if dc.evaluations is None or ev.name in dc.evaluations:
+            d.add_set(ev.name, read_eval_docs(ev.location))
+    return d
+
+
+def deduped_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
+    near = recipe.dedup.near is not None and recipe.dedup.near.enabled
+    cpt = recipe.languages[src.language].chars_per_token
+    deps = [dg.AssetKey(["exact_dedup", src.name])] + ([dg.AssetKey("near_duplicates")] if near else [])
+
+    @dg.asset(
+        key=["deduped", src.name],
+        deps=deps,
+        group_name="curation",
+        kinds={"python", "parquet"},
+        code_version=CODE_VERSION,
+        description=f"'{src.name}' without exact duplicates"
+        + (", near duplicates" if near else "")
+        + (" and evaluation leaks" if recipe.decontamination is not None else ""),
+    )
+    def _deduped(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
+        layout = storage.layout(recipe.name)
+        base = _dedup_dir(layout)
+        exact = read_json(base / "exact" / src.name / STATS_FILE)
+        res = filter_deduped(
+            exact_shards(base / "exact" / src.name),
+            layout.deduped(src.name),
+            src.name,
+            src.language,
+            near_removed=removed_rows(base / "near", src.name) if near else None,
+            decontaminator=_decontaminator(recipe),
+            report_path=base / "decontamination" / f"{src.name}.parquet",
+        )
+        figures = {
+            "docs_in": exact["docs_in"],
+            "exact_removed": exact["exact_removed"],
+            "cross_source_removed": exact["cross_source_removed"],
+            "near_removed": res.near_removed,
+            "contaminated_removed": res.contaminated_removed,
+            "docs_out": res.docs_out,
+        }
+        write_json(base / "figures" / f"{src.name}.json", figures)
+        if res.contaminated_removed:
+            context.log.warning(f"{src.name}: {res.contaminated_removed} documents leak evaluation sets")
+        return dg.MaterializeResult(
+            metadata={
+                "docs_in": exact["docs_in"],
+                "docs_out": res.docs_out,
+                "exact_duplicates_removed": exact["exact_removed"],
+                "cross_source_removed": exact["cross_source_removed"],
+                "cross_source_hits": dg.MetadataValue.json(exact["cross_source_hits"]),
+                "near_duplicates_removed": res.near_removed if near else dg.MetadataValue.text("not run"),
+                "near_cross_source_hits": dg.MetadataValue.json(res.near_cross_source_hits),
+                "contaminated_removed": res.contaminated_removed,
+                "contamination": dg.MetadataValue.json(res.contamination),
+                "contamination_report": dg.MetadataValue.path(
+                    str(base / "decontamination" / f"{src.name}.parquet")
+                ),
                 "est_tokens": round(res.chars_out / cpt),
                 "licenses": _licenses_md(res.licenses),
                 "path": dg.MetadataValue.path(str(layout.deduped(src.name))),
@@ -230,7 +416,7 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=key,
-        deps=[dg.AssetKey(["deduped", s]) for s in stage.mixture],
+        deps=[dg.AssetKey(["deduped", s]) for s in stage.mixture_sources()],
         group_name="blending",
         kinds={"python", "parquet"},
         code_version=CODE_VERSION,
@@ -247,17 +433,47 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
     )
     def _blend(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
-        inputs = {
-            s: (layout.deduped(s), recipe.languages[recipe.source(s).language].chars_per_token)
-            for s in stage.mixture
+        cpt = {
+            s: recipe.languages[recipe.source(s).language].chars_per_token for s in stage.mixture_sources()
         }
+        measured = {}
+        if stage.token_estimate == "measured":
+            measured = measured_chars_per_token(
+                layout.blend(stage.name) / MANIFEST_FILE, layout.dataset(stage.name) / "index.json"
+            )
+            cpt.update({s: v for s, v in measured.items() if s in cpt})
+        inputs = {s: (layout.deduped(s), cpt[s]) for s in stage.mixture_sources()}
+        how = (
+            f"chars / chars_per_token measured on dataset/{stage.name} for {sorted(measured)}, the recipe's "
+            "per-language value for the rest"
+            if measured
+            else "chars / chars_per_token of the source's language (recipe)"
+        )
         manifest = blend(
             inputs,
             stage.mixture,
             stage.target_tokens,
             layout.blend(stage.name),
             seed=f"{recipe.seed}:{stage.name}",
+            groups=stage.groups,
+            epoch_caps={s: stage.epoch_cap(s) for s in stage.mixture_sources()},
+            on_shortfall=stage.on_shortfall,
+            stage=stage.name,
+            token_estimate=how,
         )
+        figures_dir = _dedup_dir(layout) / "figures"
+        figures = {
+            s: read_json(figures_dir / f"{s}.json")
+            for s in stage.mixture_sources()
+            if (figures_dir / f"{s}.json").exists()
+        }
+        card_path = layout.blend(stage.name) / CARD_FILE
+        with atomic_path(card_path) as tmp:
+            tmp.write_text(dataset_card(recipe, stage.name, manifest, figures), encoding="utf-8")
+        if manifest["shortfall"]["tokens"]:
+            context.log.warning(
+                f"blend/{stage.name}: {manifest['shortfall']['tokens']:,} tokens short of the target"
+            )
         bad = [row for row in manifest["licenses"] if row["license"] not in allowed]
         check = dg.AssetCheckResult(
             check_name="licenses_allowed",
@@ -287,6 +503,8 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
                     ],
                 ),
                 "licenses": _md_table(manifest["licenses"], ["license", "docs", "tokens", "share"]),
+                "shortfall_tokens": manifest["shortfall"]["tokens"],
+                "dataset_card": dg.MetadataValue.md(card_path.read_text(encoding="utf-8")),
                 "path": dg.MetadataValue.path(str(layout.blend(stage.name) / BLEND_FILE)),
             },
             check_results=[check],
@@ -376,7 +594,7 @@ def dataset_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
                 "docs": v["docs"],
                 "tokens": v["tokens"],
                 "share": v["tokens"] / total,
-                "ratio": stage.mixture[s],
+                "ratio": stage.mixture.get(s),  # None for a member of a group
             }
             for s, v in sorted(index["sources"].items())
         ]
@@ -473,8 +691,14 @@ def eval_asset(recipe: Recipe, ev: EvalConfig) -> dg.AssetsDefinition:
 
 def build_assets(recipe: Recipe) -> list[dg.AssetsDefinition]:
     assets: list[dg.AssetsDefinition] = []
+    near = recipe.dedup.near is not None and recipe.dedup.near.enabled
     for src in recipe.sources:
-        assets += [corpus_asset(recipe, src), curated_asset(recipe, src), deduped_asset(recipe, src)]
+        assets += [corpus_asset(recipe, src), curated_asset(recipe, src), exact_dedup_asset(recipe, src)]
+        if near:
+            assets.append(minhash_asset(recipe, src))
+        assets.append(deduped_asset(recipe, src))
+    if near:
+        assets.append(near_duplicates_asset(recipe))
     assets += [blend_asset(recipe, stage) for stage in recipe.stages]
     assets.append(tokenizer_asset(recipe))
     for stage in recipe.stages:

@@ -270,6 +270,60 @@ class ModelConfig(_Strict):
         return self
 
 
+class ExactDedupConfig(_Strict):
+    """Exact dedup on a hash of the normalised text, kept in a persistent index across runs.
+
+    `partitions` splits the index by hash prefix into that many SQLite files (buckets) that `workers`
+    processes update in parallel; `index: memory` keeps nothing between runs (tests, one-off jobs)."""
+
+    index: Literal["sqlite", "memory"] = "sqlite"
+    partitions: int = Field(16, ge=1, le=256)
+    workers: int = Field(1, ge=1)
+    batch_docs: int = Field(50_000, gt=0, description="Documents hashed per indexing transaction")
+
+
+class NearDupConfig(_Strict):
+    """MinHash LSH near-duplicate removal across sources; one document kept per cluster by priority.
+
+    Shingles are word n-grams, or character n-grams for languages written without spaces
+    (`char_languages`). A pair is a candidate when all `rows` hashes of one of the `bands` agree; with
+    `verify`, a candidate pair is kept only when the full signatures estimate a Jaccard similarity of at
+    least `threshold` (fewer false positives than banding alone)."""
+
+    enabled: bool = True
+    word_ngram: int = Field(5, gt=0)
+    char_ngram: int = Field(5, gt=0)
+    char_languages: tuple[str, ...] = ("ja", "zh", "th")
+    bands: int = Field(14, gt=0)
+    rows: int = Field(8, gt=0)
+    threshold: float = Field(0.8, gt=0, le=1)
+    verify: bool = True
+    seed: int = 1
+    workers: int = Field(1, ge=1)
+
+    @property
+    def num_perm(self) -> int:
+        return self.bands * self.rows
+
+
+class DedupConfig(_Strict):
+    exact: ExactDedupConfig = ExactDedupConfig()
+    near: NearDupConfig | None = Field(None, description="MinHash near-dup removal; absent means off")
+
+
+class DecontaminationConfig(_Strict):
+    """Drop training documents that share an n-gram with an evaluation set of the recipe.
+
+    Word n-grams (`ngram`, 13 by default) on lowercased text without punctuation; character n-grams
+    (`char_ngram`) for `char_languages`. `evaluations` limits the sets used (default: all)."""
+
+    enabled: bool = True
+    ngram: int = Field(13, gt=0)
+    char_ngram: int = Field(25, gt=0)
+    char_languages: tuple[str, ...] = ("ja", "zh", "th")
+    evaluations: tuple[str, ...] | None = None
+
+
 class StageConfig(_Strict):
     """One training stage: its data mixture, token budget and optimisation settings."""
 
@@ -293,6 +347,38 @@ class StageConfig(_Strict):
     val_fraction: float = Field(0.05, ge=0, lt=1)
     log_every: int = Field(10, gt=0)
     seed: int = 0
+    groups: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="group name -> member sources; a mixture key may name a group, whose share is split "
+        "among its members in proportion to their available tokens",
+    )
+    upsample: bool = Field(False, description="Repeat sources (up to their epoch cap) to meet the target")
+    max_epochs: float = Field(4.0, ge=1, description="Epoch cap per source when upsampling")
+    source_max_epochs: dict[str, float] = Field(default_factory=dict, description="Per-source epoch caps")
+    token_estimate: Literal["recipe", "measured"] = Field(
+        "measured",
+        description="'measured': chars per token per source measured on this stage's packed dataset when "
+        "an earlier run left one (exact tokenizer counts), else the recipe's per-language value; "
+        "'recipe': always the recipe's value",
+    )
+    on_shortfall: Literal["record", "error"] = Field(
+        "record",
+        description="When the sources cannot meet target_tokens: 'record' blends what there is and "
+        "reports the shortfall in the manifest; 'error' fails the blend",
+    )
+
+    def epoch_cap(self, source: str) -> float:
+        """How many times a source's documents may be used in this stage."""
+        if not self.upsample:
+            return 1.0
+        return self.source_max_epochs.get(source, self.max_epochs)
+
+    def mixture_sources(self) -> list[str]:
+        """Every source the stage draws from (groups expanded), in mixture order."""
+        out: list[str] = []
+        for key in self.mixture:
+            out += list(self.groups.get(key, (key,)))
+        return out
 
     @field_validator("mixture")
     @classmethod
@@ -327,6 +413,8 @@ class Recipe(_Strict):
     model: ModelConfig
     stages: tuple[StageConfig, ...] = Field(min_length=1)
     evaluations: tuple[EvalConfig, ...] = ()
+    dedup: DedupConfig = DedupConfig()
+    decontamination: DecontaminationConfig | None = None
 
     @model_validator(mode="after")
     def _cross_references(self) -> Recipe:
@@ -351,8 +439,9 @@ class Recipe(_Strict):
                 raise ValueError(f"license_allowlist.{i}: '{lic}' is not an SPDX identifier")
         seen: list[str] = []
         for i, stage in enumerate(self.stages):
+            _check_stage_mixture(i, stage, names)
             for src in stage.mixture:
-                if src not in names:
+                if src not in names and src not in stage.groups:
                     raise ValueError(f"stages.{i}.mixture: unknown source '{src}' (known: {names})")
             if stage.init_from != "model" and stage.init_from not in seen:
                 raise ValueError(
@@ -366,6 +455,13 @@ class Recipe(_Strict):
         for i, ev in enumerate(self.evaluations):
             if ev.stage is not None and ev.stage not in stage_names:
                 raise ValueError(f"evaluations.{i}.stage: unknown stage '{ev.stage}'")
+        if self.decontamination is not None and self.decontamination.evaluations is not None:
+            evals = [e.name for e in self.evaluations]
+            for j, name in enumerate(self.decontamination.evaluations):
+                if name not in evals:
+                    raise ValueError(
+                        f"decontamination.evaluations.{j}: unknown evaluation '{name}' (known: {evals})"
+                    )
         return self
 
     # Convenience lookups used by the shell and the core alike.
@@ -393,6 +489,32 @@ class Recipe(_Strict):
 
     def eval_stage(self, ev: EvalConfig) -> StageConfig:
         return self.stage(ev.stage or self.stages[-1].name)
+
+
+def _check_stage_mixture(i: int, stage: StageConfig, sources: list[str]) -> None:
+    """Groups name known sources, each source appears once in the mixture, epoch caps are sane."""
+    where = f"stages.{i}"
+    for group, members in stage.groups.items():
+        if group in sources:
+            raise ValueError(f"{where}.groups.{group}: a group cannot have the name of a source")
+        if not members:
+            raise ValueError(f"{where}.groups.{group}: a group needs at least one source")
+        for src in members:
+            if src not in sources:
+                raise ValueError(f"{where}.groups.{group}: unknown source '{src}' (known: {sources})")
+        if group not in stage.mixture:
+            raise ValueError(f"{where}.groups.{group}: the group is not used in the mixture")
+    used = stage.mixture_sources()
+    twice = sorted({s for s in used if used.count(s) > 1})
+    if twice:
+        raise ValueError(f"{where}.mixture: sources listed more than once (directly or in groups): {twice}")
+    for src, cap in stage.source_max_epochs.items():
+        if src not in used:
+            raise ValueError(f"{where}.source_max_epochs: '{src}' is not in the stage's mixture")
+        if cap < 1:
+            raise ValueError(f"{where}.source_max_epochs.{src}: an epoch cap is at least 1, got {cap}")
+        if not stage.upsample:
+            raise ValueError(f"{where}.source_max_epochs: epoch caps need 'upsample: true'")
 
 
 def _unique(what: str, names: list[str]) -> None:

@@ -1,0 +1,135 @@
+"""A dataset card (markdown) for one blend: what is in it, under which licenses, and how it was made."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lm_platform.recipe.schema import Recipe
+
+CARD_FILE = "README.md"
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}" if abs(v) < 10 else f"{v:,.0f}"
+        if isinstance(v, int) and not isinstance(v, bool):
+            return f"{v:,}"
+        return "" if v is None else str(v)
+
+    out = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    out += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return out
+
+
+def dataset_card(recipe: Recipe, stage: str, manifest: dict, dedup: dict[str, dict] | None = None) -> str:
+    """Markdown card: sources (ratio, target, taken, epochs), licenses, filters per language, dedup and
+    decontamination figures per source (`dedup`: source -> figures from the deduped stage)."""
+    cfg = recipe.stage(stage)
+    lines = [
+        f"# Dataset card: {recipe.name} / blend `{stage}`",
+        "",
+        f"{recipe.description}".strip(),
+        "",
+        "## Summary",
+        "",
+        f"- documents: {manifest['docs']:,}",
+        f"- tokens (estimated): {manifest['taken_tokens']:,} of a target of {manifest['target_tokens']:,}",
+        f"- token estimate: {manifest['token_estimate']}",
+        f"- seed: `{manifest.get('seed', '')}`; upsampling: {'on' if cfg.upsample else 'off'}",
+    ]
+    short = manifest.get("shortfall") or {}
+    if short.get("tokens"):
+        lines.append(
+            f"- **shortfall**: {short['tokens']:,} tokens ({short['fraction']:.1%} of the target) — {short['note']}"
+        )
+    lines += ["", "## Sources", ""]
+    rows = []
+    for r in manifest["sources"]:
+        src = recipe.source(r["source"])
+        rows.append(
+            {**r, "license": src.license, "language": src.language, "origin": src.origin or src.location}
+        )
+    lines += _table(
+        rows,
+        [
+            "source",
+            "group",
+            "language",
+            "license",
+            "ratio",
+            "target_tokens",
+            "available_tokens",
+            "taken_tokens",
+            "taken_docs",
+            "share",
+            "epochs",
+            "origin",
+        ],
+    )
+    lines += ["", "## Licenses", ""]
+    lines += _table(manifest["licenses"], ["license", "docs", "tokens", "share"])
+    allowed = set(recipe.license_allowlist)
+    bad = [r["license"] for r in manifest["licenses"] if r["license"] not in allowed]
+    lines += [
+        "",
+        f"Allowlist: {', '.join(sorted(allowed))}. "
+        + (
+            f"**Not allowed: {', '.join(bad)}** (the blend's blocking check fails)."
+            if bad
+            else "All allowed."
+        ),
+        "",
+        "## Filters",
+        "",
+    ]
+    langs = sorted({recipe.source(r["source"]).language for r in manifest["sources"]})
+    for lang in langs:
+        lc = recipe.languages[lang]
+        filters = ", ".join(
+            f.name + "(" + ", ".join(f"{k}={v}" for k, v in f.model_dump().items() if k != "name") + ")"
+            for f in lc.filters
+        )
+        lines.append(f"- `{lang}`: {lc.unicode_form}; {filters or 'no filters'}")
+    near = recipe.dedup.near
+    dc = recipe.decontamination
+    lines += [
+        "",
+        "## Deduplication and decontamination",
+        "",
+        f"- exact: hash of the normalised text, persistent `{recipe.dedup.exact.index}` index "
+        f"({recipe.dedup.exact.partitions} hash-prefix partitions); priority decides which copy stays",
+        "- near: "
+        + (
+            f"MinHash LSH, {near.bands} bands x {near.rows} rows, threshold {near.threshold}, word "
+            f"{near.word_ngram}-grams (character {near.char_ngram}-grams for {', '.join(near.char_languages)})"
+            if near is not None and near.enabled
+            else "off"
+        ),
+        "- decontamination: "
+        + (
+            f"{dc.ngram}-gram overlap (character {dc.char_ngram}-grams for {', '.join(dc.char_languages)}) with "
+            f"{', '.join(dc.evaluations or [e.name for e in recipe.evaluations]) or 'no evaluation sets'}"
+            if dc is not None and dc.enabled
+            else "off"
+        ),
+        "",
+    ]
+    if dedup:
+        drows = [
+            {"source": s, **v} for s, v in dedup.items() if s in {r["source"] for r in manifest["sources"]}
+        ]
+        lines += _table(
+            drows,
+            [
+                "source",
+                "docs_in",
+                "exact_removed",
+                "cross_source_removed",
+                "near_removed",
+                "contaminated_removed",
+                "docs_out",
+            ],
+        )
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,196 @@
+"""Blending with token budgets: overflow redistribution, groups, upsampling caps, shortfall, recipe errors."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import yaml
+
+from lm_platform.data.blend import BLEND_FILE, BlendShortfall, blend
+from lm_platform.data.dataset_card import dataset_card
+from lm_platform.data.documents import DocWriter, iter_docs, make_doc
+from lm_platform.recipe import load_recipe
+from lm_platform.recipe.loader import BUNDLED_DIR, RecipeError, parse_recipe
+
+
+def source(tmp_path, name, n_docs, chars=100, license="CC0-1.0"):
+    path = tmp_path / f"{name}.parquet"
+    with DocWriter(path) as w:
+        for i in range(n_docs):
+            head = f"{name}{i:05d} "
+            w.write(make_doc(f"{name}-{i}", head + "x" * (chars - len(head)), name, license, "en"))
+    return path, 1.0  # one char per token: a document is `chars` tokens
+
+
+def rows(manifest):
+    return {r["source"]: r for r in manifest["sources"]}
+
+
+def test_exhausted_source_gives_its_share_to_the_others_in_proportion(tmp_path):
+    inputs = {"a": source(tmp_path, "a", 200), "b": source(tmp_path, "b", 200), "c": source(tmp_path, "c", 5)}
+    m = blend(inputs, {"a": 0.5, "b": 0.3, "c": 0.2}, 10_000, tmp_path / "out", seed=1)
+    r = rows(m)
+    assert r["c"]["taken_tokens"] == 500 and r["c"]["exhausted"] and r["c"]["epochs"] == 1.0
+    # c's missing 1500 tokens go to a and b as 5:3, so a and b keep their ratio to each other.
+    assert r["a"]["target_tokens"] == pytest.approx(5000 + 1500 * 5 / 8)
+    assert r["b"]["target_tokens"] == pytest.approx(3000 + 1500 * 3 / 8)
+    assert r["a"]["taken_tokens"] / r["b"]["taken_tokens"] == pytest.approx(5 / 3, rel=0.03)
+    assert r["a"]["share"] > 0.5 and r["b"]["share"] > 0.3
+    assert m["shortfall"]["met"] is True and m["taken_tokens"] == pytest.approx(10_000, abs=100)
+    assert not r["a"]["exhausted"]
+
+
+def test_upsampling_repeats_up_to_the_epoch_cap_and_records_the_shortfall(tmp_path):
+    inputs = {"big": source(tmp_path, "big", 300), "small": source(tmp_path, "small", 10)}
+    ratios = {"big": 0.5, "small": 0.5}
+    # Without upsampling: small gives its 1000 tokens once; big fills the rest.
+    plain = rows(blend(inputs, ratios, 8000, tmp_path / "plain", seed=0))
+    assert plain["small"]["taken_tokens"] == 1000 and plain["small"]["epochs"] == 1.0
+    # With a cap of 3 epochs, small gives 3000 tokens: every document three times, no more.
+    m = blend(inputs, ratios, 8000, tmp_path / "up", seed=0, epoch_caps={"big": 4.0, "small": 3.0})
+    r = rows(m)
+    assert r["small"]["taken_tokens"] == 3000 and r["small"]["epochs"] == 3.0 and r["small"]["exhausted"]
+    assert r["small"]["repeated_docs"] == 20
+    uses = Counter(d["id"] for d in iter_docs(tmp_path / "up" / BLEND_FILE) if d["source"] == "small")
+    assert set(uses.values()) == {3} and len(uses) == 10
+    assert r["big"]["epochs"] <= 1.0 and r["big"]["taken_tokens"] == pytest.approx(5000, abs=100)
+    # A target beyond every cap: everything is used up to its cap and the gap is reported.
+    m = blend(inputs, ratios, 200_000, tmp_path / "short", seed=0, epoch_caps={"big": 2.0, "small": 2.5})
+    r = rows(m)
+    assert r["big"]["epochs"] == 2.0 and r["small"]["epochs"] == 2.5
+    assert m["shortfall"]["tokens"] == 200_000 - 60_000 - 2_500 and m["shortfall"]["met"] is False
+    assert json.loads((tmp_path / "short" / "manifest.json").read_text())["shortfall"] == m["shortfall"]
+
+
+def test_shortfall_can_be_an_error_that_writes_nothing(tmp_path):
+    inputs = {"a": source(tmp_path, "a", 10)}
+    with pytest.raises(BlendShortfall, match=r"stage 'main'.*1,000 tokens.*target is 5,000"):
+        blend(inputs, {"a": 1.0}, 5000, tmp_path / "out", on_shortfall="error", stage="main")
+    assert not (tmp_path / "out").exists()
+
+
+def test_blend_is_deterministic_with_upsampling(tmp_path):
+    inputs = {"a": source(tmp_path, "a", 30), "b": source(tmp_path, "b", 100)}
+    args = ({"a": 0.6, "b": 0.4}, 6000)
+    caps = {"a": 2.5, "b": 2.5}
+    m1 = blend(inputs, *args, tmp_path / "o1", seed=9, epoch_caps=caps)
+    m2 = blend(inputs, *args, tmp_path / "o2", seed=9, epoch_caps=caps)
+    ids = [[d["id"] for d in iter_docs(tmp_path / o / BLEND_FILE)] for o in ("o1", "o2")]
+    assert ids[0] == ids[1] and m1 == m2
+
+
+def test_group_ratio_is_split_by_available_tokens(tmp_path):
+    inputs = {
+        "wiki": source(tmp_path, "wiki", 100),
+        "web1": source(tmp_path, "web1", 300),
+        "web2": source(tmp_path, "web2", 100),
+    }
+    m = blend(inputs, {"wiki": 0.2, "web": 0.8}, 4000, tmp_path / "out", groups={"web": ("web1", "web2")})
+    r = rows(m)
+    assert r["web1"]["ratio"] == pytest.approx(0.6) and r["web2"]["ratio"] == pytest.approx(0.2)
+    assert r["web1"]["group"] == "web" and r["wiki"]["group"] is None
+    assert r["web1"]["share"] + r["web2"]["share"] == pytest.approx(0.8, abs=0.02)
+    assert m["groups"] == {"web": ["web1", "web2"]}
+
+
+def _demo_raw():
+    raw = yaml.safe_load((BUNDLED_DIR / "demo.yaml").read_text(encoding="utf-8"))
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: s.update(mixture={"vi_news": 0.5, "ja_wiki": 0.6}), "ratios sum to 1.1, expected 1"),
+        (lambda s: s.update(mixture={"vi_news": 0.5, "nope": 0.5}), "unknown source 'nope'"),
+        (
+            lambda s: s.update(mixture={"vi_news": 0.5, "en": 0.5}, groups={"en": ["en_books", "ghost"]}),
+            "stages.0.groups.en: unknown source 'ghost'",
+        ),
+        (
+            lambda s: s.update(mixture={"en_books": 0.5, "en": 0.5}, groups={"en": ["en_books", "en_web"]}),
+            "sources listed more than once",
+        ),
+        (
+            lambda s: s.update(groups={"vi_news": ["en_books"]}),
+            "a group cannot have the name of a source",
+        ),
+        (lambda s: s.update(source_max_epochs={"vi_news": 2}), "epoch caps need 'upsample: true'"),
+        (lambda s: s.update(upsample=True, max_epochs=0.5), "max_epochs"),
+    ],
+)
+def test_bad_mixtures_fail_at_load_time_with_the_field(edit, message):
+    raw = _demo_raw()
+    edit(raw["stages"][0])
+    with pytest.raises(
+        RecipeError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
+    ):
+        parse_recipe(raw, BUNDLED_DIR)
+
+
+def test_groups_and_caps_load_and_expand():
+    raw = _demo_raw()
+    raw["stages"][0].update(
+        mixture={"vi_news": 0.4, "ja_wiki": 0.3, "en": 0.3},
+        groups={"en": ["en_books", "en_web"]},
+        upsample=True,
+        max_epochs=3,
+        source_max_epochs={"en_books": 1.5},
+    )
+    stage = parse_recipe(raw, BUNDLED_DIR).stages[0]
+    assert stage.mixture_sources() == ["vi_news", "ja_wiki", "en_books", "en_web"]
+    assert stage.epoch_cap("en_books") == 1.5 and stage.epoch_cap("vi_news") == 3
+    assert load_recipe("demo").stages[0].epoch_cap("vi_news") == 1.0
+
+
+def test_unknown_decontamination_set_fails_at_load_time():
+    raw = _demo_raw()
+    raw["decontamination"] = {"evaluations": ["mmlu"]}
+    with pytest.raises(RecipeError, match="decontamination.evaluations.0: unknown evaluation 'mmlu'"):
+        parse_recipe(raw, BUNDLED_DIR)
+
+
+def test_dataset_card_lists_sources_licenses_filters_and_dedup(tmp_path):
+    recipe = load_recipe("demo")
+    inputs = {
+        s: source(tmp_path, s, 50, license=recipe.source(s).license) for s in recipe.stage("main").mixture
+    }
+    m = blend(inputs, recipe.stage("main").mixture, 3000, tmp_path / "out", stage="main")
+    card = dataset_card(recipe, "main", m, {"en_web": {"docs_in": 9, "exact_removed": 2, "docs_out": 7}})
+    assert card.startswith("# Dataset card: demo / blend `main`")
+    for needle in (
+        "| vi_news |",
+        "CC-BY-SA-4.0",
+        "All allowed.",
+        "script(min_ratio=0.3)",
+        "MinHash LSH",
+        "| en_web | 9 | 2 |",
+    ):
+        assert needle in card, needle
+    bad = {
+        **m,
+        "licenses": [*m["licenses"], {"license": "CC-BY-NC-4.0", "docs": 1, "tokens": 5, "share": 0.0}],
+    }
+    assert "**Not allowed: CC-BY-NC-4.0**" in dataset_card(recipe, "main", bad)
+
+
+def test_exact_token_counts_from_an_earlier_dataset_replace_the_estimate(tmp_path):
+    from lm_platform.data.blend import measured_chars_per_token
+
+    inputs = {"a": source(tmp_path, "a", 50), "b": source(tmp_path, "b", 50)}
+    m = blend(inputs, {"a": 0.5, "b": 0.5}, 2000, tmp_path / "blend", seed=0)
+    r = rows(m)
+    assert r["a"]["taken_chars"] == 1000 and r["a"]["taken_docs"] == 10
+    assert measured_chars_per_token(tmp_path / "blend" / "manifest.json", tmp_path / "none.json") == {}
+    # The packed dataset found 250 tokens (+ BOS/EOS) for a's 1000 chars: 4 chars per token. b's row
+    # counts other documents (packed from another blend), so it is not trusted.
+    index = {"sources": {"a": {"docs": 10, "tokens": 250 + 20}, "b": {"docs": 7, "tokens": 500}}}
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    measured = measured_chars_per_token(tmp_path / "blend" / "manifest.json", tmp_path / "index.json")
+    assert measured == {"a": 4.0}
+    # With the measured value, a's documents count as 25 tokens each: 40 of them fill its 1000 tokens.
+    inputs["a"] = (inputs["a"][0], measured["a"])
+    r = rows(blend(inputs, {"a": 0.5, "b": 0.5}, 2000, tmp_path / "blend2", seed=0))
+    assert r["a"]["taken_docs"] == 40 and r["a"]["chars_per_token"] == 4.0

@@ -1,0 +1,166 @@
+"""MinHash LSH near-duplicate clusters on planted pairs, across sources and shards; decontamination."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from lm_platform.data.decontam import Decontaminator
+from lm_platform.data.dedup import (
+    filter_deduped,
+    minhash_signatures,
+    near_dup_clusters,
+    removed_rows,
+)
+from lm_platform.data.documents import DocWriter, iter_docs, make_doc
+from lm_platform.data.minhash import MinHasher, UnionFind, shingles
+from lm_platform.recipe.schema import NearDupConfig
+
+DEMO_TEXTS = Path(__file__).resolve().parents[1] / "lm_platform" / "demo" / "texts"
+
+
+def words_doc(rng: random.Random, n: int = 200) -> list[str]:
+    vocab = [f"w{i}" for i in range(5000)]
+    return rng.choices(vocab, k=n)
+
+
+def replace_words(words: list[str], k: int, rng: random.Random) -> list[str]:
+    """Replace k words spaced 5 apart: about 5k of ~len(words) 5-grams change."""
+    out = list(words)
+    for pos in rng.sample(range(0, len(words), 5), k):
+        out[pos] = f"new{rng.randrange(10**6)}"
+    return out
+
+
+def jaccard5(a: str, b: str) -> float:
+    def grams(t):
+        w = t.split()
+        return {tuple(w[i : i + 5]) for i in range(len(w) - 4)}
+
+    ga, gb = grams(a), grams(b)
+    return len(ga & gb) / len(ga | gb)
+
+
+def write(path: Path, source: str, texts: list[str], lang: str = "en") -> Path:
+    with DocWriter(path) as w:
+        for i, t in enumerate(texts):
+            w.write(make_doc(f"{source}-{i}", t, source, "CC0-1.0", lang))
+    return path
+
+
+def test_signature_estimates_jaccard():
+    rng = random.Random(0)
+    base = words_doc(rng, 400)
+    close = replace_words(base, 4, rng)  # J ~ 0.9
+    far = replace_words(base, 30, rng)  # J ~ 0.45
+    mh = MinHasher(bands=32, rows=8, seed=3)
+    params = mh.params()
+    sig = [mh.signature(shingles(" ".join(t), 5, False), params) for t in (base, close, far)]
+    for other, text in ((sig[1], close), (sig[2], far)):
+        est = float(np.mean(sig[0] == other))
+        assert abs(est - jaccard5(" ".join(base), " ".join(text))) < 0.08
+
+
+def test_planted_pairs_cluster_across_sources_and_priority_keeps_the_winner(tmp_path):
+    rng = random.Random(1)
+    bases = [words_doc(rng) for _ in range(40)]
+    # web (lower priority) holds the originals; books holds close copies of 0..9 and distant
+    # rewrites of 10..19; web also holds within-source near copies of 20..24 in a second shard.
+    web_a = [" ".join(b) for b in bases]
+    web_b = [" ".join(replace_words(bases[i], 2, rng)) for i in range(20, 25)] + [" ".join(words_doc(rng))]
+    books = [" ".join(replace_words(bases[i], 2, rng)) for i in range(10)]
+    books += [" ".join(replace_words(bases[i], 25, rng)) for i in range(10, 20)]
+    assert min(jaccard5(web_a[i], books[i]) for i in range(10)) > 0.85
+    assert max(jaccard5(web_a[10 + i], books[10 + i]) for i in range(10)) < 0.6
+    cfg = NearDupConfig(bands=14, rows=8, threshold=0.8, workers=2)
+    write(tmp_path / "web" / "00000.parquet", "web", web_a)
+    write(tmp_path / "web" / "00001.parquet", "web", web_b)
+    write(tmp_path / "books" / "00000.parquet", "books", books)
+    web_shards = sorted((tmp_path / "web").glob("*.parquet"))
+    s = minhash_signatures(web_shards, tmp_path / "sig_web", "en", cfg)
+    assert s["shards"] == 2 and s["docs"] == 46
+    minhash_signatures([tmp_path / "books" / "00000.parquet"], tmp_path / "sig_books", "en", cfg)
+    # Per-shard signatures do not depend on how many workers computed them.
+    one = minhash_signatures(web_shards, tmp_path / "sig_web1", "en", cfg.model_copy(update={"workers": 1}))
+    assert one["docs"] == 46
+    for k in range(2):
+        assert np.array_equal(
+            np.load(tmp_path / "sig_web" / f"{k:05d}.npy"), np.load(tmp_path / "sig_web1" / f"{k:05d}.npy")
+        )
+    # books outranks web: it is listed first.
+    stats = near_dup_clusters(
+        [("books", tmp_path / "sig_books"), ("web", tmp_path / "sig_web")], tmp_path / "near", cfg
+    )
+    web_removed = removed_rows(tmp_path / "near", "web")
+    assert set(web_removed) == {(0, i) for i in range(10)} | {(1, i) for i in range(5)}
+    assert all(web_removed[(0, i)] == "books" for i in range(10))
+    assert all(web_removed[(1, i)] == "web" for i in range(5))
+    assert removed_rows(tmp_path / "near", "books") == {}
+    assert stats["per_source"]["web"]["kept_by"] == {"books": 10, "web": 5}
+    # The filter writes what is left, with near duplicates counted per winning source.
+    res = filter_deduped(web_shards, tmp_path / "web_out.parquet", "web", "en", near_removed=web_removed)
+    kept = [d["id"] for d in iter_docs(tmp_path / "web_out.parquet")]
+    assert len(kept) == 46 - 15 and res.near_removed == 15
+    assert res.near_cross_source_hits == {"books": 10}
+
+
+def test_union_find_makes_transitive_clusters_and_keeps_the_first():
+    uf = UnionFind(6)
+    uf.union(4, 2)
+    uf.union(2, 5)
+    uf.union(1, 3)
+    roots = uf.roots().tolist()
+    assert roots == [0, 1, 2, 1, 2, 2]
+
+
+def test_japanese_uses_character_ngrams(tmp_path):
+    paras = [p for p in (DEMO_TEXTS / "ja.txt").read_text(encoding="utf-8").split("\n\n") if len(p) > 150][
+        :30
+    ]
+    near = paras[0][:40] + "、そして" + paras[0][40:]  # a few characters inserted
+    other = paras[1]
+    write(tmp_path / "ja" / "00000.parquet", "ja", [*paras, near], lang="ja")
+    cfg = NearDupConfig(char_ngram=5, threshold=0.8)
+    minhash_signatures([tmp_path / "ja" / "00000.parquet"], tmp_path / "sig", "ja", cfg)
+    near_dup_clusters([("ja", tmp_path / "sig")], tmp_path / "near", cfg)
+    assert removed_rows(tmp_path / "near", "ja") == {(0, len(paras)): "ja"}
+    # Word shingles would see one "word" per sentence in Japanese: no useful overlap.
+    assert shingles(near, 5, chars=False).size < 10 < shingles(other, 5, chars=True).size
+    table = pq.read_table(tmp_path / "near" / "removed.parquet").to_pylist()
+    assert table[0]["kept_row"] == 0 and table[0]["cluster_size"] == 2
+
+
+def test_decontamination_removes_and_reports_a_planted_benchmark_leak(tmp_path):
+    rng = random.Random(5)
+    eval_docs = [" ".join(words_doc(rng, 60)) for _ in range(5)]
+    leak_words = eval_docs[2].split()[20:33]  # exactly 13 words of an evaluation document
+    clean = " ".join(words_doc(rng, 80))
+    leak = " ".join(words_doc(rng, 40) + [w.upper() for w in leak_words] + words_doc(rng, 40))
+    near_miss = " ".join(words_doc(rng, 40) + leak_words[:12] + words_doc(rng, 40))
+    ja_eval = "今日は晴れて、公園には多くの人が集まり、子どもたちは元気に走り回っていました。"
+    ja_leak = "昨日の記事によると、" + ja_eval[2:30] + "という。"
+    d = Decontaminator(ngram=13, char_ngram=25)
+    assert d.add_set("exam", [("en", t) for t in eval_docs]) > 0
+    d.add_set("ja_exam", [("ja", ja_eval)])
+    with DocWriter(tmp_path / "s2.parquet") as w:
+        for i, (t, lang) in enumerate([(clean, "en"), (leak, "en"), (near_miss, "en")]):
+            w.write(make_doc(f"en-{i}", t, "web", "CC0-1.0", lang))
+    res = filter_deduped(
+        [tmp_path / "s2.parquet"],
+        tmp_path / "out.parquet",
+        "web",
+        "en",
+        decontaminator=d,
+        report_path=tmp_path / "report.parquet",
+    )
+    assert [x["id"] for x in iter_docs(tmp_path / "out.parquet")] == ["en-0", "en-2"]
+    assert res.contaminated_removed == 1 and res.contamination == {"exam": 1}
+    report = list(iter_docs(tmp_path / "report.parquet"))
+    assert [(r["id"], r["evaluation"], r["shared_ngrams"]) for r in report] == [("en-1", "exam", 1)]
+    # Japanese is checked with character n-grams (its language says so); as words it has none.
+    assert d.matches(ja_leak, "ja")["ja_exam"] >= 1
+    assert d.matches(ja_leak, "en") == {}
+    assert d.matches(ja_eval[:24], "ja") == {}  # shorter than one n-gram
