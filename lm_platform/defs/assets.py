@@ -9,8 +9,8 @@ import sys
 
 import dagster as dg
 
-from lm_platform.atomic import write_json
-from lm_platform.data.blend import BLEND_FILE, blend
+from lm_platform.atomic import read_json, write_json
+from lm_platform.data.blend import BLEND_FILE, MANIFEST_FILE, blend
 from lm_platform.data.curate import curate
 from lm_platform.data.dedup import dedup_exact
 from lm_platform.data.documents import DocWriter, iter_docs
@@ -369,13 +369,25 @@ def dataset_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
             layout.dataset(stage.name),
             seq_len=stage.seq_len,
             val_fraction=stage.val_fraction,
+            shuffle_buffer=stage.pack_shuffle_buffer,
+            seed=stage.seed,
+            loss_mask=stage.pack_loss_mask,
+            workers=stage.pack_workers,
         )
         total = index["tokens"] or 1
+        manifest = layout.blend(stage.name) / MANIFEST_FILE
+        estimated = (
+            {r["source"]: r["taken_tokens"] for r in read_json(manifest)["sources"]}
+            if manifest.exists()
+            else {}
+        )
         per_source = [
             {
                 "source": s,
                 "docs": v["docs"],
                 "tokens": v["tokens"],
+                "blend_estimate": round(estimated.get(s, 0)),
+                "estimate_error": estimated[s] / v["tokens"] - 1 if estimated.get(s) and v["tokens"] else "",
                 "share": v["tokens"] / total,
                 "ratio": stage.mixture[s],
             }
@@ -393,7 +405,15 @@ def dataset_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
                 "val_docs": splits["val"]["docs"],
                 "seq_len": index["seq_len"],
                 "dtype": index["dtype"],
-                "tokens_per_source": _md_table(per_source, ["source", "docs", "tokens", "share", "ratio"]),
+                "tokens_per_source": _md_table(
+                    per_source,
+                    ["source", "docs", "tokens", "blend_estimate", "estimate_error", "share", "ratio"],
+                ),
+                "exact_tokens_per_source": dg.MetadataValue.json(
+                    {s: v["tokens"] for s, v in index["sources"].items()}
+                ),
+                "padding_tokens": splits["train"]["padding"] + splits["val"]["padding"],
+                "loss_mask": index["loss_mask"],
                 "path": dg.MetadataValue.path(str(layout.dataset(stage.name))),
             }
         )

@@ -159,6 +159,13 @@ class StageConfig(_Strict):
     val_fraction: float = Field(0.05, ge=0, lt=1)
     log_every: int = Field(10, gt=0)
     seed: int = 0
+    pack_shuffle_buffer: int = Field(
+        10_000, ge=0, description="Documents shuffled together (seeded) when packing"
+    )
+    pack_workers: int = Field(2, gt=0, description="Processes packing parts of the blend in parallel")
+    pack_loss_mask: bool = Field(
+        False, description="Write loss masks (documents' meta.loss_spans) with the shards"
+    )
 
     @field_validator("mixture")
     @classmethod
