@@ -180,3 +180,28 @@ def test_large_vocabulary_packs_as_uint32(tmp_path):
     assert index["dtype"] == "uint32" and rows.dtype == np.uint32
     assert rows.reshape(-1)[:5].tolist() == [0, 70003, 9, 65604, 1]
     assert json.loads((tmp_path / "ds" / "index.json").read_text())["vocab_size"] == 70_004
+
+
+def test_texts_with_added_token_strings_pack_as_the_hf_tokenizer_encodes_them(tmp_path):
+    from transformers import AutoTokenizer
+
+    tok_dir = tmp_path / "tok"
+    cfg = TokenizerConfig(vocab_size=2000, user_defined_symbols=("<|user|>", "<|assistant|>"))
+    train_sentencepiece((t for ts in TEXTS.values() for t in ts), tok_dir, cfg)
+    texts = [
+        *TEXTS["vi"][:30],
+        "<|user|> xin chào <|assistant|> chào bạn",
+        "a literal <s> and </s> inside",
+        "🙂 ñ",
+    ]
+    with DocWriter(tmp_path / "b.parquet") as w:
+        w.write_all(make_doc(f"d/{i}", t, "s", "CC0-1.0", "vi") for i, t in enumerate(texts))
+    index = pack_dataset(tmp_path / "b.parquet", tok_dir, tmp_path / "ds", 32, 0.0)
+    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    want = [
+        i
+        for t in texts
+        for i in (tok.bos_token_id, *tok.encode(t, add_special_tokens=False), tok.eos_token_id)
+    ]
+    flat = load_split(tmp_path / "ds", "train").reshape(-1).tolist()
+    assert flat[: index["tokens"]] == want  # ("</s>" in text is the EOS token to the HF tokenizer too)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import random
+import re
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -205,10 +206,62 @@ def _loss_mask(doc: dict, offsets: list[tuple[int, int]]) -> np.ndarray:
     return mask
 
 
-def _pack_part(part: _Part) -> dict:
-    from tokenizers import Tokenizer
+class _Encoder:
+    """Ids of a batch of texts, without special tokens, from the HF tokenizer.
 
-    tok = Tokenizer.from_file(part.tokenizer_file)
+    When the tokenizer directory also holds the SentencePiece model it was exported from, the C++
+    SentencePiece encoder does the work (faster), provided it agrees with the HF tokenizer on the first
+    batch; texts containing an added token's text (chat symbols, `<s>`) always go through the HF
+    tokenizer, which is the reference. Offsets (for loss masks) always come from the HF tokenizer."""
+
+    def __init__(self, tokenizer_file: str, threads: int):
+        from tokenizers import Tokenizer
+
+        self.hf = Tokenizer.from_file(tokenizer_file)
+        self.threads = threads
+        self.sp = None
+        model = Path(tokenizer_file).with_name("tokenizer.model")
+        if model.exists():
+            import sentencepiece as spm
+
+            self.sp = spm.SentencePieceProcessor(model_file=str(model))
+            self.verified = False
+        added = sorted(
+            {t.content for t in self.hf.get_added_tokens_decoder().values()}, key=len, reverse=True
+        )
+        self.added = re.compile("|".join(map(re.escape, added))) if added else None
+
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        if self.sp is None:
+            return [e.ids for e in self.hf.encode_batch_fast(texts, add_special_tokens=False)]
+        plain = [i for i, t in enumerate(texts) if self.added is None or not self.added.search(t)]
+        out: list[list[int] | None] = [None] * len(texts)
+        for i, ids in zip(
+            plain, self.sp.encode([texts[i] for i in plain], num_threads=self.threads), strict=True
+        ):
+            out[i] = ids
+        rest = [i for i in range(len(texts)) if out[i] is None]
+        for i, enc in zip(
+            rest, self.hf.encode_batch_fast([texts[i] for i in rest], add_special_tokens=False), strict=True
+        ):
+            out[i] = enc.ids
+        if not self.verified and plain:
+            reference = [
+                e.ids for e in self.hf.encode_batch_fast([texts[i] for i in plain], add_special_tokens=False)
+            ]
+            if reference != [out[i] for i in plain]:
+                self.sp = None  # not an exact export: the HF tokenizer alone from here on
+                return self.ids(texts)
+            self.verified = True
+        return out  # type: ignore[return-value]
+
+    def encodings(self, texts: list[str]):
+        return self.hf.encode_batch(texts, add_special_tokens=False)
+
+
+def _pack_part(part: _Part) -> dict:
+    threads = 1 if part.row_groups is not None else (os.cpu_count() or 1)
+    encoder = _Encoder(part.tokenizer_file, threads)
     dtype = np.dtype(part.dtype)
     out = Path(part.out_dir)
     prefix = "" if part.row_groups is None else f"p{part.part:04d}_"
@@ -227,13 +280,15 @@ def _pack_part(part: _Part) -> dict:
     def flush() -> None:
         texts = [d["text"] for d in batch]
         if part.loss_mask:
-            encoded = tok.encode_batch(texts, add_special_tokens=False)
+            encoded = encoder.encodings(texts)
+            all_ids = [e.ids for e in encoded]
         else:
-            encoded = tok.encode_batch_fast(texts, add_special_tokens=False)
-        for doc, enc in zip(batch, encoded, strict=True):
-            ids = np.concatenate([head, np.asarray(enc.ids, dtype=dtype), tail])
+            all_ids = encoder.ids(texts)
+        for k, (doc, doc_ids) in enumerate(zip(batch, all_ids, strict=True)):
+            ids = np.concatenate([head, np.asarray(doc_ids, dtype=dtype), tail])
             split = "val" if is_val(doc["id"], part.val_fraction) else "train"
-            writers[split].add(ids, doc["source"], _loss_mask(doc, enc.offsets) if part.loss_mask else None)
+            mask = _loss_mask(doc, encoded[k].offsets) if part.loss_mask else None
+            writers[split].add(ids, doc["source"], mask)
             src = sources.setdefault(doc["source"], {"docs": 0, "tokens": 0})
             src["docs"] += 1
             src["tokens"] += len(ids)
