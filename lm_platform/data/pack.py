@@ -35,6 +35,7 @@ from lm_platform.atomic import atomic_dir, read_json, write_json
 INDEX_FILE = "index.json"
 SPLITS = ("train", "val")
 MASK_SUFFIX = ".mask.npy"
+VERIFY_DOCS = 64  # documents on which the SentencePiece fast path must match the HF tokenizer
 
 
 def is_val(doc_id: str, val_fraction: float) -> bool:
@@ -211,7 +212,7 @@ class _Encoder:
 
     When the tokenizer directory also holds the SentencePiece model it was exported from, the C++
     SentencePiece encoder does the work (faster), provided it agrees with the HF tokenizer on the first
-    batch; texts containing an added token's text (chat symbols, `<s>`) always go through the HF
+    documents; texts containing an added token's text (chat symbols, `<s>`) always go through the HF
     tokenizer, which is the reference. Offsets (for loss masks) always come from the HF tokenizer."""
 
     def __init__(self, tokenizer_file: str, threads: int):
@@ -246,10 +247,11 @@ class _Encoder:
         ):
             out[i] = enc.ids
         if not self.verified and plain:
+            sample = plain[:VERIFY_DOCS]
             reference = [
-                e.ids for e in self.hf.encode_batch_fast([texts[i] for i in plain], add_special_tokens=False)
+                e.ids for e in self.hf.encode_batch_fast([texts[i] for i in sample], add_special_tokens=False)
             ]
-            if reference != [out[i] for i in plain]:
+            if reference != [out[i] for i in sample]:
                 self.sp = None  # not an exact export: the HF tokenizer alone from here on
                 return self.ids(texts)
             self.verified = True
@@ -260,7 +262,7 @@ class _Encoder:
 
 
 def _pack_part(part: _Part) -> dict:
-    threads = 1 if part.row_groups is not None else (os.cpu_count() or 1)
+    threads = 1 if part.row_groups is not None else len(os.sched_getaffinity(0))
     encoder = _Encoder(part.tokenizer_file, threads)
     dtype = np.dtype(part.dtype)
     out = Path(part.out_dir)
