@@ -246,6 +246,7 @@ def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
             dg.AssetCheckSpec(
                 "fertility_not_worse_than_base",
                 asset=key,
+                blocking=True,
                 description=f"On held-out {cfg.language or 'text'}, the new tokenizer needs no more tokens "
                 f"per word (per character where words are not spaced) than {cfg.base}",
             )
