@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small input, 3 rounds (< 60 s)")
     args = parser.parse_args(argv)
-    n_docs, rounds = (5_000, 3) if args.quick else (60_000, 5)
+    n_docs, rounds = (5_000, 3) if args.quick else (25_000, 5)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     import logging
 
