@@ -4,21 +4,38 @@ Each document becomes BOS + tokens + EOS. Documents go to train or val by a hash
 across runs and independent of order), are concatenated per split and cut into rows of `seq_len + 1`
 tokens (inputs and shifted labels). The last row of a split is padded with the pad id, which training
 ignores. Shards are uint16 when the vocabulary fits, else uint32, with `index.json` describing them.
+
+The input is streamed in batches (bounded memory). With `workers > 1` the blend's Parquet row groups are
+divided into contiguous parts, each packed by its own process into its own shards (each part pads only
+its own last row, so each shard records the padding at its end); shards are then numbered in part order, so the output depends on the number of
+workers but never on timing. `shuffle_buffer` shuffles documents through a seeded buffer of that many
+documents. With `loss_mask`, each shard has a `.mask.npy` twin (uint8, 1 = train on this token): a
+document whose meta has `loss_spans` ([[start, end), ...] in characters, e.g. the answers of an
+instruction) is trained only on tokens starting inside a span, and on its EOS; other documents on all.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import random
+import re
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from lm_platform.atomic import atomic_dir, read_json, write_json
-from lm_platform.data.documents import iter_docs
 
 INDEX_FILE = "index.json"
 SPLITS = ("train", "val")
+MASK_SUFFIX = ".mask.npy"
+VERIFY_DOCS = 64  # documents on which the SentencePiece fast path must match the HF tokenizer
 
 
 def is_val(doc_id: str, val_fraction: float) -> bool:
@@ -30,18 +47,52 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
 
 
+@dataclass(frozen=True)
+class TokenizerMeta:
+    vocab_size: int
+    bos_id: int
+    eos_id: int
+    pad_id: int
+
+
+def tokenizer_meta(tokenizer_dir: str | Path) -> TokenizerMeta:
+    """Vocabulary size and BOS/EOS/PAD ids of an HF tokenizer directory, as `AutoTokenizer` sees them."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    if tok.eos_token_id is None:
+        raise ValueError(f"tokenizer {tokenizer_dir}: no eos_token; packing separates documents with it")
+    return TokenizerMeta(len(tok), bos, tok.eos_token_id, pad)
+
+
 class _SplitWriter:
-    def __init__(self, out_dir: Path, split: str, row_len: int, rows_per_shard: int, dtype: np.dtype, pad: int):
-        self.out_dir, self.split, self.row_len = out_dir, split, row_len
-        self.rows_per_shard, self.dtype, self.pad = rows_per_shard, dtype, pad
+    def __init__(
+        self,
+        out_dir: Path,
+        prefix: str,
+        row_len: int,
+        rows_per_shard: int,
+        dtype: np.dtype,
+        pad: int,
+        mask: bool,
+    ):
+        self.out_dir, self.prefix, self.row_len = out_dir, prefix, row_len
+        self.rows_per_shard, self.dtype, self.pad, self.mask = rows_per_shard, dtype, pad, mask
         self.buffer: list[np.ndarray] = []
+        self.mask_buffer: list[np.ndarray] = []
         self.buffered = 0
         self.shards: list[dict] = []
         self.tokens = 0
         self.docs = 0
+        self.sources: dict[str, int] = {}
 
-    def add(self, ids: np.ndarray) -> None:
+    def add(self, ids: np.ndarray, source: str, mask: np.ndarray | None = None) -> None:
+        self.sources[source] = self.sources.get(source, 0) + len(ids)
         self.buffer.append(ids)
+        if self.mask:
+            self.mask_buffer.append(mask if mask is not None else np.ones(len(ids), dtype=np.uint8))
         self.buffered += len(ids)
         self.tokens += len(ids)
         self.docs += 1
@@ -50,24 +101,213 @@ class _SplitWriter:
 
     def _write(self, final: bool) -> None:
         flat = np.concatenate(self.buffer) if self.buffer else np.zeros(0, dtype=self.dtype)
+        flat_mask = np.concatenate(self.mask_buffer) if self.mask_buffer else np.zeros(0, dtype=np.uint8)
         rows = len(flat) // self.row_len
+        extra = 0
         if final and len(flat) % self.row_len:
             rows += 1
-            flat = np.concatenate([flat, np.full(rows * self.row_len - len(flat), self.pad, dtype=self.dtype)])
+            extra = rows * self.row_len - len(flat)
+            flat = np.concatenate([flat, np.full(extra, self.pad, dtype=self.dtype)])
+            if self.mask:
+                flat_mask = np.concatenate([flat_mask, np.zeros(extra, dtype=np.uint8)])
         if rows == 0:
             return
         take = rows * self.row_len
-        name = f"{self.split}_{len(self.shards):05d}.npy"
+        name = f"{self.prefix}_{len(self.shards):05d}.npy"
         np.save(self.out_dir / name, flat[:take].reshape(rows, self.row_len))
-        self.shards.append({"file": name, "rows": rows})
+        if self.mask:
+            np.save(
+                self.out_dir / name.replace(".npy", MASK_SUFFIX), flat_mask[:take].reshape(rows, self.row_len)
+            )
+        self.shards.append({"file": name, "rows": rows, "padding": extra})
         rest = flat[take:]
         self.buffer, self.buffered = ([rest], len(rest)) if len(rest) else ([], 0)
+        if self.mask:
+            rest_mask = flat_mask[take:]
+            self.mask_buffer = [rest_mask] if len(rest_mask) else []
 
     def close(self) -> dict:
         self._write(final=True)
         rows = sum(s["rows"] for s in self.shards)
-        return {"docs": self.docs, "tokens": self.tokens, "rows": rows, "padding": rows * self.row_len - self.tokens,
-                "shards": self.shards}
+        return {
+            "docs": self.docs,
+            "tokens": self.tokens,
+            "rows": rows,
+            "padding": rows * self.row_len - self.tokens,
+            "shards": self.shards,
+            "sources": self.sources,
+        }
+
+
+@dataclass(frozen=True)
+class _Part:
+    blend_file: str
+    row_groups: tuple[int, ...] | None  # None: the whole file
+    tokenizer_file: str
+    out_dir: str
+    part: int
+    row_len: int
+    rows_per_shard: int
+    dtype: str
+    bos: int
+    eos: int
+    pad: int
+    val_fraction: float
+    batch_docs: int
+    shuffle_buffer: int
+    seed: int
+    loss_mask: bool
+
+
+def _read(part: _Part) -> Iterator[dict]:
+    pf = pq.ParquetFile(part.blend_file)
+    columns = ["id", "text", "source"] + (["meta"] if part.loss_mask else [])
+    groups = part.row_groups if part.row_groups is not None else range(pf.num_row_groups)
+    for g in groups:
+        for batch in pf.iter_batches(batch_size=part.batch_docs, row_groups=[g], columns=columns):
+            yield from batch.to_pylist()
+
+
+def _shuffled(docs: Iterator[dict], size: int, seed: str) -> Iterator[dict]:
+    """A seeded shuffle through a buffer of `size` documents (bounded memory)."""
+    if size <= 1:
+        yield from docs
+        return
+    rng = random.Random(seed)
+    buffer: list[dict] = []
+    for doc in docs:
+        if len(buffer) < size:
+            buffer.append(doc)
+            continue
+        i = rng.randrange(size)
+        yield buffer[i]
+        buffer[i] = doc
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def _loss_mask(doc: dict, offsets: list[tuple[int, int]]) -> np.ndarray:
+    meta = json.loads(doc["meta"]) if doc.get("meta") else {}
+    spans = meta.get("loss_spans")
+    mask = np.ones(len(offsets) + 2, dtype=np.uint8)
+    if spans is None:
+        return mask
+    try:
+        bounds = [(int(a), int(b)) for a, b in spans]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"document {doc['id']}: meta.loss_spans must be [[start, end], ...], got {spans!r}"
+        ) from exc
+    starts = np.fromiter((o[0] for o in offsets), dtype=np.int64, count=len(offsets))
+    inside = np.zeros(len(offsets), dtype=bool)
+    for a, b in bounds:
+        inside |= (starts >= a) & (starts < b)
+    mask[0] = 0  # BOS: the document's prompt starts here
+    mask[1:-1] = inside
+    return mask
+
+
+class _Encoder:
+    """Ids of a batch of texts, without special tokens, from the HF tokenizer.
+
+    When the tokenizer directory also holds the SentencePiece model it was exported from, the C++
+    SentencePiece encoder does the work (faster), provided it agrees with the HF tokenizer on the first
+    documents; texts containing an added token's text (chat symbols, `<s>`) always go through the HF
+    tokenizer, which is the reference. Offsets (for loss masks) always come from the HF tokenizer."""
+
+    def __init__(self, tokenizer_file: str, threads: int):
+        from tokenizers import Tokenizer
+
+        self.hf = Tokenizer.from_file(tokenizer_file)
+        self.threads = threads
+        self.sp = None
+        model = Path(tokenizer_file).with_name("tokenizer.model")
+        if model.exists():
+            import sentencepiece as spm
+
+            self.sp = spm.SentencePieceProcessor(model_file=str(model))
+            self.verified = False
+        added = sorted(
+            {t.content for t in self.hf.get_added_tokens_decoder().values()}, key=len, reverse=True
+        )
+        self.added = re.compile("|".join(map(re.escape, added))) if added else None
+
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        if self.sp is None:
+            return [e.ids for e in self.hf.encode_batch_fast(texts, add_special_tokens=False)]
+        plain = [i for i, t in enumerate(texts) if self.added is None or not self.added.search(t)]
+        out: list[list[int] | None] = [None] * len(texts)
+        for i, ids in zip(
+            plain, self.sp.encode([texts[i] for i in plain], num_threads=self.threads), strict=True
+        ):
+            out[i] = ids
+        rest = [i for i in range(len(texts)) if out[i] is None]
+        for i, enc in zip(
+            rest, self.hf.encode_batch_fast([texts[i] for i in rest], add_special_tokens=False), strict=True
+        ):
+            out[i] = enc.ids
+        if not self.verified and plain:
+            sample = plain[:VERIFY_DOCS]
+            reference = [
+                e.ids for e in self.hf.encode_batch_fast([texts[i] for i in sample], add_special_tokens=False)
+            ]
+            if reference != [out[i] for i in sample]:
+                self.sp = None  # not an exact export: the HF tokenizer alone from here on
+                return self.ids(texts)
+            self.verified = True
+        return out  # type: ignore[return-value]
+
+    def encodings(self, texts: list[str]):
+        return self.hf.encode_batch(texts, add_special_tokens=False)
+
+
+def _pack_part(part: _Part) -> dict:
+    threads = 1 if part.row_groups is not None else len(os.sched_getaffinity(0))
+    encoder = _Encoder(part.tokenizer_file, threads)
+    dtype = np.dtype(part.dtype)
+    out = Path(part.out_dir)
+    prefix = "" if part.row_groups is None else f"p{part.part:04d}_"
+    writers = {
+        s: _SplitWriter(
+            out, f"{prefix}{s}", part.row_len, part.rows_per_shard, dtype, part.pad, part.loss_mask
+        )
+        for s in SPLITS
+    }
+    sources: dict[str, dict[str, int]] = {}
+    head = np.asarray([part.bos], dtype=dtype)
+    tail = np.asarray([part.eos], dtype=dtype)
+    docs = _shuffled(_read(part), part.shuffle_buffer, f"{part.seed}:{part.part}")
+    batch: list[dict] = []
+
+    def flush() -> None:
+        texts = [d["text"] for d in batch]
+        if part.loss_mask:
+            encoded = encoder.encodings(texts)
+            all_ids = [e.ids for e in encoded]
+        else:
+            all_ids = encoder.ids(texts)
+        for k, (doc, doc_ids) in enumerate(zip(batch, all_ids, strict=True)):
+            ids = np.concatenate([head, np.asarray(doc_ids, dtype=dtype), tail])
+            split = "val" if is_val(doc["id"], part.val_fraction) else "train"
+            mask = _loss_mask(doc, encoded[k].offsets) if part.loss_mask else None
+            writers[split].add(ids, doc["source"], mask)
+            src = sources.setdefault(doc["source"], {"docs": 0, "tokens": 0})
+            src["docs"] += 1
+            src["tokens"] += len(ids)
+        batch.clear()
+
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) == part.batch_docs:
+            flush()
+    if batch:
+        flush()
+    return {"splits": {s: w.close() for s, w in writers.items()}, "sources": sources}
+
+
+def _worker_init() -> None:
+    # Processes already divide the cores; a thread pool per process would only oversubscribe them.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
 def pack_dataset(
@@ -77,53 +317,99 @@ def pack_dataset(
     seq_len: int,
     val_fraction: float = 0.05,
     rows_per_shard: int = 8192,
-    batch_docs: int = 256,
+    batch_docs: int = 1024,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    loss_mask: bool = False,
+    workers: int = 1,
 ) -> dict:
-    """Tokenize `blend_file` with the tokenizer at `tokenizer_dir` and write packed shards to `out_dir`."""
-    from transformers import AutoTokenizer
+    """Tokenize `blend_file` with the tokenizer at `tokenizer_dir` and write packed shards to `out_dir`.
 
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    vocab_size = len(tok)
-    dtype = token_dtype(vocab_size)
-    bos, eos, pad = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
-    per_source: dict[str, dict[str, int]] = {}
+    Returns the index (also written as `index.json`): exact tokens per split and per source.
+    """
+    tokenizer_dir = Path(tokenizer_dir)
+    if not (tokenizer_dir / "tokenizer.json").exists():
+        raise ValueError(f"tokenizer {tokenizer_dir}: no tokenizer.json (packing needs a fast HF tokenizer)")
+    meta = tokenizer_meta(tokenizer_dir)
+    dtype = token_dtype(meta.vocab_size)
+    n_groups = pq.ParquetFile(blend_file).num_row_groups
+    workers = max(1, min(workers, n_groups))
     with atomic_dir(out_dir) as tmp:
-        writers = {s: _SplitWriter(tmp, s, seq_len + 1, rows_per_shard, dtype, pad) for s in SPLITS}
-        for batch in _batches(blend_file, batch_docs):
-            encoded = tok([d["text"] for d in batch], add_special_tokens=False)["input_ids"]
-            for doc, ids in zip(batch, encoded, strict=True):
-                split = "val" if is_val(doc["id"], val_fraction) else "train"
-                writers[split].add(np.asarray([bos, *ids, eos], dtype=dtype))
-                src = per_source.setdefault(doc["source"], {"docs": 0, "tokens": 0})
-                src["docs"] += 1
-                src["tokens"] += len(ids) + 2
-        splits = {s: w.close() for s, w in writers.items()}
+        common = dict(
+            blend_file=str(blend_file),
+            tokenizer_file=str(tokenizer_dir / "tokenizer.json"),
+            out_dir=str(tmp),
+            row_len=seq_len + 1,
+            rows_per_shard=rows_per_shard,
+            dtype=dtype.name,
+            bos=meta.bos_id,
+            eos=meta.eos_id,
+            pad=meta.pad_id,
+            val_fraction=val_fraction,
+            batch_docs=batch_docs,
+            shuffle_buffer=shuffle_buffer,
+            seed=seed,
+            loss_mask=loss_mask,
+        )
+        if workers == 1:
+            results = [_pack_part(_Part(row_groups=None, part=0, **common))]
+        else:
+            bounds = np.linspace(0, n_groups, workers + 1).astype(int)
+            parts = [
+                _Part(row_groups=tuple(range(bounds[i], bounds[i + 1])), part=i, **common)
+                for i in range(workers)
+            ]
+            with ProcessPoolExecutor(
+                workers, mp_context=get_context("spawn"), initializer=_worker_init
+            ) as pool:
+                results = list(pool.map(_pack_part, parts))
+        splits = {s: _merge_split(tmp, s, [r["splits"][s] for r in results], loss_mask) for s in SPLITS}
+        sources: dict[str, dict[str, int]] = {}
+        for r in results:
+            for name, counts in r["sources"].items():
+                acc = sources.setdefault(name, dict.fromkeys(counts, 0))
+                for k, v in counts.items():
+                    acc[k] += v
         index = {
             "seq_len": seq_len,
             "row_len": seq_len + 1,
             "dtype": dtype.name,
-            "vocab_size": vocab_size,
-            "bos_id": bos,
-            "eos_id": eos,
-            "pad_id": pad,
+            "vocab_size": meta.vocab_size,
+            "bos_id": meta.bos_id,
+            "eos_id": meta.eos_id,
+            "pad_id": meta.pad_id,
             "val_fraction": val_fraction,
+            "shuffle_buffer": shuffle_buffer,
+            "seed": seed,
+            "workers": workers,
+            "loss_mask": loss_mask,
             "tokens": sum(s["tokens"] for s in splits.values()),
             "splits": splits,
-            "sources": per_source,
+            "sources": dict(sorted(sources.items())),
         }
         write_json(tmp / INDEX_FILE, index)
     return index
 
 
-def _batches(path: str | Path, size: int) -> Iterator[list[dict]]:
-    batch: list[dict] = []
-    for doc in iter_docs(path, columns=["id", "text", "source"]):
-        batch.append(doc)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _merge_split(tmp: Path, split: str, parts: list[dict], loss_mask: bool) -> dict:
+    """Number the parts' shards `{split}_NNNNN.npy` in part order and sum their counts."""
+    shards = []
+    for p in parts:
+        for s in p["shards"]:
+            name = f"{split}_{len(shards):05d}.npy"
+            if s["file"] != name:
+                os.replace(tmp / s["file"], tmp / name)
+                if loss_mask:
+                    os.replace(
+                        tmp / s["file"].replace(".npy", MASK_SUFFIX), tmp / name.replace(".npy", MASK_SUFFIX)
+                    )
+            shards.append({**s, "file": name})
+    merged = {k: sum(p[k] for p in parts) for k in ("docs", "tokens", "rows", "padding")}
+    per_source: dict[str, int] = {}
+    for p in parts:
+        for name, n in p["sources"].items():
+            per_source[name] = per_source.get(name, 0) + n
+    return {**merged, "shards": shards, "sources": dict(sorted(per_source.items()))}
 
 
 def load_split(dataset_dir: str | Path, split: str) -> np.ndarray:
@@ -134,3 +420,17 @@ def load_split(dataset_dir: str | Path, split: str) -> np.ndarray:
     if not shards:
         return np.zeros((0, index["row_len"]), dtype=index["dtype"])
     return np.concatenate(shards) if len(shards) > 1 else shards[0]
+
+
+def load_split_mask(dataset_dir: str | Path, split: str) -> np.ndarray | None:
+    """The loss mask of one split, row-aligned with `load_split` (1 = train on the token), or None when
+    the dataset was packed without masks."""
+    dataset_dir = Path(dataset_dir)
+    index = read_json(dataset_dir / INDEX_FILE)
+    if not index.get("loss_mask"):
+        return None
+    files = [s["file"].replace(".npy", MASK_SUFFIX) for s in index["splits"][split]["shards"]]
+    masks = [np.load(dataset_dir / f, mmap_mode="r") for f in files]
+    if not masks:
+        return np.zeros((0, index["row_len"]), dtype=np.uint8)
+    return np.concatenate(masks) if len(masks) > 1 else masks[0]

@@ -516,54 +516,116 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
 def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
     train_stage = recipe.tokenizer_stage.name
     cfg = recipe.tokenizer
+    key = dg.AssetKey("tokenizer")
+    target = [cfg.language] if cfg.language else None
+    checks = []
+    if cfg.base:
+        checks.append(
+            dg.AssetCheckSpec(
+                "fertility_not_worse_than_base",
+                asset=key,
+                blocking=True,
+                description=f"On held-out {cfg.language or 'text'}, the new tokenizer needs no more tokens "
+                f"per word (per character where words are not spaced) than {cfg.base}",
+            )
+        )
+    if cfg.mode == "extend":
+        what = f"{cfg.base} extended (EEVE) with {cfg.language} tokens up to {cfg.vocab_size:,}"
+    else:
+        what = f"SentencePiece {cfg.model_type} tokenizer ({cfg.vocab_size:,} pieces)"
 
     @dg.asset(
-        key="tokenizer",
+        key=key,
         deps=[dg.AssetKey(["blend", train_stage])],
         group_name="tokenizer",
-        kinds={"sentencepiece", "huggingface"},
+        kinds={"sentencepiece", "huggingface"} if cfg.mode == "train" else {"huggingface"},
         code_version=CODE_VERSION,
-        description=f"SentencePiece {cfg.model_type} tokenizer ({cfg.vocab_size:,} pieces) trained on "
-        f"blend/{train_stage}, exported as an HF tokenizer",
+        description=f"{what} trained on blend/{train_stage}, exported as an HF tokenizer",
+        check_specs=checks,
     )
     def _tokenizer(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         from transformers import AutoTokenizer
 
         from lm_platform.evaluation.perplexity import read_eval_docs
-        from lm_platform.tokenization.fertility import fertility
-        from lm_platform.tokenization.sentencepiece_trainer import train_sentencepiece
+        from lm_platform.tokenization.fertility import compare_fertility, worse_than_base
 
-        if cfg.mode != "train":
-            raise NotImplementedError(
-                "tokenizer mode 'extend' (EEVE) is not implemented yet; use mode 'train'"
-            )
         layout = storage.layout(recipe.name)
         blend_file = layout.blend(train_stage) / BLEND_FILE
-        summary = train_sentencepiece(
-            (d["text"] for d in iter_docs(blend_file, columns=["text"])), layout.tokenizer(), cfg
-        )
+        meta: dict = {}
+        if cfg.mode == "extend":
+            from lm_platform.tokenization.eeve import EEVE_FILE, extend_tokenizer, readable
+
+            def texts():
+                return (
+                    d["text"]
+                    for d in iter_docs(blend_file, columns=["lang", "text"])
+                    if d["lang"] == cfg.language
+                )
+
+            res = extend_tokenizer(
+                cfg.base,
+                texts,
+                layout.tokenizer(),
+                cfg.language,
+                cfg.vocab_size,
+                multiple=cfg.extend_multiple,
+                min_frequency=cfg.extend_min_frequency,
+            )
+            meta.update(
+                vocab_size=res.vocab_size,
+                base_vocab_size=res.base_vocab_size,
+                new_tokens=len(res.new_tokens),
+                added_tokens=dg.MetadataValue.json([readable(t["token"]) for t in res.new_tokens[:50]]),
+                selection=dg.MetadataValue.json(res.summary()),
+                eeve=dg.MetadataValue.path(str(layout.tokenizer() / EEVE_FILE)),
+            )
+        else:
+            from lm_platform.tokenization.sentencepiece_trainer import train_sentencepiece
+
+            summary = train_sentencepiece(
+                (d["text"] for d in iter_docs(blend_file, columns=["text"])), layout.tokenizer(), cfg
+            )
+            meta.update(
+                vocab_size=summary["vocab_size"],
+                model_type=summary["model_type"],
+                training_sentences=summary["sentences"],
+                added_tokens=dg.MetadataValue.json(summary["added_tokens"]),
+                special_tokens=dg.MetadataValue.json(summary["special_tokens"]),
+            )
         tok = AutoTokenizer.from_pretrained(str(layout.tokenizer()))
+        base = AutoTokenizer.from_pretrained(cfg.base) if cfg.base else None
         if recipe.evaluations:
             held_out = list(read_eval_docs(recipe.evaluations[0].location))
             measured_on = f"held-out text of evaluation '{recipe.evaluations[0].name}'"
         else:
             held_out = [(d["lang"], d["text"]) for d in iter_docs(blend_file, columns=["lang", "text"])]
             measured_on = f"blend/{train_stage} (training text)"
-        fert = fertility(tok, held_out)
+        rows = compare_fertility(tok, base, held_out)
+        columns = ["lang", "docs", "chars", "new_tokens", "new_tokens_per_word", "new_chars_per_token"]
+        if base is not None:
+            columns += ["base_tokens", "base_tokens_per_word", "base_chars_per_token", "change"]
+        check_results = []
+        if base is not None:
+            worse = worse_than_base(rows, target)
+            missing = [lang for lang in target or [] if lang not in {r["lang"] for r in rows}]
+            check_results.append(
+                dg.AssetCheckResult(
+                    check_name="fertility_not_worse_than_base",
+                    passed=not worse and not missing,
+                    metadata={"change": dg.MetadataValue.json({r["lang"]: r["change"] for r in rows})},
+                    description=(f"worse than the base on {worse}" if worse else "")
+                    + (f"no held-out text in {missing}" if missing else "")
+                    or None,
+                )
+            )
         return dg.MaterializeResult(
             metadata={
-                "vocab_size": summary["vocab_size"],
-                "model_type": summary["model_type"],
-                "training_sentences": summary["sentences"],
-                "added_tokens": dg.MetadataValue.json(summary["added_tokens"]),
-                "special_tokens": dg.MetadataValue.json(summary["special_tokens"]),
-                "fertility": _md_table(
-                    [{"lang": k, **v} for k, v in fert.items()],
-                    ["lang", "docs", "chars", "tokens", "tokens_per_word", "chars_per_token"],
-                ),
+                **meta,
+                "fertility": _md_table(rows, columns),
                 "fertility_measured_on": measured_on,
                 "path": dg.MetadataValue.path(str(layout.tokenizer())),
-            }
+            },
+            check_results=check_results,
         )
 
     return _tokenizer
@@ -586,13 +648,25 @@ def dataset_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
             layout.dataset(stage.name),
             seq_len=stage.seq_len,
             val_fraction=stage.val_fraction,
+            shuffle_buffer=stage.pack_shuffle_buffer,
+            seed=stage.seed,
+            loss_mask=stage.pack_loss_mask,
+            workers=stage.pack_workers,
         )
         total = index["tokens"] or 1
+        manifest = layout.blend(stage.name) / MANIFEST_FILE
+        estimated = (
+            {r["source"]: r["taken_tokens"] for r in read_json(manifest)["sources"]}
+            if manifest.exists()
+            else {}
+        )
         per_source = [
             {
                 "source": s,
                 "docs": v["docs"],
                 "tokens": v["tokens"],
+                "blend_estimate": round(estimated.get(s, 0)),
+                "estimate_error": estimated[s] / v["tokens"] - 1 if estimated.get(s) and v["tokens"] else "",
                 "share": v["tokens"] / total,
                 "ratio": stage.mixture.get(s),  # None for a member of a group
             }
@@ -610,7 +684,15 @@ def dataset_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
                 "val_docs": splits["val"]["docs"],
                 "seq_len": index["seq_len"],
                 "dtype": index["dtype"],
-                "tokens_per_source": _md_table(per_source, ["source", "docs", "tokens", "share", "ratio"]),
+                "tokens_per_source": _md_table(
+                    per_source,
+                    ["source", "docs", "tokens", "blend_estimate", "estimate_error", "share", "ratio"],
+                ),
+                "exact_tokens_per_source": dg.MetadataValue.json(
+                    {s: v["tokens"] for s, v in index["sources"].items()}
+                ),
+                "padding_tokens": splits["train"]["padding"] + splits["val"]["padding"],
+                "loss_mask": index["loss_mask"],
                 "path": dg.MetadataValue.path(str(layout.dataset(stage.name))),
             }
         )

@@ -237,11 +237,20 @@ class TokenizerConfig(_Strict):
     train_stage: str | None = Field(None, description="Blend to train on; default the first stage")
     max_sentences: int = Field(2_000_000, gt=0)
     seed: int = 0
+    language: str | None = Field(
+        None,
+        description="Target language: what 'extend' learns new tokens from, and where the fertility check "
+        "compares the new tokenizer with 'base' (default: every held-out language)",
+    )
+    extend_multiple: int = Field(128, gt=0, description="'extend' rounds the new-token count down to this")
+    extend_min_frequency: int = Field(5, gt=0, description="'extend' keeps tokens formed this often")
 
     @model_validator(mode="after")
     def _base_for_extend(self) -> TokenizerConfig:
         if self.mode == "extend" and not self.base:
             raise ValueError("mode 'extend' needs 'base' (the tokenizer to extend)")
+        if self.mode == "extend" and not self.language:
+            raise ValueError("mode 'extend' needs 'language' (the language whose tokens are added)")
         return self
 
 
@@ -380,6 +389,14 @@ class StageConfig(_Strict):
             out += list(self.groups.get(key, (key,)))
         return out
 
+    pack_shuffle_buffer: int = Field(
+        10_000, ge=0, description="Documents shuffled together (seeded) when packing"
+    )
+    pack_workers: int = Field(2, gt=0, description="Processes packing parts of the blend in parallel")
+    pack_loss_mask: bool = Field(
+        False, description="Write loss masks (documents' meta.loss_spans) with the shards"
+    )
+
     @field_validator("mixture")
     @classmethod
     def _ratios(cls, mixture: dict[str, float]) -> dict[str, float]:
@@ -450,6 +467,8 @@ class Recipe(_Strict):
                 )
             seen.append(stage.name)
         stage_names = [s.name for s in self.stages]
+        if self.tokenizer.language is not None and self.tokenizer.language not in self.languages:
+            raise ValueError(f"tokenizer.language: '{self.tokenizer.language}' has no entry in 'languages'")
         if self.tokenizer.train_stage is not None and self.tokenizer.train_stage not in stage_names:
             raise ValueError(f"tokenizer.train_stage: unknown stage '{self.tokenizer.train_stage}'")
         for i, ev in enumerate(self.evaluations):

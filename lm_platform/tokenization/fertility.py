@@ -28,3 +28,49 @@ def fertility(tokenizer, docs: Iterable[tuple[str, str]]) -> dict[str, dict[str,
             "chars_per_token": round(s["chars"] / s["tokens"], 4) if s["tokens"] else None,
         }
     return out
+
+
+def cost(row: dict) -> float | None:
+    """The number a language's fertility is judged by: tokens per word, or for languages written
+    without spaces, tokens per character (the inverse of chars_per_token)."""
+    if row.get("tokens_per_word") is not None:
+        return row["tokens_per_word"]
+    return 1 / row["chars_per_token"] if row.get("chars_per_token") else None
+
+
+def compare_fertility(new, base, docs: Iterable[tuple[str, str]]) -> list[dict]:
+    """One row per language: the new tokenizer's fertility next to the base's (None when there is no
+    base), with `change` = relative change of tokens per word (per character where words are not
+    spaced); negative is better."""
+    docs = list(docs)
+    after = fertility(new, docs)
+    before = fertility(base, docs) if base is not None else {}
+    rows = []
+    for lang, a in after.items():
+        b = before.get(lang, {})
+        row = {
+            "lang": lang,
+            "docs": a["docs"],
+            "chars": a["chars"],
+            "base_tokens": b.get("tokens"),
+            "new_tokens": a["tokens"],
+            "base_tokens_per_word": b.get("tokens_per_word"),
+            "new_tokens_per_word": a["tokens_per_word"],
+            "base_chars_per_token": b.get("chars_per_token"),
+            "new_chars_per_token": a["chars_per_token"],
+            "change": None,
+        }
+        if b and cost(b) and cost(a) is not None:
+            row["change"] = round(cost(a) / cost(b) - 1, 4)
+        rows.append(row)
+    return rows
+
+
+def worse_than_base(rows: list[dict], languages: Iterable[str] | None = None) -> list[str]:
+    """Languages (all compared ones, or `languages`) where the new tokenizer costs more than the base."""
+    wanted = set(languages) if languages is not None else None
+    return [
+        r["lang"]
+        for r in rows
+        if (wanted is None or r["lang"] in wanted) and r["change"] is not None and r["change"] > 0
+    ]
