@@ -113,6 +113,11 @@ class ModelConfig(_Strict):
     max_position_embeddings: int = Field(2048, gt=0)
     rope_theta: float = 10000.0
     tie_word_embeddings: bool = False
+    eeve_tied_rule: Literal["input", "output"] = Field(
+        "input",
+        description="EEVE init of a new token's row when input and output embeddings are tied: 'input' = mean "
+        "of its pieces' rows, 'output' = the row of its first piece",
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> ModelConfig:
@@ -141,7 +146,8 @@ class StageConfig(_Strict):
     lr: float = Field(3e-4, gt=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup_steps: int = Field(0, ge=0)
-    schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    schedule: Literal["cosine", "constant", "linear", "wsd"] = "cosine"
+    wsd_decay_fraction: float = Field(0.2, gt=0, le=1, description="WSD: share of steps spent decaying")
     weight_decay: float = Field(0.1, ge=0)
     trainable: Literal["all", "new_embeddings", "output_embeddings", "all_but_embeddings"] = Field(
         "all",
@@ -150,6 +156,12 @@ class StageConfig(_Strict):
     val_fraction: float = Field(0.05, ge=0, lt=1)
     log_every: int = Field(10, gt=0)
     seed: int = 0
+    token_budget: int | None = Field(
+        None, gt=0, description="Tokens to train on (steps derived); default `epochs` passes over the dataset"
+    )
+    checkpoint_every: int | None = Field(None, gt=0, description="Steps between checkpoints (and at the end)")
+    keep_last: int = Field(2, gt=0, description="Step checkpoints kept for resume")
+    nproc_per_node: int = Field(1, gt=0, description="Training processes (torchrun) per node")
 
     @field_validator("mixture")
     @classmethod
@@ -173,6 +185,18 @@ class EvalConfig(_Strict):
     max_docs: int | None = Field(None, gt=0)
 
 
+class GenerationConfig(_Strict):
+    """Samples written with every checkpoint: the same prompts and sampling settings each time."""
+
+    prompts: tuple[str, ...] = ()
+    max_new_tokens: int = Field(32, gt=0)
+    do_sample: bool = True
+    temperature: float = Field(0.8, gt=0)
+    top_k: int = Field(50, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    seed: int = 0
+
+
 class Recipe(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
@@ -184,6 +208,7 @@ class Recipe(_Strict):
     model: ModelConfig
     stages: tuple[StageConfig, ...] = Field(min_length=1)
     evaluations: tuple[EvalConfig, ...] = ()
+    generation: GenerationConfig = GenerationConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> Recipe:
