@@ -51,8 +51,11 @@ def step_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def latest(run_dir: str | Path, fp: str) -> Path | None:
-    """The newest complete checkpoint of this run; checkpoints of another run are removed."""
+    """The newest complete checkpoint of this run; checkpoints of another run, and what a killed run was
+    still writing, are removed."""
     best = None
+    for partial in Path(run_dir).glob(".tmp-*") if Path(run_dir).is_dir() else ():
+        shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
     for _, path in step_dirs(run_dir):
         if read_json(path / STATE_FILE).get("fingerprint") == fp:
             best = path
