@@ -130,3 +130,28 @@ def load_weights_at_init(tmp_path: Path) -> dict:
     from lm_platform.modeling.init import build_model
 
     return build_model({"kind": "scratch", "model": MODEL}, VOCAB, 1, 2, 3, 0).state_dict()
+
+
+def test_a_finished_stage_trains_afresh_when_run_again(tmp_path):
+    from lm_platform.training.train import Reporter, train
+
+    data = synthetic_dataset(tmp_path / "data", VOCAB, rows=24, seq_len=16)
+    (tmp_path / "tok").mkdir()
+    job = make_job(
+        tmp_path,
+        "again",
+        data,
+        tmp_path / "tok",
+        {"kind": "scratch", "model": MODEL},
+        micro_batch_size=4,
+        epochs=1,
+        checkpoint_every=2,
+        keep_last=3,
+    )
+    first = train(job, Reporter())
+    weights = load_weights(Path(job["output_dir"]))
+    second = train(job, Reporter())
+    assert first["steps_run"] == second["steps_run"] == 6 and second["resumed_from"] is None
+    assert [s for s, _ in step_dirs(job["run_dir"])] == [2, 4, 6]
+    for name, value in load_weights(Path(job["output_dir"])).items():
+        assert torch.equal(value, weights[name])  # deterministic: the same stage gives the same weights

@@ -28,6 +28,7 @@ TOKENIZER_FILES = (
     "eeve.json",
 )
 STEP_DIR = re.compile(r"^step_(\d{8})$")
+FINISHED_FILE = "FINISHED"
 
 
 def fingerprint(job: dict[str, Any]) -> str:
@@ -51,9 +52,15 @@ def step_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def latest(run_dir: str | Path, fp: str) -> Path | None:
-    """The newest complete checkpoint of this run; checkpoints of another run, and what a killed run was
-    still writing, are removed."""
+    """The newest complete checkpoint of an unfinished run of this job. Checkpoints of another job or of
+    a finished run (materializing again trains again), and what a killed run was still writing, are
+    removed."""
     best = None
+    finished = Path(run_dir) / FINISHED_FILE
+    if finished.exists():
+        for _, path in step_dirs(run_dir):
+            shutil.rmtree(path, ignore_errors=True)
+        finished.unlink()
     for partial in Path(run_dir).glob(".tmp-*") if Path(run_dir).is_dir() else ():
         shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
     for _, path in step_dirs(run_dir):
@@ -111,6 +118,11 @@ def load_into(path: str | Path, optimizer) -> dict[str, Any]:
         group.update({k: v for k, v in saved.items() if k != "params"})
     optimizer.load_state_dict(sd)
     return state
+
+
+def mark_finished(run_dir: str | Path) -> None:
+    """The stage's checkpoint is exported: its step checkpoints stay for reading, not for resuming."""
+    (Path(run_dir) / FINISHED_FILE).write_text("the stage finished; a new run starts afresh\n")
 
 
 def prune(run_dir: str | Path, keep_last: int) -> None:

@@ -267,8 +267,10 @@ def train(
     # Model: the newest checkpoint of this very run, else the stage's init (EEVE extension included).
     run_dir = Path(job.get("run_dir") or f"{job['output_dir']}.run")
     fp = ckpt.fingerprint(job)
-    resume = ckpt.latest(run_dir, fp)
+    resume = ckpt.latest(run_dir, fp) if dist.rank == 0 else None  # rank 0 also clears stale ones
     dist.barrier()
+    if dist.rank != 0:
+        resume = ckpt.latest(run_dir, fp)
     init = {"kind": "pretrained", "path": str(resume)} if resume else job["init"]
     tied_rule = job.get("model", {}).get("eeve_tied_rule", "input")
     model = build_model(
@@ -283,7 +285,10 @@ def train(
     ).to(device)
     eeve = read_eeve(job["tokenizer_dir"])
     plan = apply_policy(model, cfg.get("trainable", "all"), eeve.base_vocab_size if eeve else None)
-    optimizer = torch.optim.AdamW(plan.param_groups(cfg["weight_decay"]), lr=cfg["lr"], betas=(0.9, 0.95))
+    # Fused AdamW (one kernel for all tensors, on CPU and GPU); frozen rows keep a zero update all the same.
+    optimizer = torch.optim.AdamW(
+        plan.param_groups(cfg["weight_decay"]), lr=cfg["lr"], betas=(0.9, 0.95), fused=True
+    )
 
     state: dict[str, Any] = {"fingerprint": fp, "step": 0, "tokens_seen": 0, "curve": [], "data": {}}
     if resume:
@@ -299,6 +304,8 @@ def train(
     if dist.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         reporter.log_file = run_dir / "log.jsonl"
+        if not resume:
+            reporter.log_file.unlink(missing_ok=True)
     reporter.log(
         f"[{job['stage']}] {sum(p.numel() for p in model.parameters()):,} params "
         f"({plan.trainable_parameters:,} trainable, policy {cfg.get('trainable', 'all')}), "
@@ -363,6 +370,7 @@ def train(
             "grad_norm": grad_norm,
             "tokens": step_tokens,
             "seconds": seconds,
+            "elapsed": time.perf_counter() - session_start,
         }
         state["curve"].append(record)
         if state["step"] % cfg["log_every"] == 0 or state["step"] == steps:
@@ -406,6 +414,7 @@ def train(
     metrics["mfu"] = _mfu(n_params, metrics["tokens_per_second"], device, dist.world)
     if dist.rank == 0:
         export(final, job, metrics)
+        ckpt.mark_finished(run_dir)
         reporter.log(
             f"[{job['stage']}] val loss {metrics['initial_val_loss']:.4f} -> {metrics['final_val_loss']:.4f}; "
             f"saved {job['output_dir']}"
