@@ -1,4 +1,4 @@
-"""Trainer pieces that do not need a dataset: the schedule, the stage job, refusing unknown policies."""
+"""Trainer pieces that do not need a dataset: the schedules, the stage jobs, the launch command."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 
 from lm_platform.paths import Layout
 from lm_platform.recipe import load_recipe
-from lm_platform.training.job import make_job
-from lm_platform.training.train import Reporter, lr_at, train
+from lm_platform.training.job import make_job, trainer_command
+from lm_platform.training.train import lr_at
 
 CFG = {"lr": 1.0, "min_lr_ratio": 0.1, "warmup_steps": 10, "schedule": "cosine"}
 
@@ -36,8 +36,31 @@ def test_stage_jobs_chain_checkpoints(tmp_path):
     }
 
 
-def test_trainer_refuses_policies_it_does_not_implement(tmp_path):
+def test_vi_eeve_jobs_carry_policy_tied_rule_and_run_dir(tmp_path):
     vi = load_recipe("vi")
-    job = make_job(vi, "eeve_3", Layout(tmp_path, "vi"))
-    with pytest.raises(NotImplementedError, match="trainable policy 'new_embeddings'"):
-        train(job, Reporter())
+    layout = Layout(tmp_path, "vi")
+    jobs = {s.name: make_job(vi, s.name, layout) for s in vi.stages}
+    assert [jobs[s]["train"]["trainable"] for s in ("eeve_3", "eeve_4", "eeve_6", "eeve_7")] == [
+        "new_embeddings",
+        "output_embeddings",
+        "all",
+        "all_but_embeddings",
+    ]
+    assert jobs["eeve_4"]["init"] == {"kind": "pretrained", "path": str(layout.checkpoint("eeve_3"))}
+    assert jobs["eeve_3"]["model"]["eeve_tied_rule"] == vi.model.eeve_tied_rule
+    assert jobs["eeve_3"]["run_dir"] == str(layout.checkpoint("eeve_3")) + ".run"
+    assert jobs["anneal"]["train"]["min_lr_ratio"] == 0.0
+
+
+def test_wsd_schedule_is_flat_then_decays_to_the_floor():
+    cfg = {**CFG, "schedule": "wsd", "wsd_decay_fraction": 0.2, "min_lr_ratio": 0.0}
+    lrs = [lr_at(s, 110, cfg) for s in range(110)]
+    assert all(lr == 1.0 for lr in lrs[10:90])
+    assert all(a > b for a, b in zip(lrs[89:], lrs[90:], strict=False))
+    assert lrs[-1] == pytest.approx(0.0)
+
+
+def test_trainer_command_uses_torchrun_for_several_processes():
+    assert trainer_command("j.json")[1:] == ["-m", "lm_platform.training.train", "--job", "j.json"]
+    cmd = trainer_command("j.json", 2)
+    assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--nproc_per_node=2" in cmd

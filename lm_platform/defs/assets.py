@@ -5,7 +5,6 @@ atomically, and returns a `MaterializeResult` whose metadata says what the stage
 """
 
 import json
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -31,7 +30,7 @@ from lm_platform.data.pack import pack_dataset
 from lm_platform.data.readers import ReadStats, read_source
 from lm_platform.defs.resources import LMStorage
 from lm_platform.recipe.schema import EvalConfig, Recipe, SourceConfig, StageConfig
-from lm_platform.training.job import make_job
+from lm_platform.training.job import make_job, trainer_command
 
 CODE_VERSION = "1"
 
@@ -712,7 +711,8 @@ def checkpoint_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
         kinds={"pytorch", "huggingface"},
         pool="gpu",
         code_version=CODE_VERSION,
-        description=f"Stage '{stage.name}' trained by the trainer process (init: {stage.init_from})",
+        description=f"Stage '{stage.name}' trained by the trainer process (init: {stage.init_from}, "
+        f"trainable: {stage.trainable}, schedule: {stage.schedule})",
     )
     def _checkpoint(
         context: dg.AssetExecutionContext, storage: LMStorage, trainer: dg.PipesSubprocessClient
@@ -722,8 +722,7 @@ def checkpoint_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
         job_file = layout.checkpoint(stage.name).with_suffix(".job.json")
         write_json(job_file, job)
         return trainer.run(
-            command=[sys.executable, "-m", "lm_platform.training.train", "--job", str(job_file)],
-            context=context,
+            command=trainer_command(job_file, stage.nproc_per_node), context=context
         ).get_materialize_result()
 
     return _checkpoint

@@ -1,8 +1,11 @@
-"""Build the model a training stage starts from."""
+"""Build the model a training stage starts from: from the recipe's config, or from a checkpoint
+(a local HF directory or a hub id), growing the vocabulary with EEVE when the tokenizer was extended."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from lm_platform.modeling.eeve import extend_embeddings, read_eeve
 
 
 def llama_config(model: dict[str, Any], vocab_size: int, bos_id: int, eos_id: int, pad_id: int):
@@ -25,18 +28,37 @@ def llama_config(model: dict[str, Any], vocab_size: int, bos_id: int, eos_id: in
     )
 
 
-def build_model(init: dict[str, Any], vocab_size: int, bos_id: int, eos_id: int, pad_id: int, seed: int):
-    """`init` is {"kind": "scratch", "model": {...}} or {"kind": "pretrained", "path": dir-or-hub-id}."""
+def build_model(
+    init: dict[str, Any],
+    vocab_size: int,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    seed: int,
+    tokenizer_dir: str | None = None,
+    tied_rule: str = "input",
+):
+    """`init` is {"kind": "scratch", "model": {...}} or {"kind": "pretrained", "path": dir-or-hub-id}.
+
+    A pretrained model whose vocabulary is smaller than the tokenizer's is extended with EEVE when the
+    tokenizer directory carries `eeve.json` describing exactly that extension.
+    """
     import torch
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-    if init["kind"] == "pretrained":
-        model = AutoModelForCausalLM.from_pretrained(init["path"], torch_dtype=torch.float32)
-        if model.get_input_embeddings().num_embeddings != vocab_size:
-            raise ValueError(
-                f"checkpoint {init['path']} has {model.get_input_embeddings().num_embeddings} embeddings, "
-                f"tokenizer has {vocab_size}: vocabulary extension needs the EEVE initialisation"
-            )
+    if init["kind"] == "scratch":
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(llama_config(init["model"], vocab_size, bos_id, eos_id, pad_id))
+    model = AutoModelForCausalLM.from_pretrained(init["path"], dtype=torch.float32)
+    have = model.get_input_embeddings().num_embeddings
+    if have == vocab_size:
         return model
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(llama_config(init["model"], vocab_size, bos_id, eos_id, pad_id))
+    spec = read_eeve(tokenizer_dir) if tokenizer_dir else None
+    if spec is None or spec.vocab_size != vocab_size:
+        raise ValueError(
+            f"checkpoint {init['path']} has {have} embeddings, the tokenizer has {vocab_size}; growing the "
+            f"vocabulary needs the tokenizer's eeve.json describing {have} -> {vocab_size}"
+            + ("" if spec is None else f" (it describes {spec.base_vocab_size} -> {spec.vocab_size})")
+        )
+    extend_embeddings(model, spec, tied_rule)
+    return model

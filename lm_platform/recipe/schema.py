@@ -265,6 +265,11 @@ class ModelConfig(_Strict):
     max_position_embeddings: int = Field(2048, gt=0)
     rope_theta: float = 10000.0
     tie_word_embeddings: bool = False
+    eeve_tied_rule: Literal["input", "output"] = Field(
+        "input",
+        description="EEVE init of a new token's row when input and output embeddings are tied: 'input' = mean "
+        "of its pieces' rows, 'output' = the row of its first piece",
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> ModelConfig:
@@ -347,7 +352,8 @@ class StageConfig(_Strict):
     lr: float = Field(3e-4, gt=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup_steps: int = Field(0, ge=0)
-    schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    schedule: Literal["cosine", "constant", "linear", "wsd"] = "cosine"
+    wsd_decay_fraction: float = Field(0.2, gt=0, le=1, description="WSD: share of steps spent decaying")
     weight_decay: float = Field(0.1, ge=0)
     trainable: Literal["all", "new_embeddings", "output_embeddings", "all_but_embeddings"] = Field(
         "all",
@@ -376,6 +382,20 @@ class StageConfig(_Strict):
         "reports the shortfall in the manifest; 'error' fails the blend",
     )
 
+    pack_shuffle_buffer: int = Field(
+        10_000, ge=0, description="Documents shuffled together (seeded) when packing"
+    )
+    pack_workers: int = Field(2, gt=0, description="Processes packing parts of the blend in parallel")
+    pack_loss_mask: bool = Field(
+        False, description="Write loss masks (documents' meta.loss_spans) with the shards"
+    )
+    token_budget: int | None = Field(
+        None, gt=0, description="Tokens to train on (steps derived); default `epochs` passes over the dataset"
+    )
+    checkpoint_every: int | None = Field(None, gt=0, description="Steps between checkpoints (and at the end)")
+    keep_last: int = Field(2, gt=0, description="Step checkpoints kept for resume")
+    nproc_per_node: int = Field(1, gt=0, description="Training processes (torchrun) per node")
+
     def epoch_cap(self, source: str) -> float:
         """How many times a source's documents may be used in this stage."""
         if not self.upsample:
@@ -388,14 +408,6 @@ class StageConfig(_Strict):
         for key in self.mixture:
             out += list(self.groups.get(key, (key,)))
         return out
-
-    pack_shuffle_buffer: int = Field(
-        10_000, ge=0, description="Documents shuffled together (seeded) when packing"
-    )
-    pack_workers: int = Field(2, gt=0, description="Processes packing parts of the blend in parallel")
-    pack_loss_mask: bool = Field(
-        False, description="Write loss masks (documents' meta.loss_spans) with the shards"
-    )
 
     @field_validator("mixture")
     @classmethod
@@ -419,6 +431,18 @@ class EvalConfig(_Strict):
     max_docs: int | None = Field(None, gt=0)
 
 
+class GenerationConfig(_Strict):
+    """Samples written with every checkpoint: the same prompts and sampling settings each time."""
+
+    prompts: tuple[str, ...] = ()
+    max_new_tokens: int = Field(32, gt=0)
+    do_sample: bool = True
+    temperature: float = Field(0.8, gt=0)
+    top_k: int = Field(50, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    seed: int = 0
+
+
 class Recipe(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
@@ -432,6 +456,7 @@ class Recipe(_Strict):
     evaluations: tuple[EvalConfig, ...] = ()
     dedup: DedupConfig = DedupConfig()
     decontamination: DecontaminationConfig | None = None
+    generation: GenerationConfig = GenerationConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> Recipe:

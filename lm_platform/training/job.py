@@ -1,7 +1,10 @@
-"""The trainer's job description for one stage of a recipe: a plain JSON-able dict."""
+"""The trainer's job description for one stage of a recipe (a plain JSON-able dict), and the command
+that runs it (a plain process, or torchrun for several processes)."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 from lm_platform.paths import Layout
@@ -19,12 +22,31 @@ def make_job(recipe: Recipe, stage_name: str, layout: Layout) -> dict[str, Any]:
     else:
         init = {"kind": "pretrained", "path": str(layout.checkpoint(stage.init_from))}
     train = stage.model_dump(exclude={"name", "mixture", "target_tokens", "init_from", "val_fraction"})
+    output = layout.checkpoint(stage.name)
     return {
         "recipe": recipe.name,
         "stage": stage.name,
         "dataset_dir": str(layout.dataset(stage.name)),
         "tokenizer_dir": str(layout.tokenizer()),
-        "output_dir": str(layout.checkpoint(stage.name)),
+        "output_dir": str(output),
+        "run_dir": str(output.with_name(f"{output.name}.run")),
         "init": init,
+        "model": {"eeve_tied_rule": recipe.model.eeve_tied_rule},
+        "generation": recipe.generation.model_dump(),
         "train": train,
     }
+
+
+def trainer_command(job_file: str | Path, nproc_per_node: int = 1) -> list[str]:
+    """`python -m lm_platform.training.train --job FILE`, through torchrun when several processes train."""
+    entry = ["-m", "lm_platform.training.train", "--job", str(job_file)]
+    if nproc_per_node == 1:
+        return [sys.executable, *entry]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc_per_node}",
+        *entry,
+    ]

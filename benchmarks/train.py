@@ -1,0 +1,299 @@
+"""Training throughput: our trainer against Hugging Face `Trainer`, same work.
+
+    python -m benchmarks.train [--quick]
+
+Equivalent work: the same tiny Llama (one set of initial weights saved once and loaded by both), the
+same packed rows in the same order (HF `Trainer` gets our data order through a sequential sampler), the
+same micro-batch, sequence length, fp32 on CPU, AdamW (betas 0.9/0.95, weight decay 0.1 on matrices),
+constant lr, gradient clipping at 1.0, loss logged every step. Each engine runs in its own process (so
+peak RSS is its own) for several rounds; a round times `--steps` optimizer steps after `--warmup` steps,
+from the end of the last warm-up step to the end of the last step. Agreement: the largest difference
+between the two engines' per-step training losses (same weights, same batches: they must match).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+# The demo recipe's tiny Llama, its vocabulary, sequence length and micro-batch.
+MODEL = {
+    "hidden_size": 128,
+    "intermediate_size": 384,
+    "num_layers": 2,
+    "num_heads": 4,
+    "num_kv_heads": 2,
+    "max_position_embeddings": 256,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+}
+VOCAB, SEQ, MICRO, LR, SEED = 2048, 128, 8, 1e-3, 0
+
+
+def make_inputs(work: Path, rows: int) -> tuple[Path, Path]:
+    """A packed dataset of random tokens and the initial model, both engines' input."""
+    from lm_platform.atomic import write_json
+    from lm_platform.modeling.init import build_model
+
+    data = work / "data"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(SEED)
+    train = rng.integers(4, VOCAB, size=(rows, SEQ + 1)).astype(np.uint16)
+    val = rng.integers(4, VOCAB, size=(MICRO, SEQ + 1)).astype(np.uint16)
+    np.save(data / "train_00000.npy", train)
+    np.save(data / "val_00000.npy", val)
+    splits = {
+        name: {
+            "docs": len(a),
+            "tokens": a.size,
+            "rows": len(a),
+            "padding": 0,
+            "shards": [{"file": f"{name}_00000.npy", "rows": len(a)}],
+        }
+        for name, a in (("train", train), ("val", val))
+    }
+    write_json(
+        data / "index.json",
+        {
+            "seq_len": SEQ,
+            "row_len": SEQ + 1,
+            "dtype": "uint16",
+            "vocab_size": VOCAB,
+            "bos_id": 1,
+            "eos_id": 2,
+            "pad_id": 3,
+            "val_fraction": 0.0,
+            "tokens": train.size + val.size,
+            "splits": splits,
+            "sources": {},
+        },
+    )
+    model = work / "init"
+    build_model({"kind": "scratch", "model": MODEL}, VOCAB, 1, 2, 3, SEED).save_pretrained(str(model))
+    return data, model
+
+
+def run_ours(work: Path, data: Path, model: Path, warmup: int, steps: int, r: int) -> dict:
+    from lm_platform.recipe.schema import StageConfig
+    from lm_platform.training.train import Reporter, train
+
+    cfg = StageConfig(
+        name="bench",
+        mixture={"x": 1.0},
+        target_tokens=1,
+        seq_len=SEQ,
+        micro_batch_size=MICRO,
+        lr=LR,
+        schedule="constant",
+        warmup_steps=0,
+        weight_decay=0.1,
+        log_every=1,
+        seed=SEED,
+        token_budget=(warmup + steps) * MICRO * SEQ,
+    )
+    train_cfg = cfg.model_dump(exclude={"name", "mixture", "target_tokens", "init_from", "val_fraction"})
+    out = work / f"ours_{r}"
+    job = {
+        "stage": "bench",
+        "dataset_dir": str(data),
+        "tokenizer_dir": str(work),
+        "output_dir": str(out),
+        "run_dir": str(out) + ".run",
+        "init": {"kind": "pretrained", "path": str(model)},
+        "train": train_cfg,
+    }
+    reporter = Reporter()
+    reporter.log = lambda *a, **k: None  # no printing inside the timed loop
+    curve = train(job, reporter, stop_after=warmup + steps)["curve"]
+    seconds = curve[-1]["elapsed"] - curve[warmup - 1]["elapsed"]
+    return {"tokens_per_second": steps * MICRO * SEQ / seconds, "losses": [c["loss"] for c in curve]}
+
+
+def run_hf(work: Path, data: Path, model: Path, warmup: int, steps: int, r: int) -> dict:
+    import torch
+    from torch.utils.data import Dataset, SequentialSampler
+    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
+
+    from lm_platform.data.pack import load_split
+    from lm_platform.training.train import DataOrder
+
+    rows = load_split(data, "train")
+    order = DataOrder(len(rows), MICRO, SEED)
+    ordered = np.concatenate([np.sort(order.next_step()) for _ in range(warmup + steps)])
+
+    class Rows(Dataset):
+        def __len__(self):
+            return len(ordered)
+
+        def __getitem__(self, i):
+            return torch.from_numpy(rows[ordered[i]].astype(np.int64))
+
+    def collate(batch):
+        x = torch.stack(batch)
+        return {"input_ids": x[:, :-1], "labels": x[:, :-1], "shift_labels": x[:, 1:].contiguous()}
+
+    class InOrder(Trainer):
+        def _get_train_sampler(self, *args, **kwargs):
+            return SequentialSampler(self.train_dataset)
+
+    class Clock(TrainerCallback):
+        def __init__(self):
+            self.ends, self.losses = [], []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.ends.append(time.perf_counter())
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.losses.append(logs["loss"])
+
+    clock = Clock()
+    args = TrainingArguments(
+        output_dir=str(work / f"hf_{r}"),
+        per_device_train_batch_size=MICRO,
+        gradient_accumulation_steps=1,
+        max_steps=warmup + steps,
+        learning_rate=LR,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.1,
+        adam_beta1=0.9,
+        adam_beta2=0.95,
+        adam_epsilon=1e-8,
+        max_grad_norm=1.0,
+        optim="adamw_torch_fused",  # HF's default, as ours is fused AdamW
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        seed=SEED,
+        disable_tqdm=True,
+        logging_nan_inf_filter=False,
+    )
+    hf_model = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
+    InOrder(model=hf_model, args=args, train_dataset=Rows(), data_collator=collate, callbacks=[clock]).train()
+    seconds = clock.ends[-1] - clock.ends[warmup - 1]
+    return {"tokens_per_second": steps * MICRO * SEQ / seconds, "losses": clock.losses}
+
+
+def worker(engine: str, work: Path, warmup: int, steps: int) -> None:
+    """Runs one round per line read on stdin and answers with one JSON line, so the parent can
+    interleave the two engines' rounds (a busy machine then slows both alike)."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    fn = run_ours if engine == "ours" else run_hf
+    for line in sys.stdin:
+        res = fn(work, work / "data", work / "init", warmup, steps, int(line))
+        res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print("WORKER " + json.dumps(res), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--worker", choices=["ours", "hf"], help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--rounds", type=int)
+    a = parser.parse_args()
+    warmup = a.warmup or (3 if a.quick else 5)
+    steps = a.steps or (20 if a.quick else 60)
+    rounds = a.rounds or (3 if a.quick else 7)
+    if a.worker:
+        return worker(a.worker, Path(a.work), warmup, steps)
+    threads = str(min(os.cpu_count() or 1, 8))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {k: v for k, v in env.items() if not k.startswith("DAGSTER_PIPES")}
+    print(
+        f"tiny Llama {MODEL['hidden_size']}x{MODEL['num_layers']}, vocab {VOCAB}, seq {SEQ}, micro-batch {MICRO},"
+        f" fp32 CPU, {threads} threads; {warmup} warm-up + {steps} timed steps, {rounds} rounds per engine"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        make_inputs(work, rows=(warmup + steps) * MICRO + MICRO)
+        procs = {
+            engine: subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.train",
+                    "--worker",
+                    engine,
+                    "--work",
+                    str(work),
+                    "--warmup",
+                    str(warmup),
+                    "--steps",
+                    str(steps),
+                ],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for engine in ("ours", "hf")
+        }
+        rounds_out: dict[str, list[dict]] = {"ours": [], "hf": []}
+        for r in range(rounds):
+            for engine in ("ours", "hf") if r % 2 == 0 else ("hf", "ours"):
+                proc = procs[engine]
+                proc.stdin.write(f"{r}\n")
+                proc.stdin.flush()
+                line = proc.stdout.readline()
+                while line and not line.startswith("WORKER "):
+                    line = proc.stdout.readline()
+                if not line:
+                    sys.exit(f"{engine} worker failed:\n{proc.stderr.read()[-4000:]}")
+                rounds_out[engine].append(json.loads(line[len("WORKER ") :]))
+                print(
+                    f"round {r + 1} {engine:<5} {rounds_out[engine][-1]['tokens_per_second']:>10,.0f} tokens/s"
+                )
+        for proc in procs.values():
+            proc.stdin.close()
+            proc.wait()
+        out = {
+            e: {
+                "tokens_per_second": [x["tokens_per_second"] for x in rs],
+                "losses": rs[0]["losses"],
+                "peak_rss_mb": rs[-1]["peak_rss_mb"],
+            }
+            for e, rs in rounds_out.items()
+        }
+    print(f"{'engine':<12}{'tokens/s per round':<36}{'median':>10}{'peak RSS MB':>14}")
+    for engine, name in (("ours", "ours"), ("hf", "HF Trainer")):
+        r = out[engine]
+        rounds_txt = ", ".join(f"{t:,.0f}" for t in r["tokens_per_second"])
+        print(
+            f"{name:<12}{rounds_txt:<36}{statistics.median(r['tokens_per_second']):>10,.0f}{r['peak_rss_mb']:>14,.0f}"
+        )
+    ours, peer = (statistics.median(out[e]["tokens_per_second"]) for e in ("ours", "hf"))
+    n = min(len(out["ours"]["losses"]), len(out["hf"]["losses"]))
+    diff = max(abs(a - b) for a, b in zip(out["ours"]["losses"][:n], out["hf"]["losses"][:n], strict=True))
+    print(
+        f"per-step loss, first 3 steps: ours {[round(x, 4) for x in out['ours']['losses'][:3]]}, "
+        f"HF {[round(x, 4) for x in out['hf']['losses'][:3]]}; max difference over {n} steps {diff:.2e}"
+    )
+    print(
+        f"RESULT name=train ours={ours:.0f} peer={peer:.0f} ratio={ours / peer:.3f} unit=tokens/s "
+        f"higher_is_better=true loss_max_abs_diff={diff:.2e} steps_compared={n} "
+        f"peak_rss_mb={out['ours']['peak_rss_mb']:.0f} peer_peak_rss_mb={out['hf']['peak_rss_mb']:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
