@@ -214,11 +214,15 @@ def run_datatrove(texts: list[str], work: Path) -> tuple[float, set[tuple[int, i
 
 
 def main(argv: list[str] | None = None) -> int:
+    global BANDS, ROWS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small corpus, under a minute")
     ap.add_argument("--docs", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--bands", type=int, default=BANDS, help="LSH bands, for both tools")
+    ap.add_argument("--rows", type=int, default=ROWS, help="rows (hashes) per band, for both tools")
     args = ap.parse_args(argv)
+    BANDS, ROWS = args.bands, args.rows
     n_docs = args.docs or (2500 if args.quick else 15000)
     texts, family = build_corpus(n_docs)
     truth, sims = truth_pairs(texts, family)
@@ -257,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"RESULT name=dedup ours={ours:.1f} peer={peer:.1f} ratio={ours / peer:.3f} unit=docs/s "
         f"higher_is_better=true f1={fo:.3f} precision={po:.3f} recall={ro:.3f} peer_f1={fp:.3f} "
-        f"peer_precision={pp:.3f} peer_recall={rp:.3f} pair_agreement={agreement:.3f} docs={len(texts)}"
+        f"peer_precision={pp:.3f} peer_recall={rp:.3f} pair_agreement={agreement:.3f} docs={len(texts)} "
+        f"bands={BANDS} rows={ROWS}"
     )
     return 0
 
