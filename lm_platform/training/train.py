@@ -347,8 +347,9 @@ def train(
             inputs, labels = batch_tensors(np.asarray(train_rows[idx]), pad_id, device)
             sync = m == accum - 1 or dist.world == 1
             ctx = ddp_model.no_sync() if not sync else _nullcontext()
-            with ctx, _autocast(device):
-                loss = token_loss(ddp_model, inputs, labels)
+            with ctx:
+                with _autocast(device):  # the forward in bf16 on GPU; backward outside autocast
+                    loss = token_loss(ddp_model, inputs, labels)
                 (loss / accum).backward()
             step_loss += loss.item() / accum
             step_tokens += int((labels != -100).sum())
