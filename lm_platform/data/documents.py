@@ -91,7 +91,9 @@ class DocWriter:
             self._ctx.__exit__(exc_type, exc, tb)
 
 
-def iter_docs(path: str | Path, columns: Iterable[str] | None = None, batch_size: int = 2048) -> Iterator[Document]:
+def iter_docs(
+    path: str | Path, columns: Iterable[str] | None = None, batch_size: int = 2048
+) -> Iterator[Document]:
     """Stream documents from a Parquet file with bounded memory."""
     pf = pq.ParquetFile(path)
     for batch in pf.iter_batches(batch_size=batch_size, columns=list(columns) if columns else None):
