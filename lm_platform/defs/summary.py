@@ -13,7 +13,10 @@ import dagster as dg
 HEADLINE = {
     "corpus": ("docs", "est_tokens", "license"),
     "curated": ("docs_in", "docs_out", "keep_rate"),
-    "deduped": ("docs_out", "exact_duplicates_removed", "cross_source_removed"),
+    "exact_dedup": ("docs_in", "docs_out", "exact_duplicates_removed", "cross_source_removed"),
+    "minhash": ("docs", "shards"),
+    "near_duplicates": ("docs", "clusters", "near_duplicates_removed"),
+    "deduped": ("docs_out", "near_duplicates_removed", "contaminated_removed"),
     "blend": ("docs", "est_tokens"),
     "tokenizer": ("vocab_size",),
     "dataset": ("tokens", "train_sequences", "val_sequences"),
