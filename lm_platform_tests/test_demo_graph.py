@@ -112,6 +112,24 @@ def test_exact_duplicates_are_gone_across_all_sources(demo_run):
     assert meta["cross_source_removed"].value == 6  # the planted copies of en_books, which has priority
 
 
+def test_edited_copies_fall_to_minhash_not_to_the_exact_key(demo_run):
+    """The demo plants 4 edited copies per source (one word or two characters changed, ids `-eNNN`);
+    the exact stage removes only the verbatim and normalised copies (ids `-dNNN`)."""
+    assert (
+        latest(demo_run, "near_duplicates").asset_materialization.metadata["near_duplicates_removed"].value
+        == 16
+    )
+    for source in SOURCES:
+        ids = set(_labels(demo_run.base / "curated" / f"{source}.parquet"))
+        copies = {i for i in ids if i.startswith(f"{source}/{source}-d")}
+        edited = {i for i in ids if i.startswith(f"{source}/{source}-e")}
+        assert len(edited) == 4
+        meta = latest(demo_run, f"exact_dedup/{source}").asset_materialization.metadata
+        assert meta["exact_duplicates_removed"].value + meta["cross_source_removed"].value == len(copies)
+        kept = set(_labels(demo_run.base / "deduped" / f"{source}.parquet"))
+        assert not (edited | copies) & kept
+
+
 def test_dedup_index_persists_and_blends_carry_a_dataset_card(demo_run):
     import sqlite3
 

@@ -121,6 +121,17 @@ def near_duplicate(text: str, lang: str, rng: random.Random) -> str:
     return " ".join(words).replace(", ", " ,  ").rstrip(".") + "!"
 
 
+def edited_copy(text: str, lang: str, rng: random.Random) -> str:
+    """A copy with one word (two characters in Japanese) replaced: a near duplicate in content."""
+    if lang == "ja":
+        i = rng.randrange(10, len(text) - 10)
+        return text[:i] + "新しい" + text[i + 2 :]
+    words = text.split(" ")
+    i = rng.choice([j for j, w in enumerate(words) if len(w) >= 3])
+    replacement = rng.choice([w for w in words if w != words[i] and len(w) >= 3])
+    return " ".join(words[:i] + [replacement] + words[i + 1 :])
+
+
 def too_short(text: str, lang: str, rng: random.Random) -> str:
     if lang == "ja":
         return text[: rng.randint(12, 30)] + "。"
@@ -195,6 +206,17 @@ def build(seed: int = 13) -> tuple[dict[str, list[dict]], list[dict]]:
                 copy["copy_of"] = orig["id"]
             lo = docs.index(orig) + 1 if orig is not None else 0
             docs.insert(rng.randint(lo, len(docs)), copy)
+        # Edited copies (one word, or two Japanese characters, changed): no exact key catches them, MinHash
+        # does. Their own generator keeps the rest of the corpus as it was.
+        edits = random.Random(f"{seed}:{source}:edited")
+        for k, orig in enumerate(edits.sample(originals, 4)):
+            copy = {
+                "id": f"{source}-e{k:03d}",
+                "text": edited_copy(orig["text"], lang, edits),
+                "label": "near_duplicate",
+                "copy_of": orig["id"],
+            }
+            docs.insert(edits.randint(docs.index(orig) + 1, len(docs)), copy)
         # Low-quality pages for the heuristic filters, from a generator of their own so that the rest of
         # the corpus stays as it was: a sentence repeated line after line, and prose stuffed with spam.
         extra = random.Random(f"{seed}:{source}:quality")
