@@ -65,6 +65,23 @@ def demo_run(tmp_path_factory) -> DemoRun:
     return run
 
 
+def write_demo_variant(tmp_path: Path, mutate, name: str = "variant.yaml") -> Path:
+    """The bundled demo recipe with absolute data paths, changed by `mutate(raw)`, written to tmp_path."""
+    import yaml
+
+    from lm_platform.recipe.loader import BUNDLED_DIR
+
+    raw = yaml.safe_load((BUNDLED_DIR / "demo.yaml").read_text(encoding="utf-8"))
+    for src in raw["sources"]:
+        src["location"] = str(BUNDLED_DIR / src["location"])
+    for ev in raw["evaluations"]:
+        ev["location"] = str(BUNDLED_DIR / ev["location"])
+    mutate(raw)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="session")
 def demo_recipe():
     from lm_platform.recipe import load_recipe

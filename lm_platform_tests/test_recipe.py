@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from lm_platform.recipe import RecipeError, bundled_recipes, load_recipe
-from lm_platform.recipe.loader import BUNDLED_DIR
+from lm_platform_tests.conftest import write_demo_variant
 
 
 def test_bundled_recipes_are_demo_vi_ja():
@@ -56,18 +55,6 @@ def test_vi_recipe_extends_smollm2_through_eeve_stages():
     assert [s.init_from for s in r.stages] == ["model", "eeve_3", "eeve_4", "eeve_6", "eeve_7", "main"]
 
 
-def _broken(tmp_path: Path, mutate) -> Path:
-    raw = yaml.safe_load((BUNDLED_DIR / "demo.yaml").read_text(encoding="utf-8"))
-    for src in raw["sources"]:
-        src["location"] = str(BUNDLED_DIR / src["location"])
-    for ev in raw["evaluations"]:
-        ev["location"] = str(BUNDLED_DIR / ev["location"])
-    mutate(raw)
-    path = tmp_path / "broken.yaml"
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    return path
-
-
 @pytest.mark.parametrize(
     ("mutate", "field", "reason"),
     [
@@ -93,7 +80,7 @@ def _broken(tmp_path: Path, mutate) -> Path:
     ],
 )
 def test_broken_recipe_names_the_field(tmp_path, mutate, field, reason):
-    path = _broken(tmp_path, mutate)
+    path = write_demo_variant(tmp_path, mutate, "broken.yaml")
     with pytest.raises(RecipeError) as info:
         load_recipe(str(path))
     message = str(info.value)

@@ -6,22 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from lm_platform.recipe import RecipeError, load_recipe
-from lm_platform.recipe.loader import BUNDLED_DIR
-
-
-def _write(tmp_path: Path, mutate) -> Path:
-    raw = yaml.safe_load((BUNDLED_DIR / "demo.yaml").read_text(encoding="utf-8"))
-    for src in raw["sources"]:
-        src["location"] = str(BUNDLED_DIR / src["location"])
-    for ev in raw["evaluations"]:
-        ev["location"] = str(BUNDLED_DIR / ev["location"])
-    mutate(raw)
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    return path
+from lm_platform_tests.conftest import write_demo_variant
 
 
 def test_bundled_recipes_load_with_the_new_filters():
@@ -35,13 +22,15 @@ def test_bundled_recipes_load_with_the_new_filters():
 
 
 def test_unknown_filter_fails_at_load_time(tmp_path):
-    path = _write(tmp_path, lambda raw: raw["languages"]["vi"]["filters"].append({"name": "perplexyty"}))
+    path = write_demo_variant(
+        tmp_path, lambda raw: raw["languages"]["vi"]["filters"].append({"name": "perplexyty"})
+    )
     with pytest.raises(RecipeError, match=r"languages\.vi\.filters\.\d+.*perplexyty"):
         load_recipe(str(path))
 
 
 def test_unknown_filter_setting_fails_at_load_time(tmp_path):
-    path = _write(
+    path = write_demo_variant(
         tmp_path,
         lambda raw: raw["languages"]["en"]["filters"].append({"name": "gopher_quality", "min_words": 3}),
     )
@@ -54,7 +43,7 @@ def test_missing_source_path_fails_at_load_time(tmp_path):
         raw["sources"][1]["location"] = str(tmp_path / "nowhere.jsonl")
 
     with pytest.raises(RecipeError, match=r"sources\.1\.location: .*nowhere\.jsonl' does not exist"):
-        load_recipe(str(_write(tmp_path, mutate)))
+        load_recipe(str(write_demo_variant(tmp_path, mutate)))
 
 
 def test_missing_word_list_fails_at_load_time(tmp_path):
@@ -64,7 +53,7 @@ def test_missing_word_list_fails_at_load_time(tmp_path):
     with pytest.raises(
         RecipeError, match=r"languages\.ja\.filters\.\d+\.path: .*missing\.txt' does not exist"
     ):
-        load_recipe(str(_write(tmp_path, mutate)))
+        load_recipe(str(write_demo_variant(tmp_path, mutate)))
 
 
 def test_keep_rate_band_must_be_a_band(tmp_path):
@@ -72,4 +61,4 @@ def test_keep_rate_band_must_be_a_band(tmp_path):
         raw["languages"]["en"]["expected_keep_rate"] = [0.9, 0.2]
 
     with pytest.raises(RecipeError, match="expected_keep_rate"):
-        load_recipe(str(_write(tmp_path, mutate)))
+        load_recipe(str(write_demo_variant(tmp_path, mutate)))
