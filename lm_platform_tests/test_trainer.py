@@ -64,3 +64,9 @@ def test_trainer_command_uses_torchrun_for_several_processes():
     assert trainer_command("j.json")[1:] == ["-m", "lm_platform.training.train", "--job", "j.json"]
     cmd = trainer_command("j.json", 2)
     assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--nproc_per_node=2" in cmd
+
+
+def test_stage_job_carries_training_settings_not_data_settings(tmp_path):
+    job = make_job(load_recipe("demo"), "main", Layout(tmp_path, "demo"))
+    assert {"lr", "seq_len", "micro_batch_size", "trainable"} <= set(job["train"])
+    assert not {"mixture", "groups", "upsample", "pack_workers", "pack_shuffle_buffer"} & set(job["train"])

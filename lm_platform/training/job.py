@@ -10,6 +10,27 @@ from typing import Any
 from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe
 
+# Stage fields that shape the stage's data (blend and packing), not its training; kept out of the job so
+# that they neither reach the trainer nor change the fingerprint a resume is matched on.
+DATA_FIELDS = frozenset(
+    {
+        "name",
+        "mixture",
+        "target_tokens",
+        "init_from",
+        "val_fraction",
+        "groups",
+        "upsample",
+        "max_epochs",
+        "source_max_epochs",
+        "token_estimate",
+        "on_shortfall",
+        "pack_shuffle_buffer",
+        "pack_workers",
+        "pack_loss_mask",
+    }
+)
+
 
 def make_job(recipe: Recipe, stage_name: str, layout: Layout) -> dict[str, Any]:
     stage = recipe.stage(stage_name)
@@ -21,7 +42,7 @@ def make_job(recipe: Recipe, stage_name: str, layout: Layout) -> dict[str, Any]:
         )
     else:
         init = {"kind": "pretrained", "path": str(layout.checkpoint(stage.init_from))}
-    train = stage.model_dump(exclude={"name", "mixture", "target_tokens", "init_from", "val_fraction"})
+    train = stage.model_dump(exclude=DATA_FIELDS)
     output = layout.checkpoint(stage.name)
     return {
         "recipe": recipe.name,
