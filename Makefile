@@ -6,18 +6,27 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # The CPU build of torch that lies on this kind of machine; pulled first so no CUDA build is fetched.
 TORCH_CPU ?= torch==2.13.0
+# KenLM's lmplz and build_binary, built from the kenlm sdist once per machine (scripts/build_kenlm.sh).
+KENLM_VERSION ?= 0.3.0
+KENLM_BIN ?= $(HOME)/.cache/lm_platform/kenlm-$(KENLM_VERSION)/bin
 
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export LM_PLATFORM_STORAGE ?= $(CURDIR)/data
 export PYTHONUNBUFFERED := 1
+export LM_PLATFORM_KENLM_BIN := $(KENLM_BIN)
 # Nothing is ever fetched from a model or dataset hub at run time.
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test ui lint format clean dagster-home
+.PHONY: install kenlm demo test ui lint format clean dagster-home
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed kenlm
+
+kenlm: $(KENLM_BIN)/lmplz
+
+$(KENLM_BIN)/lmplz: | $(VENV)/.installed
+	bash scripts/build_kenlm.sh "$(KENLM_BIN)" "$(KENLM_VERSION)" "$(PY)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

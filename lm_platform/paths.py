@@ -60,6 +60,9 @@ class Layout:
     def deduped(self, source: str) -> Path:
         return self.base / "deduped" / f"{source}.parquet"
 
+    def reference_lm(self, lang: str) -> Path:
+        return self.base / "reference_lm" / lang
+
     def blend(self, stage: str) -> Path:
         return self.base / "blend" / stage
 

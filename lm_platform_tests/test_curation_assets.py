@@ -25,6 +25,7 @@ def _recipe(tmp_path, band):
         {"name": "en_books", "location": str(src), "format": "jsonl", "license": "CC0-1.0", "language": "en",
          "id_field": "id"}
     ]  # fmt: skip
+    raw["languages"] = {"en": raw["languages"]["en"]}  # the others' reference models name dropped sources
     raw["languages"]["en"]["expected_keep_rate"] = band
     raw["stages"] = [{**raw["stages"][0], "mixture": {"en_books": 1.0}}]
     raw["evaluations"] = []
@@ -95,7 +96,9 @@ def test_shards_are_disjoint_cover_the_input_and_match_the_unsharded_run(tmp_pat
         for r in records:
             w.write({"id": r["id"], "text": r["text"], "source": "en_books", "license": "CC0-1.0", "lang": "en",
                      "url": None, "meta": "{}"})  # fmt: skip
+    # Per-document filters only: the perplexity band is taken per shard, so shards and the whole differ there.
     cfg = recipe.languages["en"]
+    cfg = cfg.model_copy(update={"filters": tuple(f for f in cfg.filters if f.name != "perplexity")})
     whole = curate(corpus, tmp_path / "all.parquet", tmp_path / "all.x.parquet", "en", cfg)
     parts = [
         curate(corpus, tmp_path / f"{i}.parquet", tmp_path / f"{i}.x.parquet", "en", cfg, shard=(i, 3))
@@ -123,6 +126,7 @@ def test_a_sharded_source_is_a_partitioned_asset_and_dedup_finds_every_shard(tmp
         {"name": "en_books", "location": str(BUNDLED_DIR / "demo_data" / "en_books.jsonl"), "format": "jsonl",
          "license": "CC0-1.0", "language": "en", "id_field": "id", "shards": 2}
     ]  # fmt: skip
+    raw["languages"] = {"en": raw["languages"]["en"]}
     raw["stages"] = [{**raw["stages"][0], "mixture": {"en_books": 1.0}}]
     raw["evaluations"] = []
     path = tmp_path / "r.yaml"
@@ -131,7 +135,9 @@ def test_a_sharded_source_is_a_partitioned_asset_and_dedup_finds_every_shard(tmp
     assets = build_assets(recipe)
     resources = {"storage": LMStorage(root=str(tmp_path / "data")), "trainer": dg.PipesSubprocessClient()}
     instance = dg.DagsterInstance.ephemeral()
-    dg.materialize(assets, resources=resources, selection="corpus/en_books", instance=instance)
+    dg.materialize(
+        assets, resources=resources, selection=["corpus/en_books", "reference_lm/en"], instance=instance
+    )
     for key in ("0000", "0001"):
         result = dg.materialize(
             assets, resources=resources, selection="curated/en_books", partition_key=key, instance=instance
@@ -142,3 +148,5 @@ def test_a_sharded_source_is_a_partitioned_asset_and_dedup_finds_every_shard(tmp
     assert [p.name for p in shards] == ["0000.parquet", "0001.parquet"]
     kept = sum(len(list(iter_docs(p))) for p in shards)
     assert kept > 50
+    # Each shard is scored by the language's reference model, its band taken over its own scores.
+    assert all(d["perplexity"] is not None for p in shards for d in iter_docs(p))

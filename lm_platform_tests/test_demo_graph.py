@@ -23,6 +23,7 @@ DEMO_KEYS = (
     | {f"blend/{s}" for s in STAGES}
     | {f"dataset/{s}" for s in STAGES}
     | {f"checkpoint/{s}" for s in STAGES}
+    | {f"reference_lm/{lang}" for lang in ("vi", "ja", "en")}
     | {"tokenizer", "eval/perplexity"}
 )
 # The filters expected to catch each kind of labelled noise (wrong-language text can also be too short).
@@ -54,6 +55,7 @@ def test_every_asset_materialized_with_counts_and_licenses(demo_run):
     required = {
         "corpus": {"docs", "chars", "bytes", "est_tokens", "license", "origin"},
         "curated": {"docs_in", "docs_out", "funnel", "est_tokens", "excluded_samples", "licenses"},
+        "reference_lm": {"source", "order", "docs_train", "tokens", "heldout_perplexity", "model_bytes"},
         "deduped": {"exact_duplicates_removed", "cross_source_hits", "docs_out", "licenses"},
         "exact_dedup": {"docs_in", "docs_out", "exact_duplicates_removed", "cross_source_hits", "index_keys"},
         "minhash": {"docs", "shards", "shingles"},
@@ -103,31 +105,81 @@ def test_demo_noise_is_removed_with_high_recall_and_precision(demo_run, source):
     assert {label for label in noise.values()} >= {"too_short", "boilerplate", "broken_encoding"}
 
 
+def test_curated_documents_carry_their_reference_lm_perplexity(demo_run):
+    """Each language's reference model was trained on its high-quality source; every curated document
+    has the score it gave, and the band filter's exclusions are listed with their score."""
+    from lm_platform.data.reference_lm import PerplexityScorer
+
+    for lang, source in (("vi", "vi_news"), ("ja", "ja_wiki"), ("en", "en_books")):
+        meta = latest(demo_run, f"reference_lm/{lang}").asset_materialization.metadata
+        assert meta["source"].value == source and meta["docs_train"].value > 50
+        assert 1 < meta["heldout_perplexity"].value < 1000
+    scorer = PerplexityScorer.from_reference(demo_run.base / "reference_lm" / "en")
+    for source in SOURCES:
+        docs = list(iter_docs(demo_run.base / "curated" / f"{source}.parquet"))
+        assert all(d["perplexity"] is not None and d["perplexity"] > 1 for d in docs)
+        meta = latest(demo_run, f"curated/{source}").asset_materialization.metadata
+        (band,) = meta["perplexity_band"].value
+        dropped = [
+            d
+            for d in iter_docs(demo_run.base / "curated" / f"{source}.excluded.parquet")
+            if d["filter"] == "perplexity"
+        ]
+        assert len(docs) + len(dropped) == band["scored"]
+        assert all(float(d["reason"].split()[1]) > band["high"] for d in dropped)
+        if source.startswith("en"):
+            # The score is the reference model's: recomputed here from the stored model, it agrees.
+            # (Curation scores the text before PII redaction; the demo's English texts carry no PII.)
+            for d in docs[:10]:
+                assert math.isclose(d["perplexity"], scorer.perplexity(d["text"]), rel_tol=1e-9)
+
+
+def _copies(run, source: str, prefix: str, label: str | None = None) -> tuple[set[str], set[str]]:
+    """Planted copies (ids `<source>-<prefix>NNN`, optionally of one label) that curation kept, and those
+    of them whose original it kept too: a copy whose original fell to a filter (the perplexity band can
+    take either) is no longer a duplicate of anything."""
+    kept = {d["id"]: doc_meta(d) for s in SOURCES for d in iter_docs(run.base / "curated" / f"{s}.parquet")}
+    copies = {
+        i
+        for i, meta in kept.items()
+        if i.startswith(f"{source}/{source}-{prefix}") and label in (None, meta["label"])
+    }
+
+    def original(i: str) -> str:
+        orig = kept[i]["copy_of"]
+        return f"{orig.rsplit('-', 1)[0]}/{orig}"
+
+    return copies, {i for i in copies if original(i) in kept}
+
+
 def test_exact_duplicates_are_gone_across_all_sources(demo_run):
     keys = [
         dedup_key(d["text"]) for s in SOURCES for d in iter_docs(demo_run.base / "deduped" / f"{s}.parquet")
     ]
     assert len(keys) == len(set(keys)) > 300
     meta = latest(demo_run, "deduped/en_web").asset_materialization.metadata
-    assert meta["cross_source_removed"].value == 6  # the planted copies of en_books, which has priority
+    # The planted copies of en_books, which has priority: 6, less any whose original or copy a filter took.
+    _, planted = _copies(demo_run, "en_web", "d", label="cross_source_duplicate")
+    assert len(planted) >= 4
+    assert meta["cross_source_removed"].value == len(planted)
 
 
 def test_edited_copies_fall_to_minhash_not_to_the_exact_key(demo_run):
     """The demo plants 4 edited copies per source (one word or two characters changed, ids `-eNNN`);
     the exact stage removes only the verbatim and normalised copies (ids `-dNNN`)."""
-    assert (
-        latest(demo_run, "near_duplicates").asset_materialization.metadata["near_duplicates_removed"].value
-        == 16
-    )
+    edited_with_original = 0
     for source in SOURCES:
-        ids = set(_labels(demo_run.base / "curated" / f"{source}.parquet"))
-        copies = {i for i in ids if i.startswith(f"{source}/{source}-d")}
-        edited = {i for i in ids if i.startswith(f"{source}/{source}-e")}
-        assert len(edited) == 4
+        copies, copies_with_original = _copies(demo_run, source, "d")
+        edited, edited_originals = _copies(demo_run, source, "e")
+        assert len(edited_originals) >= 3
+        edited_with_original += len(edited_originals)
         meta = latest(demo_run, f"exact_dedup/{source}").asset_materialization.metadata
-        assert meta["exact_duplicates_removed"].value + meta["cross_source_removed"].value == len(copies)
+        removed = meta["exact_duplicates_removed"].value + meta["cross_source_removed"].value
+        assert removed == len(copies_with_original)
         kept = set(_labels(demo_run.base / "deduped" / f"{source}.parquet"))
-        assert not (edited | copies) & kept
+        assert not (edited_originals | copies_with_original) & kept
+    near = latest(demo_run, "near_duplicates").asset_materialization.metadata["near_duplicates_removed"].value
+    assert near == edited_with_original
 
 
 def test_dedup_index_persists_and_blends_carry_a_dataset_card(demo_run):

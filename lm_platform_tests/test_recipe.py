@@ -66,8 +66,8 @@ def test_vi_recipe_extends_smollm2_through_eeve_stages():
             "unknown source 'unknown_src'",
         ),
         (
-            lambda r: r["languages"]["vi"]["filters"].append({"name": "no_such_filter"}),
-            "languages.vi.filters.9",  # the demo lists 9 filters for vi
+            lambda r: r["languages"]["vi"]["filters"].insert(2, {"name": "no_such_filter"}),
+            "languages.vi.filters.2",
             "no_such_filter",
         ),
         (lambda r: r["sources"][0].update(license="not a license!"), "sources.0.license", "pattern"),

@@ -48,7 +48,7 @@ def test_missing_source_path_fails_at_load_time(tmp_path):
 
 def test_missing_word_list_fails_at_load_time(tmp_path):
     def mutate(raw):
-        raw["languages"]["ja"]["filters"].append({"name": "flagged_words", "path": "lists/missing.txt"})
+        raw["languages"]["ja"]["filters"].insert(0, {"name": "flagged_words", "path": "lists/missing.txt"})
 
     with pytest.raises(
         RecipeError, match=r"languages\.ja\.filters\.\d+\.path: .*missing\.txt' does not exist"

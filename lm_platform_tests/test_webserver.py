@@ -25,6 +25,9 @@ EXPECTED_KEYS = {
         for src in SOURCES
     ),
     "near_duplicates",
+    "reference_lm/vi",
+    "reference_lm/ja",
+    "reference_lm/en",
     "blend/main",
     "blend/anneal",
     "tokenizer",
@@ -121,6 +124,8 @@ def test_webserver_serves_demo_asset_graph(tmp_path: Path) -> None:
         assert {"exact_dedup/en_web", "near_duplicates"} <= deps["deduped/en_web"]
         assert {"blend/main", "tokenizer"} <= deps["dataset/main"]
         assert {"dataset/main", "tokenizer"} <= deps["checkpoint/main"]
+        assert deps["reference_lm/en"] == {"corpus/en_books"}
+        assert {"corpus/en_web", "reference_lm/en"} == deps["curated/en_web"]
         for src in SOURCES:
             assert f"corpus/{src}" in deps[f"curated/{src}"]
             assert f"curated/{src}" in deps[f"exact_dedup/{src}"]

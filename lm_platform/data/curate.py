@@ -2,14 +2,20 @@
 language's filters, then PII redaction, with a funnel and samples of what was excluded and why.
 
 Streaming: documents are read in batches and written in batches, so memory stays bounded whatever the
-size of the source.
+size of the source (the perplexity band keeps one float per scored document to find its quantiles).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import math
+import tempfile
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -17,8 +23,9 @@ from lm_platform.data.documents import DocWriter, iter_docs
 from lm_platform.data.filters import Filter, build_filter
 from lm_platform.data.normalize import normalize_text
 from lm_platform.data.pii import PiiCounts, Redactor
+from lm_platform.data.reference_lm import PerplexityScorer, ReferenceLMResult, train_reference_lm
 from lm_platform.data.text import Doc
-from lm_platform.recipe.schema import LanguageConfig
+from lm_platform.recipe.schema import LanguageConfig, PerplexityFilter
 
 EXCLUDED_SCHEMA = pa.schema(
     [
@@ -49,6 +56,7 @@ class CurationResult:
     excluded_by_filter: dict[str, int] = field(default_factory=dict)
     licenses: dict[str, int] = field(default_factory=dict)
     pii: dict[str, int] = field(default_factory=dict)
+    perplexity_bands: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def keep_rate(self) -> float:
@@ -60,7 +68,7 @@ class Curator:
     reason)). Kept separate from file handling so benchmarks and tests can drive it directly."""
 
     def __init__(self, lang: str, cfg: LanguageConfig):
-        filters = [build_filter(f, lang) for f in cfg.filters]
+        filters = [build_filter(f, lang) for f in cfg.filters if not isinstance(f, PerplexityFilter)]
         self.lang, self.cfg = lang, cfg
         self.raw: list[Filter] = [f for f in filters if f.on_raw]
         self.text: list[Filter] = [f for f in filters if not f.on_raw]
@@ -81,6 +89,11 @@ class Curator:
         return reason
 
     def run(self, text: str, url: str | None = None) -> tuple[str, tuple[str, str] | None]:
+        text, rejected = self.filter(text, url)
+        return (text, rejected) if rejected is not None else (self.redact(text), None)
+
+    def filter(self, text: str, url: str | None = None) -> tuple[str, tuple[str, str] | None]:
+        """Raw filters, normalisation and the language's filters (no PII redaction)."""
         doc = Doc(text, self.lang, url)
         for step, flt in zip(self.steps, self.raw, strict=False):
             reason = self._through(step, flt, doc)
@@ -96,7 +109,9 @@ class Curator:
             reason = self._through(step, flt, doc)
             if reason is not None:
                 return doc.text, (flt.name, reason)
-        text = doc.text
+        return doc.text, None
+
+    def redact(self, text: str) -> str:
         if self.redactor is not None:
             step = self.steps[-1]
             step.docs_in += 1
@@ -104,7 +119,7 @@ class Curator:
             text = self.redactor.redact(text, self.pii)
             step.docs_out += 1
             step.chars_out += len(text)
-        return text, None
+        return text
 
 
 def _iter_shard(path: str | Path, shard: tuple[int, int] | None):
@@ -119,6 +134,28 @@ def _iter_shard(path: str | Path, shard: tuple[int, int] | None):
             yield from batch.to_pylist()
 
 
+class _Excluded:
+    """Excluded documents: counted per filter, and a sample of each (up to a cap) written with its
+    reason."""
+
+    def __init__(self, writer: DocWriter, cap: int):
+        self.writer, self.cap = writer, cap
+        self.counts: dict[str, int] = {}
+
+    def add(self, doc: dict, name: str, reason: str, text: str) -> None:
+        self.counts[name] = self.counts.get(name, 0) + 1
+        if self.counts[name] <= self.cap:
+            self.writer.write(
+                {"id": doc["id"], "source": doc["source"], "filter": name, "reason": reason, "text": text}
+            )
+
+
+def keep_at_random(doc_id: str, share: float, seed: int) -> bool:
+    """The perplexity filter's random share of documents outside the band: fixed per document id."""
+    digest = hashlib.blake2b(f"{seed}:{doc_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < share
+
+
 def curate(
     in_path: str | Path,
     out_path: str | Path,
@@ -127,46 +164,129 @@ def curate(
     cfg: LanguageConfig,
     max_excluded_per_filter: int = 1000,
     shard: tuple[int, int] | None = None,
+    reference_lm: str | Path | None = None,
 ) -> CurationResult:
     """Normalise, filter and redact the documents of `in_path` into `out_path`; samples of excluded
     documents (up to `max_excluded_per_filter` per filter) go to `excluded_path` with their reason.
 
     `shard=(i, n)` curates only shard i of n: the input's Parquet row groups i, i+n, i+2n, ... so that
-    shards are disjoint, cover the input, and each reads only its own part."""
+    shards are disjoint, cover the input, and each reads only its own part.
+
+    With a `perplexity` filter (the language's last), every document that passes the others is scored by
+    the KenLM model (`reference_lm`: the directory the reference_lm asset wrote, unless the filter names
+    its own model) into a spill file beside the output; the band's thresholds are the quantiles of those
+    scores, and a second pass keeps the band plus the random share of the rest, then redacts PII."""
     chain = Curator(lang, cfg)
-    excluded: dict[str, int] = {}
+    ppl = cfg.perplexity
+    scorer = _scorer(lang, ppl, reference_lm) if ppl is not None else None
+    if scorer is not None:
+        chain.steps.insert(len(chain.steps) - (chain.redactor is not None), FunnelStep("perplexity"))
     licenses: dict[str, int] = {}
     docs_in = chars_out = 0
-    with DocWriter(out_path) as out, DocWriter(excluded_path, schema=EXCLUDED_SCHEMA) as xw:
-        for doc in _iter_shard(in_path, shard):
-            docs_in += 1
-            text, rejected = chain.run(doc["text"], doc.get("url"))
-            if rejected is not None:
-                name, reason = rejected
-                excluded[name] = excluded.get(name, 0) + 1
-                if excluded[name] <= max_excluded_per_filter:
-                    xw.write(
-                        {
-                            "id": doc["id"],
-                            "source": doc["source"],
-                            "filter": name,
-                            "reason": reason,
-                            "text": text,
-                        }
-                    )
-                continue
-            out.write({**doc, "text": text})
+    band: dict[str, float] = {}
+    out_path = Path(out_path)
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(DocWriter(out_path))
+        excluded = _Excluded(
+            stack.enter_context(DocWriter(excluded_path, schema=EXCLUDED_SCHEMA)), max_excluded_per_filter
+        )
+
+        def keep(doc: dict, text: str, score: float | None = None) -> None:
+            nonlocal chars_out
+            text = chain.redact(text)
+            out.write({**doc, "text": text, "perplexity": score})
             chars_out += len(text)
             licenses[doc["license"]] = licenses.get(doc["license"], 0) + 1
+
+        if scorer is None:
+            for doc in _iter_shard(in_path, shard):
+                docs_in += 1
+                text, rejected = chain.filter(doc["text"], doc.get("url"))
+                if rejected is not None:
+                    excluded.add(doc, *rejected, text)
+                else:
+                    keep(doc, text)
+        else:
+            spill_dir = stack.enter_context(tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".tmp-"))
+            spill = Path(spill_dir) / "scored.parquet"
+            scores = array("d")
+            with DocWriter(spill) as scored:
+                for doc in _iter_shard(in_path, shard):
+                    docs_in += 1
+                    text, rejected = chain.filter(doc["text"], doc.get("url"))
+                    if rejected is not None:
+                        excluded.add(doc, *rejected, text)
+                        continue
+                    score = scorer.perplexity(text)
+                    scores.append(score)
+                    scored.write({**doc, "text": text, "perplexity": score})
+            step = next(s for s in chain.steps if s.step == "perplexity")
+            lo, hi = _band_thresholds(scores, ppl.band)
+            band = {"low": lo, "high": hi, "scored": len(scores), "kept_at_random": 0}
+            for doc in iter_docs(spill):
+                score, text = doc["perplexity"], doc["text"]
+                step.docs_in += 1
+                step.chars_in += len(text)
+                inside = lo <= score <= hi
+                if not inside and not keep_at_random(doc["id"], ppl.keep_rest, ppl.seed):
+                    where = "below" if score < lo else "above"
+                    reason = f"perplexity {score:.1f} {where} the band [{lo:.1f}, {hi:.1f}]"
+                    excluded.add(doc, "perplexity", reason, text)
+                    continue
+                band["kept_at_random"] += not inside
+                step.docs_out += 1
+                step.chars_out += len(text)
+                keep(doc, text, score)
     return CurationResult(
         docs_in,
         out.count,
         chars_out,
         chain.steps,
-        excluded,
+        excluded.counts,
         licenses,
         chain.pii.as_dict() if chain.redactor else {},
+        [band] if band else [],
     )
+
+
+def _scorer(lang: str, cfg: PerplexityFilter, reference_lm: str | Path | None) -> PerplexityScorer:
+    if cfg.model is not None:
+        return PerplexityScorer(cfg.model, lang, cfg.sp_model)
+    if reference_lm is None:
+        raise ValueError(f"languages.{lang}: the perplexity filter needs the reference_lm/{lang} model")
+    return PerplexityScorer.from_reference(reference_lm)
+
+
+def _band_thresholds(scores: array, band: tuple[float, float]) -> tuple[float, float]:
+    """Perplexity at the band's quantiles (lower interpolation: thresholds are real scores)."""
+    if not scores:
+        return math.inf, -math.inf
+    values = np.frombuffer(scores, dtype=np.float64)
+    lo, hi = np.quantile(values, band, method="lower")
+    return float(lo), float(hi)
+
+
+def build_reference_lm(
+    corpus_path: str | Path,
+    out_dir: str | Path,
+    lang: str,
+    cfg: LanguageConfig,
+    seed: int = 0,
+    log=None,
+) -> ReferenceLMResult:
+    """The language's reference KenLM model, trained on its high-quality source's corpus after the
+    language's other filters and normalisation (not PII redaction: placeholders are no language)."""
+    if cfg.reference_lm is None:
+        raise ValueError(f"languages.{lang}: no reference_lm configured")
+    chain = Curator(lang, cfg)
+
+    def texts():
+        for doc in iter_docs(corpus_path, columns=["id", "text", "url"]):
+            text, rejected = chain.filter(doc["text"], doc.get("url"))
+            if rejected is None:
+                yield doc["id"], text
+
+    return train_reference_lm(texts(), out_dir, lang, cfg.reference_lm, seed=seed, log=log)
 
 
 def merge_results(results: list[CurationResult]) -> CurationResult:
@@ -195,4 +315,5 @@ def merge_results(results: list[CurationResult]) -> CurationResult:
         add(r.excluded_by_filter for r in results),
         add(r.licenses for r in results),
         add(r.pii for r in results),
+        [b for r in results for b in r.perplexity_bands],
     )

@@ -1,6 +1,7 @@
 """Documents on disk: Parquet (zstd) with one fixed schema, written in batches and atomically.
 
-Schema: id, text, source, license, lang, url (nullable), meta (a JSON object as a string).
+Schema: id, text, source, license, lang, url (nullable), meta (a JSON object as a string), perplexity
+(nullable: the KenLM score that curation's perplexity filter gives a document).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ SCHEMA = pa.schema(
         ("lang", pa.string()),
         ("url", pa.string()),
         ("meta", pa.string()),
+        ("perplexity", pa.float64()),
     ]
 )
 COLUMNS = tuple(SCHEMA.names)

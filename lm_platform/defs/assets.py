@@ -11,7 +11,7 @@ import dagster as dg
 
 from lm_platform.atomic import atomic_path, read_json, write_json
 from lm_platform.data.blend import BLEND_FILE, MANIFEST_FILE, blend, measured_chars_per_token
-from lm_platform.data.curate import curate, merge_results
+from lm_platform.data.curate import build_reference_lm, curate, merge_results
 from lm_platform.data.dataset_card import CARD_FILE, dataset_card
 from lm_platform.data.decontam import Decontaminator
 from lm_platform.data.dedup import (
@@ -103,9 +103,53 @@ def corpus_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
     return _corpus
 
 
+def reference_lm_asset(recipe: Recipe, lang: str) -> dg.AssetsDefinition:
+    lang_cfg = recipe.languages[lang]
+    cfg = lang_cfg.reference_lm
+    assert cfg is not None
+    src = recipe.source(cfg.source)
+
+    @dg.asset(
+        key=["reference_lm", lang],
+        deps=[dg.AssetKey(["corpus", src.name])],
+        group_name="curation",
+        kinds={"kenlm", "sentencepiece"},
+        code_version=CODE_VERSION,
+        description=f"KenLM {cfg.order}-gram model of '{lang}' trained on '{src.name}' (after the language's "
+        "other filters), the text pre-tokenised by a SentencePiece model trained with it; the "
+        "perplexity filter of the language's curated sources scores with it",
+    )
+    def _reference_lm(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
+        layout = storage.layout(recipe.name)
+        out = layout.reference_lm(lang)
+        res = build_reference_lm(
+            layout.corpus(src.name), out, lang, lang_cfg, seed=recipe.seed, log=context.log.info
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "source": src.name,
+                "order": res.order,
+                "prune": dg.MetadataValue.json(res.prune),
+                "docs_train": res.docs_train,
+                "docs_heldout": res.docs_heldout,
+                "tokens": res.tokens,
+                "sp_vocab_size": res.sp_vocab_size,
+                "heldout_perplexity": res.heldout_perplexity,
+                "model_bytes": res.model_bytes,
+                "kenlm_version": res.kenlm_version,
+                "path": dg.MetadataValue.path(str(out)),
+            }
+        )
+
+    return _reference_lm
+
+
 def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
     lang_cfg = recipe.languages[src.language]
     key = dg.AssetKey(["curated", src.name])
+    deps = [dg.AssetKey(["corpus", src.name])]
+    if lang_cfg.uses_reference_lm:
+        deps.append(dg.AssetKey(["reference_lm", src.language]))
     low, high = lang_cfg.expected_keep_rate
     # A sharded source is a partitioned asset, one partition per shard; a backfill of a range runs as
     # one run (or fans out, one run per partition, with the daemon / k8s executor).
@@ -114,7 +158,7 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=key,
-        deps=[dg.AssetKey(["corpus", src.name])],
+        deps=deps,
         group_name="curation",
         kinds={"python", "parquet"},
         code_version=CODE_VERSION,
@@ -133,6 +177,7 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
     )
     def _curated(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
+        reference = layout.reference_lm(src.language) if lang_cfg.uses_reference_lm else None
         if sharded:
             keys = context.partition_keys
             res = merge_results(
@@ -144,6 +189,7 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
                         src.language,
                         lang_cfg,
                         shard=(shard_keys.index(k), src.shards),
+                        reference_lm=reference,
                     )
                     for k in keys
                 ]
@@ -157,6 +203,7 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
                 layout.excluded(src.name),
                 src.language,
                 lang_cfg,
+                reference_lm=reference,
             )
             out_path, excluded_path = layout.curated(src.name), str(layout.excluded(src.name))
         funnel = [
@@ -193,6 +240,11 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
                 "excluded_samples": dg.MetadataValue.path(excluded_path),
                 "licenses": _licenses_md(res.licenses),
                 "path": dg.MetadataValue.path(str(out_path)),
+                **(
+                    {"perplexity_band": dg.MetadataValue.json(res.perplexity_bands)}
+                    if res.perplexity_bands
+                    else {}
+                ),
             },
         )
 
@@ -771,7 +823,9 @@ def eval_asset(recipe: Recipe, ev: EvalConfig) -> dg.AssetsDefinition:
 
 
 def build_assets(recipe: Recipe) -> list[dg.AssetsDefinition]:
-    assets: list[dg.AssetsDefinition] = []
+    assets: list[dg.AssetsDefinition] = [
+        reference_lm_asset(recipe, lang) for lang, cfg in recipe.languages.items() if cfg.reference_lm
+    ]
     near = recipe.dedup.near is not None and recipe.dedup.near.enabled
     for src in recipe.sources:
         assets += [corpus_asset(recipe, src), curated_asset(recipe, src), exact_dedup_asset(recipe, src)]

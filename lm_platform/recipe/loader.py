@@ -97,6 +97,8 @@ def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
 
 
 BUNDLED_PREFIX = "bundled:"
+# Filter fields that name files: word lists, and a user-supplied KenLM model with its SentencePiece model.
+FILTER_PATH_KEYS = ("path", "model", "sp_model")
 
 
 def _resolve_filter_paths(cfg: Any, base_dir: Path) -> Any:
@@ -106,14 +108,15 @@ def _resolve_filter_paths(cfg: Any, base_dir: Path) -> Any:
         return cfg
     filters = []
     for entry in cfg["filters"]:
-        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
-            path = entry["path"]
-            if path.startswith(BUNDLED_PREFIX):
-                resolved = BUNDLED_DIR / path.removeprefix(BUNDLED_PREFIX)
-            else:
-                loc = Path(path).expanduser()
-                resolved = loc if loc.is_absolute() else (base_dir / loc).resolve()
-            entry = {**entry, "path": str(resolved)}
+        for key in FILTER_PATH_KEYS:
+            if isinstance(entry, dict) and isinstance(entry.get(key), str):
+                path = entry[key]
+                if path.startswith(BUNDLED_PREFIX):
+                    resolved = BUNDLED_DIR / path.removeprefix(BUNDLED_PREFIX)
+                else:
+                    loc = Path(path).expanduser()
+                    resolved = loc if loc.is_absolute() else (base_dir / loc).resolve()
+                entry = {**entry, key: str(resolved)}
         filters.append(entry)
     return {**cfg, "filters": filters}
 
@@ -128,7 +131,8 @@ def _missing_paths(recipe: Recipe) -> list[str]:
             problems.append(f"  sources.{i}.license_manifest: '{src.license_manifest}' does not exist")
     for lang, cfg in recipe.languages.items():
         for j, flt in enumerate(cfg.filters):
-            path = getattr(flt, "path", None)
-            if path and not Path(path).is_file():
-                problems.append(f"  languages.{lang}.filters.{j}.path: '{path}' does not exist")
+            for key in FILTER_PATH_KEYS:
+                path = getattr(flt, key, None)
+                if path and not Path(path).is_file():
+                    problems.append(f"  languages.{lang}.filters.{j}.{key}: '{path}' does not exist")
     return problems

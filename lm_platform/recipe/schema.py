@@ -181,6 +181,36 @@ class UrlDomainFilter(_Strict):
     require_url: bool = False
 
 
+class PerplexityFilter(_Strict):
+    """KenLM perplexity band (CCNet-style). Every document that reaches this filter gets a `perplexity`
+    score; those inside the quantile `band` of the shard's scores are kept, plus a seeded random share
+    `keep_rest` of the others. The model is the language's `reference_lm` (trained by the platform) unless
+    `model` names a user-supplied `.arpa`/`.bin` file; `sp_model` is the SentencePiece model its text was
+    pre-tokenised with (none: whitespace words, or characters for unspaced scripts)."""
+
+    name: Literal["perplexity"] = "perplexity"
+    model: str | None = None
+    sp_model: str | None = None
+    band: tuple[float, float] = Field((0.0, 0.9), description="Quantile band of perplexity kept (low, high)")
+    keep_rest: float = Field(
+        0.0, ge=0, le=1, description="Random share kept of the documents outside the band"
+    )
+    seed: int = 0
+
+    @field_validator("band")
+    @classmethod
+    def _band(cls, band: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= band[0] < band[1] <= 1:
+            raise ValueError(f"band {list(band)} is not a quantile band inside [0, 1] (low < high)")
+        return band
+
+    @model_validator(mode="after")
+    def _sp_needs_model(self) -> PerplexityFilter:
+        if self.sp_model and not self.model:
+            raise ValueError("'sp_model' goes with a user-supplied 'model'; the reference LM brings its own")
+        return self
+
+
 FilterConfig = Annotated[
     LengthFilter
     | ScriptFilter
@@ -192,7 +222,8 @@ FilterConfig = Annotated[
     | C4Filter
     | FineWebFilter
     | FlaggedWordsFilter
-    | UrlDomainFilter,
+    | UrlDomainFilter
+    | PerplexityFilter,
     Field(discriminator="name"),
 ]
 
@@ -208,6 +239,31 @@ class PiiConfig(_Strict):
     phone_placeholder: str = "<PHONE>"
 
 
+class ReferenceLMConfig(_Strict):
+    """A KenLM model trained on a high-quality source of the language (CCNet-style): the source's text goes
+    through the language's other filters, is pre-tokenised by a SentencePiece model trained on it, and
+    `lmplz` estimates an n-gram model that `build_binary` turns into a binary file."""
+
+    source: str = Field(description="The high-quality source the model learns from")
+    order: int = Field(5, ge=2, le=6, description="n-gram order (KenLM is built for at most 6)")
+    sp_vocab_size: int = Field(8000, ge=64, description="SentencePiece pieces used to pre-tokenise")
+    prune: tuple[int, ...] = Field(
+        (0, 1, 1), description="lmplz --prune: drop n-grams seen at most this often, per order from unigrams"
+    )
+    max_docs: int | None = Field(None, gt=0, description="Learn from at most this many documents")
+    heldout_fraction: float = Field(0.05, ge=0, lt=1, description="Documents kept out to measure perplexity")
+    memory: str = Field("1G", description="lmplz -S: memory for sorting (e.g. '1G', '20%')")
+
+    @field_validator("prune")
+    @classmethod
+    def _prune(cls, prune: tuple[int, ...]) -> tuple[int, ...]:
+        if any(b < a for a, b in zip(prune, prune[1:], strict=False)) or any(p < 0 for p in prune):
+            raise ValueError(f"prune {list(prune)}: thresholds are >= 0 and never decrease with the order")
+        if prune and prune[0] != 0:
+            raise ValueError("prune: lmplz cannot prune unigrams; the first threshold must be 0")
+        return prune
+
+
 class LanguageConfig(_Strict):
     unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"] = "NFC"
     chars_per_token: float = Field(4.0, gt=0, description="Token estimate until a tokenizer exists")
@@ -217,6 +273,18 @@ class LanguageConfig(_Strict):
     expected_keep_rate: tuple[float, float] = Field(
         (0.0, 1.0), description="Keep-rate band; the curated asset check warns outside it"
     )
+    reference_lm: ReferenceLMConfig | None = Field(
+        None, description="KenLM model for the 'perplexity' filter (asset reference_lm/<lang>)"
+    )
+
+    @property
+    def perplexity(self) -> PerplexityFilter | None:
+        found = [f for f in self.filters if isinstance(f, PerplexityFilter)]
+        return found[0] if found else None
+
+    @property
+    def uses_reference_lm(self) -> bool:
+        return self.perplexity is not None and self.perplexity.model is None
 
     @field_validator("expected_keep_rate")
     @classmethod
@@ -491,6 +559,8 @@ class Recipe(_Strict):
                     f"(earlier: {seen})"
                 )
             seen.append(stage.name)
+        for lang, cfg in self.languages.items():
+            _check_language_lm(lang, cfg, self.sources)
         stage_names = [s.name for s in self.stages]
         if self.tokenizer.language is not None and self.tokenizer.language not in self.languages:
             raise ValueError(f"tokenizer.language: '{self.tokenizer.language}' has no entry in 'languages'")
@@ -559,6 +629,34 @@ def _check_stage_mixture(i: int, stage: StageConfig, sources: list[str]) -> None
             raise ValueError(f"{where}.source_max_epochs.{src}: an epoch cap is at least 1, got {cap}")
         if not stage.upsample:
             raise ValueError(f"{where}.source_max_epochs: epoch caps need 'upsample: true'")
+
+
+def _check_language_lm(lang: str, cfg: LanguageConfig, sources: list[SourceConfig]) -> None:
+    where = f"languages.{lang}"
+    ppl = [j for j, f in enumerate(cfg.filters) if isinstance(f, PerplexityFilter)]
+    if len(ppl) > 1:
+        raise ValueError(f"{where}.filters.{ppl[1]}: one 'perplexity' filter per language")
+    if ppl and ppl[0] != len(cfg.filters) - 1:
+        raise ValueError(
+            f"{where}.filters.{ppl[0]}: 'perplexity' must be the last filter (its band is taken over the "
+            "documents that pass the others)"
+        )
+    if cfg.uses_reference_lm and cfg.reference_lm is None:
+        raise ValueError(
+            f"{where}.filters.{ppl[0]}: the 'perplexity' filter needs a 'model' file or "
+            f"{where}.reference_lm (a KenLM model the platform trains)"
+        )
+    if cfg.reference_lm is not None:
+        names = {s.name: s for s in sources}
+        src = names.get(cfg.reference_lm.source)
+        if src is None:
+            raise ValueError(
+                f"{where}.reference_lm.source: unknown source '{cfg.reference_lm.source}' (known: {list(names)})"
+            )
+        if src.language != lang:
+            raise ValueError(
+                f"{where}.reference_lm.source: '{src.name}' is in language '{src.language}', not '{lang}'"
+            )
 
 
 def _unique(what: str, names: list[str]) -> None:
