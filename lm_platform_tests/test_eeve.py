@@ -85,6 +85,26 @@ def test_extended_tokenizer_uses_new_tokens_and_lowers_vietnamese_fertility(base
     print(f"vi tokens/word {vi['base_tokens_per_word']} -> {vi['new_tokens_per_word']} ({vi['change']:+.1%})")
 
 
+def test_fertility_rows_read_as_one_line_per_language(base_dir, extended):
+    from lm_platform.tokenization.fertility import describe, reduction_key
+
+    base, ext = _load(base_dir), _load(extended[0])
+    docs = [("vi", t) for t in VI_HELD] + [("ja", t) for t in JA[:5]] + [("en", t) for t in EN[:5]]
+    rows = {r["lang"]: r for r in compare_fertility(ext, base, docs)}
+    vi = rows["vi"]
+    assert describe(vi) == (
+        f"vi tokens/word {vi['base_tokens_per_word']:.2f} -> {vi['new_tokens_per_word']:.2f} "
+        f"({round(100 * vi['change'])}%)"
+    )
+    assert describe(rows["ja"]).startswith("ja tokens/char ") and describe(rows["ja"]).endswith("(+0%)")
+    assert [reduction_key(rows[k]) for k in ("vi", "ja")] == [
+        "vi_tokens_per_word_reduction",
+        "ja_tokens_per_char_reduction",
+    ]
+    alone = compare_fertility(ext, None, [("en", EN[0])])[0]  # no base: just the cost
+    assert describe(alone) == f"en tokens/word {alone['new_tokens_per_word']:.2f}"
+
+
 def test_worse_tokenizer_fails_the_fertility_comparison(base_dir, extended):
     base, ext = _load(base_dir), _load(extended[0])
     # Swap roles: the base judged against the extended tokenizer is worse on Vietnamese.
