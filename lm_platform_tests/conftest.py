@@ -69,15 +69,13 @@ def write_demo_variant(tmp_path: Path, mutate, name: str = "variant.yaml") -> Pa
     """The bundled demo recipe with absolute data paths, changed by `mutate(raw)`, written to tmp_path."""
     import yaml
 
-    from lm_platform.recipe.loader import BUNDLED_DIR, resolve_model_ref
+    from lm_platform.recipe.loader import BUNDLED_DIR
 
     raw = yaml.safe_load((BUNDLED_DIR / "demo.yaml").read_text(encoding="utf-8"))
     for src in raw["sources"]:
         src["location"] = str(BUNDLED_DIR / src["location"])
     for ev in raw["evaluations"]:
         ev["location"] = str(BUNDLED_DIR / ev["location"])
-    if raw["tokenizer"].get("base"):
-        raw["tokenizer"]["base"] = resolve_model_ref(raw["tokenizer"]["base"], BUNDLED_DIR)
     mutate(raw)
     path = tmp_path / name
     path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")

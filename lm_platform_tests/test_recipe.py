@@ -74,18 +74,19 @@ def test_demo_extends_its_bundled_base_tokenizer_resolved_against_the_recipe():
         ("tok", "{dir}/tok"),  # a name that exists beside the recipe
         ("sub/../tok", "{dir}/tok"),
         ("{dir}/tok", "{dir}/tok"),  # absolute
+        ("bundled:demo_data/base_tokenizer", "{bundled}/demo_data/base_tokenizer"),  # ships with the platform
         ("HuggingFaceTB/SmolLM2-360M", "HuggingFaceTB/SmolLM2-360M"),  # a hub id stays as it is
     ],
 )
 def test_tokenizer_base_is_a_path_relative_to_the_recipe_or_a_hub_id(tmp_path, written, expected):
-    from lm_platform.recipe.loader import parse_recipe
+    from lm_platform.recipe.loader import BUNDLED_DIR, parse_recipe
 
     (tmp_path / "tok").mkdir()
     (tmp_path / "sub").mkdir()
     raw = load_recipe("demo").model_dump(mode="json")
     raw["tokenizer"]["base"] = written.format(dir=tmp_path)
     recipe = parse_recipe(raw, base_dir=tmp_path)
-    assert recipe.tokenizer.base == expected.format(dir=tmp_path)
+    assert recipe.tokenizer.base == expected.format(dir=tmp_path, bundled=BUNDLED_DIR.resolve())
 
 
 def test_missing_local_tokenizer_base_fails_at_load_time(tmp_path):

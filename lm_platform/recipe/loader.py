@@ -100,14 +100,17 @@ def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
 
 def is_local_ref(ref: str) -> bool:
     """Whether a tokenizer/model reference is meant as a local path rather than a hub id: absolute,
-    home-relative, or starting with `./` or `../`."""
-    return ref.startswith(("/", "~", "./", "../")) or Path(ref).is_absolute()
+    home-relative, starting with `./` or `../`, or `bundled:<path>`."""
+    return ref.startswith(("/", "~", "./", "../", BUNDLED_PREFIX)) or Path(ref).is_absolute()
 
 
 def resolve_model_ref(ref: str, base_dir: Path) -> str:
-    """A local directory (relative to the recipe, or absolute) becomes an absolute path; a hub id such as
-    `HuggingFaceTB/SmolLM2-360M` stays as it is. A relative name is local when it is explicitly relative
-    (`./x`) or names an existing path beside the recipe; otherwise it is taken for a hub id."""
+    """A local directory (relative to the recipe, absolute, or `bundled:<path>` for one that ships with
+    the bundled recipes) becomes an absolute path; a hub id such as `HuggingFaceTB/SmolLM2-360M` stays as
+    it is. A relative name is local when it is explicitly relative (`./x`) or names an existing path
+    beside the recipe; otherwise it is taken for a hub id."""
+    if ref.startswith(BUNDLED_PREFIX):
+        return str((BUNDLED_DIR / ref.removeprefix(BUNDLED_PREFIX)).resolve())
     if is_local_ref(ref):
         loc = Path(ref).expanduser()
         return str(loc if loc.is_absolute() else (base_dir / loc).resolve())
