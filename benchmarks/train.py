@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-# The demo recipe's tiny Llama, its vocabulary, sequence length and micro-batch.
+# The demo recipe's tiny Llama shape, sequence length and micro-batch (with a 2,048-token vocabulary).
 MODEL = {
     "hidden_size": 128,
     "intermediate_size": 384,

@@ -226,8 +226,95 @@ def test_tokenizer_round_trips_the_demo_text_and_loads_with_transformers(demo_ru
     assert len(texts) > 400
     for text in texts:
         assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
-    ids = tok.encode("<|user|> xin chào", add_special_tokens=False)
-    assert tok.convert_tokens_to_ids("<|user|>") in ids
+    # The base's chat markers (SmolLM2's) survive extension as single special tokens.
+    ids = tok.encode("<|im_start|>user\nxin chào<|im_end|>", add_special_tokens=False)
+    assert ids[0] == tok.convert_tokens_to_ids("<|im_start|>") and ids[-1] == tok.convert_tokens_to_ids(
+        "<|im_end|>"
+    )
+
+
+def _heldout(lang: str) -> list[str]:
+    from lm_platform.evaluation.perplexity import read_eval_docs
+    from lm_platform.recipe.loader import BUNDLED_DIR
+
+    return [t for lg, t in read_eval_docs(BUNDLED_DIR / "demo_data" / "heldout.jsonl") if lg == lang]
+
+
+def test_demo_tokenizer_extends_the_base_with_vietnamese_tokens_it_uses(demo_run, demo_recipe):
+    """The demo's tokenizer is an EEVE extension of the bundled base: new ids after the base's, formed
+    on Vietnamese (held-out text and the packed training data), never on English or Japanese."""
+    from transformers import AutoTokenizer
+
+    from lm_platform.tokenization.eeve import EEVE_FILE, VI_LETTERS
+
+    record = json.loads((demo_run.base / "tokenizer" / EEVE_FILE).read_text(encoding="utf-8"))
+    base = AutoTokenizer.from_pretrained(demo_recipe.tokenizer.base)
+    tok = AutoTokenizer.from_pretrained(str(demo_run.base / "tokenizer"))
+    assert record["base"] == demo_recipe.tokenizer.base and record["base_vocab_size"] == len(base)
+    new_ids = {t["id"] for t in record["new_tokens"]}
+    assert (
+        new_ids == set(range(len(base), len(tok)))
+        and len(new_ids) % demo_recipe.tokenizer.extend_multiple == 0
+    )
+    assert len(tok) <= demo_recipe.tokenizer.vocab_size
+    meta = latest(demo_run, "tokenizer").asset_materialization.metadata
+    assert meta["base_vocab_size"].value == len(base) and meta["new_tokens"].value == len(new_ids)
+
+    used = {i for text in _heldout("vi") for i in tok.encode(text, add_special_tokens=False)} & new_ids
+    assert len(used) > 0.25 * len(new_ids)
+    stream = set(load_split(demo_run.base / "dataset" / "main", "train").reshape(-1).tolist())
+    assert len(stream & new_ids) > 0.5 * len(new_ids)  # the model trains on the new tokens
+
+    # Text without Vietnamese letters is encoded exactly as the base encodes it.
+    vi_only = {c for c in VI_LETTERS if ord(c) > 0x7F}
+    others = [
+        d["text"]
+        for s in ("en_books", "en_web", "ja_wiki")
+        for d in iter_docs(demo_run.base / "curated" / f"{s}.parquet")
+        if not vi_only & set(d["text"])
+    ]
+    assert len(others) > 250
+    for text in others + _heldout("en") + _heldout("ja"):
+        assert tok.encode(text, add_special_tokens=False) == base.encode(text, add_special_tokens=False)
+
+
+def test_demo_reports_how_much_the_extension_lowers_vietnamese_tokens_per_word(demo_run, demo_recipe):
+    import re
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    from lm_platform.tokenization.fertility import compare_fertility
+    from lm_platform_tests.conftest import REPO
+
+    base = AutoTokenizer.from_pretrained(demo_recipe.tokenizer.base)
+    tok = AutoTokenizer.from_pretrained(str(demo_run.base / "tokenizer"))
+    docs = [(lang, t) for lang in ("vi", "ja", "en") for t in _heldout(lang)]
+    rows = {r["lang"]: r for r in compare_fertility(tok, base, docs)}
+    vi = rows["vi"]
+    assert vi["new_tokens_per_word"] <= 0.7 * vi["base_tokens_per_word"]  # at least 30 % fewer
+    assert rows["en"]["change"] == 0 and rows["ja"]["change"] == 0
+
+    meta = latest(demo_run, "tokenizer").asset_materialization.metadata
+    assert meta["vi_tokens_per_word_reduction"].value == pytest.approx(-vi["change"])
+    assert meta["en_tokens_per_word_reduction"].value == 0 and meta["ja_tokens_per_char_reduction"].value == 0
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "lm_platform.defs.summary"],
+        cwd=REPO,
+        env=demo_run.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    shown = re.search(r"tokenizer: vi tokens/word ([\d.]+) -> ([\d.]+) \((-\d+)%\)", proc.stdout)
+    assert shown, proc.stdout
+    before, after, pct = float(shown[1]), float(shown[2]), int(shown[3])
+    assert (before, after) == (round(vi["base_tokens_per_word"], 2), round(vi["new_tokens_per_word"], 2))
+    assert pct == round(100 * vi["change"]) <= -30
+    assert "tokenizer: en tokens/word" in proc.stdout and "tokenizer: ja tokens/char" in proc.stdout
 
 
 def test_packed_dataset_holds_every_blend_document_exactly_once(demo_run):

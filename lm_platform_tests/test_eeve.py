@@ -1,8 +1,9 @@
 """EEVE vocabulary extension of a byte-level BPE base (SmolLM2-style), fertility before/after, and
 extend mode through the `tokenizer` asset.
 
-The base is a small byte-level BPE tokenizer trained here on the English demo text and saved as an HF
-directory, loaded with `AutoTokenizer.from_pretrained(path)` exactly as a hub id would be.
+The base is a small byte-level BPE tokenizer trained here on the English demo text (by the function that
+also builds the demo's base tokenizer) and saved as an HF directory, loaded with
+`AutoTokenizer.from_pretrained(path)` exactly as a hub id would be.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 
 from lm_platform.data.documents import DocWriter, make_doc
 from lm_platform.demo.generate import read_paragraphs
+from lm_platform.tokenization.byte_level import train_byte_level_bpe
 from lm_platform.tokenization.eeve import EEVE_FILE, extend_tokenizer, token_bytes, token_is_valid
 from lm_platform.tokenization.fertility import compare_fertility, worse_than_base
 
@@ -24,34 +26,10 @@ BASE_VOCAB = 1024
 TRICKY = ["  leading and  double  spaces ", "tabs\tand\nnewlines\n\n", "emoji 🙂 and ñ", "Đà Nẵng 2024!"]
 
 
-def build_byte_level_base(out_dir) -> None:
-    """A GPT-2/SmolLM2-style tokenizer: digits split, ByteLevel pre-tokenizer and decoder, BPE."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=BASE_VOCAB,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(EN, trainer=trainer)
-    special = "<|endoftext|>"
-    hf = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=special, eos_token=special, unk_token=special, pad_token=special
-    )
-    hf.save_pretrained(str(out_dir))
-
-
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("base") / "smol_like"
-    build_byte_level_base(out)
+    train_byte_level_bpe(EN, out, BASE_VOCAB)
     return out
 
 
@@ -107,6 +85,26 @@ def test_extended_tokenizer_uses_new_tokens_and_lowers_vietnamese_fertility(base
     print(f"vi tokens/word {vi['base_tokens_per_word']} -> {vi['new_tokens_per_word']} ({vi['change']:+.1%})")
 
 
+def test_fertility_rows_read_as_one_line_per_language(base_dir, extended):
+    from lm_platform.tokenization.fertility import describe, reduction_key
+
+    base, ext = _load(base_dir), _load(extended[0])
+    docs = [("vi", t) for t in VI_HELD] + [("ja", t) for t in JA[:5]] + [("en", t) for t in EN[:5]]
+    rows = {r["lang"]: r for r in compare_fertility(ext, base, docs)}
+    vi = rows["vi"]
+    assert describe(vi) == (
+        f"vi tokens/word {vi['base_tokens_per_word']:.2f} -> {vi['new_tokens_per_word']:.2f} "
+        f"({round(100 * vi['change'])}%)"
+    )
+    assert describe(rows["ja"]).startswith("ja tokens/char ") and describe(rows["ja"]).endswith("(+0%)")
+    assert [reduction_key(rows[k]) for k in ("vi", "ja")] == [
+        "vi_tokens_per_word_reduction",
+        "ja_tokens_per_char_reduction",
+    ]
+    alone = compare_fertility(ext, None, [("en", EN[0])])[0]  # no base: just the cost
+    assert describe(alone) == f"en tokens/word {alone['new_tokens_per_word']:.2f}"
+
+
 def test_worse_tokenizer_fails_the_fertility_comparison(base_dir, extended):
     base, ext = _load(base_dir), _load(extended[0])
     # Swap roles: the base judged against the extended tokenizer is worse on Vietnamese.
@@ -142,6 +140,16 @@ def test_partial_characters_are_valid_only_as_a_vietnamese_prefix():
     assert token_is_valid("ệ".encode()[:2], "vi")  # first bytes of a Vietnamese letter
     assert not token_is_valid("ệ".encode()[1:], "vi")  # starts mid-character
     assert not token_is_valid("€".encode()[:2], "vi")
+
+
+def test_vocab_size_is_reached_when_the_text_offers_enough_tokens(base_dir, tmp_path):
+    """Candidates are gathered beyond the budget, so dropping the seldom-formed ones does not leave the
+    extended vocabulary a multiple short of the recipe's vocab_size."""
+    res = extend_tokenizer(
+        str(base_dir), lambda: iter(VI_TRAIN), tmp_path / "t", "vi", BASE_VOCAB + 256, 128, min_frequency=3
+    )
+    assert res.vocab_size == BASE_VOCAB + 256 and len(res.new_tokens) == 256
+    assert res.candidates > 256 and res.dropped_unused + res.dropped_rounding == res.candidates - 256
 
 
 def test_too_few_candidates_for_the_multiple_is_a_clear_error(base_dir, tmp_path):

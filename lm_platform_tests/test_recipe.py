@@ -55,6 +55,50 @@ def test_vi_recipe_extends_smollm2_through_eeve_stages():
     assert [s.init_from for s in r.stages] == ["model", "eeve_3", "eeve_4", "eeve_6", "eeve_7", "main"]
 
 
+def test_demo_extends_its_bundled_base_tokenizer_resolved_against_the_recipe():
+    from lm_platform.recipe.loader import BUNDLED_DIR
+
+    r = load_recipe("demo")
+    assert r.tokenizer.mode == "extend" and r.tokenizer.language == "vi"
+    assert Path(r.tokenizer.base) == (BUNDLED_DIR / "demo_data" / "base_tokenizer").resolve()
+    assert (Path(r.tokenizer.base) / "tokenizer.json").is_file()
+    added = r.tokenizer.vocab_size - 1024  # the bundled base's vocabulary
+    assert added > 0 and added % r.tokenizer.extend_multiple == 0
+    assert r.model.init == "scratch"
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("./tok", "{dir}/tok"),  # explicitly relative: beside the recipe
+        ("tok", "{dir}/tok"),  # a name that exists beside the recipe
+        ("sub/../tok", "{dir}/tok"),
+        ("{dir}/tok", "{dir}/tok"),  # absolute
+        ("bundled:demo_data/base_tokenizer", "{bundled}/demo_data/base_tokenizer"),  # ships with the platform
+        ("HuggingFaceTB/SmolLM2-360M", "HuggingFaceTB/SmolLM2-360M"),  # a hub id stays as it is
+    ],
+)
+def test_tokenizer_base_is_a_path_relative_to_the_recipe_or_a_hub_id(tmp_path, written, expected):
+    from lm_platform.recipe.loader import BUNDLED_DIR, parse_recipe
+
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "sub").mkdir()
+    raw = load_recipe("demo").model_dump(mode="json")
+    raw["tokenizer"]["base"] = written.format(dir=tmp_path)
+    recipe = parse_recipe(raw, base_dir=tmp_path)
+    assert recipe.tokenizer.base == expected.format(dir=tmp_path, bundled=BUNDLED_DIR.resolve())
+
+
+def test_missing_local_tokenizer_base_fails_at_load_time(tmp_path):
+    def mutate(raw):
+        raw["tokenizer"]["base"] = "./no_such_tokenizer"
+
+    path = write_demo_variant(tmp_path, mutate, "broken.yaml")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(str(path))
+    assert "tokenizer.base" in str(err.value) and str(tmp_path / "no_such_tokenizer") in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("mutate", "field", "reason"),
     [

@@ -141,7 +141,7 @@ def test_webserver_serves_demo_asset_graph(tmp_path: Path) -> None:
         assert all(groups[f"deduped/{src}"] == "curation" for src in SOURCES)
         assert all(g and g != "default" for g in groups.values()), groups
 
-        assert set(by_key["tokenizer"]["kinds"]) == {"sentencepiece", "huggingface"}
+        assert set(by_key["tokenizer"]["kinds"]) == {"huggingface"}  # the demo extends an HF BPE (EEVE)
         assert all(n["kinds"] for n in nodes), "every asset should declare kinds"
     finally:
         _stop(proc)

@@ -598,7 +598,7 @@ def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
         from transformers import AutoTokenizer
 
         from lm_platform.evaluation.perplexity import read_eval_docs
-        from lm_platform.tokenization.fertility import compare_fertility, worse_than_base
+        from lm_platform.tokenization.fertility import compare_fertility, reduction_key, worse_than_base
 
         layout = storage.layout(recipe.name)
         blend_file = layout.blend(train_stage) / BLEND_FILE
@@ -669,10 +669,14 @@ def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
                     or None,
                 )
             )
+        # The gain over the base as numbers (fraction of tokens saved per word, per character where words
+        # are not spaced), and the rows as JSON for the summary that `make demo` prints.
+        meta.update({reduction_key(r): 0.0 - r["change"] for r in rows if r["change"] is not None})
         return dg.MaterializeResult(
             metadata={
                 **meta,
                 "fertility": _md_table(rows, columns),
+                "fertility_rows": dg.MetadataValue.json(rows),
                 "fertility_measured_on": measured_on,
                 "path": dg.MetadataValue.path(str(layout.tokenizer())),
             },

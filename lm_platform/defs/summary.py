@@ -13,12 +13,13 @@ import dagster as dg
 HEADLINE = {
     "corpus": ("docs", "est_tokens", "license"),
     "curated": ("docs_in", "docs_out", "keep_rate"),
+    "reference_lm": ("source", "docs_train", "tokens", "heldout_perplexity"),
     "exact_dedup": ("docs_in", "docs_out", "exact_duplicates_removed", "cross_source_removed"),
     "minhash": ("docs", "shards"),
     "near_duplicates": ("docs", "clusters", "near_duplicates_removed"),
     "deduped": ("docs_out", "near_duplicates_removed", "contaminated_removed"),
     "blend": ("docs", "est_tokens"),
-    "tokenizer": ("vocab_size",),
+    "tokenizer": ("vocab_size", "base_vocab_size", "new_tokens"),
     "dataset": ("tokens", "train_sequences", "val_sequences"),
     "checkpoint": ("steps", "tokens_seen", "initial_val_loss", "final_val_loss", "tokens_per_second"),
     "eval": ("score", "n", "stderr"),
@@ -48,7 +49,24 @@ def summarize(defs: dg.Definitions, instance: dg.DagsterInstance) -> tuple[list[
         fields = HEADLINE.get(key.path[0], ())
         shown = ", ".join(f"{f}={_fmt(meta[f].value)}" for f in fields if f in meta)
         lines.append(f"  {name:<22} {shown}")
-    return lines, missing
+    return lines + fertility_lines(instance), missing
+
+
+def fertility_lines(instance: dg.DagsterInstance) -> list[str]:
+    """One line per language from the last `tokenizer` materialization, e.g.
+    `tokenizer: vi tokens/word 4.93 -> 2.42 (-51%)` (base -> new where the tokenizer extends a base)."""
+    from lm_platform.tokenization.fertility import describe
+
+    event = instance.get_latest_materialization_event(dg.AssetKey("tokenizer"))
+    if event is None or event.asset_materialization is None:
+        return []
+    meta = event.asset_materialization.metadata
+    if "fertility_rows" not in meta:
+        return []
+    where = meta["fertility_measured_on"].value if "fertility_measured_on" in meta else "held-out text"
+    return [f"\n  fertility on {where}:"] + [
+        f"  tokenizer: {describe(r)}" for r in meta["fertility_rows"].value
+    ]
 
 
 def main() -> int:

@@ -2,10 +2,13 @@
 
     python -m lm_platform.demo.generate [--out DIR]
 
-Writes one JSONL file per demo source and a held-out evaluation file into the bundled recipe's
-`demo_data/`. Every record carries `meta.label`: `clean`, or the kind of noise it is (exact, near and
+Writes one JSONL file per demo source, a held-out evaluation file and a small base tokenizer into the
+bundled recipe's `demo_data/`. Every record carries `meta.label`: `clean`, or the kind of noise it is (exact, near and
 cross-source duplicates, boilerplate, too short, wrong language, broken encoding), so tests can check
-that curation and dedup remove exactly what they should. Deterministic: the same seed gives the same
+that curation and dedup remove exactly what they should. The base tokenizer (`base_tokenizer/`) is a
+SmolLM2-style byte-level BPE trained on the English and Japanese paragraphs (held-out ones excepted)
+and on no Vietnamese: the demo extends it with Vietnamese tokens (EEVE) as the Vietnamese recipe
+extends SmolLM2, and reports how much cheaper Vietnamese becomes. Deterministic: the same seed gives the same
 bytes, and a test keeps the committed files in sync with this generator.
 """
 
@@ -19,10 +22,15 @@ import random
 import unicodedata
 from pathlib import Path
 
+from lm_platform.tokenization.byte_level import byte_level_bpe_files
+
 TEXTS = Path(__file__).parent / "texts"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "recipe" / "bundled" / "demo_data"
 LANGS = ("vi", "ja", "en")
 HELDOUT, RESERVE = 15, 20
+BASE_TOKENIZER = "base_tokenizer"  # directory under demo_data/
+BASE_TOKENIZER_LANGS = ("en", "ja")  # an English-centric base that has seen some Japanese, no Vietnamese
+BASE_TOKENIZER_VOCAB = 1024
 NOISE_LABELS = (
     "exact_duplicate",
     "near_duplicate",
@@ -252,7 +260,7 @@ def _jsonl(records: list[dict]) -> bytes:
 
 
 def render(seed: int = 13) -> dict[str, bytes]:
-    """File name -> exact bytes of the demo data."""
+    """File name (relative to demo_data/) -> exact bytes of the demo data."""
     sources, heldout = build(seed)
     files: dict[str, bytes] = {}
     for source, _, name in SOURCES:
@@ -264,16 +272,22 @@ def render(seed: int = 13) -> dict[str, bytes]:
             data = buf.getvalue()
         files[name] = data
     files["heldout.jsonl"] = _jsonl(heldout)
+    held = {r["text"] for r in heldout}
+    base_texts = [p for lang in BASE_TOKENIZER_LANGS for p in read_paragraphs(lang) if p not in held]
+    for name, data in byte_level_bpe_files(base_texts, BASE_TOKENIZER_VOCAB).items():
+        files[f"{BASE_TOKENIZER}/{name}"] = data
     return files
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the demo corpus with labelled noise.")
+    parser = argparse.ArgumentParser(
+        description="Write the demo corpus with labelled noise, and the demo base tokenizer."
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
     for name, data in render(args.seed).items():
+        (args.out / name).parent.mkdir(parents=True, exist_ok=True)
         (args.out / name).write_bytes(data)
         print(f"wrote {args.out / name} ({len(data):,} bytes)")
     return 0

@@ -93,7 +93,29 @@ def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         raw["languages"] = {
             lang: _resolve_filter_paths(cfg, base_dir) for lang, cfg in raw["languages"].items()
         }
+    if isinstance(raw.get("tokenizer"), dict) and isinstance(raw["tokenizer"].get("base"), str):
+        raw["tokenizer"] = {**raw["tokenizer"], "base": resolve_model_ref(raw["tokenizer"]["base"], base_dir)}
     return raw
+
+
+def is_local_ref(ref: str) -> bool:
+    """Whether a tokenizer/model reference is meant as a local path rather than a hub id: absolute,
+    home-relative, starting with `./` or `../`, or `bundled:<path>`."""
+    return ref.startswith(("/", "~", "./", "../", BUNDLED_PREFIX)) or Path(ref).is_absolute()
+
+
+def resolve_model_ref(ref: str, base_dir: Path) -> str:
+    """A local directory (relative to the recipe, absolute, or `bundled:<path>` for one that ships with
+    the bundled recipes) becomes an absolute path; a hub id such as `HuggingFaceTB/SmolLM2-360M` stays as
+    it is. A relative name is local when it is explicitly relative (`./x`) or names an existing path
+    beside the recipe; otherwise it is taken for a hub id."""
+    if ref.startswith(BUNDLED_PREFIX):
+        return str((BUNDLED_DIR / ref.removeprefix(BUNDLED_PREFIX)).resolve())
+    if is_local_ref(ref):
+        loc = Path(ref).expanduser()
+        return str(loc if loc.is_absolute() else (base_dir / loc).resolve())
+    beside = base_dir / ref
+    return str(beside.resolve()) if beside.exists() else ref
 
 
 BUNDLED_PREFIX = "bundled:"
@@ -135,4 +157,7 @@ def _missing_paths(recipe: Recipe) -> list[str]:
                 path = getattr(flt, key, None)
                 if path and not Path(path).is_file():
                     problems.append(f"  languages.{lang}.filters.{j}.{key}: '{path}' does not exist")
+    base = recipe.tokenizer.base
+    if base and is_local_ref(base) and not Path(base).is_dir():
+        problems.append(f"  tokenizer.base: '{base}' is not a directory (a local HF tokenizer is one)")
     return problems

@@ -296,7 +296,11 @@ class LanguageConfig(_Strict):
 
 class TokenizerConfig(_Strict):
     mode: Literal["train", "extend"] = "train"
-    base: str | None = Field(None, description="Base HF tokenizer (path or hub id) when mode is 'extend'")
+    base: str | None = Field(
+        None,
+        description="Base HF tokenizer when mode is 'extend': a hub id, or a directory (relative to the recipe "
+        "when it starts with ./ or ../ or exists beside it)",
+    )
     model_type: Literal["bpe", "unigram"] = "bpe"
     vocab_size: int = Field(32000, ge=64)
     character_coverage: float = Field(0.9995, gt=0, le=1)

@@ -6,7 +6,9 @@ training order; a merge whose result is absent from the base, made of pieces alr
 frequent enough and valid for the language (see `token_is_valid`) becomes a new token, appended after
 the base merges. Because a new token always contains a character of the new language, the base's merges
 run first and text without such characters is encoded exactly as before. Tokens the extended tokenizer
-then hardly forms on the sample are dropped, and the count is rounded down to the recipe's multiple.
+then hardly forms on the sample are dropped (one multiple more than the budget is gathered, so the drop
+seldom leaves the target short), and the count is capped at the budget and rounded down to the recipe's
+multiple.
 
 `eeve.json` beside the HF files records, for embedding initialisation, the base, its vocabulary size
 and each new token's id and base pieces (the base tokenizer's encoding of the token):
@@ -253,7 +255,9 @@ def extend_tokenizer(
     learnt = [_merge_pair(m) for m in json.loads(learner.to_str())["model"]["merges"]]
     learnt_counts = _formation_counts(learner, texts(), learnt)
 
-    # 2. Candidates in training order: new, buildable from known pieces, frequent, valid.
+    # 2. Candidates in training order: new, buildable from known pieces, frequent, valid. A few more than
+    #    the budget, so that the budget is still met after step 3 drops the seldom-formed ones.
+    wanted = budget + multiple
     known = set(vocab)
     chosen: list[tuple[str, str]] = []
     rejected: Counter = Counter()
@@ -270,7 +274,7 @@ def extend_tokenizer(
         else:
             chosen.append((a, b))
             known.add(tok)
-            if len(chosen) == budget:
+            if len(chosen) == wanted:
                 break
 
     # 3. Drop tokens the extended tokenizer seldom forms on the sample (their makers are formed at
@@ -278,7 +282,7 @@ def extend_tokenizer(
     trial = Tokenizer.from_str(json.dumps(_with_merges(base_json, base_vocab_size, chosen, string_merges)))
     used = _formation_counts(trial, texts(), chosen)
     kept = [(a, b) for a, b in chosen if used[a + b] >= min_frequency]
-    n = len(kept) // multiple * multiple
+    n = min(len(kept), budget) // multiple * multiple
     if n == 0:
         raise ValueError(
             f"tokenizer: only {len(kept)} new {language} tokens pass selection, fewer than "

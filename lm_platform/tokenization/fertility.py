@@ -74,3 +74,35 @@ def worse_than_base(rows: list[dict], languages: Iterable[str] | None = None) ->
         for r in rows
         if (wanted is None or r["lang"] in wanted) and r["change"] is not None and r["change"] > 0
     ]
+
+
+def cost_unit(row: dict) -> str:
+    """What `cost` counts for this row: tokens per word, or per character where words are not spaced."""
+    return "tokens/word" if row.get("new_tokens_per_word") is not None else "tokens/char"
+
+
+def describe(row: dict) -> str:
+    """One comparison row as a line of text, e.g. `vi tokens/word 4.93 -> 2.42 (-51%)`; without a base,
+    just the new tokenizer's cost."""
+
+    def value(prefix: str) -> float | None:
+        return cost(
+            {
+                "tokens_per_word": row.get(f"{prefix}_tokens_per_word"),
+                "chars_per_token": row.get(f"{prefix}_chars_per_token"),
+            }
+        )
+
+    new = value("new")
+    line = f"{row['lang']} {cost_unit(row)} "
+    if new is None:
+        return line + "n/a"
+    base = value("base")
+    if base is None or row.get("change") is None:
+        return line + f"{new:.2f}"
+    return line + f"{base:.2f} -> {new:.2f} ({row['change']:+.0%})"
+
+
+def reduction_key(row: dict) -> str:
+    """The metadata key under which a language's reduction (fraction of tokens saved) is reported."""
+    return f"{row['lang']}_{cost_unit(row).replace('/', '_per_')}_reduction"
