@@ -73,6 +73,7 @@ def make_inputs(work: Path, rows: int) -> tuple[Path, Path]:
             "bos_id": 1,
             "eos_id": 2,
             "pad_id": 3,
+            "model_pad_id": 3,
             "val_fraction": 0.0,
             "tokens": train.size + val.size,
             "splits": splits,

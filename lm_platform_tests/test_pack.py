@@ -205,3 +205,41 @@ def test_texts_with_added_token_strings_pack_as_the_hf_tokenizer_encodes_them(tm
     ]
     flat = load_split(tmp_path / "ds", "train").reshape(-1).tolist()
     assert flat[: index["tokens"]] == want  # ("</s>" in text is the EOS token to the HF tokenizer too)
+
+
+def test_eos_stays_trainable_when_the_tokenizer_pads_with_eos(tmp_path):
+    """SmolLM2's and Llama 3's tokenizers have no pad token of their own (or reuse EOS): packing pads with
+    an id no token has, so training ignores the padding and nothing else; the model's config gets no pad
+    token (an embedding's padding row never learns)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from lm_platform.modeling.init import build_model
+    from lm_platform.training.train import batch_tensors
+
+    vocab = {"<|endoftext|>": 0} | {f"w{i}": i + 1 for i in range(50)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    special = "<|endoftext|>"
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=special, eos_token=special, pad_token=special, unk_token=special
+    ).save_pretrained(str(tmp_path / "tok"))
+    with DocWriter(tmp_path / "b.parquet") as w:
+        w.write_all(
+            make_doc(f"d/{i}", " ".join(f"w{j}" for j in range(i + 3)), "s", "CC0-1.0", "en")
+            for i in range(5)
+        )
+    index = pack_dataset(tmp_path / "b.parquet", tmp_path / "tok", tmp_path / "ds", 8, 0.0)
+    assert index["pad_id"] == 51 and index["model_pad_id"] is None and index["splits"]["train"]["padding"] > 0
+    rows = load_split(tmp_path / "ds", "train")
+    inputs, labels = batch_tensors(np.asarray(rows), index["pad_id"])
+    # Every document's EOS (id 0) is a label the loss sees; only the padding at the end is ignored.
+    assert int((labels == 0).sum()) == int((np.asarray(rows)[:, 1:] == 0).sum()) > 0
+    assert int((labels == -100).sum()) == index["splits"]["train"]["padding"]
+    assert int(inputs.max()) < 51
+    model_cfg = {"hidden_size": 16, "intermediate_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1,
+                 "max_position_embeddings": 16, "rope_theta": 10000.0, "tie_word_embeddings": False}  # fmt: skip
+    model = build_model(
+        {"kind": "scratch", "model": model_cfg}, index["vocab_size"], 0, 0, index["model_pad_id"], 0
+    )
+    assert model.get_input_embeddings().padding_idx is None

@@ -57,8 +57,9 @@ def test_fertility_reports_per_language(tokenizer_dir):
 
 
 def test_token_dtype_by_vocabulary_size():
-    assert token_dtype(2048) == np.uint16 and token_dtype(65536) == np.uint16
-    assert token_dtype(65537) == np.uint32 and token_dtype(151_000) == np.uint32
+    # The padding id is vocab_size itself, so 65,535 tokens is the most uint16 holds.
+    assert token_dtype(2048) == np.uint16 and token_dtype(65535) == np.uint16
+    assert token_dtype(65536) == np.uint32 and token_dtype(151_000) == np.uint32
 
 
 def test_val_split_is_by_document_id_and_stable():
@@ -99,5 +100,5 @@ def test_pack_keeps_every_token_once_across_shards(tokenizer_dir, tmp_path):
         flat = rows.reshape(-1).tolist()
         pad = index["splits"][split]["padding"]
         assert flat[: len(flat) - pad] == expected
-        assert set(flat[len(flat) - pad :]) <= {tok.pad_token_id}
+        assert set(flat[len(flat) - pad :]) <= {len(tok)} and index["pad_id"] == len(tok)
     assert index["tokens"] == sum(index["sources"]["s"].values()) - index["sources"]["s"]["docs"]

@@ -108,6 +108,7 @@ def synthetic_dataset(
         "bos_id": 1,
         "eos_id": 2,
         "pad_id": 3,
+        "model_pad_id": 3,
         "val_fraction": 0.1,
         "tokens": sum(s["tokens"] for s in splits.values()),
         "splits": splits,

@@ -2,8 +2,9 @@
 
 Each document becomes BOS + tokens + EOS. Documents go to train or val by a hash of their id (stable
 across runs and independent of order), are concatenated per split and cut into rows of `seq_len + 1`
-tokens (inputs and shifted labels). The last row of a split is padded with the pad id, which training
-ignores. Shards are uint16 when the vocabulary fits, else uint32, with `index.json` describing them.
+tokens (inputs and shifted labels). The last row of a split is padded with the pad id (`vocab_size`, an id
+no token has), which training ignores. Shards are uint16 when the ids fit, else uint32, with `index.json`
+describing them.
 
 The input is streamed in batches (bounded memory). With `workers > 1` the blend's Parquet row groups are
 divided into contiguous parts, each packed by its own process into its own shards (each part pads only
@@ -44,7 +45,8 @@ def is_val(doc_id: str, val_fraction: float) -> bool:
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
+    """uint16 when every id fits, the padding id (`vocab_size`, one past the last token) included."""
+    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
 
 
 @dataclass(frozen=True)
@@ -53,18 +55,24 @@ class TokenizerMeta:
     bos_id: int
     eos_id: int
     pad_id: int
+    # The tokenizer's own pad token for the model's config, unless it is BOS or EOS (an embedding's
+    # padding row gets no gradient: a model trained with pad = EOS would never learn EOS's row).
+    model_pad_id: int | None = None
 
 
 def tokenizer_meta(tokenizer_dir: str | Path) -> TokenizerMeta:
-    """Vocabulary size and BOS/EOS/PAD ids of an HF tokenizer directory, as `AutoTokenizer` sees them."""
+    """Vocabulary size and BOS/EOS ids of an HF tokenizer directory, as `AutoTokenizer` sees them, and the
+    padding id: always `len(tokenizer)`, one past the last token, never the tokenizer's own pad token.
+    Many tokenizers (SmolLM2's, Llama 3's) have none or reuse EOS or a chat token for it; padding with a
+    real token would make training ignore that token wherever it occurs."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     if tok.eos_token_id is None:
         raise ValueError(f"tokenizer {tokenizer_dir}: no eos_token; packing separates documents with it")
-    return TokenizerMeta(len(tok), bos, tok.eos_token_id, pad)
+    model_pad = tok.pad_token_id if tok.pad_token_id not in (bos, tok.eos_token_id) else None
+    return TokenizerMeta(len(tok), bos, tok.eos_token_id, len(tok), model_pad)
 
 
 class _SplitWriter:
@@ -378,6 +386,7 @@ def pack_dataset(
             "bos_id": meta.bos_id,
             "eos_id": meta.eos_id,
             "pad_id": meta.pad_id,
+            "model_pad_id": meta.model_pad_id,
             "val_fraction": val_fraction,
             "shuffle_buffer": shuffle_buffer,
             "seed": seed,

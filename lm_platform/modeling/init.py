@@ -8,7 +8,7 @@ from typing import Any
 from lm_platform.modeling.eeve import extend_embeddings, read_eeve
 
 
-def llama_config(model: dict[str, Any], vocab_size: int, bos_id: int, eos_id: int, pad_id: int):
+def llama_config(model: dict[str, Any], vocab_size: int, bos_id: int, eos_id: int, pad_id: int | None):
     """A `LlamaConfig` from the recipe's model section (a dict of `ModelConfig` fields)."""
     from transformers import LlamaConfig
 
@@ -33,7 +33,7 @@ def build_model(
     vocab_size: int,
     bos_id: int,
     eos_id: int,
-    pad_id: int,
+    pad_id: int | None,
     seed: int,
     tokenizer_dir: str | None = None,
     tied_rule: str = "input",

@@ -278,7 +278,7 @@ def train(
         index["vocab_size"],
         index["bos_id"],
         index["eos_id"],
-        pad_id,
+        index.get("model_pad_id"),
         cfg["seed"],
         job["tokenizer_dir"],
         tied_rule,
