@@ -8,7 +8,6 @@ size of the source (the perplexity band keeps one float per scored document to f
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import tempfile
 from array import array
@@ -23,7 +22,12 @@ from lm_platform.data.documents import DocWriter, iter_docs
 from lm_platform.data.filters import Filter, build_filter
 from lm_platform.data.normalize import normalize_text
 from lm_platform.data.pii import PiiCounts, Redactor
-from lm_platform.data.reference_lm import PerplexityScorer, ReferenceLMResult, train_reference_lm
+from lm_platform.data.reference_lm import (
+    PerplexityScorer,
+    ReferenceLMResult,
+    in_hash_share,
+    train_reference_lm,
+)
 from lm_platform.data.text import Doc
 from lm_platform.recipe.schema import LanguageConfig, PerplexityFilter
 
@@ -74,6 +78,8 @@ class Curator:
         self.text: list[Filter] = [f for f in filters if not f.on_raw]
         self.steps = [FunnelStep(f.name) for f in self.raw] + [FunnelStep("normalize")]
         self.steps += [FunnelStep(f.name) for f in self.text]
+        if cfg.perplexity is not None:  # scored and banded by curate(), over the documents that pass
+            self.steps.append(FunnelStep("perplexity"))
         self.redactor = Redactor(cfg.pii) if cfg.pii is not None else None
         if self.redactor is not None:
             self.steps.append(FunnelStep("pii"))
@@ -152,8 +158,7 @@ class _Excluded:
 
 def keep_at_random(doc_id: str, share: float, seed: int) -> bool:
     """The perplexity filter's random share of documents outside the band: fixed per document id."""
-    digest = hashlib.blake2b(f"{seed}:{doc_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64 < share
+    return in_hash_share(f"{seed}:{doc_id}", share)
 
 
 def curate(
@@ -179,8 +184,6 @@ def curate(
     chain = Curator(lang, cfg)
     ppl = cfg.perplexity
     scorer = _scorer(lang, ppl, reference_lm) if ppl is not None else None
-    if scorer is not None:
-        chain.steps.insert(len(chain.steps) - (chain.redactor is not None), FunnelStep("perplexity"))
     licenses: dict[str, int] = {}
     docs_in = chars_out = 0
     band: dict[str, float] = {}

@@ -134,10 +134,15 @@ class ReferenceLMResult:
     kenlm_version: str = KENLM_VERSION
 
 
+def in_hash_share(key: str, share: float) -> bool:
+    """Whether `key` falls in the first `share` of [0, 1) by its hash: a fixed, seedable coin per key."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < share
+
+
 def heldout(doc_id: str, fraction: float) -> bool:
     """A document's fixed side of the train/held-out split (hash of its id)."""
-    digest = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64 < fraction
+    return in_hash_share(doc_id, fraction)
 
 
 def _run(cmd: list[str], what: str, stdin=None, stdout=None) -> None:

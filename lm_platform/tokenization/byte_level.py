@@ -22,8 +22,8 @@ from pathlib import Path
 from lm_platform.atomic import atomic_dir
 
 # SmolLM2's first three special tokens, then two of our own: SmolLM2 uses <|endoftext|> as BOS, EOS
-# and padding at once; distinct ones keep document boundaries countable in packed data and keep the
-# trainer's padding mask off the EOS labels.
+# and padding at once; a distinct BOS keeps document starts and ends apart in packed data (packing pads
+# with an id of its own either way).
 EOS, IM_START, IM_END, BOS, PAD = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|startoftext|>", "<|pad|>"
 SPECIAL_TOKENS = (EOS, IM_START, IM_END, BOS, PAD)
 
