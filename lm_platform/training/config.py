@@ -1,0 +1,65 @@
+"""The trainer's typed configuration: a stage's `train` section and the job file the trainer reads.
+
+One definition of every training default. The recipe's stage config nests `TrainConfig` as its `train`
+section; the shell writes a `TrainJob` to `checkpoint/<stage>.job.json`; the trainer validates it with
+`TrainJob.read(path)`, so a bad job fails with the field path before any work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainConfig(_Strict):
+    """Optimisation settings of one training stage (the stage's `train:` section)."""
+
+    micro_batch_size: int = Field(8, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    epochs: float = Field(1.0, gt=0, description="Passes over the stage's dataset; steps are derived")
+    token_budget: int | None = Field(
+        None, gt=0, description="Tokens to train on (steps derived); default `epochs` passes over the dataset"
+    )
+    lr: float = Field(3e-4, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["cosine", "constant", "linear", "wsd"] = "cosine"
+    wsd_decay_fraction: float = Field(0.2, gt=0, le=1, description="WSD: share of steps spent decaying")
+    weight_decay: float = Field(0.1, ge=0)
+    trainable: Literal["all", "new_embeddings", "output_embeddings", "all_but_embeddings"] = Field(
+        "all",
+        description="EEVE policies: 3 = new_embeddings, 4 = output_embeddings, 6 = all, 7 = all_but_embeddings",
+    )
+    log_every: int = Field(10, gt=0)
+    seed: int = 0
+    checkpoint_every: int | None = Field(None, gt=0, description="Steps between checkpoints (and at the end)")
+    keep_last: int = Field(2, gt=0, description="Step checkpoints kept for resume")
+    nproc_per_node: int = Field(1, gt=0, description="Training processes (torchrun) per node")
+
+
+class TrainJob(_Strict):
+    """What one trainer process needs: where the data, tokenizer and outputs are, how to initialise the
+    model, and the stage's `TrainConfig`."""
+
+    recipe: str
+    stage: str
+    dataset_dir: str
+    tokenizer_dir: str
+    output_dir: str
+    run_dir: str
+    init: dict[str, Any] = Field(
+        description="{'kind': 'scratch', 'model': {...}} or {'kind': 'pretrained', 'path': ...}"
+    )
+    model: dict[str, Any] = Field(default_factory=dict, description="e.g. {'eeve_tied_rule': 'input'}")
+    generation: dict[str, Any] = Field(default_factory=dict)
+    train: TrainConfig = TrainConfig()
+
+    @classmethod
+    def read(cls, path: str | Path) -> TrainJob:
+        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
