@@ -24,16 +24,26 @@ missing=()
 for pkg in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# Another apt-get (a CI image's own updates, a second setup step) may hold the dpkg lock: wait for it.
+apt_wait() {
+  local i
+  for i in $(seq 1 60); do
+    "$@" -o DPkg::Lock::Timeout=600 && return 0
+    echo "kenlm: '$*' failed (attempt $i); retrying in 10 s" >&2
+    sleep 10
+  done
+  return 1
+}
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "kenlm: installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt_wait apt-get update -qq
+    apt_wait apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
     echo "kenlm: installing Debian packages with sudo: ${missing[*]}"
-    sudo -n apt-get update -qq
-    sudo -n DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt_wait sudo -n apt-get update -qq
+    apt_wait sudo -n DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
     echo "kenlm: missing Debian packages: ${missing[*]}" >&2
     echo "kenlm: install them (apt-get install ${missing[*]}) and run 'make kenlm' again" >&2
