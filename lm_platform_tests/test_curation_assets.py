@@ -35,7 +35,9 @@ def _recipe(tmp_path, band):
     ]  # fmt: skip
     _only_english_scored(raw)
     raw["languages"]["en"]["expected_keep_rate"] = band
-    raw["stages"] = [{**raw["stages"][0], "mixture": {"en_books": 1.0}}]
+    raw["stages"] = [
+        {**raw["stages"][0], "blend": {**raw["stages"][0]["blend"], "mixture": {"en_books": 1.0}}}
+    ]
     raw["evaluations"] = []
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
@@ -135,7 +137,9 @@ def test_a_sharded_source_is_a_partitioned_asset_and_dedup_finds_every_shard(tmp
          "license": "CC0-1.0", "language": "en", "id_field": "id", "shards": 2}
     ]  # fmt: skip
     _only_english_scored(raw)
-    raw["stages"] = [{**raw["stages"][0], "mixture": {"en_books": 1.0}}]
+    raw["stages"] = [
+        {**raw["stages"][0], "blend": {**raw["stages"][0]["blend"], "mixture": {"en_books": 1.0}}}
+    ]
     raw["evaluations"] = []
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")

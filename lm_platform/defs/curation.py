@@ -6,6 +6,7 @@ import dagster as dg
 from lm_platform.data.curate import CurationResult, build_reference_lm, curate, merge_results
 from lm_platform.defs.metadata import CODE_VERSION, headline, licenses_table, materialize, table
 from lm_platform.defs.resources import LMStorage
+from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe, SourceConfig
 
 FUNNEL_COLUMNS = ["step", "docs in", "docs out", "chars in", "chars out"]
@@ -80,31 +81,7 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
         ],
     )
     def _curated(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
-        layout = storage.layout(recipe.name)
-        reference = layout.reference_lm(src.language) if lang_cfg.uses_reference_lm else None
-        if sharded:
-            keys = context.partition_keys
-            res = merge_results(
-                [
-                    curate(
-                        layout.corpus(src.name),
-                        layout.curated_shard(src.name, k),
-                        layout.excluded_shard(src.name, k),
-                        src.language,
-                        lang_cfg,
-                        shard=(shard_keys.index(k), src.shards),
-                        reference_lm=reference,
-                    )
-                    for k in keys
-                ]
-            )
-            out_path = layout.curated_shard(src.name, keys[0]).parent
-            excluded = layout.excluded_shard(src.name, keys[0]) if len(keys) == 1 else out_path
-        else:
-            out_path, excluded = layout.curated(src.name), layout.excluded(src.name)
-            res = curate(
-                layout.corpus(src.name), out_path, excluded, src.language, lang_cfg, reference_lm=reference
-            )
+        res, out_path, excluded = _curate(recipe, src, storage.layout(recipe.name), context)
         context.log.info(f"{src.name}: kept {res.docs_out}/{res.docs_in}; excluded {res.excluded_by_filter}")
         return materialize(
             checks=[_keep_rate_check(res.keep_rate, low, high)],
@@ -126,6 +103,36 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
         )
 
     return _curated
+
+
+def _curate(recipe: Recipe, src: SourceConfig, layout: Layout, context: dg.AssetExecutionContext):
+    """Curate the source, or the shards of this run's partitions; returns the result, where the kept
+    documents are and where the excluded samples are."""
+    lang_cfg = recipe.languages[src.language]
+    reference = layout.reference_lm(src.language) if lang_cfg.uses_reference_lm else None
+    if src.shards == 1:
+        out_path, excluded = layout.curated(src.name), layout.excluded(src.name)
+        res = curate(
+            layout.corpus(src.name), out_path, excluded, src.language, lang_cfg, reference_lm=reference
+        )
+        return res, out_path, excluded
+    keys = context.partition_keys
+    shard_keys = [f"{i:04d}" for i in range(src.shards)]
+    results = [
+        curate(
+            layout.corpus(src.name),
+            layout.curated_shard(src.name, k),
+            layout.excluded_shard(src.name, k),
+            src.language,
+            lang_cfg,
+            shard=(shard_keys.index(k), src.shards),
+            reference_lm=reference,
+        )
+        for k in keys
+    ]
+    out_path = layout.curated_shard(src.name, keys[0]).parent
+    excluded = layout.excluded_shard(src.name, keys[0]) if len(keys) == 1 else out_path
+    return merge_results(results), out_path, excluded
 
 
 def _keep_rate_check(rate: float, low: float, high: float) -> dg.AssetCheckResult:
