@@ -25,6 +25,7 @@ from lm_platform.data.dedup_index import Entry, ExactIndex
 from lm_platform.data.documents import DocWriter, iter_docs
 from lm_platform.data.minhash import MinHasher, TokenHasher, band_keys, cluster, shingles
 from lm_platform.recipe.schema import ExactDedupConfig, NearDupConfig
+from lm_platform.results import JsonResult
 
 
 class _KeepWordChars(dict):
@@ -227,9 +228,22 @@ def signature_params(lang: str, cfg: NearDupConfig) -> dict:
     }
 
 
+@dataclass(frozen=True, eq=True)
+class MinhashResult(JsonResult):
+    """The signatures' parameters and counts (the fields of their `params.json`)."""
+
+    shingle: str
+    ngram: int
+    bands: int
+    rows: int
+    seed: int
+    shards: int
+    docs: int
+
+
 def minhash_signatures(
     shards: Sequence[str | Path], out_dir: str | Path, lang: str, cfg: NearDupConfig
-) -> dict:
+) -> MinhashResult:
     """MinHash signatures of every document of every shard: `out_dir/NNNNN.npy`, (docs, bands*rows)
     uint32, rows in the shard's order. Shards are processed in parallel by `cfg.workers` processes."""
     p = signature_params(lang, cfg)
@@ -246,7 +260,7 @@ def minhash_signatures(
             counts = [_signature_worker(j) for j in jobs]
         summary = {**p, "shards": len(jobs), "docs": sum(counts)}
         write_json(Path(tmp) / SIG_PARAMS_FILE, summary)
-    return summary
+    return MinhashResult(**summary)
 
 
 REMOVED_SCHEMA = pa.schema(
@@ -262,9 +276,22 @@ REMOVED_SCHEMA = pa.schema(
 )
 
 
+@dataclass(frozen=True, eq=True)
+class NearDupResult(JsonResult):
+    """Clusters found across sources (the fields of the near stage's `stats.json`)."""
+
+    docs: int
+    candidate_pairs: int
+    joined_pairs: int
+    clusters: int
+    removed: int
+    per_source: dict
+    params: dict
+
+
 def near_dup_clusters(
     signature_dirs: Sequence[tuple[str, str | Path]], out_dir: str | Path, cfg: NearDupConfig
-) -> dict:
+) -> NearDupResult:
     """Cluster near duplicates across sources and choose one document to keep per cluster.
 
     `signature_dirs` lists (source, directory of `minhash_signatures`) in keep order: the first
@@ -350,7 +377,7 @@ def near_dup_clusters(
         with DocWriter(Path(tmp) / REMOVED_FILE, schema=REMOVED_SCHEMA) as w:
             w.write_all(rows)
         write_json(Path(tmp) / STATS_FILE, stats)
-    return stats
+    return NearDupResult(**stats)
 
 
 def removed_rows(out_dir: str | Path, source: str) -> dict[tuple[int, int], str]:

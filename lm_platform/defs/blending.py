@@ -34,8 +34,8 @@ def _token_estimates(recipe: Recipe, stage: StageConfig, layout: Layout) -> tupl
     return cpt, how
 
 
-def _license_check(manifest: dict, allowed: set[str]) -> dg.AssetCheckResult:
-    bad = [row for row in manifest["licenses"] if row["license"] not in allowed]
+def _license_check(licenses: list[dict], allowed: set[str]) -> dg.AssetCheckResult:
+    bad = [row for row in licenses if row["license"] not in allowed]
     return dg.AssetCheckResult(
         check_name="licenses_allowed",
         passed=not bad,
@@ -74,7 +74,7 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
     def _blend(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
         cpt, how = _token_estimates(recipe, stage, layout)
-        manifest = blend(
+        res = blend(
             {s: (layout.deduped(s), cpt[s]) for s in cfg.mixture_sources()},
             cfg.mixture,
             cfg.target_tokens,
@@ -87,20 +87,18 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
             token_estimate=how,
         )
         card = write_dataset_card(
-            recipe, stage.name, manifest, layout.dedup_dir() / "figures", layout.blend(stage.name) / CARD_FILE
+            recipe, stage.name, res, layout.dedup_dir() / "figures", layout.blend(stage.name) / CARD_FILE
         )
-        if manifest["shortfall"]["tokens"]:
-            context.log.warning(
-                f"blend/{stage.name}: {manifest['shortfall']['tokens']:,} tokens short of the target"
-            )
+        if res.shortfall["tokens"]:
+            context.log.warning(f"blend/{stage.name}: {res.shortfall['tokens']:,} tokens short of the target")
         return materialize(
-            checks=[_license_check(manifest, allowed)],
-            docs=manifest["docs"],
+            checks=[_license_check(res.licenses, allowed)],
+            docs=res.docs,
             target_tokens=cfg.target_tokens,
-            est_tokens=manifest["taken_tokens"],
-            sources=table(manifest["sources"], SOURCE_COLUMNS),
-            licenses=table(manifest["licenses"], ["license", "docs", "tokens", "share"]),
-            shortfall_tokens=manifest["shortfall"]["tokens"],
+            est_tokens=res.taken_tokens,
+            sources=table(res.sources, SOURCE_COLUMNS),
+            licenses=table(res.licenses, ["license", "docs", "tokens", "share"]),
+            shortfall_tokens=res.shortfall["tokens"],
             dataset_card=dg.MetadataValue.md(card.read_text(encoding="utf-8")),
             path=layout.blend(stage.name) / BLEND_FILE,
         )

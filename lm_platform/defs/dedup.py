@@ -80,9 +80,9 @@ def minhash_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
         out = base / "minhash" / src.name
         res = minhash_signatures(exact_shards(base / "exact" / src.name), out, src.language, cfg)
         return materialize(
-            docs=res["docs"],
-            shards=res["shards"],
-            shingles=f"{res['shingle']} {res['ngram']}-grams",
+            docs=res.docs,
+            shards=res.shards,
+            shingles=f"{res.shingle} {res.ngram}-grams",
             permutations=cfg.num_perm,
             path=out,
         )
@@ -110,14 +110,14 @@ def near_duplicates_asset(recipe: Recipe) -> dg.AssetsDefinition:
         stats = near_dup_clusters([(s.name, base / "minhash" / s.name) for s in order], base / "near", cfg)
         per_source = [
             {"source": s, "removed": v["removed"], "kept_by": json.dumps(v["kept_by"])}
-            for s, v in stats["per_source"].items()
+            for s, v in stats.per_source.items()
         ]
         return materialize(
-            docs=stats["docs"],
-            candidate_pairs=stats["candidate_pairs"],
-            joined_pairs=stats["joined_pairs"],
-            clusters=stats["clusters"],
-            near_duplicates_removed=stats["removed"],
+            docs=stats.docs,
+            candidate_pairs=stats.candidate_pairs,
+            joined_pairs=stats.joined_pairs,
+            clusters=stats.clusters,
+            near_duplicates_removed=stats.removed,
             per_source=table(per_source, ["source", "removed", "kept_by"]),
             path=base / "near",
         )

@@ -5,7 +5,7 @@ import dagster as dg
 
 from lm_platform.atomic import read_json, write_json
 from lm_platform.data.blend import BLEND_FILE, MANIFEST_FILE
-from lm_platform.data.pack import pack_dataset
+from lm_platform.data.pack import PackResult, pack_dataset
 from lm_platform.defs.metadata import CODE_VERSION, headline, materialize, table
 from lm_platform.defs.resources import LMStorage
 from lm_platform.paths import Layout
@@ -15,13 +15,13 @@ from lm_platform.training.job import make_job, trainer_command
 SOURCE_COLUMNS = ["source", "docs", "tokens", "blend_estimate", "estimate_error", "share", "ratio"]
 
 
-def _tokens_per_source(index: dict, stage: StageConfig, layout: Layout) -> list[dict]:
+def _tokens_per_source(index: PackResult, stage: StageConfig, layout: Layout) -> list[dict]:
     """Exact tokens per source next to the blend's estimate (from its manifest, when there is one)."""
     manifest = layout.blend(stage.name) / MANIFEST_FILE
     estimated = (
         {r["source"]: r["taken_tokens"] for r in read_json(manifest)["sources"]} if manifest.exists() else {}
     )
-    total = index["tokens"] or 1
+    total = index.tokens or 1
     return [
         {
             "source": s,
@@ -32,7 +32,7 @@ def _tokens_per_source(index: dict, stage: StageConfig, layout: Layout) -> list[
             "share": v["tokens"] / total,
             "ratio": stage.blend.mixture.get(s),  # None for a member of a group
         }
-        for s, v in sorted(index["sources"].items())
+        for s, v in sorted(index.sources.items())
     ]
 
 
@@ -50,7 +50,7 @@ def dataset_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
     )
     def _dataset(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
-        index = pack_dataset(
+        res = pack_dataset(
             layout.blend(stage.name) / BLEND_FILE,
             layout.tokenizer(),
             layout.dataset(stage.name),
@@ -61,21 +61,21 @@ def dataset_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
             loss_mask=cfg.loss_mask,
             workers=cfg.workers,
         )
-        train, val = index["splits"]["train"], index["splits"]["val"]
+        train, val = res.splits["train"], res.splits["val"]
         return materialize(
-            tokens=index["tokens"],
+            tokens=res.tokens,
             train_tokens=train["tokens"],
             val_tokens=val["tokens"],
             train_sequences=train["rows"],
             val_sequences=val["rows"],
             train_docs=train["docs"],
             val_docs=val["docs"],
-            seq_len=index["seq_len"],
-            dtype=index["dtype"],
-            tokens_per_source=table(_tokens_per_source(index, stage, layout), SOURCE_COLUMNS),
-            exact_tokens_per_source={s: v["tokens"] for s, v in index["sources"].items()},
+            seq_len=res.seq_len,
+            dtype=res.dtype,
+            tokens_per_source=table(_tokens_per_source(res, stage, layout), SOURCE_COLUMNS),
+            exact_tokens_per_source={s: v["tokens"] for s, v in res.sources.items()},
             padding_tokens=train["padding"] + val["padding"],
-            loss_mask=index["loss_mask"],
+            loss_mask=res.loss_mask,
             path=layout.dataset(stage.name),
         )
 
