@@ -98,7 +98,7 @@ def _allocate_positive(
     return {s: targets.get(s, 0.0) for s in ratios}
 
 
-@dataclass(frozen=True, eq=True)
+@dataclass(frozen=True, eq=False)  # equality: as the JSON mapping (JsonResult)
 class BlendResult(JsonResult):
     """What a blend took: the fields of its `manifest.json`."""
 

@@ -228,7 +228,7 @@ def signature_params(lang: str, cfg: NearDupConfig) -> dict:
     }
 
 
-@dataclass(frozen=True, eq=True)
+@dataclass(frozen=True, eq=False)  # equality: as the JSON mapping (JsonResult)
 class MinhashResult(JsonResult):
     """The signatures' parameters and counts (the fields of their `params.json`)."""
 
@@ -276,7 +276,7 @@ REMOVED_SCHEMA = pa.schema(
 )
 
 
-@dataclass(frozen=True, eq=True)
+@dataclass(frozen=True, eq=False)  # equality: as the JSON mapping (JsonResult)
 class NearDupResult(JsonResult):
     """Clusters found across sources (the fields of the near stage's `stats.json`)."""
 

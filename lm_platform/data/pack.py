@@ -319,7 +319,7 @@ def _worker_init() -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
-@dataclass(frozen=True, eq=True)
+@dataclass(frozen=True, eq=False)  # equality: as the JSON mapping (JsonResult)
 class PackResult(JsonResult):
     """What packing wrote: the fields of the dataset's `index.json` (exact tokens per split and source)."""
 
