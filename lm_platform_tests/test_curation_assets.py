@@ -86,6 +86,7 @@ def test_keep_rate_inside_the_band_passes_with_funnel_and_quarantine(tmp_path):
         "c4",
     ):
         assert f"| {step} |" in funnel
+    assert funnel.splitlines()[0].endswith("| seconds |")  # each step carries its wall time
     base = tmp_path / "data" / "demo" / "curated"
     excluded = list(iter_docs(base / "en_books.excluded.parquet"))
     assert {d["filter"] for d in excluded} >= {"length", "boilerplate", "encoding", "flagged_words"}
@@ -126,6 +127,10 @@ def test_shards_are_disjoint_cover_the_input_and_match_the_unsharded_run(tmp_pat
     assert [(s.step, s.docs_in, s.docs_out) for s in merged.funnel] == [
         (s.step, s.docs_in, s.docs_out) for s in whole.funnel
     ]
+    # Every step timed itself; a merged step's time is the sum of the shards'.
+    assert all(s.seconds > 0 for s in whole.funnel if s.docs_in)
+    for k, step in enumerate(merged.funnel):
+        assert step.seconds == sum(p.funnel[k].seconds for p in parts)
 
 
 def test_a_sharded_source_is_a_partitioned_asset_and_dedup_finds_every_shard(tmp_path):

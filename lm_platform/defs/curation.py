@@ -9,7 +9,7 @@ from lm_platform.defs.resources import LMStorage
 from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe, SourceConfig
 
-FUNNEL_COLUMNS = ["step", "docs in", "docs out", "chars in", "chars out"]
+FUNNEL_COLUMNS = ["step", "docs in", "docs out", "chars in", "chars out", "seconds"]
 
 
 def reference_lm_asset(recipe: Recipe, lang: str) -> dg.AssetsDefinition:
@@ -42,7 +42,13 @@ def reference_lm_asset(recipe: Recipe, lang: str) -> dg.AssetsDefinition:
 
 def _funnel(res: CurationResult) -> dg.MetadataValue:
     rows = [
-        dict(zip(FUNNEL_COLUMNS, (s.step, s.docs_in, s.docs_out, s.chars_in, s.chars_out), strict=True))
+        dict(
+            zip(
+                FUNNEL_COLUMNS,
+                (s.step, s.docs_in, s.docs_out, s.chars_in, s.chars_out, s.seconds),
+                strict=True,
+            )
+        )
         for s in res.funnel
     ]
     return table(rows, FUNNEL_COLUMNS)
