@@ -71,7 +71,7 @@ def value(v: Any) -> Any:
 def fields(result: Any) -> dict[str, Any]:
     """A frozen dataclass's fields (shallow; nested values keep their types), or a mapping as it is."""
     if dataclasses.is_dataclass(result) and not isinstance(result, type):
-        return {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.repr}
+        return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
     if isinstance(result, Mapping):
         return dict(result)
     raise TypeError(f"not a result: {type(result).__name__}")
