@@ -12,11 +12,14 @@ from pathlib import Path
 
 
 def demo_hashes(root: Path, recipe: str = "demo") -> dict[str, str]:
-    """Relative path -> sha256 of tokenizer.json, dataset/*/{*.npy,index.json} and checkpoint/*/model.safetensors."""
+    """Relative path -> sha256 of tokenizer.json, dataset/*/{*.npy,index.json}, checkpoint/*/model.safetensors
+    and the step checkpoints' model.safetensors."""
     base = root / recipe
     files = [base / "tokenizer" / "tokenizer.json"]
     files += sorted((base / "dataset").glob("*/*.npy")) + sorted((base / "dataset").glob("*/index.json"))
     files += sorted((base / "checkpoint").glob("*/model.safetensors"))
+    # Step checkpoints a run keeps (the last `keep_last`): comparable while a stage is still training.
+    files += sorted((base / "checkpoint").glob("*.run/step_*/model.safetensors"))
     return {
         str(p.relative_to(base)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file()
     }
