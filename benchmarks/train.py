@@ -86,14 +86,10 @@ def make_inputs(work: Path, rows: int) -> tuple[Path, Path]:
 
 
 def run_ours(work: Path, data: Path, model: Path, warmup: int, steps: int, r: int) -> dict:
-    from lm_platform.recipe.schema import StageConfig
+    from lm_platform.training.config import TrainConfig
     from lm_platform.training.train import Reporter, train
 
-    cfg = StageConfig(
-        name="bench",
-        mixture={"x": 1.0},
-        target_tokens=1,
-        seq_len=SEQ,
+    cfg = TrainConfig(
         micro_batch_size=MICRO,
         lr=LR,
         schedule="constant",
@@ -103,7 +99,7 @@ def run_ours(work: Path, data: Path, model: Path, warmup: int, steps: int, r: in
         seed=SEED,
         token_budget=(warmup + steps) * MICRO * SEQ,
     )
-    train_cfg = cfg.model_dump(exclude={"name", "mixture", "target_tokens", "init_from", "val_fraction"})
+    train_cfg = cfg.model_dump()
     out = work / f"ours_{r}"
     job = {
         "stage": "bench",

@@ -57,6 +57,10 @@ class Layout:
     def excluded(self, source: str) -> Path:
         return self.base / "curated" / f"{source}.excluded.parquet"
 
+    def dedup_dir(self) -> Path:
+        """The dedup stage's index and intermediate files (exact, minhash, near, figures, ...)."""
+        return self.base / "dedup"
+
     def deduped(self, source: str) -> Path:
         return self.base / "deduped" / f"{source}.parquet"
 

@@ -107,7 +107,7 @@ def _demo_raw():
         (lambda s: s.update(mixture={"vi_news": 0.5, "nope": 0.5}), "unknown source 'nope'"),
         (
             lambda s: s.update(mixture={"vi_news": 0.5, "en": 0.5}, groups={"en": ["en_books", "ghost"]}),
-            "stages.0.groups.en: unknown source 'ghost'",
+            "stages.0.blend.groups.en: unknown source 'ghost'",
         ),
         (
             lambda s: s.update(mixture={"en_books": 0.5, "en": 0.5}, groups={"en": ["en_books", "en_web"]}),
@@ -123,7 +123,7 @@ def _demo_raw():
 )
 def test_bad_mixtures_fail_at_load_time_with_the_field(edit, message):
     raw = _demo_raw()
-    edit(raw["stages"][0])
+    edit(raw["stages"][0]["blend"])
     with pytest.raises(
         RecipeError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
     ):
@@ -132,7 +132,7 @@ def test_bad_mixtures_fail_at_load_time_with_the_field(edit, message):
 
 def test_groups_and_caps_load_and_expand():
     raw = _demo_raw()
-    raw["stages"][0].update(
+    raw["stages"][0]["blend"].update(
         mixture={"vi_news": 0.4, "ja_wiki": 0.3, "en": 0.3},
         groups={"en": ["en_books", "en_web"]},
         upsample=True,
@@ -140,9 +140,9 @@ def test_groups_and_caps_load_and_expand():
         source_max_epochs={"en_books": 1.5},
     )
     stage = parse_recipe(raw, BUNDLED_DIR).stages[0]
-    assert stage.mixture_sources() == ["vi_news", "ja_wiki", "en_books", "en_web"]
-    assert stage.epoch_cap("en_books") == 1.5 and stage.epoch_cap("vi_news") == 3
-    assert load_recipe("demo").stages[0].epoch_cap("vi_news") == 1.0
+    assert stage.blend.mixture_sources() == ["vi_news", "ja_wiki", "en_books", "en_web"]
+    assert stage.blend.epoch_cap("en_books") == 1.5 and stage.blend.epoch_cap("vi_news") == 3
+    assert load_recipe("demo").stages[0].blend.epoch_cap("vi_news") == 1.0
 
 
 def test_unknown_decontamination_set_fails_at_load_time():
@@ -155,9 +155,10 @@ def test_unknown_decontamination_set_fails_at_load_time():
 def test_dataset_card_lists_sources_licenses_filters_and_dedup(tmp_path):
     recipe = load_recipe("demo")
     inputs = {
-        s: source(tmp_path, s, 50, license=recipe.source(s).license) for s in recipe.stage("main").mixture
+        s: source(tmp_path, s, 50, license=recipe.source(s).license)
+        for s in recipe.stage("main").blend.mixture
     }
-    m = blend(inputs, recipe.stage("main").mixture, 3000, tmp_path / "out", stage="main")
+    m = blend(inputs, recipe.stage("main").blend.mixture, 3000, tmp_path / "out", stage="main")
     card = dataset_card(recipe, "main", m, {"en_web": {"docs_in": 9, "exact_removed": 2, "docs_out": 7}})
     assert card.startswith("# Dataset card: demo / blend `main`")
     for needle in (

@@ -35,7 +35,9 @@ def _recipe(tmp_path, band):
     ]  # fmt: skip
     _only_english_scored(raw)
     raw["languages"]["en"]["expected_keep_rate"] = band
-    raw["stages"] = [{**raw["stages"][0], "mixture": {"en_books": 1.0}}]
+    raw["stages"] = [
+        {**raw["stages"][0], "blend": {**raw["stages"][0]["blend"], "mixture": {"en_books": 1.0}}}
+    ]
     raw["evaluations"] = []
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
@@ -84,6 +86,7 @@ def test_keep_rate_inside_the_band_passes_with_funnel_and_quarantine(tmp_path):
         "c4",
     ):
         assert f"| {step} |" in funnel
+    assert funnel.splitlines()[0].endswith("| seconds |")  # each step carries its wall time
     base = tmp_path / "data" / "demo" / "curated"
     excluded = list(iter_docs(base / "en_books.excluded.parquet"))
     assert {d["filter"] for d in excluded} >= {"length", "boilerplate", "encoding", "flagged_words"}
@@ -124,6 +127,10 @@ def test_shards_are_disjoint_cover_the_input_and_match_the_unsharded_run(tmp_pat
     assert [(s.step, s.docs_in, s.docs_out) for s in merged.funnel] == [
         (s.step, s.docs_in, s.docs_out) for s in whole.funnel
     ]
+    # Every step timed itself; a merged step's time is the sum of the shards'.
+    assert all(s.seconds > 0 for s in whole.funnel if s.docs_in)
+    for k, step in enumerate(merged.funnel):
+        assert step.seconds == sum(p.funnel[k].seconds for p in parts)
 
 
 def test_a_sharded_source_is_a_partitioned_asset_and_dedup_finds_every_shard(tmp_path):
@@ -135,7 +142,9 @@ def test_a_sharded_source_is_a_partitioned_asset_and_dedup_finds_every_shard(tmp
          "license": "CC0-1.0", "language": "en", "id_field": "id", "shards": 2}
     ]  # fmt: skip
     _only_english_scored(raw)
-    raw["stages"] = [{**raw["stages"][0], "mixture": {"en_books": 1.0}}]
+    raw["stages"] = [
+        {**raw["stages"][0], "blend": {**raw["stages"][0]["blend"], "mixture": {"en_books": 1.0}}}
+    ]
     raw["evaluations"] = []
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")

@@ -66,9 +66,11 @@ def make_recipe(tmp_path: Path, index: str = "sqlite", on_shortfall: str = "reco
         "stages": [
             {
                 "name": "main",
-                "mixture": {"web": 0.5, "books": 0.5},
-                "target_tokens": target,
-                "on_shortfall": on_shortfall,
+                "blend": {
+                    "mixture": {"web": 0.5, "books": 0.5},
+                    "target_tokens": target,
+                    "on_shortfall": on_shortfall,
+                },
             }
         ],
         "evaluations": [{"name": "held", "location": "held.jsonl"}],

@@ -206,7 +206,7 @@ def test_blend_token_shares_follow_the_ratios(demo_run, demo_recipe, stage):
     tokenization within 5 points: on a first run the blend estimates tokens from the recipe's
     chars-per-token, and on the demo's small blends (about 35 documents per source in `anneal`) the
     sample's real chars-per-token drifts by several percent from the recipe's value."""
-    ratios = demo_recipe.stage(stage).mixture
+    ratios = demo_recipe.stage(stage).blend.mixture
     manifest = json.loads((demo_run.base / "blend" / stage / "manifest.json").read_text())
     for row in manifest["sources"]:
         assert abs(row["share"] - ratios[row["source"]]) <= 0.01, row

@@ -161,8 +161,8 @@ def test_too_few_candidates_for_the_multiple_is_a_clear_error(base_dir, tmp_path
 def test_extend_mode_through_the_tokenizer_asset(base_dir, tmp_path):
     import dagster as dg
 
-    from lm_platform.defs.assets import tokenizer_asset
     from lm_platform.defs.resources import LMStorage
+    from lm_platform.defs.tokenizer import tokenizer_asset
     from lm_platform.recipe import load_recipe
     from lm_platform.recipe.loader import parse_recipe
 

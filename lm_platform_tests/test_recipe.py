@@ -26,7 +26,7 @@ def test_demo_sources_have_licenses_on_the_allowlist_and_local_files():
 def test_ja_recipe_has_six_sources_with_the_published_ratios():
     r = load_recipe("ja")
     main = r.stage("main")
-    assert main.mixture == {
+    assert main.blend.mixture == {
         "c4_ja": 0.58,
         "cc100_ja": 0.23,
         "wikipedia_ja": 0.08,
@@ -36,7 +36,7 @@ def test_ja_recipe_has_six_sources_with_the_published_ratios():
     }
     assert r.languages["ja"].unicode_form == "NFKC"
     assert r.tokenizer.vocab_size == 32000 and "<|user|>" in r.tokenizer.user_defined_symbols
-    assert r.model.init == "scratch" and r.stages[0].seq_len == 2048
+    assert r.model.init == "scratch" and r.stages[0].pack.seq_len == 2048
     assert all(s.format == "hf" for s in r.sources)  # real hub ids: loadable code, not fetched here
 
 
@@ -46,7 +46,7 @@ def test_vi_recipe_extends_smollm2_through_eeve_stages():
     assert r.model.init == "pretrained" and r.model.tie_word_embeddings
     names = [s.name for s in r.stages]
     assert names == ["eeve_3", "eeve_4", "eeve_6", "eeve_7", "main", "anneal"]
-    assert [r.stage(n).trainable for n in names[:4]] == [
+    assert [r.stage(n).train.trainable for n in names[:4]] == [
         "new_embeddings",
         "output_embeddings",
         "all",
@@ -102,11 +102,15 @@ def test_missing_local_tokenizer_base_fails_at_load_time(tmp_path):
 @pytest.mark.parametrize(
     ("mutate", "field", "reason"),
     [
-        (lambda r: r["stages"][0]["mixture"].update(vi_news=0.5), "stages.0.mixture", "sum to 1.1"),
-        (lambda r: r["stages"][1]["mixture"].update(nope=0.0), "stages.1.mixture", "positive"),
         (
-            lambda r: r["stages"][0].update(mixture={"vi_news": 0.5, "unknown_src": 0.5}),
-            "stages.0.mixture",
+            lambda r: r["stages"][0]["blend"]["mixture"].update(vi_news=0.5),
+            "stages.0.blend.mixture",
+            "sum to 1.1",
+        ),
+        (lambda r: r["stages"][1]["blend"]["mixture"].update(nope=0.0), "stages.1.blend.mixture", "positive"),
+        (
+            lambda r: r["stages"][0]["blend"].update(mixture={"vi_news": 0.5, "unknown_src": 0.5}),
+            "stages.0.blend.mixture",
             "unknown source 'unknown_src'",
         ),
         (
@@ -117,7 +121,9 @@ def test_missing_local_tokenizer_base_fails_at_load_time(tmp_path):
         (lambda r: r["sources"][0].update(license="not a license!"), "sources.0.license", "pattern"),
         (lambda r: r["sources"][1].update(language="fr"), "sources.1.language", "'fr'"),
         (lambda r: r["stages"][0].update(init_from="anneal"), "stages.0.init_from", "earlier stage"),
-        (lambda r: r["stages"][0].update(lr=-1), "stages.0.lr", "greater than 0"),
+        (lambda r: r["stages"][0]["train"].update(lr=-1), "stages.0.train.lr", "greater than 0"),
+        (lambda r: r["stages"][0]["pack"].update(seq_len=0), "stages.0.pack.seq_len", "greater than 0"),
+        (lambda r: r["stages"][0].update(lr=-1), "stages.0.lr and stages.0.train.lr are both given", ""),
         (lambda r: r["model"].update(num_heads=3), "model", "divisible"),
         (lambda r: r["sources"][0].pop("license"), "sources.0.license", "Field required"),
         (lambda r: r["sources"][0].update(colour="red"), "sources.0.colour", "Extra inputs"),

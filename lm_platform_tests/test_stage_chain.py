@@ -33,7 +33,7 @@ EEVE_STAGES = [
     ("eeve_6", "all", 3e-3),
     ("eeve_7", "all_but_embeddings", 3e-3),
 ]
-BATCH = dict(micro_batch_size=16, seq_len=32, warmup_steps=2, log_every=20, weight_decay=0.1)
+BATCH = dict(micro_batch_size=16, warmup_steps=2, log_every=20, weight_decay=0.1)
 
 
 @pytest.fixture(scope="module")

@@ -26,11 +26,11 @@ def test_stage_jobs_chain_checkpoints(tmp_path):
     recipe = load_recipe("demo")
     layout = Layout(tmp_path, recipe.name)
     main, anneal = make_job(recipe, "main", layout), make_job(recipe, "anneal", layout)
-    assert main["init"]["kind"] == "scratch" and main["init"]["model"]["hidden_size"] == 128
-    assert anneal["init"] == {"kind": "pretrained", "path": str(layout.checkpoint("main"))}
-    assert anneal["train"]["lr"] == recipe.stage("anneal").lr
+    assert main.init["kind"] == "scratch" and main.init["model"]["hidden_size"] == 128
+    assert anneal.init == {"kind": "pretrained", "path": str(layout.checkpoint("main"))}
+    assert anneal.train.lr == recipe.stage("anneal").train.lr == 5.0e-4
     vi = load_recipe("vi")
-    assert make_job(vi, "eeve_3", Layout(tmp_path, "vi"))["init"] == {
+    assert make_job(vi, "eeve_3", Layout(tmp_path, "vi")).init == {
         "kind": "pretrained",
         "path": "HuggingFaceTB/SmolLM2-360M",
     }
@@ -39,7 +39,7 @@ def test_stage_jobs_chain_checkpoints(tmp_path):
 def test_vi_eeve_jobs_carry_policy_tied_rule_and_run_dir(tmp_path):
     vi = load_recipe("vi")
     layout = Layout(tmp_path, "vi")
-    jobs = {s.name: make_job(vi, s.name, layout) for s in vi.stages}
+    jobs = {s.name: make_job(vi, s.name, layout).model_dump(mode="json") for s in vi.stages}
     assert [jobs[s]["train"]["trainable"] for s in ("eeve_3", "eeve_4", "eeve_6", "eeve_7")] == [
         "new_embeddings",
         "output_embeddings",
@@ -67,6 +67,14 @@ def test_trainer_command_uses_torchrun_for_several_processes():
 
 
 def test_stage_job_carries_training_settings_not_data_settings(tmp_path):
+    from lm_platform.training.config import TrainConfig, TrainJob
+
     job = make_job(load_recipe("demo"), "main", Layout(tmp_path, "demo"))
-    assert {"lr", "seq_len", "micro_batch_size", "trainable"} <= set(job["train"])
-    assert not {"mixture", "groups", "upsample", "pack_workers", "pack_shuffle_buffer"} & set(job["train"])
+    path = tmp_path / "main.job.json"
+    path.write_text(job.model_dump_json(), encoding="utf-8")
+    data = TrainJob.read(path).model_dump(mode="json")
+    # The job's train section is exactly the stage's `train` (TrainConfig), nothing of blend or pack.
+    assert data["train"] == TrainConfig(**data["train"]).model_dump(mode="json")
+    assert set(data["train"]) == set(TrainConfig.model_fields)
+    assert data["train"]["lr"] == 3.0e-3 and data["train"]["checkpoint_every"] == 25
+    assert not {"mixture", "seq_len", "groups", "upsample", "pack_workers"} & set(data["train"])

@@ -138,7 +138,7 @@ def test_webserver_serves_demo_asset_graph(tmp_path: Path) -> None:
         assert groups["checkpoint/anneal"] == "training"
         assert groups["eval/perplexity"] == "evaluation"
         assert all(groups[f"corpus/{src}"] == "corpus" for src in SOURCES)
-        assert all(groups[f"deduped/{src}"] == "curation" for src in SOURCES)
+        assert all(groups[f"deduped/{src}"] == "dedup" for src in SOURCES)  # with the other dedup assets
         assert all(g and g != "default" for g in groups.values()), groups
 
         assert set(by_key["tokenizer"]["kinds"]) == {"huggingface"}  # the demo extends an HF BPE (EEVE)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lm_platform.atomic import atomic_dir, write_json
 from lm_platform.data.documents import DocWriter, iter_docs
+from lm_platform.results import JsonResult
 
 BLEND_FILE = "data.parquet"
 MANIFEST_FILE = "manifest.json"
@@ -97,6 +98,23 @@ def _allocate_positive(
     return {s: targets.get(s, 0.0) for s in ratios}
 
 
+@dataclass(frozen=True, eq=False)  # equality: as the JSON mapping (JsonResult)
+class BlendResult(JsonResult):
+    """What a blend took: the fields of its `manifest.json`."""
+
+    stage: str
+    seed: str
+    target_tokens: int
+    taken_tokens: int
+    docs: int
+    token_estimate: str
+    ratios: dict
+    groups: dict
+    shortfall: dict
+    sources: list
+    licenses: list
+
+
 def blend(
     inputs: dict[str, tuple[Path, float]],
     ratios: dict[str, float],
@@ -108,7 +126,7 @@ def blend(
     on_shortfall: str = "record",
     stage: str = "",
     token_estimate: str = "chars / chars_per_token of the source's language (recipe)",
-) -> dict:
+) -> BlendResult:
     """Select documents from `inputs` (source -> (deduped path, chars per token)) to reach
     `target_tokens` split by `ratios` (keys: sources, or groups named in `groups`); write
     `data.parquet` and `manifest.json` into `out_dir`.
@@ -196,7 +214,7 @@ def blend(
             ],
         }
         write_json(tmp / MANIFEST_FILE, manifest)
-    return manifest
+    return BlendResult(**manifest)
 
 
 def measured_chars_per_token(manifest_path: str | Path, index_path: str | Path) -> dict[str, float]:

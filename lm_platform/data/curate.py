@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import tempfile
+import time
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ class FunnelStep:
     docs_out: int = 0
     chars_in: int = 0
     chars_out: int = 0
+    seconds: float = 0.0  # wall time spent in the step
 
 
 @dataclass
@@ -88,7 +90,9 @@ class Curator:
     def _through(self, step: FunnelStep, flt: Filter, doc: Doc) -> str | None:
         step.docs_in += 1
         step.chars_in += len(doc.text)
+        start = time.perf_counter()
         reason = flt.check(doc)
+        step.seconds += time.perf_counter() - start
         if reason is None:
             step.docs_out += 1
             step.chars_out += len(doc.text)
@@ -108,7 +112,9 @@ class Curator:
         norm = self.steps[len(self.raw)]
         norm.docs_in += 1
         norm.chars_in += len(doc.text)
+        start = time.perf_counter()
         doc = Doc(normalize_text(doc.text, self.cfg.unicode_form, self.cfg.fix_mojibake), self.lang, url)
+        norm.seconds += time.perf_counter() - start
         norm.docs_out += 1
         norm.chars_out += len(doc.text)
         for step, flt in zip(self.steps[len(self.raw) + 1 :], self.text, strict=False):
@@ -122,7 +128,9 @@ class Curator:
             step = self.steps[-1]
             step.docs_in += 1
             step.chars_in += len(text)
+            start = time.perf_counter()
             text = self.redactor.redact(text, self.pii)
+            step.seconds += time.perf_counter() - start
             step.docs_out += 1
             step.chars_out += len(text)
         return text
@@ -213,6 +221,7 @@ def curate(
             spill_dir = stack.enter_context(tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".tmp-"))
             spill = Path(spill_dir) / "scored.parquet"
             scores = array("d")
+            scoring = 0.0
             with DocWriter(spill) as scored:
                 for doc in _iter_shard(in_path, shard):
                     docs_in += 1
@@ -220,10 +229,13 @@ def curate(
                     if rejected is not None:
                         excluded.add(doc, *rejected, text)
                         continue
+                    start = time.perf_counter()
                     score = scorer.perplexity(text)
+                    scoring += time.perf_counter() - start
                     scores.append(score)
                     scored.write({**doc, "text": text, "perplexity": score})
             step = next(s for s in chain.steps if s.step == "perplexity")
+            step.seconds += scoring
             lo, hi = _band_thresholds(scores, ppl.band)
             band = {"low": lo, "high": hi, "scored": len(scores), "kept_at_random": 0}
             for doc in iter_docs(spill):
@@ -310,6 +322,7 @@ def merge_results(results: list[CurationResult]) -> CurationResult:
             total.docs_out += step.docs_out
             total.chars_in += step.chars_in
             total.chars_out += step.chars_out
+            total.seconds += step.seconds
     return CurationResult(
         sum(r.docs_in for r in results),
         sum(r.docs_out for r in results),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from lm_platform.atomic import atomic_path, read_json
 from lm_platform.recipe.schema import Recipe
 
 CARD_FILE = "README.md"
@@ -36,7 +38,7 @@ def dataset_card(recipe: Recipe, stage: str, manifest: dict, dedup: dict[str, di
         f"- documents: {manifest['docs']:,}",
         f"- tokens (estimated): {manifest['taken_tokens']:,} of a target of {manifest['target_tokens']:,}",
         f"- token estimate: {manifest['token_estimate']}",
-        f"- seed: `{manifest.get('seed', '')}`; upsampling: {'on' if cfg.upsample else 'off'}",
+        f"- seed: `{manifest.get('seed', '')}`; upsampling: {'on' if cfg.blend.upsample else 'off'}",
     ]
     short = manifest.get("shortfall") or {}
     if short.get("tokens"):
@@ -133,3 +135,19 @@ def dataset_card(recipe: Recipe, stage: str, manifest: dict, dedup: dict[str, di
         )
         lines.append("")
     return "\n".join(lines)
+
+
+def write_dataset_card(
+    recipe: Recipe, stage: str, manifest: dict, figures_dir: str | Path, out: str | Path
+) -> Path:
+    """Write the card of a blend to `out` (atomically), with the dedup figures the deduped stage left in
+    `figures_dir` (`<source>.json`) for the stage's sources."""
+    figures_dir = Path(figures_dir)
+    figures = {
+        s: read_json(figures_dir / f"{s}.json")
+        for s in recipe.stage(stage).blend.mixture_sources()
+        if (figures_dir / f"{s}.json").exists()
+    }
+    with atomic_path(out) as tmp:
+        tmp.write_text(dataset_card(recipe, stage, manifest, figures), encoding="utf-8")
+    return Path(out)

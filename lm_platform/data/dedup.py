@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from lm_platform.atomic import atomic_dir, atomic_path, write_json
+from lm_platform.atomic import atomic_dir, atomic_path, read_json, write_json
 from lm_platform.data.decontam import Decontaminator
 from lm_platform.data.dedup_index import Entry, ExactIndex
 from lm_platform.data.documents import DocWriter, iter_docs
 from lm_platform.data.minhash import MinHasher, TokenHasher, band_keys, cluster, shingles
-from lm_platform.recipe.schema import NearDupConfig
+from lm_platform.recipe.schema import ExactDedupConfig, NearDupConfig
+from lm_platform.results import JsonResult
 
 
 class _KeepWordChars(dict):
@@ -227,9 +228,22 @@ def signature_params(lang: str, cfg: NearDupConfig) -> dict:
     }
 
 
+@dataclass(frozen=True, eq=False)  # equality: as the JSON mapping (JsonResult)
+class MinhashResult(JsonResult):
+    """The signatures' parameters and counts (the fields of their `params.json`)."""
+
+    shingle: str
+    ngram: int
+    bands: int
+    rows: int
+    seed: int
+    shards: int
+    docs: int
+
+
 def minhash_signatures(
     shards: Sequence[str | Path], out_dir: str | Path, lang: str, cfg: NearDupConfig
-) -> dict:
+) -> MinhashResult:
     """MinHash signatures of every document of every shard: `out_dir/NNNNN.npy`, (docs, bands*rows)
     uint32, rows in the shard's order. Shards are processed in parallel by `cfg.workers` processes."""
     p = signature_params(lang, cfg)
@@ -246,7 +260,7 @@ def minhash_signatures(
             counts = [_signature_worker(j) for j in jobs]
         summary = {**p, "shards": len(jobs), "docs": sum(counts)}
         write_json(Path(tmp) / SIG_PARAMS_FILE, summary)
-    return summary
+    return MinhashResult(**summary)
 
 
 REMOVED_SCHEMA = pa.schema(
@@ -262,9 +276,22 @@ REMOVED_SCHEMA = pa.schema(
 )
 
 
+@dataclass(frozen=True, eq=False)  # equality: as the JSON mapping (JsonResult)
+class NearDupResult(JsonResult):
+    """Clusters found across sources (the fields of the near stage's `stats.json`)."""
+
+    docs: int
+    candidate_pairs: int
+    joined_pairs: int
+    clusters: int
+    removed: int
+    per_source: dict
+    params: dict
+
+
 def near_dup_clusters(
     signature_dirs: Sequence[tuple[str, str | Path]], out_dir: str | Path, cfg: NearDupConfig
-) -> dict:
+) -> NearDupResult:
     """Cluster near duplicates across sources and choose one document to keep per cluster.
 
     `signature_dirs` lists (source, directory of `minhash_signatures`) in keep order: the first
@@ -350,7 +377,7 @@ def near_dup_clusters(
         with DocWriter(Path(tmp) / REMOVED_FILE, schema=REMOVED_SCHEMA) as w:
             w.write_all(rows)
         write_json(Path(tmp) / STATS_FILE, stats)
-    return stats
+    return NearDupResult(**stats)
 
 
 def removed_rows(out_dir: str | Path, source: str) -> dict[tuple[int, int], str]:
@@ -431,3 +458,159 @@ def filter_deduped(
                 res.licenses[doc["license"]] = res.licenses.get(doc["license"], 0) + 1
     res.docs_out = out.count
     return res
+
+
+# ---------------------------------------------------------------------------------------------------
+# Stage entry points: what one asset of the dedup group runs, with a frozen result for its report.
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Winner:
+    """A source whose copy of a shared document wins over the one being deduplicated."""
+
+    name: str
+    priority: int
+    rank: int
+
+
+@dataclass(frozen=True)
+class ExactStageResult:
+    """One source's exact dedup against the index, and the index afterwards."""
+
+    docs_in: int
+    docs_out: int
+    shards: int
+    exact_duplicates_removed: int
+    cross_source_removed: int
+    cross_source_hits: dict[str, int]
+    index: str
+    index_keys: int
+    index_keys_per_source: dict[str, int]
+    index_bytes: int
+    path: Path
+
+
+def offer_winners(index: ExactIndex, base: str | Path, winners: Sequence[Winner]) -> None:
+    """An index that keeps nothing between runs learns the winners' kept documents (their exact-dedup
+    outputs under `base/exact/<name>`) before a lower-priority source claims its own."""
+    for w in winners:
+        for k, shard in enumerate(exact_shards(Path(base) / "exact" / w.name)):
+            entries = [
+                Entry(dedup_key(d["text"]), row, d["id"])
+                for row, d in enumerate(iter_docs(shard, columns=["id", "text"]))
+            ]
+            index.claim(w.name, w.priority, w.rank, k, entries)
+
+
+def exact_dedup_source(
+    curated_shards: Sequence[str | Path],
+    base: str | Path,
+    source: Winner,
+    winners: Sequence[Winner],
+    cfg: ExactDedupConfig,
+) -> ExactStageResult:
+    """Exact dedup of one source into `base/exact/<source>` against the index in `base/exact_index`
+    (`cfg.index: sqlite`; `memory`: rebuilt from the winners' outputs each time)."""
+    base = Path(base)
+    directory = base / "exact_index" if cfg.index == "sqlite" else None
+    out = base / "exact" / source.name
+    with ExactIndex(directory, cfg.partitions, cfg.workers) as index:
+        if directory is None:
+            offer_winners(index, base, winners)
+        res = dedup_exact_indexed(
+            curated_shards,
+            out,
+            source.name,
+            index,
+            priority=source.priority,
+            source_rank=source.rank,
+            batch_docs=cfg.batch_docs,
+        )
+        stats = index.stats()
+    return ExactStageResult(
+        docs_in=res.docs_in,
+        docs_out=res.docs_out,
+        shards=res.shards,
+        exact_duplicates_removed=res.exact_removed,
+        cross_source_removed=res.cross_source_removed,
+        cross_source_hits=res.cross_source_hits,
+        index=cfg.index,
+        index_keys=stats["keys"],
+        index_keys_per_source=stats["per_source"],
+        index_bytes=stats["bytes"],
+        path=out,
+    )
+
+
+@dataclass(frozen=True)
+class DedupedResult:
+    """One source after exact dedup, near-duplicate removal and decontamination."""
+
+    docs_in: int
+    docs_out: int
+    exact_duplicates_removed: int
+    cross_source_removed: int
+    cross_source_hits: dict[str, int]
+    near_duplicates_removed: int | str  # "not run" when near-duplicate removal is off
+    near_cross_source_hits: dict[str, int]
+    contaminated_removed: int
+    contamination: dict[str, int]
+    contamination_report: Path
+    chars_out: int
+    licenses: dict[str, int]
+    path: Path
+
+
+def figures_file(base: str | Path, source: str) -> Path:
+    """Where the deduped stage leaves a source's dedup figures (read by the dataset card)."""
+    return Path(base) / "figures" / f"{source}.json"
+
+
+def deduplicate_source(
+    base: str | Path,
+    out_path: str | Path,
+    source: str,
+    lang: str,
+    near: bool,
+    decontaminator: Decontaminator | None = None,
+) -> DedupedResult:
+    """The deduped output of a source: its exact-dedup shards (`base/exact/<source>`) without the near
+    duplicates clustering removed (`base/near`, when `near`) and without evaluation leaks (listed in
+    `base/decontamination/<source>.parquet`); writes the source's figures for the dataset card."""
+    base = Path(base)
+    exact = read_json(base / "exact" / source / STATS_FILE)
+    report = base / "decontamination" / f"{source}.parquet"
+    res = filter_deduped(
+        exact_shards(base / "exact" / source),
+        out_path,
+        source,
+        lang,
+        near_removed=removed_rows(base / "near", source) if near else None,
+        decontaminator=decontaminator,
+        report_path=report,
+    )
+    figures = {
+        "docs_in": exact["docs_in"],
+        "exact_removed": exact["exact_removed"],
+        "cross_source_removed": exact["cross_source_removed"],
+        "near_removed": res.near_removed,
+        "contaminated_removed": res.contaminated_removed,
+        "docs_out": res.docs_out,
+    }
+    write_json(figures_file(base, source), figures)
+    return DedupedResult(
+        docs_in=exact["docs_in"],
+        docs_out=res.docs_out,
+        exact_duplicates_removed=exact["exact_removed"],
+        cross_source_removed=exact["cross_source_removed"],
+        cross_source_hits=exact["cross_source_hits"],
+        near_duplicates_removed=res.near_removed if near else "not run",
+        near_cross_source_hits=res.near_cross_source_hits,
+        contaminated_removed=res.contaminated_removed,
+        contamination=res.contamination,
+        contamination_report=report,
+        chars_out=res.chars_out,
+        licenses=res.licenses,
+        path=Path(out_path),
+    )

@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from lm_platform.atomic import atomic_dir, read_json, write_json
+from lm_platform.results import JsonResult
 
 INDEX_FILE = "index.json"
 SPLITS = ("train", "val")
@@ -318,6 +319,28 @@ def _worker_init() -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
+@dataclass(frozen=True, eq=False)  # equality: as the JSON mapping (JsonResult)
+class PackResult(JsonResult):
+    """What packing wrote: the fields of the dataset's `index.json` (exact tokens per split and source)."""
+
+    seq_len: int
+    row_len: int
+    dtype: str
+    vocab_size: int
+    bos_id: int | None
+    eos_id: int | None
+    pad_id: int
+    model_pad_id: int | None
+    val_fraction: float
+    shuffle_buffer: int
+    seed: int
+    workers: int
+    loss_mask: bool
+    tokens: int
+    splits: dict
+    sources: dict
+
+
 def pack_dataset(
     blend_file: str | Path,
     tokenizer_dir: str | Path,
@@ -330,7 +353,7 @@ def pack_dataset(
     seed: int = 0,
     loss_mask: bool = False,
     workers: int = 1,
-) -> dict:
+) -> PackResult:
     """Tokenize `blend_file` with the tokenizer at `tokenizer_dir` and write packed shards to `out_dir`.
 
     Returns the index (also written as `index.json`): exact tokens per split and per source.
@@ -397,7 +420,7 @@ def pack_dataset(
             "sources": dict(sorted(sources.items())),
         }
         write_json(tmp / INDEX_FILE, index)
-    return index
+    return PackResult(**index)
 
 
 def _merge_split(tmp: Path, split: str, parts: list[dict], loss_mask: bool) -> dict:

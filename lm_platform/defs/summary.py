@@ -3,27 +3,15 @@
     python -m lm_platform.defs.summary
 
 Reads the Dagster instance at $DAGSTER_HOME: every asset of the code location, whether it has been
-materialized, and the headline numbers from its metadata.
+materialized, and the headline fields its definition declares (`metadata.headline`) from its last
+materialization's metadata.
 """
 
 import sys
 
 import dagster as dg
 
-HEADLINE = {
-    "corpus": ("docs", "est_tokens", "license"),
-    "curated": ("docs_in", "docs_out", "keep_rate"),
-    "reference_lm": ("source", "docs_train", "tokens", "heldout_perplexity"),
-    "exact_dedup": ("docs_in", "docs_out", "exact_duplicates_removed", "cross_source_removed"),
-    "minhash": ("docs", "shards"),
-    "near_duplicates": ("docs", "clusters", "near_duplicates_removed"),
-    "deduped": ("docs_out", "near_duplicates_removed", "contaminated_removed"),
-    "blend": ("docs", "est_tokens"),
-    "tokenizer": ("vocab_size", "base_vocab_size", "new_tokens"),
-    "dataset": ("tokens", "train_sequences", "val_sequences"),
-    "checkpoint": ("steps", "tokens_seen", "initial_val_loss", "final_val_loss", "tokens_per_second"),
-    "eval": ("score", "n", "stderr"),
-}
+from lm_platform.defs.metadata import HEADLINE_KEY
 
 
 def _fmt(value) -> str:
@@ -37,7 +25,8 @@ def _fmt(value) -> str:
 def summarize(defs: dg.Definitions, instance: dg.DagsterInstance) -> tuple[list[str], int]:
     """Lines to print, and how many assets have never been materialized."""
     lines, missing = [], 0
-    keys = sorted(defs.resolve_asset_graph().get_all_asset_keys(), key=lambda k: k.to_user_string())
+    graph = defs.resolve_asset_graph()
+    keys = sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string())
     for key in keys:
         event = instance.get_latest_materialization_event(key)
         name = key.to_user_string()
@@ -46,7 +35,8 @@ def summarize(defs: dg.Definitions, instance: dg.DagsterInstance) -> tuple[list[
             missing += 1
             continue
         meta = event.asset_materialization.metadata
-        fields = HEADLINE.get(key.path[0], ())
+        declared = graph.get(key).metadata.get(HEADLINE_KEY)
+        fields = declared.value if declared is not None else ()
         shown = ", ".join(f"{f}={_fmt(meta[f].value)}" for f in fields if f in meta)
         lines.append(f"  {name:<22} {shown}")
     return lines + fertility_lines(instance), missing

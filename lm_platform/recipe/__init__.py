@@ -1,6 +1,12 @@
 """Recipe schema, loading and validation errors; bundled recipes live in `bundled/`."""
 
-from lm_platform.recipe.loader import RecipeError, bundled_recipes, load_recipe, parse_recipe
+from lm_platform.recipe.loader import (
+    RecipeDeprecationWarning,
+    RecipeError,
+    bundled_recipes,
+    load_recipe,
+    parse_recipe,
+)
 from lm_platform.recipe.schema import (
     EvalConfig,
     LanguageConfig,
@@ -16,6 +22,7 @@ __all__ = [
     "LanguageConfig",
     "ModelConfig",
     "Recipe",
+    "RecipeDeprecationWarning",
     "RecipeError",
     "SourceConfig",
     "StageConfig",

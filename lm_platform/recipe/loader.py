@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from lm_platform.recipe.schema import Recipe
+from lm_platform.recipe.training import upgrade_flat_stage_keys
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 DEFAULT_RECIPE = "demo"
@@ -18,6 +20,10 @@ RECIPE_ENV = "LM_PLATFORM_RECIPE"
 
 class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the file and each bad field."""
+
+
+class RecipeDeprecationWarning(FutureWarning):
+    """A recipe field that moved: it still loads, and the message names its new place."""
 
 
 def bundled_recipes() -> list[str]:
@@ -54,7 +60,9 @@ def load_recipe(name_or_path: str | None = None) -> Recipe:
 
 
 def parse_recipe(raw: dict[str, Any], base_dir: Path, origin: str = "<recipe>") -> Recipe:
-    """Validate a recipe mapping; local paths are resolved against `base_dir`."""
+    """Validate a recipe mapping; local paths are resolved against `base_dir`. Renamed fields load with a
+    `RecipeDeprecationWarning` naming their new place."""
+    raw = _upgrade(raw, origin)
     raw = _resolve_paths(raw, base_dir)
     try:
         recipe = Recipe.model_validate(raw)
@@ -69,6 +77,24 @@ def parse_recipe(raw: dict[str, Any], base_dir: Path, origin: str = "<recipe>") 
     if missing:
         raise RecipeError(f"{origin}: invalid recipe\n" + "\n".join(missing))
     return recipe
+
+
+def _upgrade(raw: dict[str, Any], origin: str) -> dict[str, Any]:
+    """The compatibility step: fields of older recipes moved to where they live now, one deprecation
+    warning per moved field."""
+    if not isinstance(raw.get("stages"), list):
+        return raw
+    stages, messages = [], []
+    for i, stage in enumerate(raw["stages"]):
+        try:
+            upgraded, moved = upgrade_flat_stage_keys(stage, f"stages.{i}")
+        except ValueError as exc:
+            raise RecipeError(f"{origin}: invalid recipe\n  {exc}") from None
+        stages.append(upgraded)
+        messages += moved
+    for message in messages:
+        warnings.warn(f"{origin}: {message}", RecipeDeprecationWarning, stacklevel=3)
+    return {**raw, "stages": stages}
 
 
 def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:

@@ -10,51 +10,21 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
-# SPDX license identifiers (and LicenseRef-*) are letters, digits, '.', '-' and '+'.
-SPDX_PATTERN = r"^(LicenseRef-[A-Za-z0-9.\-]+|[A-Za-z0-9][A-Za-z0-9.\-+]*)$"
+from lm_platform.recipe.base import NAME_PATTERN, SPDX_PATTERN, _Strict
+from lm_platform.recipe.sources import SourceConfig
+from lm_platform.recipe.training import (
+    BlendConfig,
+    GenerationConfig,
+    ModelConfig,
+    PackConfig,
+    StageConfig,
+)
+from lm_platform.training.config import TrainConfig
+
 # Languages the `script` filter has a rule for (lm_platform.data.filters.script_ratio).
 SCRIPT_LANGS = frozenset({"ja", "vi", "en"})
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SourceConfig(_Strict):
-    """One text source. `location` is a local path (relative to the recipe file) or, for `hf`, a hub id."""
-
-    name: str = Field(pattern=NAME_PATTERN)
-    location: str
-    format: Literal["jsonl", "parquet", "text_dir", "pdf_dir", "hf"]
-    license: str = Field(pattern=SPDX_PATTERN, description="SPDX identifier of the source's license")
-    language: str
-    origin: str = Field("", description="Where the text comes from (URL or description)")
-    text_field: str = "text"
-    id_field: str | None = None
-    url_field: str | None = None
-    hf_config: str | None = None
-    hf_split: str = "train"
-    formatter: Literal["qa"] | None = None
-    max_docs: int | None = Field(None, gt=0)
-    max_est_tokens: int | None = Field(
-        None, gt=0, description="Stop reading after this many estimated tokens"
-    )
-    max_doc_bytes: int = Field(
-        8_000_000, gt=0, description="Larger documents are quarantined, not read into the corpus"
-    )
-    license_manifest: str | None = Field(
-        None, description="pdf_dir/text_dir: a JSON or CSV sidecar mapping file names to SPDX licenses"
-    )
-    priority: int = Field(0, description="Dedup keeps the copy from the source with the higher priority")
-    shards: int = Field(
-        1,
-        ge=1,
-        le=10_000,
-        description="Curate in this many shards, each a Dagster partition (1: unpartitioned)",
-    )
 
 
 class LengthFilter(_Strict):
@@ -326,36 +296,6 @@ class TokenizerConfig(_Strict):
         return self
 
 
-class ModelConfig(_Strict):
-    init: Literal["scratch", "pretrained"] = "scratch"
-    base: str | None = Field(None, description="HF checkpoint (path or hub id) when init is 'pretrained'")
-    hidden_size: int = Field(256, gt=0)
-    intermediate_size: int = Field(512, gt=0)
-    num_layers: int = Field(4, gt=0)
-    num_heads: int = Field(4, gt=0)
-    num_kv_heads: int = Field(4, gt=0)
-    max_position_embeddings: int = Field(2048, gt=0)
-    rope_theta: float = 10000.0
-    tie_word_embeddings: bool = False
-    eeve_tied_rule: Literal["input", "output"] = Field(
-        "input",
-        description="EEVE init of a new token's row when input and output embeddings are tied: 'input' = mean "
-        "of its pieces' rows, 'output' = the row of its first piece",
-    )
-
-    @model_validator(mode="after")
-    def _shape(self) -> ModelConfig:
-        if self.init == "pretrained" and not self.base:
-            raise ValueError("init 'pretrained' needs 'base' (the checkpoint to start from)")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        if self.num_heads % self.num_kv_heads:
-            raise ValueError(
-                f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}"
-            )
-        return self
-
-
 class ExactDedupConfig(_Strict):
     """Exact dedup on a hash of the normalised text, kept in a persistent index across runs.
 
@@ -410,109 +350,12 @@ class DecontaminationConfig(_Strict):
     evaluations: tuple[str, ...] | None = None
 
 
-class StageConfig(_Strict):
-    """One training stage: its data mixture, token budget and optimisation settings."""
-
-    name: str = Field(pattern=NAME_PATTERN)
-    mixture: dict[str, float] = Field(description="source name -> share of the stage's tokens")
-    target_tokens: int = Field(gt=0)
-    init_from: str = Field("model", description="'model' or the name of an earlier stage")
-    seq_len: int = Field(2048, gt=0)
-    micro_batch_size: int = Field(8, gt=0)
-    grad_accum: int = Field(1, gt=0)
-    epochs: float = Field(1.0, gt=0, description="Passes over the stage's dataset; steps are derived")
-    lr: float = Field(3e-4, gt=0)
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    warmup_steps: int = Field(0, ge=0)
-    schedule: Literal["cosine", "constant", "linear", "wsd"] = "cosine"
-    wsd_decay_fraction: float = Field(0.2, gt=0, le=1, description="WSD: share of steps spent decaying")
-    weight_decay: float = Field(0.1, ge=0)
-    trainable: Literal["all", "new_embeddings", "output_embeddings", "all_but_embeddings"] = Field(
-        "all",
-        description="EEVE policies: 3 = new_embeddings, 4 = output_embeddings, 6 = all, 7 = all_but_embeddings",
-    )
-    val_fraction: float = Field(0.05, ge=0, lt=1)
-    log_every: int = Field(10, gt=0)
-    seed: int = 0
-    groups: dict[str, tuple[str, ...]] = Field(
-        default_factory=dict,
-        description="group name -> member sources; a mixture key may name a group, whose share is split "
-        "among its members in proportion to their available tokens",
-    )
-    upsample: bool = Field(False, description="Repeat sources (up to their epoch cap) to meet the target")
-    max_epochs: float = Field(4.0, ge=1, description="Epoch cap per source when upsampling")
-    source_max_epochs: dict[str, float] = Field(default_factory=dict, description="Per-source epoch caps")
-    token_estimate: Literal["recipe", "measured"] = Field(
-        "measured",
-        description="'measured': chars per token per source measured on this stage's packed dataset when "
-        "an earlier run left one (exact tokenizer counts), else the recipe's per-language value; "
-        "'recipe': always the recipe's value",
-    )
-    on_shortfall: Literal["record", "error"] = Field(
-        "record",
-        description="When the sources cannot meet target_tokens: 'record' blends what there is and "
-        "reports the shortfall in the manifest; 'error' fails the blend",
-    )
-
-    pack_shuffle_buffer: int = Field(
-        10_000, ge=0, description="Documents shuffled together (seeded) when packing"
-    )
-    pack_workers: int = Field(2, gt=0, description="Processes packing parts of the blend in parallel")
-    pack_loss_mask: bool = Field(
-        False, description="Write loss masks (documents' meta.loss_spans) with the shards"
-    )
-    token_budget: int | None = Field(
-        None, gt=0, description="Tokens to train on (steps derived); default `epochs` passes over the dataset"
-    )
-    checkpoint_every: int | None = Field(None, gt=0, description="Steps between checkpoints (and at the end)")
-    keep_last: int = Field(2, gt=0, description="Step checkpoints kept for resume")
-    nproc_per_node: int = Field(1, gt=0, description="Training processes (torchrun) per node")
-
-    def epoch_cap(self, source: str) -> float:
-        """How many times a source's documents may be used in this stage."""
-        if not self.upsample:
-            return 1.0
-        return self.source_max_epochs.get(source, self.max_epochs)
-
-    def mixture_sources(self) -> list[str]:
-        """Every source the stage draws from (groups expanded), in mixture order."""
-        out: list[str] = []
-        for key in self.mixture:
-            out += list(self.groups.get(key, (key,)))
-        return out
-
-    @field_validator("mixture")
-    @classmethod
-    def _ratios(cls, mixture: dict[str, float]) -> dict[str, float]:
-        if not mixture:
-            raise ValueError("mixture is empty")
-        bad = {k: v for k, v in mixture.items() if v <= 0}
-        if bad:
-            raise ValueError(f"ratios must be positive: {bad}")
-        total = sum(mixture.values())
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"ratios sum to {total:.6g}, expected 1")
-        return mixture
-
-
 class EvalConfig(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     kind: Literal["perplexity"] = "perplexity"
     location: str = Field(description="JSONL file of held-out documents with 'text' and 'lang'")
     stage: str | None = Field(None, description="Checkpoint to score; default the last stage")
     max_docs: int | None = Field(None, gt=0)
-
-
-class GenerationConfig(_Strict):
-    """Samples written with every checkpoint: the same prompts and sampling settings each time."""
-
-    prompts: tuple[str, ...] = ()
-    max_new_tokens: int = Field(32, gt=0)
-    do_sample: bool = True
-    temperature: float = Field(0.8, gt=0)
-    top_k: int = Field(50, ge=0)
-    top_p: float = Field(0.95, gt=0, le=1)
-    seed: int = 0
 
 
 class Recipe(_Strict):
@@ -554,9 +397,9 @@ class Recipe(_Strict):
         seen: list[str] = []
         for i, stage in enumerate(self.stages):
             _check_stage_mixture(i, stage, names)
-            for src in stage.mixture:
-                if src not in names and src not in stage.groups:
-                    raise ValueError(f"stages.{i}.mixture: unknown source '{src}' (known: {names})")
+            for src in stage.blend.mixture:
+                if src not in names and src not in stage.blend.groups:
+                    raise ValueError(f"stages.{i}.blend.mixture: unknown source '{src}' (known: {names})")
             if stage.init_from != "model" and stage.init_from not in seen:
                 raise ValueError(
                     f"stages.{i}.init_from: '{stage.init_from}' is neither 'model' nor an earlier stage "
@@ -611,8 +454,9 @@ class Recipe(_Strict):
 
 def _check_stage_mixture(i: int, stage: StageConfig, sources: list[str]) -> None:
     """Groups name known sources, each source appears once in the mixture, epoch caps are sane."""
-    where = f"stages.{i}"
-    for group, members in stage.groups.items():
+    where = f"stages.{i}.blend"
+    blend = stage.blend
+    for group, members in blend.groups.items():
         if group in sources:
             raise ValueError(f"{where}.groups.{group}: a group cannot have the name of a source")
         if not members:
@@ -620,18 +464,18 @@ def _check_stage_mixture(i: int, stage: StageConfig, sources: list[str]) -> None
         for src in members:
             if src not in sources:
                 raise ValueError(f"{where}.groups.{group}: unknown source '{src}' (known: {sources})")
-        if group not in stage.mixture:
+        if group not in blend.mixture:
             raise ValueError(f"{where}.groups.{group}: the group is not used in the mixture")
-    used = stage.mixture_sources()
+    used = blend.mixture_sources()
     twice = sorted({s for s in used if used.count(s) > 1})
     if twice:
         raise ValueError(f"{where}.mixture: sources listed more than once (directly or in groups): {twice}")
-    for src, cap in stage.source_max_epochs.items():
+    for src, cap in blend.source_max_epochs.items():
         if src not in used:
             raise ValueError(f"{where}.source_max_epochs: '{src}' is not in the stage's mixture")
         if cap < 1:
             raise ValueError(f"{where}.source_max_epochs.{src}: an epoch cap is at least 1, got {cap}")
-        if not stage.upsample:
+        if not blend.upsample:
             raise ValueError(f"{where}.source_max_epochs: epoch caps need 'upsample: true'")
 
 
@@ -667,3 +511,17 @@ def _unique(what: str, names: list[str]) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"{what}: duplicate names {dupes}")
+
+
+__all__ = [
+    "NAME_PATTERN",
+    "SPDX_PATTERN",
+    "BlendConfig",
+    "GenerationConfig",
+    "ModelConfig",
+    "PackConfig",
+    "Recipe",
+    "SourceConfig",
+    "StageConfig",
+    "TrainConfig",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 # Languages written without spaces between words have no whitespace word count.
 NO_SPACE_LANGS = frozenset({"ja", "zh", "th"})
@@ -106,3 +107,59 @@ def describe(row: dict) -> str:
 def reduction_key(row: dict) -> str:
     """The metadata key under which a language's reduction (fraction of tokens saved) is reported."""
     return f"{row['lang']}_{cost_unit(row).replace('/', '_per_')}_reduction"
+
+
+COLUMNS = ("lang", "docs", "chars", "new_tokens", "new_tokens_per_word", "new_chars_per_token")
+BASE_COLUMNS = ("base_tokens", "base_tokens_per_word", "base_chars_per_token", "change")
+
+
+@dataclass(frozen=True)
+class FertilityReport:
+    """The new tokenizer against its base on held-out text: one row per language, and the check that it
+    needs no more tokens than the base in the target languages (`passed` is None without a base)."""
+
+    rows: tuple[dict, ...]
+    measured_on: str
+    has_base: bool
+    worse: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool | None:
+        return None if not self.has_base else not self.worse and not self.missing
+
+    @property
+    def problem(self) -> str | None:
+        """Why the check fails, in words; None when it passes."""
+        text = (f"worse than the base on {list(self.worse)}" if self.worse else "") + (
+            f"no held-out text in {list(self.missing)}" if self.missing else ""
+        )
+        return text or None
+
+    @property
+    def columns(self) -> list[str]:
+        return list(COLUMNS + (BASE_COLUMNS if self.has_base else ()))
+
+    @property
+    def reductions(self) -> dict[str, float]:
+        """The gain over the base as numbers: fraction of tokens saved per word (per character where words
+        are not spaced), keyed by `reduction_key`."""
+        return {reduction_key(r): 0.0 - r["change"] for r in self.rows if r["change"] is not None}
+
+
+def fertility_report(
+    new, base, held_out: Iterable[tuple[str, str]], measured_on: str, target: list[str] | None = None
+) -> FertilityReport:
+    """Compare `new` with `base` (None: no comparison) on (lang, text) pairs; with a base, the target
+    languages (default: all) must not get worse and must have held-out text."""
+    rows = compare_fertility(new, base, held_out)
+    if base is None:
+        return FertilityReport(tuple(rows), measured_on, has_base=False)
+    seen = {r["lang"] for r in rows}
+    return FertilityReport(
+        tuple(rows),
+        measured_on,
+        has_base=True,
+        worse=tuple(worse_than_base(rows, target)),
+        missing=tuple(lang for lang in target or [] if lang not in seen),
+    )

@@ -1,38 +1,20 @@
-"""The trainer's job description for one stage of a recipe (a plain JSON-able dict), and the command
-that runs it (a plain process, or torchrun for several processes)."""
+"""The trainer's job for one stage of a recipe (a `TrainJob`, written as JSON next to the checkpoint), and
+the command that runs it (a plain process, or torchrun for several processes)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe
-
-# Stage fields that shape the stage's data (blend and packing), not its training; kept out of the job so
-# that they neither reach the trainer nor change the fingerprint a resume is matched on.
-DATA_FIELDS = frozenset(
-    {
-        "name",
-        "mixture",
-        "target_tokens",
-        "init_from",
-        "val_fraction",
-        "groups",
-        "upsample",
-        "max_epochs",
-        "source_max_epochs",
-        "token_estimate",
-        "on_shortfall",
-        "pack_shuffle_buffer",
-        "pack_workers",
-        "pack_loss_mask",
-    }
-)
+from lm_platform.training.config import TrainJob
 
 
-def make_job(recipe: Recipe, stage_name: str, layout: Layout) -> dict[str, Any]:
+def make_job(recipe: Recipe, stage_name: str, layout: Layout) -> TrainJob:
+    """The stage's `train` section plus where its data, tokenizer and outputs are and how its model starts.
+    The stage's `blend` and `pack` sections stay out: they shape the data, which the trainer reads from the
+    packed dataset, and they must not change the fingerprint a resume is matched on."""
     stage = recipe.stage(stage_name)
     if stage.init_from == "model":
         init = (
@@ -42,20 +24,19 @@ def make_job(recipe: Recipe, stage_name: str, layout: Layout) -> dict[str, Any]:
         )
     else:
         init = {"kind": "pretrained", "path": str(layout.checkpoint(stage.init_from))}
-    train = stage.model_dump(exclude=DATA_FIELDS)
     output = layout.checkpoint(stage.name)
-    return {
-        "recipe": recipe.name,
-        "stage": stage.name,
-        "dataset_dir": str(layout.dataset(stage.name)),
-        "tokenizer_dir": str(layout.tokenizer()),
-        "output_dir": str(output),
-        "run_dir": str(output.with_name(f"{output.name}.run")),
-        "init": init,
-        "model": {"eeve_tied_rule": recipe.model.eeve_tied_rule},
-        "generation": recipe.generation.model_dump(),
-        "train": train,
-    }
+    return TrainJob(
+        recipe=recipe.name,
+        stage=stage.name,
+        dataset_dir=str(layout.dataset(stage.name)),
+        tokenizer_dir=str(layout.tokenizer()),
+        output_dir=str(output),
+        run_dir=str(output.with_name(f"{output.name}.run")),
+        init=init,
+        model={"eeve_tied_rule": recipe.model.eeve_tied_rule},
+        generation=recipe.generation.model_dump(),
+        train=stage.train,
+    )
 
 
 def trainer_command(job_file: str | Path, nproc_per_node: int = 1) -> list[str]:

@@ -1,0 +1,158 @@
+"""Curation: the reference KenLM models of the languages, and each source normalised, filtered and
+redacted (group `curation`), with the keep-rate check."""
+
+import dagster as dg
+
+from lm_platform.data.curate import CurationResult, build_reference_lm, curate, merge_results
+from lm_platform.defs.metadata import CODE_VERSION, headline, licenses_table, materialize, table
+from lm_platform.defs.resources import LMStorage
+from lm_platform.paths import Layout
+from lm_platform.recipe.schema import Recipe, SourceConfig
+
+FUNNEL_COLUMNS = ["step", "docs in", "docs out", "chars in", "chars out", "seconds"]
+
+
+def reference_lm_asset(recipe: Recipe, lang: str) -> dg.AssetsDefinition:
+    lang_cfg = recipe.languages[lang]
+    cfg = lang_cfg.reference_lm
+    assert cfg is not None
+    src = recipe.source(cfg.source)
+
+    @dg.asset(
+        key=["reference_lm", lang],
+        deps=[dg.AssetKey(["corpus", src.name])],
+        group_name="curation",
+        kinds={"kenlm", "sentencepiece"},
+        code_version=CODE_VERSION,
+        description=f"KenLM {cfg.order}-gram model of '{lang}' trained on '{src.name}' (after the language's "
+        "other filters), the text pre-tokenised by a SentencePiece model trained with it; the "
+        "perplexity filter of the language's curated sources scores with it",
+        metadata=headline("source", "docs_train", "tokens", "heldout_perplexity"),
+    )
+    def _reference_lm(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
+        layout = storage.layout(recipe.name)
+        out = layout.reference_lm(lang)
+        res = build_reference_lm(
+            layout.corpus(src.name), out, lang, lang_cfg, seed=recipe.seed, log=context.log.info
+        )
+        return materialize(res, source=src.name, path=out)
+
+    return _reference_lm
+
+
+def _funnel(res: CurationResult) -> dg.MetadataValue:
+    rows = [
+        dict(
+            zip(
+                FUNNEL_COLUMNS,
+                (s.step, s.docs_in, s.docs_out, s.chars_in, s.chars_out, s.seconds),
+                strict=True,
+            )
+        )
+        for s in res.funnel
+    ]
+    return table(rows, FUNNEL_COLUMNS)
+
+
+def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
+    lang_cfg = recipe.languages[src.language]
+    key = dg.AssetKey(["curated", src.name])
+    deps = [dg.AssetKey(["corpus", src.name])]
+    if lang_cfg.uses_reference_lm:
+        deps.append(dg.AssetKey(["reference_lm", src.language]))
+    low, high = lang_cfg.expected_keep_rate
+    # A sharded source is a partitioned asset, one partition per shard; a backfill of a range runs as
+    # one run (or fans out, one run per partition, with the daemon / k8s executor).
+    sharded = src.shards > 1
+    shard_keys = [f"{i:04d}" for i in range(src.shards)]
+
+    @dg.asset(
+        key=key,
+        deps=deps,
+        group_name="curation",
+        kinds={"python", "parquet"},
+        code_version=CODE_VERSION,
+        partitions_def=dg.StaticPartitionsDefinition(shard_keys) if sharded else None,
+        backfill_policy=dg.BackfillPolicy.single_run() if sharded else None,
+        description=f"'{src.name}' normalised ({lang_cfg.unicode_form}) and filtered "
+        f"({', '.join(f.name for f in lang_cfg.filters) or 'no filters'})",
+        metadata=headline("docs_in", "docs_out", "keep_rate"),
+        check_specs=[
+            dg.AssetCheckSpec(
+                "keep_rate_in_band",
+                asset=key,
+                blocking=False,
+                description=f"Share of documents kept within the recipe's expected band [{low}, {high}]",
+            )
+        ],
+    )
+    def _curated(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
+        res, out_path, excluded = _curate(recipe, src, storage.layout(recipe.name), context)
+        context.log.info(f"{src.name}: kept {res.docs_out}/{res.docs_in}; excluded {res.excluded_by_filter}")
+        return materialize(
+            checks=[_keep_rate_check(res.keep_rate, low, high)],
+            docs_in=res.docs_in,
+            docs_out=res.docs_out,
+            keep_rate=res.keep_rate,
+            pii_redacted=res.pii,
+            est_tokens=round(res.chars_out / lang_cfg.chars_per_token),
+            funnel=_funnel(res),
+            excluded_by_filter=res.excluded_by_filter,
+            excluded_samples=excluded,
+            licenses=licenses_table(res.licenses),
+            path=out_path,
+            **(
+                {"perplexity_band": dg.MetadataValue.json(res.perplexity_bands)}
+                if res.perplexity_bands
+                else {}
+            ),
+        )
+
+    return _curated
+
+
+def _curate(recipe: Recipe, src: SourceConfig, layout: Layout, context: dg.AssetExecutionContext):
+    """Curate the source, or the shards of this run's partitions; returns the result, where the kept
+    documents are and where the excluded samples are."""
+    lang_cfg = recipe.languages[src.language]
+    reference = layout.reference_lm(src.language) if lang_cfg.uses_reference_lm else None
+    if src.shards == 1:
+        out_path, excluded = layout.curated(src.name), layout.excluded(src.name)
+        res = curate(
+            layout.corpus(src.name), out_path, excluded, src.language, lang_cfg, reference_lm=reference
+        )
+        return res, out_path, excluded
+    keys = context.partition_keys
+    shard_keys = [f"{i:04d}" for i in range(src.shards)]
+    results = [
+        curate(
+            layout.corpus(src.name),
+            layout.curated_shard(src.name, k),
+            layout.excluded_shard(src.name, k),
+            src.language,
+            lang_cfg,
+            shard=(shard_keys.index(k), src.shards),
+            reference_lm=reference,
+        )
+        for k in keys
+    ]
+    out_path = layout.curated_shard(src.name, keys[0]).parent
+    excluded = layout.excluded_shard(src.name, keys[0]) if len(keys) == 1 else out_path
+    return merge_results(results), out_path, excluded
+
+
+def _keep_rate_check(rate: float, low: float, high: float) -> dg.AssetCheckResult:
+    in_band = low <= rate <= high
+    return dg.AssetCheckResult(
+        check_name="keep_rate_in_band",
+        passed=in_band,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"keep_rate": rate, "expected_low": low, "expected_high": high},
+        description=None if in_band else f"keep rate {rate:.3f} outside the expected band [{low}, {high}]",
+    )
+
+
+def build(recipe: Recipe) -> list[dg.AssetsDefinition]:
+    """The reference LMs of the languages that use one, and the curated asset of each source."""
+    assets = [reference_lm_asset(recipe, lang) for lang, cfg in recipe.languages.items() if cfg.reference_lm]
+    return assets + [curated_asset(recipe, src) for src in recipe.sources]

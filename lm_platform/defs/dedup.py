@@ -1,0 +1,186 @@
+"""Dedup: exact duplicates against a persistent index, MinHash near duplicates across sources, and the
+deduplicated (and decontaminated) output of each source (group `dedup`)."""
+
+import json
+
+import dagster as dg
+
+from lm_platform.data.decontam import Decontaminator
+from lm_platform.data.dedup import (
+    Winner,
+    deduplicate_source,
+    exact_dedup_source,
+    exact_shards,
+    minhash_signatures,
+    near_dup_clusters,
+)
+from lm_platform.defs.metadata import CODE_VERSION, headline, licenses_table, materialize, table
+from lm_platform.defs.resources import LMStorage
+from lm_platform.recipe.schema import Recipe, SourceConfig
+
+GROUP = "dedup"
+
+
+def _winner(recipe: Recipe, src: SourceConfig) -> Winner:
+    return Winner(src.name, src.priority, [s.name for s in recipe.sources].index(src.name))
+
+
+def _keep_order(recipe: Recipe) -> list[SourceConfig]:
+    """Sources in the order their copies win: higher priority first, then recipe order."""
+    return sorted(recipe.sources, key=lambda s: (-s.priority, _winner(recipe, s).rank))
+
+
+def _near_enabled(recipe: Recipe) -> bool:
+    return recipe.dedup.near is not None and recipe.dedup.near.enabled
+
+
+def exact_dedup_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
+    winners = recipe.higher_priority(src.name)
+    cfg = recipe.dedup.exact
+
+    @dg.asset(
+        key=["exact_dedup", src.name],
+        deps=[dg.AssetKey(["curated", src.name])] + [dg.AssetKey(["exact_dedup", s.name]) for s in winners],
+        group_name=GROUP,
+        kinds={"python", "sqlite", "parquet"},
+        code_version=CODE_VERSION,
+        description=f"'{src.name}' without exact duplicates: checked against the persistent {cfg.index} index "
+        f"of everything kept before, where {[s.name for s in winners] or 'no other source'} win",
+        metadata=headline("docs_in", "docs_out", "exact_duplicates_removed", "cross_source_removed"),
+    )
+    def _exact(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
+        layout = storage.layout(recipe.name)
+        res = exact_dedup_source(
+            layout.curated_shards(src.name),
+            layout.dedup_dir(),
+            _winner(recipe, src),
+            [_winner(recipe, w) for w in winners],
+            cfg,
+        )
+        return materialize(res)
+
+    return _exact
+
+
+def minhash_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
+    cfg = recipe.dedup.near
+    assert cfg is not None
+
+    @dg.asset(
+        key=["minhash", src.name],
+        deps=[dg.AssetKey(["exact_dedup", src.name])],
+        group_name=GROUP,
+        kinds={"python", "numpy"},
+        code_version=CODE_VERSION,
+        description=f"MinHash signatures ({cfg.bands} bands x {cfg.rows} rows) of '{src.name}', per shard",
+        metadata=headline("docs", "shards"),
+    )
+    def _minhash(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
+        base = storage.layout(recipe.name).dedup_dir()
+        out = base / "minhash" / src.name
+        res = minhash_signatures(exact_shards(base / "exact" / src.name), out, src.language, cfg)
+        return materialize(
+            docs=res.docs,
+            shards=res.shards,
+            shingles=f"{res.shingle} {res.ngram}-grams",
+            permutations=cfg.num_perm,
+            path=out,
+        )
+
+    return _minhash
+
+
+def near_duplicates_asset(recipe: Recipe) -> dg.AssetsDefinition:
+    cfg = recipe.dedup.near
+    assert cfg is not None
+    order = _keep_order(recipe)
+
+    @dg.asset(
+        key="near_duplicates",
+        deps=[dg.AssetKey(["minhash", s.name]) for s in recipe.sources],
+        group_name=GROUP,
+        kinds={"python", "parquet"},
+        code_version=CODE_VERSION,
+        description=f"Near-duplicate clusters across all sources (MinHash LSH, threshold {cfg.threshold}); "
+        f"one document kept per cluster, by priority: {[s.name for s in order]}",
+        metadata=headline("docs", "clusters", "near_duplicates_removed"),
+    )
+    def _near(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
+        base = storage.layout(recipe.name).dedup_dir()
+        stats = near_dup_clusters([(s.name, base / "minhash" / s.name) for s in order], base / "near", cfg)
+        per_source = [
+            {"source": s, "removed": v["removed"], "kept_by": json.dumps(v["kept_by"])}
+            for s, v in stats.per_source.items()
+        ]
+        return materialize(
+            docs=stats.docs,
+            candidate_pairs=stats.candidate_pairs,
+            joined_pairs=stats.joined_pairs,
+            clusters=stats.clusters,
+            near_duplicates_removed=stats.removed,
+            per_source=table(per_source, ["source", "removed", "kept_by"]),
+            path=base / "near",
+        )
+
+    return _near
+
+
+def _decontaminator(recipe: Recipe) -> Decontaminator | None:
+    from lm_platform.evaluation.perplexity import read_eval_docs
+
+    dc = recipe.decontamination
+    if dc is None or not dc.enabled:
+        return None
+    d = Decontaminator(dc.ngram, dc.char_ngram, dc.char_languages)
+    for ev in recipe.evaluations:
+        if dc.evaluations is None or ev.name in dc.evaluations:
+            d.add_set(ev.name, read_eval_docs(ev.location))
+    return d
+
+
+def deduped_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
+    near = _near_enabled(recipe)
+    cpt = recipe.languages[src.language].chars_per_token
+    deps = [dg.AssetKey(["exact_dedup", src.name])] + ([dg.AssetKey("near_duplicates")] if near else [])
+
+    @dg.asset(
+        key=["deduped", src.name],
+        deps=deps,
+        group_name=GROUP,
+        kinds={"python", "parquet"},
+        code_version=CODE_VERSION,
+        description=f"'{src.name}' without exact duplicates"
+        + (", near duplicates" if near else "")
+        + (" and evaluation leaks" if recipe.decontamination is not None else ""),
+        metadata=headline("docs_out", "near_duplicates_removed", "contaminated_removed"),
+    )
+    def _deduped(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
+        layout = storage.layout(recipe.name)
+        res = deduplicate_source(
+            layout.dedup_dir(),
+            layout.deduped(src.name),
+            src.name,
+            src.language,
+            near,
+            _decontaminator(recipe),
+        )
+        if res.contaminated_removed:
+            context.log.warning(f"{src.name}: {res.contaminated_removed} documents leak evaluation sets")
+        return materialize(res, est_tokens=round(res.chars_out / cpt), licenses=licenses_table(res.licenses))
+
+    return _deduped
+
+
+def build(recipe: Recipe) -> list[dg.AssetsDefinition]:
+    """Exact dedup, MinHash signatures (when near-dup removal is on) and the deduped output per source,
+    and the near-duplicate clusters across sources."""
+    near = _near_enabled(recipe)
+    assets = []
+    for src in recipe.sources:
+        assets.append(exact_dedup_asset(recipe, src))
+        if near:
+            assets.append(minhash_asset(recipe, src))
+        assets.append(deduped_asset(recipe, src))
+    if near:
+        assets.append(near_duplicates_asset(recipe))
+    return assets

@@ -1,0 +1,120 @@
+"""Training: each stage's blend tokenized and packed by its `pack` section, and its checkpoint trained by
+the trainer process from a `TrainJob` built from its `train` section (group `training`)."""
+
+import dagster as dg
+
+from lm_platform.atomic import read_json, write_json
+from lm_platform.data.blend import BLEND_FILE, MANIFEST_FILE
+from lm_platform.data.pack import PackResult, pack_dataset
+from lm_platform.defs.metadata import CODE_VERSION, headline, materialize, table
+from lm_platform.defs.resources import LMStorage
+from lm_platform.paths import Layout
+from lm_platform.recipe.schema import Recipe, StageConfig
+from lm_platform.training.job import make_job, trainer_command
+
+SOURCE_COLUMNS = ["source", "docs", "tokens", "blend_estimate", "estimate_error", "share", "ratio"]
+
+
+def _tokens_per_source(index: PackResult, stage: StageConfig, layout: Layout) -> list[dict]:
+    """Exact tokens per source next to the blend's estimate (from its manifest, when there is one)."""
+    manifest = layout.blend(stage.name) / MANIFEST_FILE
+    estimated = (
+        {r["source"]: r["taken_tokens"] for r in read_json(manifest)["sources"]} if manifest.exists() else {}
+    )
+    total = index.tokens or 1
+    return [
+        {
+            "source": s,
+            "docs": v["docs"],
+            "tokens": v["tokens"],
+            "blend_estimate": round(estimated.get(s, 0)),
+            "estimate_error": estimated[s] / v["tokens"] - 1 if estimated.get(s) and v["tokens"] else "",
+            "share": v["tokens"] / total,
+            "ratio": stage.blend.mixture.get(s),  # None for a member of a group
+        }
+        for s, v in sorted(index.sources.items())
+    ]
+
+
+def dataset_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
+    cfg = stage.pack
+
+    @dg.asset(
+        key=["dataset", stage.name],
+        deps=[dg.AssetKey(["blend", stage.name]), dg.AssetKey("tokenizer")],
+        group_name="training",
+        kinds={"numpy"},
+        code_version=CODE_VERSION,
+        description=f"blend/{stage.name} tokenized and packed into sequences of {cfg.seq_len} (+1) tokens",
+        metadata=headline("tokens", "train_sequences", "val_sequences"),
+    )
+    def _dataset(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
+        layout = storage.layout(recipe.name)
+        res = pack_dataset(
+            layout.blend(stage.name) / BLEND_FILE,
+            layout.tokenizer(),
+            layout.dataset(stage.name),
+            seq_len=cfg.seq_len,
+            val_fraction=cfg.val_fraction,
+            shuffle_buffer=cfg.shuffle_buffer,
+            seed=cfg.seed,
+            loss_mask=cfg.loss_mask,
+            workers=cfg.workers,
+        )
+        train, val = res.splits["train"], res.splits["val"]
+        return materialize(
+            tokens=res.tokens,
+            train_tokens=train["tokens"],
+            val_tokens=val["tokens"],
+            train_sequences=train["rows"],
+            val_sequences=val["rows"],
+            train_docs=train["docs"],
+            val_docs=val["docs"],
+            seq_len=res.seq_len,
+            dtype=res.dtype,
+            tokens_per_source=table(_tokens_per_source(res, stage, layout), SOURCE_COLUMNS),
+            exact_tokens_per_source={s: v["tokens"] for s, v in res.sources.items()},
+            padding_tokens=train["padding"] + val["padding"],
+            loss_mask=res.loss_mask,
+            path=layout.dataset(stage.name),
+        )
+
+    return _dataset
+
+
+def checkpoint_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
+    deps = [dg.AssetKey(["dataset", stage.name]), dg.AssetKey("tokenizer")]
+    if stage.init_from != "model":
+        deps.append(dg.AssetKey(["checkpoint", stage.init_from]))
+    train = stage.train
+
+    @dg.asset(
+        key=["checkpoint", stage.name],
+        deps=deps,
+        group_name="training",
+        kinds={"pytorch", "huggingface"},
+        pool="gpu",
+        code_version=CODE_VERSION,
+        description=f"Stage '{stage.name}' trained by the trainer process (init: {stage.init_from}, "
+        f"trainable: {train.trainable}, schedule: {train.schedule})",
+        metadata=headline("steps", "tokens_seen", "initial_val_loss", "final_val_loss", "tokens_per_second"),
+    )
+    def _checkpoint(
+        context: dg.AssetExecutionContext, storage: LMStorage, trainer: dg.PipesSubprocessClient
+    ) -> dg.MaterializeResult:
+        layout = storage.layout(recipe.name)
+        job_file = layout.checkpoint(stage.name).with_suffix(".job.json")
+        write_json(job_file, make_job(recipe, stage.name, layout).model_dump(mode="json"))
+        return trainer.run(
+            command=trainer_command(job_file, train.nproc_per_node), context=context
+        ).get_materialize_result()
+
+    return _checkpoint
+
+
+def build(recipe: Recipe) -> list[dg.AssetsDefinition]:
+    """The packed dataset and the checkpoint of each stage."""
+    assets: list[dg.AssetsDefinition] = []
+    for stage in recipe.stages:
+        assets += [dataset_asset(recipe, stage), checkpoint_asset(recipe, stage)]
+    return assets

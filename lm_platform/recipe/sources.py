@@ -1,0 +1,43 @@
+"""The recipe's text sources: where each comes from, its format, license and language."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from lm_platform.recipe.base import NAME_PATTERN, SPDX_PATTERN, Strict
+
+
+class SourceConfig(Strict):
+    """One text source. `location` is a local path (relative to the recipe file) or, for `hf`, a hub id."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    location: str
+    format: Literal["jsonl", "parquet", "text_dir", "pdf_dir", "hf"]
+    license: str = Field(pattern=SPDX_PATTERN, description="SPDX identifier of the source's license")
+    language: str
+    origin: str = Field("", description="Where the text comes from (URL or description)")
+    text_field: str = "text"
+    id_field: str | None = None
+    url_field: str | None = None
+    hf_config: str | None = None
+    hf_split: str = "train"
+    formatter: Literal["qa"] | None = None
+    max_docs: int | None = Field(None, gt=0)
+    max_est_tokens: int | None = Field(
+        None, gt=0, description="Stop reading after this many estimated tokens"
+    )
+    max_doc_bytes: int = Field(
+        8_000_000, gt=0, description="Larger documents are quarantined, not read into the corpus"
+    )
+    license_manifest: str | None = Field(
+        None, description="pdf_dir/text_dir: a JSON or CSV sidecar mapping file names to SPDX licenses"
+    )
+    priority: int = Field(0, description="Dedup keeps the copy from the source with the higher priority")
+    shards: int = Field(
+        1,
+        ge=1,
+        le=10_000,
+        description="Curate in this many shards, each a Dagster partition (1: unpartitioned)",
+    )

@@ -1,0 +1,176 @@
+"""The recipe's model and training stages. A stage has three typed sections, each read by one part of the
+platform: `blend` (which documents, how many tokens: data/blend.py), `pack` (how they become sequences:
+data/pack.py) and `train` (how the model learns from them: `lm_platform.training.config.TrainConfig`, the
+section the trainer validates from its job file).
+
+Recipes written before the sections existed used flat stage keys (`lr`, `seq_len`, `mixture`, ...);
+`upgrade_flat_stage_keys` maps them to their section with a deprecation message naming the new place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from lm_platform.recipe.base import NAME_PATTERN, Strict
+from lm_platform.training.config import TrainConfig
+
+
+class BlendConfig(Strict):
+    """Which documents a stage trains on: shares of its sources and a token target (data/blend.py)."""
+
+    mixture: dict[str, float] = Field(description="source (or group) name -> share of the stage's tokens")
+    target_tokens: int = Field(gt=0)
+    groups: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="group name -> member sources; a mixture key may name a group, whose share is split "
+        "among its members in proportion to their available tokens",
+    )
+    upsample: bool = Field(False, description="Repeat sources (up to their epoch cap) to meet the target")
+    max_epochs: float = Field(4.0, ge=1, description="Epoch cap per source when upsampling")
+    source_max_epochs: dict[str, float] = Field(default_factory=dict, description="Per-source epoch caps")
+    token_estimate: Literal["recipe", "measured"] = Field(
+        "measured",
+        description="'measured': chars per token per source measured on this stage's packed dataset when "
+        "an earlier run left one (exact tokenizer counts), else the recipe's per-language value; "
+        "'recipe': always the recipe's value",
+    )
+    on_shortfall: Literal["record", "error"] = Field(
+        "record",
+        description="When the sources cannot meet target_tokens: 'record' blends what there is and "
+        "reports the shortfall in the manifest; 'error' fails the blend",
+    )
+
+    def epoch_cap(self, source: str) -> float:
+        """How many times a source's documents may be used in this stage."""
+        if not self.upsample:
+            return 1.0
+        return self.source_max_epochs.get(source, self.max_epochs)
+
+    def mixture_sources(self) -> list[str]:
+        """Every source the stage draws from (groups expanded), in mixture order."""
+        out: list[str] = []
+        for key in self.mixture:
+            out += list(self.groups.get(key, (key,)))
+        return out
+
+    @field_validator("mixture")
+    @classmethod
+    def _ratios(cls, mixture: dict[str, float]) -> dict[str, float]:
+        if not mixture:
+            raise ValueError("mixture is empty")
+        bad = {k: v for k, v in mixture.items() if v <= 0}
+        if bad:
+            raise ValueError(f"ratios must be positive: {bad}")
+        total = sum(mixture.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"ratios sum to {total:.6g}, expected 1")
+        return mixture
+
+
+class PackConfig(Strict):
+    """How a stage's blend becomes fixed-length training rows (data/pack.py)."""
+
+    seq_len: int = Field(2048, gt=0)
+    val_fraction: float = Field(0.05, ge=0, lt=1)
+    shuffle_buffer: int = Field(10_000, ge=0, description="Documents shuffled together (seeded) when packing")
+    workers: int = Field(2, gt=0, description="Processes packing parts of the blend in parallel")
+    loss_mask: bool = Field(
+        False, description="Write loss masks (documents' meta.loss_spans) with the shards"
+    )
+    seed: int = Field(0, description="Seed of the packing shuffle")
+
+
+class StageConfig(Strict):
+    """One training stage: where its model starts, and its `blend`, `pack` and `train` sections."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    init_from: str = Field("model", description="'model' or the name of an earlier stage")
+    blend: BlendConfig
+    pack: PackConfig = PackConfig()
+    train: TrainConfig = TrainConfig()
+
+
+# Flat stage keys of recipes written before the sections: old key -> (section, new key) places.
+FLAT_STAGE_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    **{k: (("blend", k),) for k in BlendConfig.model_fields},
+    "seq_len": (("pack", "seq_len"),),
+    "val_fraction": (("pack", "val_fraction"),),
+    "pack_shuffle_buffer": (("pack", "shuffle_buffer"),),
+    "pack_workers": (("pack", "workers"),),
+    "pack_loss_mask": (("pack", "loss_mask"),),
+    **{k: (("train", k),) for k in TrainConfig.model_fields if k != "seed"},
+    # One flat seed used to drive both the packing shuffle and the trainer.
+    "seed": (("train", "seed"), ("pack", "seed")),
+}
+
+
+def upgrade_flat_stage_keys(stage: Any, where: str) -> tuple[Any, list[str]]:
+    """Move a stage's flat keys into their sections. Returns the upgraded mapping and one deprecation
+    message per moved key (e.g. `stages.0.lr is deprecated: use stages.0.train.lr`). A key given both flat
+    and in its section is an error naming both places."""
+    if not isinstance(stage, dict):
+        return stage, []
+    flat = [k for k in stage if k in FLAT_STAGE_KEYS]
+    if not flat:
+        return stage, []
+    out = {k: v for k, v in stage.items() if k not in FLAT_STAGE_KEYS}
+    messages = []
+    for key in flat:
+        places = FLAT_STAGE_KEYS[key]
+        for section, new in places:
+            current = out.get(section, {})
+            if not isinstance(current, dict):
+                continue  # the section's own validation reports it
+            if new in current:
+                raise ValueError(
+                    f"{where}.{key} and {where}.{section}.{new} are both given; keep {section}.{new}"
+                )
+            out[section] = {**current, new: stage[key]}
+        messages.append(
+            f"{where}.{key} is deprecated: use " + " and ".join(f"{where}.{s}.{n}" for s, n in places)
+        )
+    return out, messages
+
+
+class ModelConfig(Strict):
+    init: Literal["scratch", "pretrained"] = "scratch"
+    base: str | None = Field(None, description="HF checkpoint (path or hub id) when init is 'pretrained'")
+    hidden_size: int = Field(256, gt=0)
+    intermediate_size: int = Field(512, gt=0)
+    num_layers: int = Field(4, gt=0)
+    num_heads: int = Field(4, gt=0)
+    num_kv_heads: int = Field(4, gt=0)
+    max_position_embeddings: int = Field(2048, gt=0)
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = False
+    eeve_tied_rule: Literal["input", "output"] = Field(
+        "input",
+        description="EEVE init of a new token's row when input and output embeddings are tied: 'input' = mean "
+        "of its pieces' rows, 'output' = the row of its first piece",
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> ModelConfig:
+        if self.init == "pretrained" and not self.base:
+            raise ValueError("init 'pretrained' needs 'base' (the checkpoint to start from)")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}"
+            )
+        return self
+
+
+class GenerationConfig(Strict):
+    """Samples written with every checkpoint: the same prompts and sampling settings each time."""
+
+    prompts: tuple[str, ...] = ()
+    max_new_tokens: int = Field(32, gt=0)
+    do_sample: bool = True
+    temperature: float = Field(0.8, gt=0)
+    top_k: int = Field(50, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    seed: int = 0
