@@ -151,3 +151,46 @@ def test_runs_events_materializations_and_pool_slots_live_in_postgres(postgres, 
         "SELECT count(*) FROM event_logs WHERE step_key = 'pool_probe' AND dagster_event_type = 'STEP_SUCCESS'",
     )
     assert probe[0][0] == 1
+
+
+def test_training_sensor_ticks_into_postgres(postgres, home, tmp_path):
+    """The real daemon evaluates the demo's training sensors (running: profile `sensors: running`) and
+    records the tick and the sensors' state in Postgres."""
+    instance = dg.DagsterInstance.from_config(str(home))  # creates the schedule storage's tables
+    assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("kind: local\nsensors: running\n")
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n  - python_module: {module_name: lm_platform.definitions, location_name: lm_platform}\n"
+    )
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "LM_PLATFORM_PROFILE": str(profile),
+        "LM_PLATFORM_STORAGE": str(tmp_path / "data"),
+        "PYTHONPATH": str(REPO),
+    }
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        ticks: list[tuple] = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not ticks:
+            time.sleep(3)
+            rows = _sql(postgres, "SELECT type, status, tick_body FROM job_ticks")
+            ticks = [r for r in rows if "train_demo_" in r[2]]
+        assert ticks, "no tick of a training sensor reached Postgres within 5 minutes"
+        states = _sql(postgres, "SELECT job_origin_id, status FROM jobs")
+        assert states, "the running sensors' instigator state is in Postgres"
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
