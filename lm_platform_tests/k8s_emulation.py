@@ -171,7 +171,10 @@ class EmulatedCoreV1Api:
             reason = "Completed" if exit_code == 0 else ("Error" if not pod.killed else "Killed")
             state = V1ContainerState(
                 terminated=V1ContainerStateTerminated(
-                    exit_code=exit_code, reason=reason, started_at=pod.started, finished_at=dt.datetime.now(dt.UTC)
+                    exit_code=exit_code,
+                    reason=reason,
+                    started_at=pod.started,
+                    finished_at=dt.datetime.now(dt.UTC),
                 )
             )
             phase, ready = ("Succeeded" if exit_code == 0 else "Failed"), False

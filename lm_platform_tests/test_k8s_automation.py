@@ -22,7 +22,9 @@ def defs(demo_recipe):
 
 
 def _materialize(instance, key: dg.AssetKey, version: str) -> None:
-    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, tags={DATA_VERSION_TAG: version}))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=key, tags={DATA_VERSION_TAG: version})
+    )
 
 
 def _seed(instance, defs) -> None:

@@ -31,7 +31,9 @@ def test_two_recipe_workspace_has_distinct_keys(tmp_path):
         WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=[str(workspace)])) as ctx,
     ):
         request = ctx.create_request_context()
-        errors = {name: e.load_error for name, e in request.get_code_location_entries().items() if e.load_error}
+        errors = {
+            name: e.load_error for name, e in request.get_code_location_entries().items() if e.load_error
+        }
         assert not errors, errors
         graph = request.asset_graph
         keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
@@ -46,7 +48,11 @@ def test_two_recipe_workspace_has_distinct_keys(tmp_path):
         from dagster._core.definitions.asset_selection import AssetSelection
 
         picked = {k.to_user_string() for k in AssetSelection.from_string("key:vi/tokenizer+").resolve(graph)}
-        assert "vi/tokenizer" in picked and "vi/dataset/main" in picked and not any(p.startswith("ja/") for p in picked)
+        assert (
+            "vi/tokenizer" in picked
+            and "vi/dataset/main" in picked
+            and not any(p.startswith("ja/") for p in picked)
+        )
 
 
 def test_single_recipe_keys_are_unprefixed_and_tokenizer_plus_selects_its_children(demo_recipe):
@@ -77,7 +83,9 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 def test_dg_check_defs_and_dg_launch(tmp_path):
     env = _env(tmp_path)
-    check = subprocess.run([str(BIN / "dg"), "check", "defs"], cwd=REPO, env=env, capture_output=True, text=True)
+    check = subprocess.run(
+        [str(BIN / "dg"), "check", "defs"], cwd=REPO, env=env, capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
     assert "All definitions loaded successfully" in check.stdout + check.stderr
     launch = subprocess.run(

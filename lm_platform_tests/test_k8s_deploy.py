@@ -48,7 +48,9 @@ def validate(obj: dict) -> None:
         kubernetes_validate.validate(obj, KUBE, strict=True)
     except kubernetes_validate.ValidationError as exc:
         path = "/".join(str(p) for p in exc.path)
-        raise AssertionError(f"{obj.get('kind')} {obj.get('metadata', {}).get('name')}: {path}: {exc.message}")
+        raise AssertionError(
+            f"{obj.get('kind')} {obj.get('metadata', {}).get('name')}: {path}: {exc.message}"
+        ) from None
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +125,7 @@ def _all_stages():
             yield recipe, stage
 
 
-@pytest.mark.parametrize(
-    "recipe_stage", list(_all_stages()), ids=lambda rs: f"{rs[0].name}-{rs[1].name}"
-)
+@pytest.mark.parametrize("recipe_stage", list(_all_stages()), ids=lambda rs: f"{rs[0].name}-{rs[1].name}")
 def test_trainer_pod_of_every_vi_and_ja_stage_validates(profile, recipe_stage):
     recipe, stage = recipe_stage
     job = f"{profile.storage_root()}/{recipe.name}/checkpoint/{stage.name}.job.json"
@@ -208,11 +208,17 @@ def test_step_pods_of_curated_sources_validate(profile):
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": "step", **cfg["pod_template_spec_metadata"]},
-            "spec": {**cfg["pod_spec_config"], "containers": [{"name": "step", "image": "x", **cfg["container_config"]}]},
+            "spec": {
+                **cfg["pod_spec_config"],
+                "containers": [{"name": "step", "image": "x", **cfg["container_config"]}],
+            },
         }
         validate(pod)
         assert cfg["container_config"]["resources"]["requests"]["memory"] == "16Gi"
-    assert step_k8s_config(profile, ["blend", "main"])["container_config"]["resources"]["requests"]["memory"] == "8Gi"
+    assert (
+        step_k8s_config(profile, ["blend", "main"])["container_config"]["resources"]["requests"]["memory"]
+        == "8Gi"
+    )
 
 
 # -- deploy/ -------------------------------------------------------------------------------------------
@@ -286,7 +292,9 @@ def test_helm_values_use_only_documented_chart_keys():
         assert dep["dagsterApiGrpcArgs"] == ["-m", "lm_platform.definitions"]
         load_recipe(env["LM_PLATFORM_RECIPE"])
         assert env["LM_PLATFORM_KEY_PREFIX"] == "recipe"
-        assert env["LM_PLATFORM_STORAGE"] == load_profile(str(DEPLOY / "k8s/base/profile.yaml")).storage_root()
+        assert (
+            env["LM_PLATFORM_STORAGE"] == load_profile(str(DEPLOY / "k8s/base/profile.yaml")).storage_root()
+        )
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
 
 
@@ -341,7 +349,35 @@ def test_dockerfile_stages_args_and_command_match_the_package():
     assert cmd[:5] == ["dagster", "api", "grpc", "-m", "lm_platform.definitions"]
     # The profile's interpreter is the image's venv, and the trainer module it runs exists.
     prof = load_profile(str(DEPLOY / "k8s/base/profile.yaml"))
-    assert prof.python == "/opt/venv/bin/python" and "python -m venv /opt/venv" in " ".join(a for _, a in instr)
+    assert prof.python == "/opt/venv/bin/python" and "python -m venv /opt/venv" in " ".join(
+        a for _, a in instr
+    )
     assert (REPO / "lm_platform" / "training" / "train.py").is_file()
     env = " ".join(a for i, a in instr if i == "ENV")
     assert f"LM_PLATFORM_STORAGE={prof.storage_root()}" in env
+
+
+def test_k8s_profile_fans_steps_out_with_per_asset_pod_config(profile):
+    from dagster._config import process_config
+    from dagster_k8s import k8s_job_executor
+
+    from lm_platform.defs.deployment import build_deployment_definitions
+    from lm_platform.defs.k8s import executor_config
+
+    recipe = load_recipe("ja")
+    defs = build_deployment_definitions(recipe, profile, prefix=[])
+    repo = defs.get_repository_def()
+    assert repo.get_job("__ASSET_JOB").executor_def.name == "k8s_job_executor"
+    assets = list(repo.assets_defs_by_key.values())
+    cfg = executor_config(profile, assets)
+    assert process_config(k8s_job_executor.config_schema.config_type, cfg).success
+    sharded = [s for s in recipe.sources if s.shards > 1]
+    assert sharded, "ja has sharded sources"
+    for src in sharded:
+        step = cfg["per_step_k8s_config"][f"curated__{src.name}"]
+        assert step["container_config"]["resources"]["requests"]["memory"] == "16Gi"
+        assert step["pod_spec_config"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "lm-platform-data"
+    exact = cfg["per_step_k8s_config"][f"exact_dedup__{recipe.sources[0].name}"]
+    assert exact["container_config"]["resources"]["requests"]["memory"] == "32Gi"
+    local = build_deployment_definitions(recipe, load_profile("local"), prefix=[]).get_repository_def()
+    assert local.get_job("__ASSET_JOB").executor_def.name != "k8s_job_executor"

@@ -51,7 +51,9 @@ def world(tmp_path_factory):
     tok_dir = base_tokenizer(layout.tokenizer())
     from transformers import AutoTokenizer
 
-    synthetic_dataset(layout.dataset("main"), vocab_size=len(AutoTokenizer.from_pretrained(str(tok_dir))), seq_len=16)
+    synthetic_dataset(
+        layout.dataset("main"), vocab_size=len(AutoTokenizer.from_pretrained(str(tok_dir))), seq_len=16
+    )
     profile = parse_profile(
         {
             "kind": "k8s",

@@ -99,7 +99,9 @@ def _sql(url: str, query: str) -> list[tuple]:
 def home(postgres, tmp_path_factory):
     home = tmp_path_factory.mktemp("dagster_home")
     config = {
-        "storage": {"postgres": {"postgres_url": postgres.replace("postgresql://", "postgresql+psycopg2://")}},
+        "storage": {
+            "postgres": {"postgres_url": postgres.replace("postgresql://", "postgresql+psycopg2://")}
+        },
         "concurrency": {"pools": {"default_limit": 1, "granularity": "op"}},
         "telemetry": {"enabled": False},
     }

@@ -73,25 +73,27 @@ def op_name(key: dg.AssetKey) -> str:
     return "__".join(key.path)
 
 
-def executor(profile: Profile, assets: Sequence[dg.AssetsDefinition]) -> dg.ExecutorDefinition | None:
-    """k8s: `k8s_job_executor`, one pod per step (per partition of a sharded curated/<source>), each
-    asset's `dagster-k8s/config` (requests, node selector, volume, Secrets) from the profile."""
-    if profile.kind != "k8s":
-        return None
+def executor_config(profile: Profile, assets: Sequence[dg.AssetsDefinition]) -> dict[str, Any]:
+    """The `k8s_job_executor` config: namespace, service account, and per step (op) the asset's
+    `dagster-k8s/config` from the profile (requests, node selector, storage volume, Secrets)."""
     from lm_platform.deployment.pods import step_k8s_config
 
-    per_step = {
-        op_name(key): step_k8s_config(profile, list(key.path)) for a in assets for key in a.keys
-    }
-    return k8s_job_executor.configured(
-        {
-            "job_namespace": profile.namespace,
-            "image_pull_policy": profile.image_pull_policy,
-            "service_account_name": profile.service_account,
-            "per_step_k8s_config": per_step,
+    return {
+        "job_namespace": profile.namespace,
+        "image_pull_policy": profile.image_pull_policy,
+        "service_account_name": profile.service_account,
+        "per_step_k8s_config": {
+            op_name(key): step_k8s_config(profile, list(key.path)) for a in assets for key in a.keys
         },
-        name="k8s_job_executor",
-    )
+    }
+
+
+def executor(profile: Profile, assets: Sequence[dg.AssetsDefinition]) -> dg.ExecutorDefinition | None:
+    """k8s: `k8s_job_executor`, one pod per step (one per partition of a sharded curated/<source> in a
+    backfill that runs a run per partition), each with its asset's pod settings. Local: the default."""
+    if profile.kind != "k8s":
+        return None
+    return k8s_job_executor.configured(executor_config(profile, assets), name="k8s_job_executor")
 
 
 def training_condition(dataset: dg.AssetKey, init: dg.AssetKey | None) -> dg.AutomationCondition:

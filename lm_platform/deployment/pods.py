@@ -94,7 +94,9 @@ def _require_k8s(profile: Profile) -> None:
         raise ValueError("pod specs need a k8s profile (LM_PLATFORM_PROFILE names its file)")
 
 
-def trainer_pod_spec(profile: Profile, recipe: Recipe, stage_name: str, job_file: str | Path) -> dict[str, Any]:
+def trainer_pod_spec(
+    profile: Profile, recipe: Recipe, stage_name: str, job_file: str | Path
+) -> dict[str, Any]:
     """The PodSpec of `checkpoint/<stage>`'s trainer (the `base_pod_spec` PipesK8sClient completes with
     the Pipes environment)."""
     _require_k8s(profile)
