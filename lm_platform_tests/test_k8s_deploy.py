@@ -376,7 +376,9 @@ def test_k8s_profile_fans_steps_out_with_per_asset_pod_config(profile):
     for src in sharded:
         step = cfg["per_step_k8s_config"][f"curated__{src.name}"]
         assert step["container_config"]["resources"]["requests"]["memory"] == "16Gi"
-        assert step["pod_spec_config"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "lm-platform-data"
+        assert (
+            step["pod_spec_config"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "lm-platform-data"
+        )
     exact = cfg["per_step_k8s_config"][f"exact_dedup__{recipe.sources[0].name}"]
     assert exact["container_config"]["resources"]["requests"]["memory"] == "32Gi"
     local = build_deployment_definitions(recipe, load_profile("local"), prefix=[]).get_repository_def()

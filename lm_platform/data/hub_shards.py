@@ -43,7 +43,11 @@ def hub_data_files(src: SourceConfig) -> list[str]:
 
 
 def read_hub_shard(
-    src: SourceConfig, index: int, count: int, stats: ReadStats | None = None, files: Sequence[str] | None = None
+    src: SourceConfig,
+    index: int,
+    count: int,
+    stats: ReadStats | None = None,
+    files: Sequence[str] | None = None,
 ) -> Iterator[Document]:
     """Stream shard `index` of `count` of a hub-format source, one data file at a time."""
     import datasets
