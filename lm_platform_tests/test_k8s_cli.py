@@ -23,8 +23,8 @@ def test_two_recipe_workspace_has_distinct_keys(tmp_path):
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(
         "load_from:\n"
-        "  - python_module: {module_name: lm_platform.locations, attribute: vi, location_name: vi}\n"
-        "  - python_module: {module_name: lm_platform.locations, attribute: ja, location_name: ja}\n"
+        "  - python_module: {module_name: lm_platform.defs.locations, attribute: vi, location_name: vi}\n"
+        "  - python_module: {module_name: lm_platform.defs.locations, attribute: ja, location_name: ja}\n"
     )
     with (
         dg.instance_for_test() as instance,
