@@ -99,3 +99,38 @@ def test_dg_check_defs_and_dg_launch(tmp_path):
     assert (tmp_path / "data" / "demo" / "corpus" / "vi_news.parquet").is_file()
     instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
     assert instance.get_latest_materialization_event(dg.AssetKey(["corpus", "vi_news"])) is not None
+
+
+def test_dg_dev_serves_the_project(tmp_path):
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(BIN / "dg"), "dev", "-p", str(port), "-h", "127.0.0.1"],
+        cwd=REPO,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline, info = time.monotonic() + 400, None
+        while time.monotonic() < deadline and info is None and proc.poll() is None:
+            time.sleep(3)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as r:
+                    info = r.read().decode()
+            except OSError:
+                pass
+        assert info is not None and '"dagster_version"' in info, "dg dev did not serve the UI"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
