@@ -383,3 +383,29 @@ def test_k8s_profile_fans_steps_out_with_per_asset_pod_config(profile):
     assert exact["container_config"]["resources"]["requests"]["memory"] == "32Gi"
     local = build_deployment_definitions(recipe, load_profile("local"), prefix=[]).get_repository_def()
     assert local.get_job("__ASSET_JOB").executor_def.name != "k8s_job_executor"
+
+
+def test_k8s_trainer_passes_the_stage_pod_timeout_and_deletion(profile, monkeypatch):
+    """K8sTrainer hands PipesK8sClient the stage's pod (from the job file in the asset's command), the
+    profile's namespace and multi-day pod_wait_timeout, and deletion on completion."""
+    import dagster as dg
+    from dagster_k8s import PipesK8sClient
+
+    from lm_platform.defs.k8s import K8sTrainer
+    from lm_platform.training.job import trainer_command
+
+    seen = {}
+    monkeypatch.setattr(PipesK8sClient, "run", lambda self, **kw: seen.update(kw))
+    recipe = load_recipe("vi")
+
+    class Ctx:
+        asset_key = dg.AssetKey(["vi", "checkpoint", "eeve_4"])
+
+    K8sTrainer(profile, recipe).run(context=Ctx(), command=trainer_command("/data/lm_platform/j.json", 1))
+    assert seen["namespace"] == "lm-platform"
+    assert seen["pod_wait_timeout"] == profile.pod_wait_timeout_seconds == 14 * 24 * 3600
+    assert seen["delete_pod_on_completion"] is True
+    assert seen["base_pod_spec"] == trainer_pod_spec(profile, recipe, "eeve_4", "/data/lm_platform/j.json")
+    assert seen["base_pod_meta"]["labels"]["lm-platform.dev/stage"] == "eeve_4"
+    with pytest.raises(ValueError, match="not a trainer command"):
+        K8sTrainer(profile, recipe).run(context=Ctx(), command=["python", "x.py"])
