@@ -364,6 +364,11 @@ def test_k8s_profile_fans_steps_out_with_per_asset_pod_config(profile):
     from lm_platform.defs.deployment import build_deployment_definitions
     from lm_platform.defs.k8s import executor_config
 
+    def dg_key(path):
+        import dagster as dg
+
+        return dg.AssetKey(path)
+
     recipe = load_recipe("ja")
     defs = build_deployment_definitions(recipe, profile, prefix=[])
     repo = defs.get_repository_def()
@@ -383,6 +388,11 @@ def test_k8s_profile_fans_steps_out_with_per_asset_pod_config(profile):
     assert exact["container_config"]["resources"]["requests"]["memory"] == "32Gi"
     local = build_deployment_definitions(recipe, load_profile("local"), prefix=[]).get_repository_def()
     assert local.get_job("__ASSET_JOB").executor_def.name != "k8s_job_executor"
+    # A backfill of a sharded source runs a run (hence a step pod) per partition on k8s, one run locally.
+    for src in sharded:
+        key = dg_key(["curated", src.name])
+        assert repo.assets_defs_by_key[key].backfill_policy.max_partitions_per_run == 1
+        assert local.assets_defs_by_key[key].backfill_policy.max_partitions_per_run is None
 
 
 def test_k8s_trainer_passes_the_stage_pod_timeout_and_deletion(profile, monkeypatch):

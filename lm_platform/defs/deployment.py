@@ -9,6 +9,7 @@ import dagster as dg
 from lm_platform.defs.assets import build_assets
 from lm_platform.defs.k8s import (
     executor,
+    fan_out_partitions,
     key_prefix,
     prefixed,
     trainer_resource,
@@ -28,6 +29,7 @@ def build_deployment_definitions(
     profile = profile or load_profile()
     prefix = key_prefix(recipe) if prefix is None else list(prefix)
     assets = with_training_automation(prefixed(build_assets(recipe), prefix), recipe, prefix)
+    assets = fan_out_partitions(profile, assets)
     storage = LMStorage(root=profile.storage_root()) if profile.kind == "k8s" else LMStorage()
     return dg.Definitions(
         assets=assets,

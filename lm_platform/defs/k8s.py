@@ -96,6 +96,20 @@ def executor(profile: Profile, assets: Sequence[dg.AssetsDefinition]) -> dg.Exec
     return k8s_job_executor.configured(executor_config(profile, assets), name="k8s_job_executor")
 
 
+def fan_out_partitions(profile: Profile, assets: Sequence[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    """k8s: a backfill of a partitioned asset (a sharded source's curated/<source>) runs one run per
+    partition, so `k8s_job_executor` gives each partition its own step pod. Local keeps the recipe's
+    single-run backfills (one process curates the range)."""
+    if profile.kind != "k8s":
+        return list(assets)
+    return [
+        a.with_attributes(backfill_policy=dg.BackfillPolicy.multi_run(1))
+        if a.partitions_def is not None
+        else a
+        for a in assets
+    ]
+
+
 def training_condition(dataset: dg.AssetKey, init: dg.AssetKey | None) -> dg.AutomationCondition:
     """Train when the stage's dataset (or its init_from checkpoint) has a new data version: once per
     change (`since_last_handled`), not while an input is being rebuilt or the stage is already training,
