@@ -19,9 +19,13 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install kenlm demo test ui lint format clean dagster-home
+.PHONY: install kenlm postgres demo test ui lint format clean dagster-home
 
-install: $(VENV)/.installed kenlm
+install: $(VENV)/.installed kenlm postgres
+
+# PostgreSQL for the production-instance test (Debian's package, apt-get when missing and root).
+postgres:
+	bash scripts/install_postgres.sh
 
 kenlm: $(KENLM_BIN)/lmplz
 
