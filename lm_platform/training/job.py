@@ -9,27 +9,7 @@ from typing import Any
 
 from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe
-
-# Stage fields that shape the stage's data (blend and packing), not its training; kept out of the job so
-# that they neither reach the trainer nor change the fingerprint a resume is matched on.
-DATA_FIELDS = frozenset(
-    {
-        "name",
-        "mixture",
-        "target_tokens",
-        "init_from",
-        "val_fraction",
-        "groups",
-        "upsample",
-        "max_epochs",
-        "source_max_epochs",
-        "token_estimate",
-        "on_shortfall",
-        "pack_shuffle_buffer",
-        "pack_workers",
-        "pack_loss_mask",
-    }
-)
+from lm_platform.training.config import TrainConfig, TrainJob
 
 
 def make_job(recipe: Recipe, stage_name: str, layout: Layout) -> dict[str, Any]:
@@ -42,20 +22,24 @@ def make_job(recipe: Recipe, stage_name: str, layout: Layout) -> dict[str, Any]:
         )
     else:
         init = {"kind": "pretrained", "path": str(layout.checkpoint(stage.init_from))}
-    train = stage.model_dump(exclude=DATA_FIELDS)
+    # The stage's training settings (TrainConfig's fields); its blend and packing fields stay out.
+    train = TrainConfig.model_validate(
+        {k: v for k, v in stage.model_dump().items() if k in TrainConfig.model_fields}
+    )
     output = layout.checkpoint(stage.name)
-    return {
-        "recipe": recipe.name,
-        "stage": stage.name,
-        "dataset_dir": str(layout.dataset(stage.name)),
-        "tokenizer_dir": str(layout.tokenizer()),
-        "output_dir": str(output),
-        "run_dir": str(output.with_name(f"{output.name}.run")),
-        "init": init,
-        "model": {"eeve_tied_rule": recipe.model.eeve_tied_rule},
-        "generation": recipe.generation.model_dump(),
-        "train": train,
-    }
+    job = TrainJob(
+        recipe=recipe.name,
+        stage=stage.name,
+        dataset_dir=str(layout.dataset(stage.name)),
+        tokenizer_dir=str(layout.tokenizer()),
+        output_dir=str(output),
+        run_dir=str(output.with_name(f"{output.name}.run")),
+        init=init,
+        model={"eeve_tied_rule": recipe.model.eeve_tied_rule},
+        generation=recipe.generation.model_dump(),
+        train=train,
+    )
+    return job.model_dump(mode="json")
 
 
 def trainer_command(job_file: str | Path, nproc_per_node: int = 1) -> list[str]:
