@@ -165,7 +165,9 @@ def test_each_eeve_stage_changes_exactly_its_parameters(tmp_path, policy, tied):
             assert not torch.equal(now, before), f"{policy}: {name} should have changed"
 
 
-@pytest.mark.parametrize(("policy", "tied", "matrices"), [("new_embeddings", False, 2), ("output_embeddings", True, 1)])
+@pytest.mark.parametrize(
+    ("policy", "tied", "matrices"), [("new_embeddings", False, 2), ("output_embeddings", True, 1)]
+)
 def test_frozen_rows_have_no_optimizer_state(tmp_path, policy, tied, matrices):
     """Stages that train embedding rows keep Adam moments for the new rows only, not for the base
     vocabulary (stage 3 of SmolLM2 would otherwise hold moments for 49K rows while 4.7M parameters train)."""
@@ -183,6 +185,8 @@ def test_frozen_rows_have_no_optimizer_state(tmp_path, policy, tied, matrices):
 def test_tied_output_embeddings_without_eeve_is_refused(tmp_path):
     from lm_platform_tests.training_fixtures import TINY
 
-    model = build_model({"kind": "scratch", "model": {**TINY, "tie_word_embeddings": True}}, BASE_VOCAB, 1, 2, 3, 0)
+    model = build_model(
+        {"kind": "scratch", "model": {**TINY, "tie_word_embeddings": True}}, BASE_VOCAB, 1, 2, 3, 0
+    )
     with pytest.raises(ValueError, match="tied embeddings.*eeve.json"):
         apply_policy(model, "output_embeddings", None)

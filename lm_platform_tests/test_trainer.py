@@ -82,5 +82,7 @@ def test_trainer_command_uses_torchrun_for_several_processes():
 def test_stage_job_carries_training_settings_not_data_settings(tmp_path):
     job = make_job(load_recipe("demo"), "main", Layout(tmp_path, "demo"))
     assert {"lr", "micro_batch_size", "trainable", "grad_clip"} <= set(job["train"])
-    assert not {"mixture", "groups", "upsample", "pack_workers", "pack_shuffle_buffer", "seq_len"} & set(job["train"])
+    assert not {"mixture", "groups", "upsample", "pack_workers", "pack_shuffle_buffer", "seq_len"} & set(
+        job["train"]
+    )
     TrainJob.model_validate(job)  # the job file the trainer reads validates as is

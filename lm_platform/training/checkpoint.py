@@ -94,7 +94,11 @@ def identity_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
     if old is None:
         return ["format: an older checkpoint format (no resume identity)"]
     a, b = _flatten(old), _flatten(new)
-    return [f"{k}: {a.get(k, '(absent)')} -> {b.get(k, '(absent)')}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+    return [
+        f"{k}: {a.get(k, '(absent)')} -> {b.get(k, '(absent)')}"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k)
+    ]
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -118,7 +122,9 @@ def step_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted((s, p) for s, p in found if (p / STATE_FILE).exists())
 
 
-def prepare_run(run_dir: str | Path, identity: dict[str, Any], keep_aside: int = 2) -> tuple[Path | None, list[str]]:
+def prepare_run(
+    run_dir: str | Path, identity: dict[str, Any], keep_aside: int = 2
+) -> tuple[Path | None, list[str]]:
     """Make `run_dir` ready for a run of `identity`: remove what a killed run was still writing, move a
     finished run or a run of another identity aside, bound the runs kept aside. Returns the newest step
     checkpoint to resume from (or None) and messages saying what was moved and why."""
@@ -131,7 +137,9 @@ def prepare_run(run_dir: str | Path, identity: dict[str, Any], keep_aside: int =
     steps = step_dirs(run_dir)
     if (run_dir / FINISHED_FILE).exists():
         where = move_aside(run_dir, "finished")
-        messages.append(f"the stage's previous run had finished; it is now in {where} and training starts afresh")
+        messages.append(
+            f"the stage's previous run had finished; it is now in {where} and training starts afresh"
+        )
         steps = []
     elif steps:
         state = read_json(steps[-1][1] / STATE_FILE)
@@ -145,7 +153,9 @@ def prepare_run(run_dir: str | Path, identity: dict[str, Any], keep_aside: int =
             )
             steps = []
     for path in prune_aside(run_dir, keep_aside):
-        messages.append(f"removed {path} (more than keep_aside={keep_aside} earlier runs; kept checkpoints stay)")
+        messages.append(
+            f"removed {path} (more than keep_aside={keep_aside} earlier runs; kept checkpoints stay)"
+        )
     return (steps[-1][1] if steps else None), messages
 
 
@@ -269,7 +279,12 @@ def restore_rng(tensors: dict[str, Any]) -> None:
     import torch
 
     torch.set_rng_state(tensors.pop("rng.torch"))
-    cuda = [tensors.pop(k) for k in sorted((k for k in list(tensors) if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))]
+    cuda = [
+        tensors.pop(k)
+        for k in sorted(
+            (k for k in list(tensors) if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1])
+        )
+    ]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
 

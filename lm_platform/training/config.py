@@ -54,7 +54,9 @@ class TrainConfig(_Strict):
     )
     keep_steps: tuple[int, ...] = Field((), description="Steps whose checkpoints are written and kept")
     keep_aside: int = Field(
-        2, ge=0, description="Earlier runs moved aside (changed settings, retrained stage) kept in the run dir"
+        2,
+        ge=0,
+        description="Earlier runs moved aside (changed settings, retrained stage) kept in the run dir",
     )
     nproc_per_node: int = Field(1, gt=0, description="Training processes (torchrun) per node")
 
@@ -62,7 +64,16 @@ class TrainConfig(_Strict):
 # Settings that change neither the weights nor the data order: left out of a run's resume identity, so a
 # changed logging cadence or retention continues the run instead of starting it again.
 NON_TRAJECTORY_FIELDS = frozenset(
-    {"log_every", "val_rows", "checkpoint_every", "keep_last", "keep_every", "keep_steps", "keep_aside", "nproc_per_node"}
+    {
+        "log_every",
+        "val_rows",
+        "checkpoint_every",
+        "keep_last",
+        "keep_every",
+        "keep_steps",
+        "keep_aside",
+        "nproc_per_node",
+    }
 )
 
 

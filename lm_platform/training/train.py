@@ -201,7 +201,10 @@ def batch_tensors(rows: np.ndarray, pad_id: int, mask: np.ndarray | None = None,
 def token_loss(model, inputs, labels, reduction: str = "mean"):
     logits = model(input_ids=inputs).logits
     return torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE, reduction=reduction
+        logits.reshape(-1, logits.size(-1)).float(),
+        labels.reshape(-1),
+        ignore_index=IGNORE,
+        reduction=reduction,
     )
 
 
@@ -241,7 +244,9 @@ def step_gradients(model, batches, dist: Dist, device) -> tuple[torch.Tensor, in
     return loss_sum, total
 
 
-def evaluate_loss(model, reader: SplitReader, ids: np.ndarray, pad_id: int, batch_size: int, device=None) -> float:
+def evaluate_loss(
+    model, reader: SplitReader, ids: np.ndarray, pad_id: int, batch_size: int, device=None
+) -> float:
     """Mean token loss over rows `ids` of `reader` (no grad; loss masks applied)."""
     was_training = model.training
     model.eval()
@@ -405,7 +410,11 @@ def setup(job: TrainJob, reporter: Reporter | None = None) -> tuple[Run, TrainSt
     pad_id, seq_len = index["pad_id"], index["seq_len"]
     steps, global_rows, total_rows = planned_steps(cfg, len(train_rows), seq_len, dist.world)
     eval_rows = val_rows if len(val_rows) else train_rows
-    eval_ids = eval_sample(len(val_rows), cfg.val_rows) if len(val_rows) else np.arange(min(len(train_rows), cfg.micro_batch_size * 4))
+    eval_ids = (
+        eval_sample(len(val_rows), cfg.val_rows)
+        if len(val_rows)
+        else np.arange(min(len(train_rows), cfg.micro_batch_size * 4))
+    )
 
     # Resume: the newest step checkpoint of this run identity (rank 0 moves other runs aside).
     run_dir = Path(job.run_dir)
@@ -433,7 +442,9 @@ def setup(job: TrainJob, reporter: Reporter | None = None) -> tuple[Run, TrainSt
     eeve = read_eeve(job.tokenizer_dir)
     plan = apply_policy(model, cfg.trainable, eeve.base_vocab_size if eeve else None)
     # Fused AdamW (one kernel for all tensors, on CPU and GPU); frozen rows have no moments at all.
-    optimizer = torch.optim.AdamW(plan.param_groups(cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), fused=True)
+    optimizer = torch.optim.AdamW(
+        plan.param_groups(cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), fused=True
+    )
 
     state = TrainState(identity=identity, fingerprint=ckpt.fingerprint(identity))
     if resume:
@@ -469,7 +480,9 @@ def setup(job: TrainJob, reporter: Reporter | None = None) -> tuple[Run, TrainSt
         saved_path=resume,
     )
     if not resume:
-        state.initial_val_loss = evaluate_loss(model, eval_rows, eval_ids, pad_id, cfg.micro_batch_size, device)
+        state.initial_val_loss = evaluate_loss(
+            model, eval_rows, eval_ids, pad_id, cfg.micro_batch_size, device
+        )
     if dist.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         reporter.log_file = run_dir / ckpt.LOG_FILE
@@ -566,7 +579,9 @@ def save_step_checkpoint(run: Run, state: TrainState, keep: bool = False) -> Pat
     if run.dist.rank == 0:
         samples = _samples(run.model, run.job, run.device)
         state.data = run.data.position()
-        ckpt.save(path, run.model, run.optimizer, state.to_json(), run.job.tokenizer_dir, {"samples.json": samples})
+        ckpt.save(
+            path, run.model, run.optimizer, state.to_json(), run.job.tokenizer_dir, {"samples.json": samples}
+        )
         if keep:
             ckpt.mark_kept(run.run_dir, state.step, "keep_every/keep_steps")
         ckpt.prune(run.run_dir, run.cfg.keep_last)
@@ -605,7 +620,11 @@ def finish(run: Run, state: TrainState, loop: LoopResult) -> dict[str, Any]:
         dist.close()
         return metrics
     state.tokens_per_second = metrics["tokens_per_second"]
-    final = run.saved_path if run.saved_step == run.steps else save_step_checkpoint(run, state, _keep_step(cfg, state.step))
+    final = (
+        run.saved_path
+        if run.saved_step == run.steps
+        else save_step_checkpoint(run, state, _keep_step(cfg, state.step))
+    )
     metrics["final_val_loss"] = evaluate_loss(
         run.model, run.eval_rows, run.eval_ids, run.pad_id, cfg.micro_batch_size, run.device
     )
@@ -614,7 +633,9 @@ def finish(run: Run, state: TrainState, loop: LoopResult) -> dict[str, Any]:
     if dist.rank == 0:
         metrics["kept_steps"] = ckpt.kept_steps(run.run_dir)
         metrics["runs_aside"] = (
-            sum(1 for p in (run.run_dir / ckpt.ASIDE_DIR).iterdir()) if (run.run_dir / ckpt.ASIDE_DIR).is_dir() else 0
+            sum(1 for p in (run.run_dir / ckpt.ASIDE_DIR).iterdir())
+            if (run.run_dir / ckpt.ASIDE_DIR).is_dir()
+            else 0
         )
         export(final, job, metrics, run.export_dtype)
         ckpt.mark_finished(run.run_dir)
@@ -628,7 +649,9 @@ def finish(run: Run, state: TrainState, loop: LoopResult) -> dict[str, Any]:
     return metrics
 
 
-def train(job: TrainJob | dict[str, Any], reporter: Reporter | None = None, stop_after: int | None = None) -> dict[str, Any]:
+def train(
+    job: TrainJob | dict[str, Any], reporter: Reporter | None = None, stop_after: int | None = None
+) -> dict[str, Any]:
     """Run (or resume) one stage; returns its metrics. `stop_after` ends early after that many steps of
     this process (for benchmarks; no final checkpoint is written then). Raises `Preempted` after SIGTERM."""
     job = job if isinstance(job, TrainJob) else TrainJob.model_validate(job)
