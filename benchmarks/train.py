@@ -86,34 +86,31 @@ def make_inputs(work: Path, rows: int) -> tuple[Path, Path]:
 
 
 def run_ours(work: Path, data: Path, model: Path, warmup: int, steps: int, r: int) -> dict:
-    from lm_platform.recipe.schema import StageConfig
+    from lm_platform.training.config import TrainConfig, TrainJob
     from lm_platform.training.train import Reporter, train
 
-    cfg = StageConfig(
-        name="bench",
-        mixture={"x": 1.0},
-        target_tokens=1,
-        seq_len=SEQ,
+    cfg = TrainConfig(
         micro_batch_size=MICRO,
         lr=LR,
         schedule="constant",
         warmup_steps=0,
         weight_decay=0.1,
+        grad_clip=1.0,
         log_every=1,
         seed=SEED,
         token_budget=(warmup + steps) * MICRO * SEQ,
     )
-    train_cfg = cfg.model_dump(exclude={"name", "mixture", "target_tokens", "init_from", "val_fraction"})
     out = work / f"ours_{r}"
-    job = {
-        "stage": "bench",
-        "dataset_dir": str(data),
-        "tokenizer_dir": str(work),
-        "output_dir": str(out),
-        "run_dir": str(out) + ".run",
-        "init": {"kind": "pretrained", "path": str(model)},
-        "train": train_cfg,
-    }
+    job = TrainJob(
+        recipe="bench",
+        stage="bench",
+        dataset_dir=str(data),
+        tokenizer_dir=str(work),
+        output_dir=str(out),
+        run_dir=str(out) + ".run",
+        init={"kind": "pretrained", "path": str(model)},
+        train=cfg,
+    )
     reporter = Reporter()
     reporter.log = lambda *a, **k: None  # no printing inside the timed loop
     curve = train(job, reporter, stop_after=warmup + steps)["curve"]

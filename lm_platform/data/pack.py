@@ -422,7 +422,8 @@ def _merge_split(tmp: Path, split: str, parts: list[dict], loss_mask: bool) -> d
 
 
 def load_split(dataset_dir: str | Path, split: str) -> np.ndarray:
-    """All rows of one split as an (rows, seq_len + 1) array (memory-mapped shards, concatenated)."""
+    """All rows of one split as an (rows, seq_len + 1) array (memory-mapped shards, concatenated in memory
+    when there are several: for inspection and tests; the trainer reads rows on demand with `SplitReader`)."""
     dataset_dir = Path(dataset_dir)
     index = read_json(dataset_dir / INDEX_FILE)
     shards = [np.load(dataset_dir / s["file"], mmap_mode="r") for s in index["splits"][split]["shards"]]

@@ -557,7 +557,8 @@ def run_loop(run: Run, state: TrainState, stop_after: int | None = None) -> Loop
                     tokens_per_second=tps,
                 )
             if run.stop.requested:
-                save_step_checkpoint(run, state)
+                if run.saved_step != state.step:
+                    save_step_checkpoint(run, state)
                 run.reporter.log(f"[{run.job.stage}] SIGTERM: checkpoint at step {state.step}, exiting")
                 return LoopResult(ran, session_tokens, time.perf_counter() - session_start, True)
             keep = _keep_step(cfg, state.step)
