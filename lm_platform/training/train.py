@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as td
+from dagster_pipes import open_dagster_pipes
+from transformers import AutoConfig, AutoTokenizer
 
 from lm_platform.atomic import read_json
 from lm_platform.data.pack import SplitReader
@@ -70,8 +72,6 @@ class Reporter:
         self.rank = rank
         self.log_file: Path | None = None
         if rank == 0 and "DAGSTER_PIPES_CONTEXT" in os.environ:
-            from dagster_pipes import open_dagster_pipes
-
             self._ctx = open_dagster_pipes()
             self.pipes = self._ctx.__enter__()
 
@@ -681,8 +681,6 @@ def export_dtype(job: TrainJob) -> str:
         config = read_json(config_file)
     else:
         try:
-            from transformers import AutoConfig
-
             config = AutoConfig.from_pretrained(job.init["path"]).to_dict()
         except Exception:  # noqa: BLE001 - an unreadable hub config: keep the training dtype
             return "float32"
@@ -704,8 +702,6 @@ def _samples(model, job: TrainJob, device) -> list[dict[str, str]]:
     gen = job.generation or {}
     if not gen.get("prompts"):
         return []
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(job.tokenizer_dir)
     return generate_samples(model, tok, gen, device)
 
