@@ -86,7 +86,7 @@ def make_inputs(work: Path, rows: int) -> tuple[Path, Path]:
 
 
 def run_ours(work: Path, data: Path, model: Path, warmup: int, steps: int, r: int) -> dict:
-    from lm_platform.training.config import TrainConfig
+    from lm_platform.training.config import TrainConfig, TrainJob
     from lm_platform.training.train import Reporter, train
 
     cfg = TrainConfig(
@@ -95,21 +95,22 @@ def run_ours(work: Path, data: Path, model: Path, warmup: int, steps: int, r: in
         schedule="constant",
         warmup_steps=0,
         weight_decay=0.1,
+        grad_clip=1.0,
         log_every=1,
         seed=SEED,
         token_budget=(warmup + steps) * MICRO * SEQ,
     )
-    train_cfg = cfg.model_dump()
     out = work / f"ours_{r}"
-    job = {
-        "stage": "bench",
-        "dataset_dir": str(data),
-        "tokenizer_dir": str(work),
-        "output_dir": str(out),
-        "run_dir": str(out) + ".run",
-        "init": {"kind": "pretrained", "path": str(model)},
-        "train": train_cfg,
-    }
+    job = TrainJob(
+        recipe="bench",
+        stage="bench",
+        dataset_dir=str(data),
+        tokenizer_dir=str(work),
+        output_dir=str(out),
+        run_dir=str(out) + ".run",
+        init={"kind": "pretrained", "path": str(model)},
+        train=cfg,
+    )
     reporter = Reporter()
     reporter.log = lambda *a, **k: None  # no printing inside the timed loop
     curve = train(job, reporter, stop_after=warmup + steps)["curve"]

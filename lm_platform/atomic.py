@@ -33,20 +33,43 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def fsync_tree(root: str | Path) -> None:
+    """Flush every file under `root`, then each directory (children before parents), to the disk."""
+    for dirpath, _, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            fsync_path(Path(dirpath) / name)
+        fsync_path(dirpath)
+
+
+def fsync_path(path: str | Path) -> None:
+    """`fsync` one file or directory (a directory's fsync makes its entries, e.g. a rename, durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory; on success it replaces the directory `target` as a whole."""
+def atomic_dir(target: str | Path, durable: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory; on success it replaces the directory `target` as a whole. `durable`:
+    the files and the directory are fsynced before the rename that publishes them, and the parent after,
+    so a power loss never leaves a published directory with missing or empty files."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(target)
     tmp.mkdir()
     try:
         yield tmp
+        if durable:
+            fsync_tree(tmp)
         old = None
         if target.exists():
             old = _tmp_sibling(target)
             os.replace(target, old)
         os.replace(tmp, target)
+        if durable:
+            fsync_path(target.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

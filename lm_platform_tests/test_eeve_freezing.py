@@ -143,8 +143,12 @@ def test_each_eeve_stage_changes_exactly_its_parameters(tmp_path, policy, tied):
         elif policy == "all_but_embeddings":
             expect = "none" if is_emb else "all"
         elif policy == "output_embeddings":
-            # Stage 4: all output embeddings; tied, the shared matrix is the output matrix.
-            expect = "all" if name == "lm_head.weight" or (tied and is_emb) else "none"
+            # Stage 4: all output embeddings; tied, the shared matrix is also the input matrix: only the
+            # rows EEVE added train, the base tokens' (input) embeddings stay exactly as they were.
+            if tied:
+                expect = "new_rows" if is_emb else "none"
+            else:
+                expect = "all" if name == "lm_head.weight" else "none"
         else:  # Stage 3: new rows of the input and output embeddings only
             expect = "new_rows" if is_emb else "none"
         if expect == "none":
@@ -161,14 +165,28 @@ def test_each_eeve_stage_changes_exactly_its_parameters(tmp_path, policy, tied):
             assert not torch.equal(now, before), f"{policy}: {name} should have changed"
 
 
-def test_frozen_rows_keep_zero_optimizer_state(tmp_path):
-    """Stage 3 with weight decay: Adam's moments for base rows stay exactly zero (nothing leaks)."""
+@pytest.mark.parametrize(
+    ("policy", "tied", "matrices"), [("new_embeddings", False, 2), ("output_embeddings", True, 1)]
+)
+def test_frozen_rows_have_no_optimizer_state(tmp_path, policy, tied, matrices):
+    """Stages that train embedding rows keep Adam moments for the new rows only, not for the base
+    vocabulary (stage 3 of SmolLM2 would otherwise hold moments for 49K rows while 4.7M parameters train)."""
     from safetensors.torch import load_file
 
-    _, _, job = _run_stage(tmp_path, "new_embeddings", tied=False)
+    _, _, job = _run_stage(tmp_path, policy, tied=tied)
     opt = load_file(f"{job['output_dir']}/optimizer.safetensors")
     moments = [v for k, v in opt.items() if k.endswith("exp_avg") or k.endswith("exp_avg_sq")]
-    assert len(moments) == 4  # input and output embeddings, two moments each: nothing else is optimised
+    assert len(moments) == 2 * matrices  # the embedding matrices, two moments each: nothing else
     for m in moments:
-        assert torch.count_nonzero(m[:BASE_VOCAB]) == 0
-        assert torch.count_nonzero(m[BASE_VOCAB:]) > 0
+        assert m.shape == (NEW, 32)
+        assert torch.count_nonzero(m) > 0
+
+
+def test_tied_output_embeddings_without_eeve_is_refused(tmp_path):
+    from lm_platform_tests.training_fixtures import TINY
+
+    model = build_model(
+        {"kind": "scratch", "model": {**TINY, "tie_word_embeddings": True}}, BASE_VOCAB, 1, 2, 3, 0
+    )
+    with pytest.raises(ValueError, match="tied embeddings.*eeve.json"):
+        apply_policy(model, "output_embeddings", None)

@@ -6,20 +6,33 @@ import pytest
 
 from lm_platform.paths import Layout
 from lm_platform.recipe import load_recipe
+from lm_platform.training.config import TrainConfig, TrainJob
 from lm_platform.training.job import make_job, trainer_command
 from lm_platform.training.train import lr_at
 
-CFG = {"lr": 1.0, "min_lr_ratio": 0.1, "warmup_steps": 10, "schedule": "cosine"}
+CFG = TrainConfig(lr=1.0, min_lr_ratio=0.1, warmup_steps=10, schedule="cosine")
+
+
+def _with(**changes) -> TrainConfig:
+    return CFG.model_copy(update=changes)
 
 
 def test_cosine_schedule_warms_up_then_decays_to_the_floor():
     lrs = [lr_at(s, 110, CFG) for s in range(110)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
-    assert lr_at(110, 110, CFG) == pytest.approx(0.1)
-    assert lr_at(50, 100, {**CFG, "schedule": "constant"}) == 1.0
-    lin = {**CFG, "schedule": "linear", "min_lr_ratio": 0.0, "warmup_steps": 0}
-    assert lr_at(50, 100, lin) == pytest.approx(0.5)
+    assert lr_at(50, 100, _with(schedule="constant")) == 1.0
+    lin = _with(schedule="linear", min_lr_ratio=0.0, warmup_steps=0)
+    assert lr_at(0, 101, lin) == 1.0 and lr_at(50, 101, lin) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "wsd"])
+@pytest.mark.parametrize(("total", "warmup"), [(110, 10), (7, 0), (3, 2), (1, 0)])
+def test_decaying_schedules_reach_min_lr_on_the_last_step_that_runs(schedule, total, warmup):
+    cfg = _with(schedule=schedule, warmup_steps=warmup)
+    lrs = [lr_at(s, total, cfg) for s in range(total)]
+    assert lrs[-1] == pytest.approx(0.1)  # lr x min_lr_ratio, on step total - 1
+    assert min(lrs) == pytest.approx(0.1)
 
 
 def test_stage_jobs_chain_checkpoints(tmp_path):
@@ -53,7 +66,7 @@ def test_vi_eeve_jobs_carry_policy_tied_rule_and_run_dir(tmp_path):
 
 
 def test_wsd_schedule_is_flat_then_decays_to_the_floor():
-    cfg = {**CFG, "schedule": "wsd", "wsd_decay_fraction": 0.2, "min_lr_ratio": 0.0}
+    cfg = _with(schedule="wsd", wsd_decay_fraction=0.2, min_lr_ratio=0.0)
     lrs = [lr_at(s, 110, cfg) for s in range(110)]
     assert all(lr == 1.0 for lr in lrs[10:90])
     assert all(a > b for a, b in zip(lrs[89:], lrs[90:], strict=False))
@@ -67,7 +80,7 @@ def test_trainer_command_uses_torchrun_for_several_processes():
 
 
 def test_stage_job_carries_training_settings_not_data_settings(tmp_path):
-    from lm_platform.training.config import TrainConfig, TrainJob
+    from lm_platform.training.config import TrainConfig
 
     job = make_job(load_recipe("demo"), "main", Layout(tmp_path, "demo"))
     path = tmp_path / "main.job.json"
@@ -78,3 +91,4 @@ def test_stage_job_carries_training_settings_not_data_settings(tmp_path):
     assert set(data["train"]) == set(TrainConfig.model_fields)
     assert data["train"]["lr"] == 3.0e-3 and data["train"]["checkpoint_every"] == 25
     assert not {"mixture", "seq_len", "groups", "upsample", "pack_workers"} & set(data["train"])
+    assert "grad_clip" in data["train"]

@@ -13,7 +13,7 @@ import numpy as np
 from lm_platform.atomic import write_json
 from lm_platform.data.documents import DocWriter, make_doc
 from lm_platform.data.pack import pack_dataset
-from lm_platform.training.config import TrainConfig
+from lm_platform.training.config import TrainConfig, TrainJob
 
 TEXTS = Path(__file__).resolve().parents[1] / "lm_platform" / "demo" / "texts"
 TINY = {
@@ -150,22 +150,23 @@ def tiny_checkpoint(out_dir: Path, vocab_size: int, tied: bool = False, seed: in
 def make_job(
     tmp: Path, stage: str, dataset: Path, tokenizer: Path, init: dict[str, Any], generation=None, **train: Any
 ) -> dict[str, Any]:
-    """A trainer job like `lm_platform.training.job.make_job` builds, with TrainConfig's defaults."""
+    """A trainer job like `lm_platform.training.job.make_job` builds (a validated `TrainJob`, as JSON),
+    with TrainConfig's defaults. `seq_len` is the dataset's and is ignored here."""
     tied_rule = train.pop("eeve_tied_rule", "input")
+    train.pop("seq_len", None)
     fields = {"micro_batch_size": 4, "lr": 1e-2, "warmup_steps": 1, "log_every": 5, **train}
-    cfg = TrainConfig(**fields)
-    return {
-        "recipe": "test",
-        "stage": stage,
-        "dataset_dir": str(dataset),
-        "tokenizer_dir": str(tokenizer),
-        "output_dir": str(tmp / "checkpoint" / stage),
-        "run_dir": str(tmp / "checkpoint" / f"{stage}.run"),
-        "init": init,
-        "model": {"eeve_tied_rule": tied_rule},
-        "generation": generation or {"prompts": []},
-        "train": cfg.model_dump(),
-    }
+    return TrainJob(
+        recipe="test",
+        stage=stage,
+        dataset_dir=str(dataset),
+        tokenizer_dir=str(tokenizer),
+        output_dir=str(tmp / "checkpoint" / stage),
+        run_dir=str(tmp / "checkpoint" / f"{stage}.run"),
+        init=init,
+        model={"eeve_tied_rule": tied_rule},
+        generation=generation or {"prompts": []},
+        train=TrainConfig(**fields),
+    ).model_dump(mode="json")
 
 
 def write_job(job: dict[str, Any], path: Path) -> Path:

@@ -445,7 +445,8 @@ def _merge_split(tmp: Path, split: str, parts: list[dict], loss_mask: bool) -> d
 
 
 def load_split(dataset_dir: str | Path, split: str) -> np.ndarray:
-    """All rows of one split as an (rows, seq_len + 1) array (memory-mapped shards, concatenated)."""
+    """All rows of one split as an (rows, seq_len + 1) array (memory-mapped shards, concatenated in memory
+    when there are several: for inspection and tests; the trainer reads rows on demand with `SplitReader`)."""
     dataset_dir = Path(dataset_dir)
     index = read_json(dataset_dir / INDEX_FILE)
     shards = [np.load(dataset_dir / s["file"], mmap_mode="r") for s in index["splits"][split]["shards"]]
@@ -466,3 +467,66 @@ def load_split_mask(dataset_dir: str | Path, split: str) -> np.ndarray | None:
     if not masks:
         return np.zeros((0, index["row_len"]), dtype=np.uint8)
     return np.concatenate(masks) if len(masks) > 1 else masks[0]
+
+
+class SplitReader:
+    """One split's rows read on demand: each `rows(ids)` call reads just those rows (and their loss mask)
+    from the shard files with positioned reads, so a process holds only what it asked for, never the whole
+    split, however large it is (the page cache, not the process, keeps what the disk serves)."""
+
+    def __init__(self, dataset_dir: str | Path, split: str) -> None:
+        dataset_dir = Path(dataset_dir)
+        index = read_json(dataset_dir / INDEX_FILE)
+        self.row_len = int(index["row_len"])
+        self.dtype = np.dtype(index["dtype"])
+        self.has_mask = bool(index.get("loss_mask"))
+        self._shards: list[tuple[str, int, int]] = []  # (file, data offset, rows)
+        self._masks: list[tuple[str, int]] = []
+        for shard in index["splits"][split]["shards"]:
+            self._shards.append(self._locate(dataset_dir / shard["file"], self.dtype))
+            if self.has_mask:
+                mask_file = dataset_dir / shard["file"].replace(".npy", MASK_SUFFIX)
+                self._masks.append(self._locate(mask_file, np.dtype(np.uint8))[:2])
+        self._starts = np.cumsum([0] + [rows for _, _, rows in self._shards])
+        self._fds: dict[str, int] = {}
+
+    def _locate(self, path: Path, dtype: np.dtype) -> tuple[str, int, int]:
+        view = np.load(path, mmap_mode="r")  # parses the header only; no data is read
+        if view.ndim != 2 or view.shape[1] != self.row_len or view.dtype != dtype:
+            raise ValueError(
+                f"{path}: shape {view.shape} {view.dtype}, expected (rows, {self.row_len}) {dtype} "
+                f"as {INDEX_FILE} says"
+            )
+        offset, rows = int(view.offset), int(view.shape[0])
+        del view
+        return str(path), offset, rows
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def _read(self, file: str, offset: int, row: int, dtype: np.dtype) -> np.ndarray:
+        fd = self._fds.get(file)
+        if fd is None:
+            fd = self._fds[file] = os.open(file, os.O_RDONLY)
+        size = self.row_len * dtype.itemsize
+        return np.frombuffer(os.pread(fd, size, offset + row * size), dtype=dtype)
+
+    def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows `ids` (any order) as a (len(ids), row_len) array, and their loss mask (None without one)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.empty((len(ids), self.row_len), dtype=self.dtype)
+        mask = np.empty((len(ids), self.row_len), dtype=np.uint8) if self.has_mask else None
+        shard_of = np.searchsorted(self._starts, ids, side="right") - 1
+        for i, (row, s) in enumerate(zip(ids.tolist(), shard_of.tolist(), strict=True)):
+            if not 0 <= row < len(self):
+                raise IndexError(f"row {row} outside the split's {len(self)} rows")
+            file, offset, _ = self._shards[s]
+            out[i] = self._read(file, offset, row - int(self._starts[s]), self.dtype)
+            if mask is not None:
+                mask[i] = self._read(*self._masks[s], row - int(self._starts[s]), np.dtype(np.uint8))
+        return out, mask
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()

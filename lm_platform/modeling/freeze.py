@@ -1,16 +1,20 @@
 """Trainable-parameter policies with exact freezing.
 
 A stage trains whole parameters, rows of the embedding matrices, or nothing of a parameter. Frozen
-parameters get `requires_grad=False` and never reach the optimizer. Partly-trainable matrices (the new
-rows of EEVE stage 3) have their frozen rows' gradients zeroed after backward, so Adam's moments for
-those rows stay exactly zero and its update is exactly zero; their weight decay is applied by hand to the
-trainable rows only (the optimizer's own decay would shrink every row). Frozen values are therefore
-bit-identical after the stage, optimizer state included.
+parameters get `requires_grad=False` and never reach the optimizer. A partly-trainable matrix (the new
+rows of EEVE stage 3) is optimised through a second parameter that is a view of its trainable rows
+(`TrainablePlan.slices`): after backward the rows' gradient is handed to the view, the optimizer holds
+moments for those rows only (not for the 49K-row base vocabulary) and applies the stage's weight decay to
+them only, and its in-place update lands in the matrix itself. Frozen values are therefore bit-identical
+after the stage.
 
 Policies (EEVE stage numbers):
 - `all` (6 and ordinary stages): everything.
 - `new_embeddings` (3): input and output embedding rows of the new tokens only.
-- `output_embeddings` (4): the whole output embedding matrix (with tied embeddings, the shared matrix).
+- `output_embeddings` (4): the whole output embedding matrix. With tied embeddings (one matrix serves as
+  input and output, e.g. SmolLM2) training it whole would also move the base tokens' input embeddings,
+  which stage 4 must keep: only the rows EEVE added are trained, and without an EEVE extension the policy
+  is refused.
 - `all_but_embeddings` (7): everything except the input and output embeddings (final norm included).
 """
 
@@ -26,6 +30,7 @@ class TrainablePlan:
     full: dict[str, object] = field(default_factory=dict)  # name -> parameter, trained whole
     rows: dict[str, tuple[object, int]] = field(default_factory=dict)  # name -> (parameter, first row)
     frozen: dict[str, object] = field(default_factory=dict)
+    slices: dict[str, object] = field(default_factory=dict)  # name -> parameter viewing the trained rows
 
     @property
     def trainable_parameters(self) -> int:
@@ -33,35 +38,38 @@ class TrainablePlan:
             (p.shape[0] - start) * p[0].numel() for p, start in self.rows.values()
         )
 
+    def make_slices(self) -> None:
+        """Views of the trainable rows, as parameters of their own (call once the model is on its device)."""
+        import torch
+
+        self.slices = {name: torch.nn.Parameter(p.detach()[start:]) for name, (p, start) in self.rows.items()}
+
     def param_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups: matrices decay, vectors do not, row-trained matrices decay by hand (`decay_rows`)."""
+        """AdamW groups: matrices decay, vectors do not; trained rows (views) decay like matrices."""
+        if self.rows and not self.slices:
+            self.make_slices()
         decay = [p for p in self.full.values() if p.ndim >= 2]
         no_decay = [p for p in self.full.values() if p.ndim < 2]
         groups = [
             {"params": decay, "weight_decay": weight_decay, "name": "decay"},
             {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
-            {"params": [p for p, _ in self.rows.values()], "weight_decay": 0.0, "name": "rows"},
+            {"params": list(self.slices.values()), "weight_decay": weight_decay, "name": "rows"},
         ]
         return [g for g in groups if g["params"]]
 
     def parameters(self) -> list:
-        return list(self.full.values()) + [p for p, _ in self.rows.values()]
+        """What the optimizer updates (for gradient clipping): whole parameters and the row views."""
+        return list(self.full.values()) + list(self.slices.values())
 
-    def mask_grads(self) -> None:
-        """Zero the gradients of frozen rows (call after backward, before clipping and the step)."""
-        for p, start in self.rows.values():
-            if p.grad is not None:
-                p.grad[:start].zero_()
+    def gather_row_grads(self) -> None:
+        """Hand each row-trained matrix's gradient rows to its view (call after backward, before clipping)."""
+        for name, (p, start) in self.rows.items():
+            self.slices[name].grad = None if p.grad is None else p.grad[start:]
 
-    def decay_rows(self, lr: float, weight_decay: float) -> None:
-        """Decoupled weight decay on the trainable rows only (call just before the optimizer step)."""
-        if weight_decay == 0:
-            return
-        import torch
-
-        with torch.no_grad():
-            for p, start in self.rows.values():
-                p[start:].mul_(1 - lr * weight_decay)
+    def zero_row_grads(self) -> None:
+        for name, (p, _) in self.rows.items():
+            p.grad = None
+            self.slices[name].grad = None
 
 
 def apply_policy(model, policy: str, base_vocab_size: int | None = None) -> TrainablePlan:
@@ -72,7 +80,15 @@ def apply_policy(model, policy: str, base_vocab_size: int | None = None) -> Trai
     out_module = model.get_output_embeddings()
     out = out_module.weight if out_module is not None else inp
     embeddings = {id(inp), id(out)}
-    if policy == "new_embeddings":
+    tied = id(inp) == id(out)
+    if policy == "output_embeddings" and tied and base_vocab_size is None:
+        raise ValueError(
+            "policy 'output_embeddings' (EEVE stage 4) with tied embeddings: the output matrix is also the "
+            "input matrix, so only the rows EEVE added may train, and the tokenizer directory has no "
+            "eeve.json naming them; use trainable: all, or untie the embeddings"
+        )
+    by_rows = policy == "new_embeddings" or (policy == "output_embeddings" and tied)
+    if by_rows:
         if base_vocab_size is None:
             raise ValueError(
                 "policy 'new_embeddings' (EEVE stage 3) needs the base vocabulary size: the tokenizer "
@@ -80,20 +96,20 @@ def apply_policy(model, policy: str, base_vocab_size: int | None = None) -> Trai
             )
         if inp.shape[0] <= base_vocab_size:
             raise ValueError(
-                f"policy 'new_embeddings': the model has {inp.shape[0]} embeddings, no new rows beyond "
+                f"policy '{policy}': the model has {inp.shape[0]} embeddings, no new rows beyond "
                 f"the base vocabulary of {base_vocab_size}"
             )
     plan = TrainablePlan()
     whole = {
         "all": lambda p: True,
         "new_embeddings": lambda p: False,
-        "output_embeddings": lambda p: id(p) == id(out),
+        "output_embeddings": lambda p: id(p) == id(out) and not tied,
         "all_but_embeddings": lambda p: id(p) not in embeddings,
     }[policy]
     for name, p in model.named_parameters():  # tied weights are listed once
         if whole(p):
             plan.full[name] = p
-        elif policy == "new_embeddings" and id(p) in embeddings:
+        elif by_rows and id(p) in embeddings:
             plan.rows[name] = (p, base_vocab_size)
         else:
             plan.frozen[name] = p

@@ -1,16 +1,30 @@
-"""Checkpoints that resume: an HF model directory plus the trainer's state, written atomically.
+"""Checkpoints that resume: an HF model directory plus the trainer's state, written atomically and durably.
 
-A step checkpoint `<run_dir>/step_00000040/` holds `config.json`, `model.safetensors` and the tokenizer
-files (loadable with `from_pretrained`), `optimizer.safetensors` (Adam moments and the torch RNG state)
-and `trainer_state.json` (step, data position, loss curve, counters, the run's fingerprint). The last
-`keep_last` are kept. Resume takes the newest checkpoint whose fingerprint matches the current job, so a
-changed dataset or job never continues a stale run. Nothing is pickled.
+A step checkpoint `<run_dir>/step_00000040/` holds `config.json`, `model.safetensors` (fp32, what the
+optimizer updates: bit-exact resume) and the tokenizer files (loadable with `from_pretrained`),
+`optimizer.safetensors` (Adam moments, the torch CPU RNG state and, on GPU, the CUDA RNG states) and
+`trainer_state.json` (step, data position, loss curve, counters, and the run's identity). Nothing is
+pickled. Files and directories are fsynced before the rename that publishes them.
+
+Resume identity: what changes the training trajectory (the model or its init weights by content hash,
+the dataset's index, the EEVE spec, the optimisation and schedule settings, the number of processes),
+never logging, retention, generation prompts or paths. A run directory holding checkpoints of another
+identity, of an older checkpoint format, or of a finished stage (materializing again trains again) is
+never deleted: it is moved to `<run_dir>/aside/NNNN-<why>/` (the newest `keep_aside` kept), with a message
+naming the fields that differ.
+
+Retention: the newest `keep_last` step checkpoints are kept for resume; a checkpoint marked kept
+(`mark_kept`, or the stage's `keep_every`/`keep_steps`) is never pruned, and survives the bound on runs
+moved aside. The stage's export (`export`) hard-links the last step checkpoint's files (one copy on disk)
+except the weights when the model's dtype is not fp32 (bf16 for SmolLM2/Llama-3.2): those are written
+cast to it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -18,8 +32,11 @@ from typing import Any
 
 from lm_platform.atomic import atomic_dir, read_json, write_json
 
+FORMAT = 2  # trainer_state.json "format"; 1 (no field): the fingerprint of the whole job, moved aside
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
+KEEP_FILE = "KEEP"
+ASIDE_DIR = "aside"
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -29,18 +46,72 @@ TOKENIZER_FILES = (
 )
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 FINISHED_FILE = "FINISHED"
+LOG_FILE = "log.jsonl"
 
 
-def fingerprint(job: dict[str, Any]) -> str:
-    """What a run depends on: the job, the packed dataset's index and the starting checkpoint's files."""
-    h = hashlib.sha256(json.dumps(job, sort_keys=True).encode())
-    h.update((Path(job["dataset_dir"]) / "index.json").read_bytes())
-    init = job["init"]
-    if init["kind"] == "pretrained" and Path(init["path"]).is_dir():
-        for f in sorted(Path(init["path"]).glob("*.safetensors")):
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+# ---------------------------------------------------------------------------------------------------------
+# Identity
+
+
+def run_identity(job, world: int) -> dict[str, Any]:
+    """What a run's trajectory depends on (a `TrainJob` and the number of processes), as a JSON object."""
+    from lm_platform.training.config import NON_TRAJECTORY_FIELDS
+
+    init = dict(job.init)
+    path = Path(init.get("path", ""))
+    if init["kind"] == "pretrained" and path.is_dir():
+        init = {"kind": "pretrained", "weights": content_hash(path, "*.safetensors", "config.json")}
+    eeve = Path(job.tokenizer_dir) / "eeve.json"
+    return {
+        "format": FORMAT,
+        "init": init,
+        "model": dict(job.model),
+        "dataset": hashlib.sha256((Path(job.dataset_dir) / "index.json").read_bytes()).hexdigest()[:16],
+        "eeve": hashlib.sha256(eeve.read_bytes()).hexdigest()[:16] if eeve.exists() else None,
+        "train": job.train.model_dump(mode="json", exclude=set(NON_TRAJECTORY_FIELDS)),
+        "world": world,
+    }
+
+
+def fingerprint(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def content_hash(directory: Path, *patterns: str) -> str:
+    """SHA-256 over the names and bytes of the files matching `patterns` (never their times)."""
+    h = hashlib.sha256()
+    files = sorted({f for pattern in patterns for f in directory.glob(pattern) if f.is_file()})
+    for f in files:
+        h.update(f.name.encode() + b"\0")
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 23):
+                h.update(chunk)
     return h.hexdigest()[:16]
+
+
+def identity_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """`field: old -> new` for every leaf that differs (an old-format checkpoint has no identity)."""
+    if old is None:
+        return ["format: an older checkpoint format (no resume identity)"]
+    a, b = _flatten(old), _flatten(new)
+    return [
+        f"{k}: {a.get(k, '(absent)')} -> {b.get(k, '(absent)')}"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k)
+    ]
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out |= _flatten(v, f"{prefix}{k}.")
+        return out
+    return {prefix[:-1]: obj}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The run directory
 
 
 def step_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
@@ -51,24 +122,117 @@ def step_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted((s, p) for s, p in found if (p / STATE_FILE).exists())
 
 
-def latest(run_dir: str | Path, fp: str) -> Path | None:
-    """The newest complete checkpoint of an unfinished run of this job. Checkpoints of another job or of
-    a finished run (materializing again trains again), and what a killed run was still writing, are
-    removed."""
-    best = None
-    finished = Path(run_dir) / FINISHED_FILE
-    if finished.exists():
-        for _, path in step_dirs(run_dir):
-            shutil.rmtree(path, ignore_errors=True)
-        finished.unlink()
-    for partial in Path(run_dir).glob(".tmp-*") if Path(run_dir).is_dir() else ():
+def prepare_run(
+    run_dir: str | Path, identity: dict[str, Any], keep_aside: int = 2
+) -> tuple[Path | None, list[str]]:
+    """Make `run_dir` ready for a run of `identity`: remove what a killed run was still writing, move a
+    finished run or a run of another identity aside, bound the runs kept aside. Returns the newest step
+    checkpoint to resume from (or None) and messages saying what was moved and why."""
+    run_dir = Path(run_dir)
+    messages: list[str] = []
+    if not run_dir.is_dir():
+        return None, messages
+    for partial in run_dir.glob(".tmp-*"):
         shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
-    for _, path in step_dirs(run_dir):
-        if read_json(path / STATE_FILE).get("fingerprint") == fp:
-            best = path
-        else:
+    steps = step_dirs(run_dir)
+    if (run_dir / FINISHED_FILE).exists():
+        where = move_aside(run_dir, "finished")
+        messages.append(
+            f"the stage's previous run had finished; it is now in {where} and training starts afresh"
+        )
+        steps = []
+    elif steps:
+        state = read_json(steps[-1][1] / STATE_FILE)
+        old = state.get("identity") if state.get("format") == FORMAT else None
+        if old != identity:
+            diff = identity_diff(old, identity)
+            where = move_aside(run_dir, "changed")
+            messages.append(
+                f"{run_dir} held step checkpoints of a different run ({'; '.join(diff)}); moved to {where}, "
+                "training starts afresh"
+            )
+            steps = []
+    for path in prune_aside(run_dir, keep_aside):
+        messages.append(
+            f"removed {path} (more than keep_aside={keep_aside} earlier runs; kept checkpoints stay)"
+        )
+    return (steps[-1][1] if steps else None), messages
+
+
+def move_aside(run_dir: str | Path, why: str) -> Path:
+    """Move the run's step checkpoints, log and FINISHED marker into `<run_dir>/aside/NNNN-<why>/`."""
+    run_dir = Path(run_dir)
+    aside = run_dir / ASIDE_DIR
+    aside.mkdir(exist_ok=True)
+    numbers = [int(p.name.split("-")[0]) for p in aside.iterdir() if p.name.split("-")[0].isdigit()]
+    target = aside / f"{max(numbers, default=0) + 1:04d}-{why}"
+    target.mkdir()
+    for p in run_dir.iterdir():
+        if STEP_DIR.match(p.name) or p.name in (FINISHED_FILE, LOG_FILE):
+            os.replace(p, target / p.name)
+    return target
+
+
+def prune_aside(run_dir: str | Path, keep_aside: int) -> list[Path]:
+    """Keep the newest `keep_aside` runs moved aside; of older ones only their kept checkpoints remain."""
+    aside = Path(run_dir) / ASIDE_DIR
+    if not aside.is_dir():
+        return []
+    runs = sorted(p for p in aside.iterdir() if p.is_dir() and p.name.split("-")[0].isdigit())
+    removed = []
+    for run in runs[: max(0, len(runs) - keep_aside)]:
+        kept = [p for p in run.iterdir() if (p / KEEP_FILE).exists()]
+        for p in run.iterdir():
+            if p not in kept:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        if not kept:
+            run.rmdir()
+        removed.append(run)
+    return removed
+
+
+def mark_kept(run_dir: str | Path, step: int, reason: str = "kept") -> Path:
+    """Mark step checkpoint `step` of `run_dir` as kept: `keep_last` never prunes it, and it survives the
+    bound on runs moved aside. The evaluation assets call this for checkpoints they evaluate."""
+    path = Path(run_dir) / f"step_{step:08d}"
+    if not (path / STATE_FILE).exists():
+        raise FileNotFoundError(f"{path}: no step checkpoint to keep")
+    write_json(path / KEEP_FILE, {"reason": reason})
+    return path
+
+
+def kept_steps(run_dir: str | Path) -> list[int]:
+    return [s for s, p in step_dirs(run_dir) if (p / KEEP_FILE).exists()]
+
+
+def prune(run_dir: str | Path, keep_last: int) -> None:
+    """Remove step checkpoints older than the newest `keep_last`, except those marked kept."""
+    for _, path in step_dirs(run_dir)[:-keep_last]:
+        if not (path / KEEP_FILE).exists():
             shutil.rmtree(path, ignore_errors=True)
-    return best
+
+
+def mark_finished(run_dir: str | Path) -> None:
+    """The stage's checkpoint is exported: its step checkpoints stay for reading, not for resuming."""
+    (Path(run_dir) / FINISHED_FILE).write_text("the stage finished; a new run starts afresh\n")
+
+
+def disk_usage(*roots: str | Path) -> int:
+    """Bytes on disk under `roots`, each file counted once however many hard links it has."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for root in roots:
+        for dirpath, _, files in os.walk(root):
+            for name in files:
+                st = os.lstat(os.path.join(dirpath, name))
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_size
+    return total
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Save, load, export
 
 
 def save(
@@ -79,20 +243,19 @@ def save(
     tokenizer_dir: str | Path,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write one checkpoint directory atomically. `extra` maps file names to JSON objects or bytes."""
-    import torch
+    """Write one checkpoint directory atomically and durably. `extra` maps file names to JSON or bytes."""
     from safetensors.torch import save_file
 
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, durable=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         for name in TOKENIZER_FILES:
             src = Path(tokenizer_dir) / name
             if src.exists():
                 shutil.copy(src, tmp / name)
         tensors, layout = _flatten_optimizer(optimizer.state_dict())
-        tensors["rng.torch"] = torch.get_rng_state()
+        tensors |= rng_tensors()
         save_file(tensors, str(tmp / OPTIMIZER_FILE))
-        write_json(tmp / STATE_FILE, {**state, "optimizer_layout": layout})
+        write_json(tmp / STATE_FILE, {**state, "format": FORMAT, "optimizer_layout": layout})
         for name, obj in (extra or {}).items():
             if isinstance(obj, bytes):
                 (tmp / name).write_bytes(obj)
@@ -101,14 +264,38 @@ def save(
     return Path(target)
 
 
-def load_into(path: str | Path, optimizer) -> dict[str, Any]:
-    """Restore the optimizer and torch RNG from checkpoint `path`; return its trainer state."""
+def rng_tensors() -> dict[str, Any]:
+    """The torch CPU RNG state and, when CUDA is in use, every device's CUDA RNG state."""
     import torch
+
+    out = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda.{i}"] = s
+    return out
+
+
+def restore_rng(tensors: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(tensors.pop("rng.torch"))
+    cuda = [
+        tensors.pop(k)
+        for k in sorted(
+            (k for k in list(tensors) if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1])
+        )
+    ]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def load_into(path: str | Path, optimizer) -> dict[str, Any]:
+    """Restore the optimizer and the RNG states from checkpoint `path`; return its trainer state."""
     from safetensors.torch import load_file
 
     state = read_json(Path(path) / STATE_FILE)
     tensors = load_file(str(Path(path) / OPTIMIZER_FILE))
-    torch.set_rng_state(tensors.pop("rng.torch"))
+    restore_rng(tensors)
     layout = state.pop("optimizer_layout")
     sd = optimizer.state_dict()
     sd["state"] = {
@@ -120,14 +307,49 @@ def load_into(path: str | Path, optimizer) -> dict[str, Any]:
     return state
 
 
-def mark_finished(run_dir: str | Path) -> None:
-    """The stage's checkpoint is exported: its step checkpoints stay for reading, not for resuming."""
-    (Path(run_dir) / FINISHED_FILE).write_text("the stage finished; a new run starts afresh\n")
+def export(step_dir: str | Path, output_dir: str | Path, dtype: str, extra: dict[str, Any]) -> Path:
+    """The stage's checkpoint: step checkpoint `step_dir` plus `extra` files, published atomically and
+    durably. Files are hard links to the step's (copied where the filesystem cannot link), except the
+    weights when `dtype` is not float32: those are written cast to `dtype`, with config.json saying so.
+    Leftovers of an export killed before its rename are removed first."""
+    step_dir, output_dir = Path(step_dir), Path(output_dir)
+    for partial in output_dir.parent.glob(f".tmp-{output_dir.name}-*"):
+        shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
+    cast = dtype != "float32"
+    with atomic_dir(output_dir, durable=True) as tmp:
+        for f in step_dir.iterdir():
+            if f.name == KEEP_FILE:
+                continue
+            if cast and (f.name.startswith("model") and f.name.endswith(".safetensors")):
+                _write_cast(f, tmp / f.name, dtype)
+            elif cast and f.name == "config.json":
+                config = read_json(f)
+                config["dtype" if "dtype" in config or "torch_dtype" not in config else "torch_dtype"] = dtype
+                write_json(tmp / f.name, config)
+            else:
+                try:
+                    os.link(f, tmp / f.name)
+                except OSError:
+                    shutil.copy2(f, tmp / f.name)
+        for name, obj in extra.items():
+            if isinstance(obj, bytes):
+                (tmp / name).write_bytes(obj)
+            else:
+                write_json(tmp / name, obj)
+    return output_dir
 
 
-def prune(run_dir: str | Path, keep_last: int) -> None:
-    for _, path in step_dirs(run_dir)[:-keep_last]:
-        shutil.rmtree(path, ignore_errors=True)
+def _write_cast(src: Path, dst: Path, dtype: str) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    target = getattr(torch, dtype)
+    tensors = load_file(str(src))
+    save_file(
+        {k: v.to(target) if v.is_floating_point() else v for k, v in tensors.items()},
+        str(dst),
+        metadata={"format": "pt"},
+    )
 
 
 def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

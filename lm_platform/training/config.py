@@ -32,15 +32,49 @@ class TrainConfig(_Strict):
     schedule: Literal["cosine", "constant", "linear", "wsd"] = "cosine"
     wsd_decay_fraction: float = Field(0.2, gt=0, le=1, description="WSD: share of steps spent decaying")
     weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float | None = Field(
+        1.0, gt=0, description="Clip the global gradient norm to this value; null: no clipping"
+    )
     trainable: Literal["all", "new_embeddings", "output_embeddings", "all_but_embeddings"] = Field(
         "all",
-        description="EEVE policies: 3 = new_embeddings, 4 = output_embeddings, 6 = all, 7 = all_but_embeddings",
+        description="EEVE policies: 3 = new_embeddings, 4 = output_embeddings, 6 = all, 7 = all_but_embeddings. "
+        "With tied embeddings (one matrix for input and output, e.g. SmolLM2), `output_embeddings` trains "
+        "only the rows EEVE added to the shared matrix (the base rows are also the input embeddings and "
+        "stay frozen); without an EEVE extension it is refused",
     )
     log_every: int = Field(10, gt=0)
     seed: int = 0
+    val_rows: int = Field(
+        256, gt=0, description="Held-out rows (an evenly spaced sample of the val split) for the val loss"
+    )
     checkpoint_every: int | None = Field(None, gt=0, description="Steps between checkpoints (and at the end)")
-    keep_last: int = Field(2, gt=0, description="Step checkpoints kept for resume")
+    keep_last: int = Field(2, gt=0, description="Newest step checkpoints kept for resume")
+    keep_every: int | None = Field(
+        None, gt=0, description="Also write a step checkpoint every N steps and keep it (never pruned)"
+    )
+    keep_steps: tuple[int, ...] = Field((), description="Steps whose checkpoints are written and kept")
+    keep_aside: int = Field(
+        2,
+        ge=0,
+        description="Earlier runs moved aside (changed settings, retrained stage) kept in the run dir",
+    )
     nproc_per_node: int = Field(1, gt=0, description="Training processes (torchrun) per node")
+
+
+# Settings that change neither the weights nor the data order: left out of a run's resume identity, so a
+# changed logging cadence or retention continues the run instead of starting it again.
+NON_TRAJECTORY_FIELDS = frozenset(
+    {
+        "log_every",
+        "val_rows",
+        "checkpoint_every",
+        "keep_last",
+        "keep_every",
+        "keep_steps",
+        "keep_aside",
+        "nproc_per_node",
+    }
+)
 
 
 class TrainJob(_Strict):

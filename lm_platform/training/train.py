@@ -3,38 +3,51 @@
     python -m lm_platform.training.train --job job.json
     torchrun --nproc_per_node 2 -m lm_platform.training.train --job job.json     # DDP
 
-It reads a packed dataset and a stage's job description, trains, writes step checkpoints (HF model plus
-optimizer, schedule, RNG and data position) to `run_dir` and the final checkpoint to `output_dir`, all
-atomically, and reports through Dagster Pipes when Dagster launched it (a `PipesSubprocessClient`
-locally, a Kubernetes pod in production). Started again after a kill, it resumes from the newest step
-checkpoint of the same job and ends with the weights an uninterrupted run would have.
+It reads a packed dataset and a stage's job file (a `TrainJob`, validated before any work), trains,
+writes step checkpoints (fp32 HF model plus optimizer, schedule, RNG and data position) to `run_dir` and
+exports the last one to `output_dir` (in the model's dtype, hard-linking the step's other files), all
+atomically and durably, and reports through Dagster Pipes when Dagster launched it (a
+`PipesSubprocessClient` locally, a Kubernetes pod in production). Started again after a kill, it resumes
+from the newest step checkpoint of the same run identity and ends with the weights an uninterrupted run
+would have. On SIGTERM (spot preemption, pod eviction) it finishes the step in flight, writes a step
+checkpoint there and exits with `PREEMPTED_EXIT_CODE` (75, EX_TEMPFAIL: try again).
 
-Job fields: stage, dataset_dir, tokenizer_dir, output_dir, run_dir, init ({"kind": "scratch", "model":
-{...}} or {"kind": "pretrained", "path": ...}), model (tied-embedding rule), generation (prompts and
-sampling), train (the stage's optimisation settings; see `StageConfig`).
+Read top to bottom: the parts (schedule, data order, batches and the per-token loss, distributed setup),
+then the stage in three phases: `setup` (data, model, optimizer, resume), `run_loop` (the steps) and
+`finish` (final checkpoint, export, metrics). `TrainState` is everything a step checkpoint restores
+besides weights, optimizer and RNG.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import math
 import os
 import platform
-import shutil
+import signal
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.distributed as td
+from dagster_pipes import open_dagster_pipes
+from transformers import AutoConfig, AutoTokenizer
 
-from lm_platform.atomic import atomic_dir, read_json, write_json
-from lm_platform.data.pack import load_split
+from lm_platform.atomic import read_json
+from lm_platform.data.pack import SplitReader
 from lm_platform.modeling.eeve import read_eeve
-from lm_platform.modeling.freeze import apply_policy
+from lm_platform.modeling.freeze import TrainablePlan, apply_policy
 from lm_platform.modeling.init import build_model
 from lm_platform.training import checkpoint as ckpt
+from lm_platform.training.config import TrainConfig, TrainJob
 from lm_platform.training.metrics import (
     generate_samples,
     loss_curve_markdown,
@@ -45,6 +58,9 @@ from lm_platform.training.metrics import (
 
 # Dense bf16 peak FLOP/s per GPU, for MFU (name fragment -> FLOP/s).
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+# Exit status after SIGTERM once the step checkpoint is written (EX_TEMPFAIL: run it again to resume).
+PREEMPTED_EXIT_CODE = 75
+IGNORE = -100  # label of a token the loss skips (padding, masked prompt tokens)
 
 
 class Reporter:
@@ -56,8 +72,6 @@ class Reporter:
         self.rank = rank
         self.log_file: Path | None = None
         if rank == 0 and "DAGSTER_PIPES_CONTEXT" in os.environ:
-            from dagster_pipes import open_dagster_pipes
-
             self._ctx = open_dagster_pipes()
             self.pipes = self._ctx.__enter__()
 
@@ -80,42 +94,61 @@ class Reporter:
             self._ctx.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
 
 
+class Preempted(Exception):
+    """SIGTERM arrived: a step checkpoint was written at `step`; running the job again resumes there."""
+
+    def __init__(self, step: int, path: Path | None) -> None:
+        super().__init__(f"stopped by SIGTERM after step {step}; checkpoint {path}")
+        self.step, self.path = step, path
+
+
 # ---------------------------------------------------------------------------------------------------------
-# Components: schedule, data order, distributed setup, loss
+# Parts: schedule, data order, batches and loss, distributed setup
 
 
-def lr_at(step: int, total: int, cfg: dict[str, Any]) -> float:
-    """Learning rate at `step` (0-based): linear warmup, then the stage's schedule down to min_lr."""
-    peak, floor = cfg["lr"], cfg["lr"] * cfg["min_lr_ratio"]
-    warmup = cfg["warmup_steps"]
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Learning rate at `step` (0-based) of `total`: linear warmup, then the stage's schedule, which reaches
+    min_lr (lr x min_lr_ratio) on the last step, `total - 1`."""
+    peak, floor = cfg.lr, cfg.lr * cfg.min_lr_ratio
+    warmup = cfg.warmup_steps
     if step < warmup:
         return peak * (step + 1) / warmup
-    if cfg["schedule"] == "constant":
+    if cfg.schedule == "constant":
         return peak
-    if cfg["schedule"] == "wsd":  # warmup, stable at the peak, then a linear decay over the last steps
-        decay_steps = max(1, round(cfg.get("wsd_decay_fraction", 0.2) * (total - warmup)))
+    if cfg.schedule == "wsd":  # warmup, stable at the peak, then a linear decay over the last steps
+        decay_steps = max(1, round(cfg.wsd_decay_fraction * (total - warmup)))
         decay_start = total - decay_steps
         if step < decay_start:
             return peak
         return peak + (floor - peak) * min(1.0, (step - decay_start + 1) / decay_steps)
-    progress = (step - warmup) / max(1, total - warmup)
-    if cfg["schedule"] == "linear":
+    span = total - 1 - warmup  # steps from the first after warmup to the last
+    progress = 1.0 if span <= 0 else min(1.0, (step - warmup) / span)
+    if cfg.schedule == "linear":
         return peak + (floor - peak) * progress
     return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class DataOrder:
-    """Which rows each global step reads: a fresh seeded permutation per epoch, consumed in global
-    batches; the position (epoch, cursor) is all a checkpoint needs to continue exactly."""
+    """Which rows each global step reads: a fresh seeded permutation per epoch, read as one stream in
+    global batches (a batch that crosses an epoch's end continues with the next epoch's permutation, so no
+    row of an epoch is skipped). With `total_rows` (epochs mode) the stream stops there: the last step may
+    be short, and `epochs: 1` sees every row exactly once. The position (epoch, cursor, served) is all a
+    checkpoint needs to continue exactly."""
 
-    def __init__(self, n_rows: int, global_rows: int, seed: int, epoch: int = 0, cursor: int = 0):
-        if n_rows < global_rows:
-            raise ValueError(
-                f"the dataset has {n_rows} training rows, fewer than one global batch of {global_rows} "
-                "(micro_batch_size x grad_accum x processes)"
-            )
-        self.n, self.global_rows, self.seed = n_rows, global_rows, seed
-        self.epoch, self.cursor = epoch, cursor
+    def __init__(
+        self,
+        n_rows: int,
+        global_rows: int,
+        seed: int,
+        total_rows: int | None = None,
+        epoch: int = 0,
+        cursor: int = 0,
+        served: int = 0,
+    ):
+        if n_rows <= 0:
+            raise ValueError("the dataset has no training rows")
+        self.n, self.global_rows, self.seed, self.total_rows = n_rows, global_rows, seed, total_rows
+        self.epoch, self.cursor, self.served = epoch, cursor, served
         self._order = self._permutation(epoch)
 
     def _permutation(self, epoch: int) -> np.ndarray:
@@ -123,334 +156,558 @@ class DataOrder:
 
     def next_step(self) -> np.ndarray:
         """Row ids of the next global step, in (micro-step, rank, row) order."""
-        if self.cursor + self.global_rows > self.n:
-            self.epoch, self.cursor = self.epoch + 1, 0
-            self._order = self._permutation(self.epoch)
-        rows = self._order[self.cursor : self.cursor + self.global_rows]
-        self.cursor += self.global_rows
+        want = self.global_rows
+        if self.total_rows is not None:
+            want = max(0, min(want, self.total_rows - self.served))
+        parts = []
+        while want > 0:
+            if self.cursor == self.n:
+                self.epoch, self.cursor = self.epoch + 1, 0
+                self._order = self._permutation(self.epoch)
+            take = min(want, self.n - self.cursor)
+            parts.append(self._order[self.cursor : self.cursor + take])
+            self.cursor += take
+            want -= take
+        rows = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        self.served += len(rows)
         return rows
 
     def position(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "cursor": self.cursor}
+        return {"epoch": self.epoch, "cursor": self.cursor, "served": self.served}
+
+
+def planned_steps(cfg: TrainConfig, train_rows: int, seq_len: int, world: int) -> tuple[int, int, int | None]:
+    """(steps, rows per global step, rows in all): from the token budget when set (full steps), else from
+    `epochs` passes over the rows (the last step takes what is left)."""
+    global_rows = cfg.micro_batch_size * cfg.grad_accum * world
+    if cfg.token_budget:
+        return max(1, math.ceil(cfg.token_budget / (global_rows * seq_len))), global_rows, None
+    total = max(1, math.ceil(cfg.epochs * train_rows))
+    return math.ceil(total / global_rows), global_rows, total
+
+
+def batch_tensors(rows: np.ndarray, pad_id: int, mask: np.ndarray | None = None, device=None):
+    """(inputs, labels) of packed rows: labels are the rows shifted by one, IGNORE where the label is
+    padding or its loss mask is 0 (so masked tokens add nothing to the loss or the gradients)."""
+    data = torch.from_numpy(np.asarray(rows).astype(np.int64))
+    inputs, labels = data[:, :-1].clone(), data[:, 1:].clone()
+    labels[labels == pad_id] = IGNORE
+    if mask is not None:
+        labels[torch.from_numpy(np.asarray(mask)[:, 1:] == 0)] = IGNORE
+    inputs[inputs == pad_id] = 0 if pad_id != 0 else 1
+    return (inputs, labels) if device is None else (inputs.to(device), labels.to(device))
+
+
+def token_loss(model, inputs, labels, reduction: str = "mean"):
+    logits = model(input_ids=inputs).logits
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(),
+        labels.reshape(-1),
+        ignore_index=IGNORE,
+        reduction=reduction,
+    )
+
+
+def micro_batches(
+    reader: SplitReader, rows: np.ndarray, rank: int, world: int, accum: int, micro: int, pad_id: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's micro-batches of one global step (rows in (micro-step, rank, row) order). A micro-batch
+    left empty by a short last step is one padding row: every rank still runs each backward (DDP)."""
+    out = []
+    for m in range(accum):
+        start = (m * world + rank) * micro
+        ids = np.sort(rows[start : start + micro])
+        if len(ids):
+            data, mask = reader.rows(ids)
+        else:
+            data, mask = np.full((1, reader.row_len), pad_id), None
+        out.append(batch_tensors(data, pad_id, mask))
+    return out
+
+
+def step_gradients(model, batches, dist: Dist, device) -> tuple[torch.Tensor, int]:
+    """Forward and backward over one optimizer step's micro-batches, leaving in `.grad` the gradient of the
+    per-token mean loss over the whole step: every label token of every micro-batch of every rank weighs
+    the same. Returns this rank's summed token loss (a tensor, not synced) and the step's token count."""
+    tokens = sum(int((labels != IGNORE).sum()) for _, labels in batches)
+    total = int(dist.sum(tokens))
+    scale = dist.world / max(total, 1)  # DDP averages gradients over ranks: undo it, then divide by tokens
+    loss_sum = torch.zeros((), device=device)
+    for m, (inputs, labels) in enumerate(batches):
+        inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        sync = m == len(batches) - 1 or dist.world == 1
+        with contextlib.nullcontext() if sync else model.no_sync():
+            with _autocast(device):  # the forward in bf16 on GPU; backward outside autocast
+                loss = token_loss(model, inputs, labels, reduction="sum")
+            (loss * scale).backward()
+        loss_sum += loss.detach()
+    return loss_sum, total
+
+
+def evaluate_loss(
+    model, reader: SplitReader, ids: np.ndarray, pad_id: int, batch_size: int, device=None
+) -> float:
+    """Mean token loss over rows `ids` of `reader` (no grad; loss masks applied)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad(), _autocast(device):
+        for i in range(0, len(ids), batch_size):
+            data, mask = reader.rows(ids[i : i + batch_size])
+            inputs, labels = batch_tensors(data, pad_id, mask, device)
+            total += token_loss(model, inputs, labels, reduction="sum").item()
+            count += int((labels != IGNORE).sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def eval_sample(n_rows: int, limit: int) -> np.ndarray:
+    """At most `limit` row ids, evenly spaced over the split (validation cost bounded by the setting)."""
+    if n_rows <= limit:
+        return np.arange(n_rows)
+    return np.unique(np.linspace(0, n_rows - 1, limit).round().astype(np.int64))
 
 
 class Dist:
     """torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), or a single process."""
 
     def __init__(self) -> None:
-        import torch
-
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", "0"))
         self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-        if self.world > 1:
-            import torch.distributed as td
-
+        if self.world > 1 and not td.is_initialized():
             if self.device.type == "cuda":
                 torch.cuda.set_device(self.device)
             td.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
 
-    def mean(self, value: float) -> float:
-        return self.sum(value) / self.world
-
-    def sum(self, value: float) -> float:
+    def sum(self, *values: float) -> float | list[float]:
+        """Sum over ranks (one collective for all values)."""
         if self.world == 1:
-            return value
-        import torch
-        import torch.distributed as td
-
-        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+            return values[0] if len(values) == 1 else list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
         td.all_reduce(t)
-        return float(t.item())
+        out = t.tolist()
+        return out[0] if len(values) == 1 else out
 
     def barrier(self) -> None:
         if self.world > 1:
-            import torch.distributed as td
-
             td.barrier()
 
     def close(self) -> None:
-        if self.world > 1:
-            import torch.distributed as td
-
+        if self.world > 1 and td.is_initialized():
             td.destroy_process_group()
-
-
-def batch_tensors(rows: np.ndarray, pad_id: int, device=None):
-    import torch
-
-    data = torch.from_numpy(rows.astype(np.int64))
-    inputs, labels = data[:, :-1].clone(), data[:, 1:].clone()
-    labels[labels == pad_id] = -100
-    inputs[inputs == pad_id] = 0 if pad_id != 0 else 1
-    return (inputs, labels) if device is None else (inputs.to(device), labels.to(device))
-
-
-def token_loss(model, inputs, labels, reduction: str = "mean"):
-    import torch
-
-    logits = model(input_ids=inputs).logits
-    return torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(),
-        labels.reshape(-1),
-        ignore_index=-100,
-        reduction=reduction,
-    )
-
-
-def evaluate_loss(model, rows: np.ndarray, pad_id: int, batch_size: int, device=None) -> float:
-    """Mean token loss over `rows` (no grad)."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad(), _autocast(device):
-        for i in range(0, len(rows), batch_size):
-            inputs, labels = batch_tensors(np.asarray(rows[i : i + batch_size]), pad_id, device)
-            total += token_loss(model, inputs, labels, reduction="sum").item()
-            count += int((labels != -100).sum())
-    model.train(was_training)
-    return total / max(count, 1)
 
 
 def _autocast(device):
     """bf16 autocast on GPU; fp32 (no autocast) on CPU."""
-    import contextlib
-
-    import torch
-
     if device is not None and torch.device(device).type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def planned_steps(cfg: dict[str, Any], train_rows: int, seq_len: int, world: int) -> tuple[int, int]:
-    """(steps, rows per global step): from the token budget when set, else from `epochs` passes."""
-    global_rows = cfg["micro_batch_size"] * cfg["grad_accum"] * world
-    if cfg.get("token_budget"):
-        return max(1, math.ceil(cfg["token_budget"] / (global_rows * seq_len))), global_rows
-    return max(1, math.ceil(cfg["epochs"] * train_rows / global_rows)), global_rows
+class StopFlag:
+    """Set by SIGTERM; the loop checks it after each step (all ranks agree through the step's reduce)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The stage
+# The stage: state, setup, loop, finish
 
 
-def train(
-    job: dict[str, Any], reporter: Reporter | None = None, stop_after: int | None = None
-) -> dict[str, Any]:
-    """Run (or resume) one stage; returns its metrics. `stop_after` ends early after that many steps of
-    this process (for benchmarks; no final checkpoint is written then)."""
-    import torch
+@dataclass
+class TrainState:
+    """What a step checkpoint's `trainer_state.json` holds, besides the optimizer layout."""
 
-    cfg = job["train"]
+    step: int = 0
+    tokens_seen: int = 0
+    initial_val_loss: float = float("nan")
+    curve: list[dict[str, float]] = field(default_factory=list)
+    data: dict[str, int] = field(default_factory=dict)  # DataOrder.position()
+    tokens_per_second: float = 0.0
+    identity: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> TrainState:
+        return cls(**{f.name: obj[f.name] for f in dataclasses.fields(cls) if f.name in obj})
+
+
+@dataclass
+class Run:
+    """One stage's training, as `setup` builds it."""
+
+    job: TrainJob
+    cfg: TrainConfig
+    dist: Dist
+    reporter: Reporter
+    train_rows: SplitReader
+    eval_rows: SplitReader
+    eval_ids: np.ndarray
+    pad_id: int
+    seq_len: int
+    steps: int
+    global_rows: int
+    model: Any
+    ddp_model: Any
+    optimizer: Any
+    plan: TrainablePlan
+    data: DataOrder
+    run_dir: Path
+    resume: Path | None
+    export_dtype: str
+    n_params: int
+    saved_step: int = -1
+    saved_path: Path | None = None
+    stop: StopFlag = field(default_factory=StopFlag)
+
+    @property
+    def device(self):
+        return self.dist.device
+
+
+@dataclass
+class LoopResult:
+    ran: int
+    session_tokens: int
+    elapsed: float
+    preempted: bool
+
+
+def setup(job: TrainJob, reporter: Reporter | None = None) -> tuple[Run, TrainState]:
+    """Data readers, the model (resumed or from the stage's init), the optimizer and the state."""
+    cfg = job.train
     dist = Dist()
     reporter = reporter or Reporter(dist.rank)
     device = dist.device
-    torch.manual_seed(cfg["seed"])
+    torch.manual_seed(cfg.seed)
     if device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(max(1, min(os.cpu_count() or 1, 8) // dist.world))
 
-    # Data: packed rows, steps derived from the budget.
-    index = read_json(Path(job["dataset_dir"]) / "index.json")
-    train_rows = load_split(job["dataset_dir"], "train")
-    val_rows = load_split(job["dataset_dir"], "val")
+    # Data: rows read on demand; steps derived from the budget; validation on a bounded sample.
+    index = read_json(Path(job.dataset_dir) / "index.json")
+    train_rows, val_rows = SplitReader(job.dataset_dir, "train"), SplitReader(job.dataset_dir, "val")
     if len(train_rows) == 0:
-        raise ValueError(f"dataset {job['dataset_dir']} has no training rows")
+        raise ValueError(f"dataset {job.dataset_dir} has no training rows")
     pad_id, seq_len = index["pad_id"], index["seq_len"]
-    micro, accum = cfg["micro_batch_size"], cfg["grad_accum"]
-    steps, global_rows = planned_steps(cfg, len(train_rows), seq_len, dist.world)
-    eval_rows = val_rows if len(val_rows) else train_rows[: micro * 4]
+    steps, global_rows, total_rows = planned_steps(cfg, len(train_rows), seq_len, dist.world)
+    eval_rows = val_rows if len(val_rows) else train_rows
+    eval_ids = (
+        eval_sample(len(val_rows), cfg.val_rows)
+        if len(val_rows)
+        else np.arange(min(len(train_rows), cfg.micro_batch_size * 4))
+    )
 
-    # Model: the newest checkpoint of this very run, else the stage's init (EEVE extension included).
-    run_dir = Path(job.get("run_dir") or f"{job['output_dir']}.run")
-    fp = ckpt.fingerprint(job)
-    resume = ckpt.latest(run_dir, fp) if dist.rank == 0 else None  # rank 0 also clears stale ones
+    # Resume: the newest step checkpoint of this run identity (rank 0 moves other runs aside).
+    run_dir = Path(job.run_dir)
+    identity = ckpt.run_identity(job, dist.world)
+    resume, messages = ckpt.prepare_run(run_dir, identity, cfg.keep_aside) if dist.rank == 0 else (None, [])
     dist.barrier()
     if dist.rank != 0:
-        resume = ckpt.latest(run_dir, fp)
-    init = {"kind": "pretrained", "path": str(resume)} if resume else job["init"]
-    tied_rule = job.get("model", {}).get("eeve_tied_rule", "input")
+        steps_found = ckpt.step_dirs(run_dir)
+        resume = steps_found[-1][1] if steps_found else None
+    for message in messages:
+        reporter.log(f"[{job.stage}] {message}")
+
+    # Model: the resumed checkpoint, else the stage's init (EEVE extension included).
+    init = {"kind": "pretrained", "path": str(resume)} if resume else job.init
     model = build_model(
         init,
         index["vocab_size"],
         index["bos_id"],
         index["eos_id"],
         index.get("model_pad_id"),
-        cfg["seed"],
-        job["tokenizer_dir"],
-        tied_rule,
+        cfg.seed,
+        job.tokenizer_dir,
+        job.model.get("eeve_tied_rule", "input"),
     ).to(device)
-    eeve = read_eeve(job["tokenizer_dir"])
-    plan = apply_policy(model, cfg.get("trainable", "all"), eeve.base_vocab_size if eeve else None)
-    # Fused AdamW (one kernel for all tensors, on CPU and GPU); frozen rows keep a zero update all the same.
+    eeve = read_eeve(job.tokenizer_dir)
+    plan = apply_policy(model, cfg.trainable, eeve.base_vocab_size if eeve else None)
+    # Fused AdamW (one kernel for all tensors, on CPU and GPU); frozen rows have no moments at all.
     optimizer = torch.optim.AdamW(
-        plan.param_groups(cfg["weight_decay"]), lr=cfg["lr"], betas=(0.9, 0.95), fused=True
+        plan.param_groups(cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), fused=True
     )
 
-    state: dict[str, Any] = {"fingerprint": fp, "step": 0, "tokens_seen": 0, "curve": [], "data": {}}
+    state = TrainState(identity=identity, fingerprint=ckpt.fingerprint(identity))
     if resume:
-        state = ckpt.load_into(resume, optimizer)
-    else:
-        state["initial_val_loss"] = evaluate_loss(model, eval_rows, pad_id, micro, device)
-    data = DataOrder(len(train_rows), global_rows, cfg["seed"], **state["data"])
+        state = TrainState.from_json(ckpt.load_into(resume, optimizer))
+    data = DataOrder(len(train_rows), global_rows, cfg.seed, total_rows, **state.data)
     ddp_model = model
     if dist.world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    run = Run(
+        job=job,
+        cfg=cfg,
+        dist=dist,
+        reporter=reporter,
+        train_rows=train_rows,
+        eval_rows=eval_rows,
+        eval_ids=eval_ids,
+        pad_id=pad_id,
+        seq_len=seq_len,
+        steps=steps,
+        global_rows=global_rows,
+        model=model,
+        ddp_model=ddp_model,
+        optimizer=optimizer,
+        plan=plan,
+        data=data,
+        run_dir=run_dir,
+        resume=resume,
+        export_dtype=export_dtype(job),
+        n_params=sum(p.numel() for p in model.parameters()),
+        saved_step=state.step if resume else -1,
+        saved_path=resume,
+    )
+    if not resume:
+        state.initial_val_loss = evaluate_loss(
+            model, eval_rows, eval_ids, pad_id, cfg.micro_batch_size, device
+        )
     if dist.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        reporter.log_file = run_dir / "log.jsonl"
+        reporter.log_file = run_dir / ckpt.LOG_FILE
         if not resume:
             reporter.log_file.unlink(missing_ok=True)
     reporter.log(
-        f"[{job['stage']}] {sum(p.numel() for p in model.parameters()):,} params "
-        f"({plan.trainable_parameters:,} trainable, policy {cfg.get('trainable', 'all')}), "
-        f"{len(train_rows)} train rows, {steps} steps of {global_rows * seq_len} tokens on {dist.world} x "
-        f"{device.type}, initial val loss {state['initial_val_loss']:.4f}"
+        f"[{job.stage}] {run.n_params:,} params ({plan.trainable_parameters:,} trainable, policy "
+        f"{cfg.trainable}), {len(train_rows)} train rows, {steps} steps of {global_rows * seq_len} tokens on "
+        f"{dist.world} x {device.type}, initial val loss {state.initial_val_loss:.4f}"
         + (f"; resumed from {resume.name}" if resume else "")
     )
+    return run, state
 
-    saved = {"step": state["step"] if resume else -1, "path": resume}
 
-    def save_step_checkpoint() -> Path:
-        path = run_dir / f"step_{state['step']:08d}"
-        saved.update(step=state["step"], path=path)
-        if dist.rank == 0:
-            samples = _samples(model, job, device)
-            state["data"] = data.position()
-            ckpt.save(path, model, optimizer, state, job["tokenizer_dir"], {"samples.json": samples})
-            ckpt.prune(run_dir, cfg.get("keep_last", 2))
-            reporter.log(f"[{job['stage']}] checkpoint {path.name}")
-        dist.barrier()
-        return path
-
-    # The loop.
-    model.train()
-    every = cfg.get("checkpoint_every")
-    n_params = sum(p.numel() for p in model.parameters())
-    session_tokens, session_start, ran = 0, time.perf_counter(), 0
-    while state["step"] < steps and (stop_after is None or ran < stop_after):
-        step = state["step"]
-        t0 = time.perf_counter()
-        lr = lr_at(step, steps, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        rows = data.next_step()
-        step_loss, step_tokens = 0.0, 0
-        for m in range(accum):
-            start = (m * dist.world + dist.rank) * micro
-            idx = np.sort(rows[start : start + micro])
-            inputs, labels = batch_tensors(np.asarray(train_rows[idx]), pad_id, device)
-            sync = m == accum - 1 or dist.world == 1
-            ctx = ddp_model.no_sync() if not sync else _nullcontext()
-            with ctx:
-                with _autocast(device):  # the forward in bf16 on GPU; backward outside autocast
-                    loss = token_loss(ddp_model, inputs, labels)
-                (loss / accum).backward()
-            step_loss += loss.item() / accum
-            step_tokens += int((labels != -100).sum())
-        plan.mask_grads()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(plan.parameters(), 1.0))
-        plan.decay_rows(lr, cfg["weight_decay"])
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step_loss, step_tokens = dist.mean(step_loss), int(dist.sum(step_tokens))
-        seconds = time.perf_counter() - t0
-        state["step"] += 1
-        state["tokens_seen"] += step_tokens
-        session_tokens += step_tokens
-        ran += 1
-        record = {
-            "step": state["step"],
-            "loss": step_loss,
-            "lr": lr,
-            "grad_norm": grad_norm,
-            "tokens": step_tokens,
-            "seconds": seconds,
-            "elapsed": time.perf_counter() - session_start,
-        }
-        state["curve"].append(record)
-        if state["step"] % cfg["log_every"] == 0 or state["step"] == steps:
-            tps = session_tokens / (time.perf_counter() - session_start)
-            mfu = _mfu(n_params, tps, device, dist.world)
-            reporter.log(
-                f"[{job['stage']}] step {state['step']}/{steps} loss {step_loss:.4f} lr {lr:.2e} "
-                f"grad_norm {grad_norm:.3f} {tps:,.0f} tok/s" + (f" MFU {mfu:.1%}" if mfu else ""),
-                **record,
-                tokens_per_second=tps,
-            )
-        if every and state["step"] % every == 0 and state["step"] < steps:
-            save_step_checkpoint()
-    elapsed = time.perf_counter() - session_start
-
-    metrics = {
-        "stage": job["stage"],
-        "steps": steps,
-        "steps_run": ran,
-        "resumed_from": resume.name if resume else None,
-        "tokens_seen": state["tokens_seen"],
-        "tokens_per_step": global_rows * seq_len,
-        "initial_val_loss": state["initial_val_loss"],
-        "final_train_loss": state["curve"][-1]["loss"] if state["curve"] else float("nan"),
-        "tokens_per_second": session_tokens / elapsed if ran else state.get("tokens_per_second", 0.0),
-        "train_seconds": elapsed,
-        "parameters": n_params,
-        "trainable_parameters": plan.trainable_parameters,
-        "trainable": cfg.get("trainable", "all"),
-        "processes": dist.world,
-        "device": device.type if dist.world == 1 else f"{dist.world} x {device.type}",
-        "host": platform.node(),
-        "curve": state["curve"],
+def train_step(run: Run, state: TrainState) -> dict[str, float]:
+    """One optimizer step; returns its record for the loss curve."""
+    t0 = time.perf_counter()
+    cfg, dist = run.cfg, run.dist
+    lr = lr_at(state.step, run.steps, cfg)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    rows = run.data.next_step()
+    batches = micro_batches(
+        run.train_rows, rows, dist.rank, dist.world, cfg.grad_accum, cfg.micro_batch_size, run.pad_id
+    )
+    loss_sum, tokens = step_gradients(run.ddp_model, batches, dist, run.device)
+    run.plan.gather_row_grads()
+    params = run.plan.parameters()
+    if cfg.grad_clip is not None:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+    else:
+        grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.plan.zero_row_grads()
+    # One reduce for the step's loss and for SIGTERM: any rank told to stop stops every rank here.
+    loss_total, stop = dist.sum(float(loss_sum), float(run.stop.requested))
+    run.stop.requested = stop > 0
+    state.step += 1
+    state.tokens_seen += tokens
+    return {
+        "step": state.step,
+        "loss": loss_total / max(tokens, 1),
+        "lr": lr,
+        "grad_norm": grad_norm,
+        "tokens": tokens,
+        "seconds": time.perf_counter() - t0,
     }
-    if stop_after is not None and state["step"] < steps:
+
+
+def run_loop(run: Run, state: TrainState, stop_after: int | None = None) -> LoopResult:
+    """Steps until the plan's end (or `stop_after` steps of this process, or SIGTERM)."""
+    cfg = run.cfg
+    run.model.train()
+    run.stop.install()
+    session_tokens, session_start, ran = 0, time.perf_counter(), 0
+    try:
+        while state.step < run.steps and (stop_after is None or ran < stop_after):
+            record = train_step(run, state)
+            record["elapsed"] = time.perf_counter() - session_start
+            state.curve.append(record)
+            session_tokens += record["tokens"]
+            ran += 1
+            if state.step % cfg.log_every == 0 or state.step == run.steps:
+                tps = session_tokens / (time.perf_counter() - session_start)
+                mfu = _mfu(run.n_params, tps, run.device, run.dist.world)
+                run.reporter.log(
+                    f"[{run.job.stage}] step {state.step}/{run.steps} loss {record['loss']:.4f} lr "
+                    f"{record['lr']:.2e} grad_norm {record['grad_norm']:.3f} {tps:,.0f} tok/s"
+                    + (f" MFU {mfu:.1%}" if mfu else ""),
+                    **record,
+                    tokens_per_second=tps,
+                )
+            if run.stop.requested:
+                if run.saved_step != state.step:
+                    save_step_checkpoint(run, state)
+                run.reporter.log(f"[{run.job.stage}] SIGTERM: checkpoint at step {state.step}, exiting")
+                return LoopResult(ran, session_tokens, time.perf_counter() - session_start, True)
+            keep = _keep_step(cfg, state.step)
+            periodic = cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0
+            if (periodic or keep) and state.step < run.steps:
+                save_step_checkpoint(run, state, keep=keep)
+    finally:
+        run.stop.uninstall()
+    return LoopResult(ran, session_tokens, time.perf_counter() - session_start, False)
+
+
+def _keep_step(cfg: TrainConfig, step: int) -> bool:
+    return bool((cfg.keep_every and step % cfg.keep_every == 0) or step in cfg.keep_steps)
+
+
+def save_step_checkpoint(run: Run, state: TrainState, keep: bool = False) -> Path:
+    """Write `<run_dir>/step_NNNNNNNN` (rank 0), prune old ones, mark it kept when asked."""
+    path = run.run_dir / f"step_{state.step:08d}"
+    if run.dist.rank == 0:
+        samples = _samples(run.model, run.job, run.device)
+        state.data = run.data.position()
+        ckpt.save(
+            path, run.model, run.optimizer, state.to_json(), run.job.tokenizer_dir, {"samples.json": samples}
+        )
+        if keep:
+            ckpt.mark_kept(run.run_dir, state.step, "keep_every/keep_steps")
+        ckpt.prune(run.run_dir, run.cfg.keep_last)
+        run.reporter.log(f"[{run.job.stage}] checkpoint {path.name}" + (" (kept)" if keep else ""))
+    run.dist.barrier()
+    run.saved_step, run.saved_path = state.step, path
+    return path
+
+
+def finish(run: Run, state: TrainState, loop: LoopResult) -> dict[str, Any]:
+    """The final step checkpoint, the export to `output_dir` and the stage's metrics."""
+    job, cfg, dist = run.job, run.cfg, run.dist
+    metrics = {
+        "stage": job.stage,
+        "steps": run.steps,
+        "steps_run": loop.ran,
+        "resumed_from": run.resume.name if run.resume else None,
+        "tokens_seen": state.tokens_seen,
+        "tokens_per_step": run.global_rows * run.seq_len,
+        "initial_val_loss": state.initial_val_loss,
+        "final_train_loss": state.curve[-1]["loss"] if state.curve else float("nan"),
+        "tokens_per_second": loop.session_tokens / loop.elapsed if loop.ran else state.tokens_per_second,
+        "train_seconds": loop.elapsed,
+        "parameters": run.n_params,
+        "trainable_parameters": run.plan.trainable_parameters,
+        "trainable": cfg.trainable,
+        "processes": dist.world,
+        "device": run.device.type if dist.world == 1 else f"{dist.world} x {run.device.type}",
+        "host": platform.node(),
+        "curve": state.curve,
+    }
+    if loop.preempted:
+        dist.close()
+        raise Preempted(state.step, run.saved_path)
+    if state.step < run.steps:  # stopped by `stop_after`: no final checkpoint
         dist.close()
         return metrics
-    state["tokens_per_second"] = metrics["tokens_per_second"]
-    final = saved["path"] if saved["step"] == steps else save_step_checkpoint()
-    metrics["final_val_loss"] = evaluate_loss(model, eval_rows, pad_id, micro, device)
-    metrics["mfu"] = _mfu(n_params, metrics["tokens_per_second"], device, dist.world)
+    state.tokens_per_second = metrics["tokens_per_second"]
+    final = (
+        run.saved_path
+        if run.saved_step == run.steps
+        else save_step_checkpoint(run, state, _keep_step(cfg, state.step))
+    )
+    metrics["final_val_loss"] = evaluate_loss(
+        run.model, run.eval_rows, run.eval_ids, run.pad_id, cfg.micro_batch_size, run.device
+    )
+    metrics["mfu"] = _mfu(run.n_params, metrics["tokens_per_second"], run.device, dist.world)
+    metrics["export_dtype"] = run.export_dtype
     if dist.rank == 0:
-        export(final, job, metrics)
-        ckpt.mark_finished(run_dir)
-        reporter.log(
-            f"[{job['stage']}] val loss {metrics['initial_val_loss']:.4f} -> {metrics['final_val_loss']:.4f}; "
-            f"saved {job['output_dir']}"
+        metrics["kept_steps"] = ckpt.kept_steps(run.run_dir)
+        metrics["runs_aside"] = (
+            sum(1 for p in (run.run_dir / ckpt.ASIDE_DIR).iterdir())
+            if (run.run_dir / ckpt.ASIDE_DIR).is_dir()
+            else 0
+        )
+        export(final, job, metrics, run.export_dtype)
+        ckpt.mark_finished(run.run_dir)
+        metrics["disk_bytes"] = ckpt.disk_usage(run.run_dir, job.output_dir)
+        run.reporter.log(
+            f"[{job.stage}] val loss {metrics['initial_val_loss']:.4f} -> {metrics['final_val_loss']:.4f}; "
+            f"saved {job.output_dir} ({run.export_dtype}); checkpoints on disk {metrics['disk_bytes'] / 1e6:,.1f} MB"
         )
     dist.barrier()
     dist.close()
     return metrics
 
 
-def export(step_dir: Path, job: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """The stage's checkpoint: the last step checkpoint plus metrics, job and loss curve, atomically."""
-    with atomic_dir(job["output_dir"]) as tmp:
-        for f in step_dir.iterdir():
-            shutil.copy2(f, tmp / f.name)
-        write_json(tmp / "metrics.json", metrics)
-        write_json(tmp / "job.json", job)
-        png = loss_curve_png(metrics["curve"], f"{job['stage']}: training loss")
-        if png:
-            (tmp / "loss_curve.png").write_bytes(png)
+def train(
+    job: TrainJob | dict[str, Any], reporter: Reporter | None = None, stop_after: int | None = None
+) -> dict[str, Any]:
+    """Run (or resume) one stage; returns its metrics. `stop_after` ends early after that many steps of
+    this process (for benchmarks; no final checkpoint is written then). Raises `Preempted` after SIGTERM."""
+    job = job if isinstance(job, TrainJob) else TrainJob.model_validate(job)
+    run, state = setup(job, reporter)
+    try:
+        loop = run_loop(run, state, stop_after)
+        return finish(run, state, loop)
+    finally:
+        run.train_rows.close()
+        run.eval_rows.close()
 
 
-def _samples(model, job: dict[str, Any], device) -> list[dict[str, str]]:
-    gen = job.get("generation") or {}
+# ---------------------------------------------------------------------------------------------------------
+# Outputs
+
+
+def export_dtype(job: TrainJob) -> str:
+    """The dtype the stage's model is published in: `model.dtype` in the job, else the init checkpoint's
+    own (bf16 for SmolLM2 and Llama-3.2), else float32 (models from the recipe's config)."""
+    if job.model.get("dtype"):
+        return str(job.model["dtype"])
+    if job.init["kind"] != "pretrained":
+        return "float32"
+    config_file = Path(job.init["path"]) / "config.json"
+    if config_file.exists():
+        config = read_json(config_file)
+    else:
+        try:
+            config = AutoConfig.from_pretrained(job.init["path"]).to_dict()
+        except Exception:  # noqa: BLE001 - an unreadable hub config: keep the training dtype
+            return "float32"
+    dtype = config.get("dtype") or config.get("torch_dtype") or "float32"
+    return str(dtype).removeprefix("torch.")
+
+
+def export(step_dir: Path, job: TrainJob, metrics: dict[str, Any], dtype: str = "float32") -> None:
+    """The stage's checkpoint: the last step checkpoint (hard links; weights cast to the model's dtype) plus
+    metrics, job and loss curve, atomically and durably."""
+    extra: dict[str, Any] = {"metrics.json": metrics, "job.json": job.model_dump(mode="json")}
+    png = loss_curve_png(metrics["curve"], f"{job.stage}: training loss")
+    if png:
+        extra["loss_curve.png"] = png
+    ckpt.export(step_dir, job.output_dir, dtype, extra)
+
+
+def _samples(model, job: TrainJob, device) -> list[dict[str, str]]:
+    gen = job.generation or {}
     if not gen.get("prompts"):
         return []
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(job["tokenizer_dir"])
+    tok = AutoTokenizer.from_pretrained(job.tokenizer_dir)
     return generate_samples(model, tok, gen, device)
 
 
 def _mfu(n_params: int, tokens_per_second: float, device, world: int) -> float | None:
     """Model FLOPs utilisation on GPU (6 N FLOPs per token against the device's bf16 peak)."""
-    import torch
-
     if torch.device(device).type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
@@ -458,18 +715,13 @@ def _mfu(n_params: int, tokens_per_second: float, device, world: int) -> float |
     return 6 * n_params * tokens_per_second / (peak * world) if peak else None
 
 
-def _nullcontext():
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
-def materialization_metadata(job: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+def materialization_metadata(job: TrainJob | dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     """What `checkpoint/<stage>` shows in Dagster (Pipes metadata: raw values with their types)."""
-    out = Path(job["output_dir"])
+    job = job if isinstance(job, TrainJob) else TrainJob.model_validate(job)
+    out = Path(job.output_dir)
     samples = read_json(out / "samples.json") if (out / "samples.json").exists() else []
     meta = {
-        "path": {"raw_value": job["output_dir"], "type": "path"},
+        "path": {"raw_value": job.output_dir, "type": "path"},
         "steps": {"raw_value": metrics["steps"], "type": "int"},
         "tokens_seen": {"raw_value": metrics["tokens_seen"], "type": "int"},
         "initial_val_loss": {"raw_value": metrics["initial_val_loss"], "type": "float"},
@@ -483,6 +735,11 @@ def materialization_metadata(job: dict[str, Any], metrics: dict[str, Any]) -> di
         "loss_curve": {"raw_value": loss_curve_markdown(metrics["curve"]), "type": "md"},
         "samples": {"raw_value": samples_markdown(samples), "type": "md"},
     }
+    if "disk_bytes" in metrics:
+        meta["checkpoint_disk_bytes"] = {"raw_value": metrics["disk_bytes"], "type": "int"}
+        meta["kept_steps"] = {"raw_value": metrics.get("kept_steps", []), "type": "json"}
+        meta["runs_aside"] = {"raw_value": metrics.get("runs_aside", 0), "type": "int"}
+        meta["export_dtype"] = {"raw_value": metrics.get("export_dtype", "float32"), "type": "text"}
     if metrics.get("resumed_from"):
         meta["resumed_from"] = {"raw_value": metrics["resumed_from"], "type": "text"}
     if metrics.get("mfu") is not None:
@@ -497,14 +754,18 @@ def materialization_metadata(job: dict[str, Any], metrics: dict[str, Any]) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--job", required=True, help="JSON file describing the training job")
+    parser.add_argument("--job", required=True, help="JSON file describing the training job (a TrainJob)")
     args = parser.parse_args(argv)
-    job = json.loads(Path(args.job).read_text(encoding="utf-8"))
+    job = TrainJob.read(args.job)
     reporter = Reporter(int(os.environ.get("RANK", "0")))
     try:
         metrics = train(job, reporter)
         if reporter.rank == 0:
             reporter.materialize(materialization_metadata(job, metrics))
+    except Preempted as exc:
+        reporter.log(str(exc))
+        reporter.close(exc)
+        return PREEMPTED_EXIT_CODE
     except BaseException as exc:
         reporter.close(exc)
         raise
