@@ -100,7 +100,27 @@ FLAT_STAGE_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "pack_shuffle_buffer": (("pack", "shuffle_buffer"),),
     "pack_workers": (("pack", "workers"),),
     "pack_loss_mask": (("pack", "loss_mask"),),
-    **{k: (("train", k),) for k in TrainConfig.model_fields if k != "seed"},
+    # The training keys that existed flat (fields added to TrainConfig since then exist only in `train`).
+    **{
+        k: (("train", k),)
+        for k in (
+            "micro_batch_size",
+            "grad_accum",
+            "epochs",
+            "token_budget",
+            "lr",
+            "min_lr_ratio",
+            "warmup_steps",
+            "schedule",
+            "wsd_decay_fraction",
+            "weight_decay",
+            "trainable",
+            "log_every",
+            "checkpoint_every",
+            "keep_last",
+            "nproc_per_node",
+        )
+    },  # fmt: skip
     # One flat seed used to drive both the packing shuffle and the trainer.
     "seed": (("train", "seed"), ("pack", "seed")),
 }
