@@ -64,7 +64,9 @@ def extended(vi_split, tmp_path_factory):
     base.mkdir()
     for f in SMOLLM2.iterdir():
         (base / f.name).write_bytes(f.read_bytes())
-    template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    )
     cfg = json.loads((base / "tokenizer_config.json").read_text(encoding="utf-8"))
     cfg["chat_template"] = template
     (base / "tokenizer_config.json").write_text(json.dumps(cfg), encoding="utf-8")
@@ -248,7 +250,9 @@ def ja_sentencepiece(tmp_path_factory):
     from lm_platform.recipe.schema import TokenizerConfig
     from lm_platform.tokenization.sentencepiece_trainer import train_sentencepiece
 
-    docs = [d["text"] for d in _docs("ja_wiki_leads.jsonl")] + [d["text"] for d in _docs("ja_aozora.jsonl")[:10]]
+    docs = [d["text"] for d in _docs("ja_wiki_leads.jsonl")] + [
+        d["text"] for d in _docs("ja_aozora.jsonl")[:10]
+    ]
     out = tmp_path_factory.mktemp("sp") / "tokenizer"
     cfg = TokenizerConfig(vocab_size=4000, user_defined_symbols=("<|user|>",), max_sentences=20000, seed=3)
     train_sentencepiece(docs[:-30], out, cfg)

@@ -45,8 +45,9 @@ from pathlib import Path
 from lm_platform.atomic import atomic_dir, write_json
 
 EEVE_FILE = "eeve.json"
-# Files of an HF tokenizer directory copied from a local base (the rest is rewritten).
-_KEPT_FILES = ("chat_template.jinja", "chat_template.json", "generation_config.json")
+# Files of a local base directory that the extension rewrites or drops (the rest is copied: config,
+# special tokens, chat template, license notices); slow-tokenizer files would disagree with tokenizer.json.
+_REWRITTEN_FILES = {"tokenizer.json", "vocab.json", "merges.txt", EEVE_FILE}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -312,11 +313,18 @@ def extend_tokenizer(
     (`tokenization.probe`) and its summary returned in `result.invariant` (the caller decides; the
     asset makes it a blocking check)."""
     from tokenizers import Tokenizer
-    from transformers import AutoTokenizer
 
-    base_tok = AutoTokenizer.from_pretrained(base)
-    backend = base_tok.backend_tokenizer
-    base_json = json.loads(backend.to_str())
+    local = Path(base)
+    if (local / "tokenizer.json").is_file():  # a directory: read it without importing transformers
+        base_tok = None
+        backend = Tokenizer.from_file(str(local / "tokenizer.json"))
+        base_json = json.loads((local / "tokenizer.json").read_text(encoding="utf-8"))
+    else:  # a hub id (or a directory with only slow-tokenizer files): transformers converts it
+        from transformers import AutoTokenizer
+
+        base_tok = AutoTokenizer.from_pretrained(base)
+        backend = base_tok.backend_tokenizer
+        base_json = json.loads(backend.to_str())
     if base_json["model"]["type"] != "BPE":
         raise ValueError(
             f"tokenizer.base: '{base}' is a {base_json['model']['type']} tokenizer; EEVE extension needs BPE"
@@ -324,7 +332,9 @@ def extend_tokenizer(
     byte_level = _is_byte_level(base_json)
     vocab: dict[str, int] = base_json["model"]["vocab"]
     added = {t["content"]: t["id"] for t in base_json.get("added_tokens", [])}
-    base_vocab_size = max(len(base_tok), max([*vocab.values(), *added.values()]) + 1)
+    base_vocab_size = max([*vocab.values(), *added.values()]) + 1
+    if base_tok is not None:
+        base_vocab_size = max(base_vocab_size, len(base_tok))
     budget = target_vocab_size - base_vocab_size
     if budget < multiple or budget % multiple:
         raise ValueError(
@@ -354,7 +364,7 @@ def extend_tokenizer(
             f"in {chars:,} characters); give more {language} text (tokenizer.sample) or lower vocab_size"
         )
 
-    data = json.loads(json.dumps(base_json))
+    data = base_json  # not needed unchanged any more
     model = data["model"]
     string_merges = bool(model["merges"]) and isinstance(model["merges"][0], str)
     for i, tok in enumerate(new):
@@ -376,15 +386,17 @@ def extend_tokenizer(
         pieces = [vocab[t.value] for t in segment(tok)]
         result.new_tokens.append({"id": base_vocab_size + i, "token": tok, "pieces": pieces})
 
-    from lm_platform.tokenization.hf_compat import write_tokenizer_files
+    from lm_platform.tokenization.hf_compat import make_tokenizer_compatible, write_tokenizer_files
 
     with atomic_dir(out_dir) as tmp:
-        local = Path(base)
-        if local.is_dir():
-            for name in _KEPT_FILES:
-                if (local / name).exists():
-                    shutil.copy(local / name, tmp / name)
-        write_tokenizer_files(base_tok, data, tmp)
+        if base_tok is None:
+            for f in local.iterdir():
+                if f.is_file() and f.name not in _REWRITTEN_FILES:
+                    shutil.copy(f, tmp / f.name)
+            (tmp / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+            make_tokenizer_compatible(tmp)
+        else:
+            write_tokenizer_files(base_tok, data, tmp)
         write_json(
             tmp / EEVE_FILE,
             {"base": base, "base_vocab_size": base_vocab_size, "new_tokens": result.new_tokens},
