@@ -285,3 +285,28 @@ def test_sentencepiece_training_is_deterministic(ja_sentencepiece, tmp_path):
     out, docs, cfg = ja_sentencepiece
     train_sentencepiece(docs[:-30], tmp_path / "again", cfg)
     assert (tmp_path / "again" / "tokenizer.json").read_bytes() == (out / "tokenizer.json").read_bytes()
+
+
+def test_checkpoints_carry_rope_theta_as_transformers_4_57_reads_it(tmp_path):
+    """`training.checkpoint.save` writes config.json in both RoPE spellings: 4.57 reads 100,000, not 10,000."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lm_platform.training.checkpoint import save
+
+    cfg = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=300,
+        rope_theta=100000.0,
+    )
+    model = LlamaForCausalLM(cfg)
+    optimizer = torch.optim.AdamW(model.parameters())
+    out = save(tmp_path / "step_00000001", model, optimizer, {"step": 1}, tmp_path / "no_tokenizer")
+    written = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert written["rope_theta"] == 100000.0 and written["rope_parameters"]["rope_theta"] == 100000.0
+    got = _under_tf4([["config", str(out), []]])
+    assert got[str(out)] == {"rope_theta": 100000.0, "vocab_size": 300}
