@@ -189,6 +189,31 @@ def test_extend_mode_through_the_tokenizer_asset(base_dir, tmp_path):
     assert mat.metadata["base_vocab_size"].value == BASE_VOCAB
     assert mat.metadata["vocab_size"].value == BASE_VOCAB + mat.metadata["new_tokens"].value
     assert "base_tokens_per_word" in mat.metadata["fertility"].value
-    (check,) = result.get_asset_check_evaluations()
-    assert check.check_name == "fertility_not_worse_than_base" and check.passed
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert set(checks) == {"fertility_not_worse_than_base", "other_languages_unchanged"}
+    assert all(c.passed for c in checks.values())
+    assert checks["other_languages_unchanged"].metadata["checked"].value >= 9 * 20
     assert (storage.layout(recipe.name).tokenizer() / EEVE_FILE).exists()
+    sample = mat.metadata["training_sample"].value["blend/main"]
+    assert sample["docs_seen"] == sample["docs_taken"] == len(VI)  # only Vietnamese, under the cap
+
+
+def test_tokenizer_sample_caps_and_mixes_the_training_text(base_dir, tmp_path):
+    from lm_platform.defs.tokenizer import _training_text
+    from lm_platform.recipe.schema import TokenizerConfig
+
+    blend = tmp_path / "data.parquet"
+    with DocWriter(blend) as w:
+        w.write_all(make_doc(f"vi/{i}", t, "vi_news", "CC0-1.0", "vi") for i, t in enumerate(VI))
+        w.write_all(make_doc(f"w/{i}", t, "vi_wiki", "CC0-1.0", "vi") for i, t in enumerate(VI))
+        w.write_all(make_doc(f"en/{i}", t, "en_books", "CC0-1.0", "en") for i, t in enumerate(EN))
+    cfg = TokenizerConfig(
+        mode="extend",
+        base=str(base_dir),
+        language="vi",
+        sample={"max_chars": 4000, "seed": 1, "mixture": {"vi_news": 0.75, "vi_wiki": 0.25}},
+    )
+    s = _training_text(cfg, blend, "main")
+    assert set(s.sources) == {"vi_news", "vi_wiki"}
+    assert 2000 < s.sources["vi_news"]["chars_taken"] <= 3000 and s.sources["vi_wiki"]["chars_taken"] <= 1000
+    assert _training_text(cfg, blend, "main").texts == s.texts
