@@ -70,6 +70,22 @@ def _make_tokenizer(
     }, None
 
 
+def _invariant_result(invariant: dict) -> dg.AssetCheckResult:
+    """The probe-set invariant (`check_invariant(...).summary()`) as the blocking check's result."""
+    return dg.AssetCheckResult(
+        check_name=INVARIANT_CHECK,
+        passed=invariant["passed"],
+        metadata={
+            "checked": invariant["checked"],
+            "changed": invariant["changed"],
+            "examples": dg.MetadataValue.json(invariant["examples"]),
+        },
+        description=None
+        if invariant["passed"]
+        else f"{invariant['changed']} of {invariant['checked']} probe texts encode differently",
+    )
+
+
 def _held_out(recipe: Recipe, blend_file: Path, stage: str) -> tuple[list[tuple[str, str]], str]:
     """(lang, text) pairs to measure fertility on: the first evaluation's held-out text, else the blend."""
     from lm_platform.evaluation.perplexity import read_eval_docs
@@ -150,20 +166,7 @@ def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
                 )
             )
         if invariant is not None:
-            checks.append(
-                dg.AssetCheckResult(
-                    check_name=INVARIANT_CHECK,
-                    passed=invariant["passed"],
-                    metadata={
-                        "checked": invariant["checked"],
-                        "changed": invariant["changed"],
-                        "examples": dg.MetadataValue.json(invariant["examples"]),
-                    },
-                    description=None
-                    if invariant["passed"]
-                    else f"{invariant['changed']} of {invariant['checked']} probe texts encode differently",
-                )
-            )
+            checks.append(_invariant_result(invariant))
         # The gain over the base as numbers, and the rows as JSON for the summary `make demo` prints.
         return materialize(
             {**made, **report.reductions},
