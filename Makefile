@@ -9,6 +9,10 @@ TORCH_CPU ?= torch==2.13.0
 # KenLM's lmplz and build_binary, built from the kenlm sdist once per machine (scripts/build_kenlm.sh).
 KENLM_VERSION ?= 0.3.0
 KENLM_BIN ?= $(HOME)/.cache/lm_platform/kenlm-$(KENLM_VERSION)/bin
+# A second environment with transformers 4.57 (no torch): the tests load our tokenizers and checkpoint
+# configs under it, since many downstream tools still run transformers 4.x.
+VENV_TF4 ?= .venv-tf4
+TF4_SPEC ?= transformers==4.57.*
 
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export LM_PLATFORM_STORAGE ?= $(CURDIR)/data
@@ -19,9 +23,9 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install kenlm postgres demo test ui lint format clean dagster-home
+.PHONY: install kenlm postgres tf4 demo test ui lint format clean dagster-home
 
-install: $(VENV)/.installed kenlm postgres
+install: $(VENV)/.installed kenlm postgres tf4
 
 # PostgreSQL for the production-instance test (Debian's package, apt-get when missing and root).
 postgres:
@@ -37,6 +41,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) show torch >/dev/null 2>&1 || $(PIP) install -q "$(TORCH_CPU)" || echo "note: $(TORCH_CPU) not available here; the project's torch range applies"
 	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+tf4: $(VENV_TF4)/.installed
+
+$(VENV_TF4)/.installed:
+	test -x $(VENV_TF4)/bin/python || $(PYTHON) -m venv $(VENV_TF4)
+	$(VENV_TF4)/bin/python -m pip install -q "$(TF4_SPEC)" tokenizers
 	touch $@
 
 dagster-home:

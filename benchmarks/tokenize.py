@@ -2,9 +2,8 @@
 
 Equivalent work: the same Parquet blend and the same tokenizer (the project's SentencePiece BPE export,
 trained here on the demo text), every document encoded as BOS + ids + EOS in input order, written as
-uint16 tokens to disk. Ours packs into `seq_len + 1` rows in one process (it encodes with the
-SentencePiece model the HF tokenizer was exported from, on both cores, after checking it gives the same
-ids; see lm_platform.data.pack._Encoder);
+uint16 tokens to disk. Ours packs into `seq_len + 1` rows in one process (it encodes with the HF
+tokenizer, as inference does; see lm_platform.data.pack._Encoder);
 datatrove reads the Parquet with its ParquetReader and tokenizes with `DocumentTokenizer` (BOS/EOS by a
 template post-processor, no shuffling, one task, as its docs run it); the floor is bare
 `Tokenizer.encode_batch_fast` on texts already in memory (no reading, no BOS/EOS, no writing).

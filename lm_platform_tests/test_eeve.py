@@ -37,7 +37,7 @@ def base_dir(tmp_path_factory):
 def extended(base_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("ext") / "tokenizer"
     res = extend_tokenizer(
-        str(base_dir), lambda: iter(VI_TRAIN), out, "vi", BASE_VOCAB + 2048, multiple=128, min_frequency=3
+        str(base_dir), lambda: iter(VI_TRAIN), out, "vi", BASE_VOCAB + 768, multiple=128, min_frequency=3
     )
     return out, res
 
@@ -125,36 +125,36 @@ def test_extended_tokenizer_round_trips_the_demo_text(extended):
         (" việt", True),
         ("ường", True),
         ("đ", True),
+        ("Vie\u0302\u0323t", True),  # NFD
         ("vi", False),  # ASCII only: English text could form it
-        ("việt1", False),  # digits
-        ("việtд", False),  # mixed script
         ("«»", False),  # symbols only
         ("日本", False),  # not Vietnamese
+        ("Straße", False),  # German letters are not Vietnamese ones
     ],
 )
 def test_vietnamese_validity_rule(text, ok):
     assert token_is_valid(text.encode("utf-8"), "vi") is ok
 
 
-def test_partial_characters_are_valid_only_as_a_vietnamese_prefix():
-    assert token_is_valid("ệ".encode()[:2], "vi")  # first bytes of a Vietnamese letter
+def test_no_token_with_a_partial_character():
+    assert not token_is_valid("ệ".encode()[:2], "vi")  # first bytes of a Vietnamese letter
     assert not token_is_valid("ệ".encode()[1:], "vi")  # starts mid-character
-    assert not token_is_valid("€".encode()[:2], "vi")
+    assert not token_is_valid(" ệ".encode()[:3], "vi")
 
 
-def test_vocab_size_is_reached_when_the_text_offers_enough_tokens(base_dir, tmp_path):
-    """Candidates are gathered beyond the budget, so dropping the seldom-formed ones does not leave the
-    extended vocabulary a multiple short of the recipe's vocab_size."""
+def test_vocab_size_is_reached_exactly(base_dir, tmp_path):
     res = extend_tokenizer(
         str(base_dir), lambda: iter(VI_TRAIN), tmp_path / "t", "vi", BASE_VOCAB + 256, 128, min_frequency=3
     )
     assert res.vocab_size == BASE_VOCAB + 256 and len(res.new_tokens) == 256
-    assert res.candidates > 256 and res.dropped_unused + res.dropped_rounding == res.candidates - 256
+    assert res.invariant is not None and res.invariant["passed"]
 
 
-def test_too_few_candidates_for_the_multiple_is_a_clear_error(base_dir, tmp_path):
-    with pytest.raises(ValueError, match="extend_multiple"):
+def test_too_few_candidates_is_a_clear_error_naming_how_many_existed(base_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"offers only \d+ valid new vi tokens"):
         extend_tokenizer(str(base_dir), lambda: iter(VI_TRAIN[:2]), tmp_path / "t", "vi", BASE_VOCAB + 4096)
+    with pytest.raises(ValueError, match="multiple of tokenizer.extend_multiple"):
+        extend_tokenizer(str(base_dir), lambda: iter(VI_TRAIN), tmp_path / "t", "vi", BASE_VOCAB + 100)
     assert not (tmp_path / "t").exists()
 
 
@@ -189,6 +189,31 @@ def test_extend_mode_through_the_tokenizer_asset(base_dir, tmp_path):
     assert mat.metadata["base_vocab_size"].value == BASE_VOCAB
     assert mat.metadata["vocab_size"].value == BASE_VOCAB + mat.metadata["new_tokens"].value
     assert "base_tokens_per_word" in mat.metadata["fertility"].value
-    (check,) = result.get_asset_check_evaluations()
-    assert check.check_name == "fertility_not_worse_than_base" and check.passed
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert set(checks) == {"fertility_not_worse_than_base", "other_languages_unchanged"}
+    assert all(c.passed for c in checks.values())
+    assert checks["other_languages_unchanged"].metadata["checked"].value >= 9 * 20
     assert (storage.layout(recipe.name).tokenizer() / EEVE_FILE).exists()
+    sample = mat.metadata["training_sample"].value["blend/main"]
+    assert sample["docs_seen"] == sample["docs_taken"] == len(VI)  # only Vietnamese, under the cap
+
+
+def test_tokenizer_sample_caps_and_mixes_the_training_text(base_dir, tmp_path):
+    from lm_platform.defs.tokenizer import _training_text
+    from lm_platform.recipe.schema import TokenizerConfig
+
+    blend = tmp_path / "data.parquet"
+    with DocWriter(blend) as w:
+        w.write_all(make_doc(f"vi/{i}", t, "vi_news", "CC0-1.0", "vi") for i, t in enumerate(VI))
+        w.write_all(make_doc(f"w/{i}", t, "vi_wiki", "CC0-1.0", "vi") for i, t in enumerate(VI))
+        w.write_all(make_doc(f"en/{i}", t, "en_books", "CC0-1.0", "en") for i, t in enumerate(EN))
+    cfg = TokenizerConfig(
+        mode="extend",
+        base=str(base_dir),
+        language="vi",
+        sample={"max_chars": 4000, "seed": 1, "mixture": {"vi_news": 0.75, "vi_wiki": 0.25}},
+    )
+    s = _training_text(cfg, blend, "main")
+    assert set(s.sources) == {"vi_news", "vi_wiki"}
+    assert 2000 < s.sources["vi_news"]["chars_taken"] <= 3000 and s.sources["vi_wiki"]["chars_taken"] <= 1000
+    assert _training_text(cfg, blend, "main").texts == s.texts

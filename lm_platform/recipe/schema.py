@@ -264,6 +264,19 @@ class LanguageConfig(_Strict):
         return band
 
 
+class TokenizerSample(_Strict):
+    """The seeded, size-capped sample of text the tokenizer learns from (`tokenization.sample`)."""
+
+    max_chars: int | None = Field(
+        50_000_000, gt=0, description="At most this many characters in all (None: every document)"
+    )
+    max_docs: int | None = Field(None, gt=0, description="At most this many documents in all")
+    seed: int = 0
+    mixture: dict[str, float] | None = Field(
+        None, description="Share of the sample per source name (default: one uniform sample of all sources)"
+    )
+
+
 class TokenizerConfig(_Strict):
     mode: Literal["train", "extend"] = "train"
     base: str | None = Field(
@@ -284,8 +297,15 @@ class TokenizerConfig(_Strict):
         description="Target language: what 'extend' learns new tokens from, and where the fertility check "
         "compares the new tokenizer with 'base' (default: every held-out language)",
     )
-    extend_multiple: int = Field(128, gt=0, description="'extend' rounds the new-token count down to this")
+    extend_multiple: int = Field(
+        128,
+        gt=0,
+        description="'extend': the number of new tokens (vocab_size - base) must be a multiple of this",
+    )
     extend_min_frequency: int = Field(5, gt=0, description="'extend' keeps tokens formed this often")
+    sample: TokenizerSample = Field(
+        default_factory=TokenizerSample, description="The training text: a seeded sample under a size cap"
+    )
 
     @model_validator(mode="after")
     def _base_for_extend(self) -> TokenizerConfig:

@@ -1,14 +1,28 @@
-"""EEVE vocabulary extension: add new-language tokens to a base BPE tokenizer as real BPE merges.
+"""EEVE vocabulary extension: add new-language tokens to a base BPE tokenizer by continued BPE.
 
-A tokenizer is trained on the new language with the base's own normaliser and pre-tokenizer, so its
-pieces live in the base's alphabet (GPT-2 byte-level characters for SmolLM2). Its merges are walked in
-training order; a merge whose result is absent from the base, made of pieces already in the vocabulary,
-frequent enough and valid for the language (see `token_is_valid`) becomes a new token, appended after
-the base merges. Because a new token always contains a character of the new language, the base's merges
-run first and text without such characters is encoded exactly as before. Tokens the extended tokenizer
-then hardly forms on the sample are dropped (one multiple more than the budget is gathered, so the drop
-seldom leaves the target short), and the count is capped at the budget and rounded down to the recipe's
-multiple.
+The training text is split into words by the base's own normaliser and pre-tokenizer and each word is
+segmented by the base's own BPE model. New merges are then learnt greedily on top of that segmentation,
+the most frequent adjacent pair of current tokens first (ties broken by the token's text), until the
+budget `vocab_size - base vocab` is filled exactly. A candidate is valid when the token it makes
+contains at least one whole character of the language's set V (Vietnamese: the letters outside ASCII)
+and no partial UTF-8 character, and it occurs at least `min_frequency` times.
+
+Why the new merges can rank after every base merge: byte-level BPE applies, inside one word, the
+lowest-ranked applicable merge first until none applies. No base merge involves a new token, so on any
+word the base merges run to completion first (giving exactly the base segmentation the new merges were
+learnt on) and the new merges then fire in the order they were learnt: continued BPE, exactly.
+
+Whole words. When the base has split one character over three tokens (` ở` is `Ġá`+`»`+`Ł`: the base
+glued the space to the character's first byte), no pair of them makes a valid token, so no chain of
+valid pair merges reaches ` ở`. If the base encodes every vocabulary entry as itself (checked: true of
+SmolLM2), the extended tokenizer sets BPE's `ignore_merges`, which looks a whole pre-tokenized word up in
+the vocabulary before merging; a frequent word no valid pair can shorten then becomes a candidate
+token of its own, ranked with the pairs by its frequency. Base words map to themselves either way.
+
+The invariant, by construction: every new token (and every new merge's result) contains a whole
+character of V, so it can only form inside a word that contains that character; a text with no
+character of V encodes exactly as before. `tokenization.probe.check_invariant` verifies it on a
+multilingual probe set at the end of every extension.
 
 `eeve.json` beside the HF files records, for embedding initialisation, the base, its vocabulary size
 and each new token's id and base pieces (the base tokenizer's encoding of the token):
@@ -18,7 +32,9 @@ New ids run contiguously from `base_vocab_size`; base ids are unchanged.
 
 from __future__ import annotations
 
+import heapq
 import json
+import shutil
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -29,7 +45,9 @@ from pathlib import Path
 from lm_platform.atomic import atomic_dir, write_json
 
 EEVE_FILE = "eeve.json"
-TRAIN_BATCH = 1000
+# Files of a local base directory that the extension rewrites or drops (the rest is copied: config,
+# special tokens, chat template, license notices); slow-tokenizer files would disagree with tokenizer.json.
+_REWRITTEN_FILES = {"tokenizer.json", "vocab.json", "merges.txt", EEVE_FILE}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -62,75 +80,58 @@ def token_bytes(token: str, byte_level: bool) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------------
-# Which new tokens are acceptable.
+# The language's characters V, and which new tokens are acceptable.
 
 _VI_VOWELS = "aăâeêioôơuưy"
-_VI_TONES = ("", "\u0300", "\u0301", "\u0309", "\u0303", "\u0323")
-VI_LETTERS = frozenset(
-    {unicodedata.normalize("NFC", v + t) for v in _VI_VOWELS for t in _VI_TONES}
-    | set("bcdđfghjklmnpqrstvwxz")
-    | {c.upper() for v in _VI_VOWELS for t in _VI_TONES for c in unicodedata.normalize("NFC", v + t)}
-    | set("BCDĐFGHJKLMNPQRSTVWXZ")
-)
+_VI_TONES = ("\u0300", "\u0301", "\u0309", "\u0303", "\u0323")  # grave, acute, hook, tilde, dot below
 
 
-def _split_partial(raw: bytes) -> tuple[str, bytes] | None:
-    """Decode `raw` as whole characters plus an optional incomplete trailing character (its bytes).
-    None when the bytes start mid-character or are not UTF-8."""
-    for cut in range(len(raw), max(len(raw) - 4, -1), -1):
-        try:
-            text = raw[:cut].decode("utf-8")
-        except UnicodeDecodeError:
-            continue
-        return text, raw[cut:]
-    return None
+def _vi_chars() -> frozenset[str]:
+    lower = {unicodedata.normalize("NFC", v + t) for v in _VI_VOWELS for t in _VI_TONES}
+    lower |= set("ăâêôơưđ")
+    assert all(len(c) == 1 for c in lower)
+    return frozenset(lower | {c.upper() for c in lower})
 
 
-def _script(ch: str) -> str:
-    name = unicodedata.name(ch, "")
-    word = name.split(" ")[0]
-    return "JAPANESE" if word in {"HIRAGANA", "KATAKANA", "CJK"} else word
+# Vietnamese letters outside ASCII (NFC; NFD text is recognised through normalisation): the vowels with
+# any of the five tone marks, the bare ă â ê ô ơ ư, and đ, both cases. 134 characters.
+VI_CHARS = _vi_chars()
+# Every Vietnamese letter (ASCII ones included), for reports and tests.
+VI_LETTERS = VI_CHARS | set("aeiouybcdfghjklmnpqrstvwxz") | set("AEIOUYBCDFGHJKLMNPQRSTVWXZ")
 
 
-def _valid_vi(text: str, tail: bytes) -> bool:
-    """A Vietnamese syllable or part of one: Vietnamese letters, then perhaps the first bytes of one."""
-    if tail and not any(
-        letter.encode("utf-8").startswith(tail) for letter in VI_LETTERS if ord(letter) > 127
-    ):
-        return False
-    return all(ch in VI_LETTERS for ch in text)
+def _generic_char(ch: str) -> bool:
+    return not ch.isascii() and unicodedata.category(ch)[0] in "LM"
 
 
-def _valid_generic(text: str, tail: bytes) -> bool:
-    """Letters (and combining marks) of one script only."""
-    if not all(unicodedata.category(ch)[0] in "LM" for ch in text):
-        return False
-    return len({_script(ch) for ch in text if unicodedata.category(ch)[0] == "L"}) <= 1
+LANGUAGE_CHARS: dict[str, Callable[[str], bool]] = {"vi": VI_CHARS.__contains__}
 
 
-LANGUAGE_RULES: dict[str, Callable[[str, bytes], bool]] = {"vi": _valid_vi}
+def language_char(language: str) -> Callable[[str], bool]:
+    """Membership in V for `language`: its letters outside ASCII. Languages without a defined set fall
+    back to every non-ASCII letter (a weaker invariant: only text without such letters is unchanged)."""
+    return LANGUAGE_CHARS.get(language, _generic_char)
+
+
+def has_language_char(text: str, language: str) -> bool:
+    """Whether `text` holds a character of V (in NFC or NFD form)."""
+    member = language_char(language)
+    return any(member(ch) for ch in unicodedata.normalize("NFC", text))
 
 
 def token_is_valid(raw: bytes, language: str) -> bool:
-    """Whether a candidate token (the bytes it stands for) may join the vocabulary for `language`:
-    no symbols, digits or mixed scripts, at least one non-ASCII byte (so text without the language's
-    characters never forms it), and the language's own rule (Vietnamese: a syllable or part of one).
-    One leading space (a word-initial token) is allowed."""
-    if len(raw) < 2:  # a lone byte is already in every byte-level base
+    """Whether a candidate token (the bytes it stands for) may join the vocabulary for `language`: it
+    decodes as whole UTF-8 characters (no partial character at either end) and holds at least one
+    whole character of V."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
         return False
-    if raw.startswith(b" "):
-        raw = raw[1:]
-    if raw.isascii():
-        return False
-    parts = _split_partial(raw)
-    if parts is None:
-        return False
-    text, tail = parts
-    return LANGUAGE_RULES.get(language, _valid_generic)(text, tail)
+    return has_language_char(text, language)
 
 
 # --------------------------------------------------------------------------------------------------
-# Extension.
+# Continued BPE.
 
 
 @dataclass
@@ -138,20 +139,23 @@ class ExtendResult:
     base_vocab_size: int
     vocab_size: int
     new_tokens: list[dict] = field(default_factory=list)
-    candidates: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-    dropped_unused: int = 0
-    dropped_rounding: int = 0
+    merges: int = 0  # new merges appended after the base's
+    whole_words: int = 0  # new tokens reached through ignore_merges rather than a merge
+    words: int = 0  # distinct words of the training text holding a character of V
+    chars: int = 0  # characters of training text read
+    ignore_merges: bool = False
+    invariant: dict | None = None  # tokenization.probe.check_invariant(...).summary()
 
     def summary(self) -> dict:
         return {
             "base_vocab_size": self.base_vocab_size,
             "vocab_size": self.vocab_size,
             "new_tokens": len(self.new_tokens),
-            "candidates": self.candidates,
-            "rejected": self.rejected,
-            "dropped_unused": self.dropped_unused,
-            "dropped_rounding": self.dropped_rounding,
+            "merges": self.merges,
+            "whole_word_tokens": self.whole_words,
+            "training_words": self.words,
+            "training_chars": self.chars,
+            "ignore_merges": self.ignore_merges,
         }
 
 
@@ -168,155 +172,248 @@ def _merge_pair(merge) -> tuple[str, str]:
     return merge[0], merge[1]
 
 
-def _formation_counts(backend, texts: Iterable[str], merges: list[tuple[str, str]]) -> Counter:
-    """How often each merge result is formed while encoding `texts`: its count in the output plus the
-    formations of every token built from it."""
+def word_counts(backend, texts: Iterable[str]) -> tuple[Counter, int]:
+    """Pre-tokenized words of `texts` (in the base's alphabet) with their counts, and characters read."""
     counts: Counter = Counter()
-    batch: list[str] = []
-
-    def flush():
-        for enc in backend.encode_batch(batch, add_special_tokens=False):
-            counts.update(enc.tokens)
-        batch.clear()
-
+    chars = 0
+    normalizer, pre = backend.normalizer, backend.pre_tokenizer
     for text in texts:
-        batch.append(text)
-        if len(batch) == TRAIN_BATCH:
-            flush()
-    if batch:
-        flush()
-    formed = Counter()
-    for a, b in reversed(merges):
-        made = counts[a + b] + formed[a + b]
-        formed[a + b] = made
-        formed[a] += made
-        formed[b] += made
-    for a, b in merges:
-        counts[a + b] = formed[a + b]
-    return counts
+        chars += len(text)
+        if normalizer is not None:
+            text = normalizer.normalize_str(text)
+        counts.update(w for w, _ in pre.pre_tokenize_str(text))
+    return counts, chars
 
 
-def _with_merges(base_json: dict, start_id: int, merges: list[tuple[str, str]], string_merges: bool) -> dict:
-    data = json.loads(json.dumps(base_json))
-    model = data["model"]
-    for i, (a, b) in enumerate(merges):
-        model["vocab"][a + b] = start_id + i
-    model["merges"] = list(model["merges"]) + [f"{a} {b}" if string_merges else [a, b] for a, b in merges]
-    return data
+def _merge_word(symbols: list[str], a: str, b: str, ab: str) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and symbols[i] == a and symbols[i + 1] == b:
+            out.append(ab)
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return out
+
+
+def continued_bpe(
+    words: dict[str, list[str]],
+    counts: Counter,
+    vocab: set[str],
+    budget: int,
+    valid: Callable[[str], bool],
+    min_frequency: int,
+    whole_words: bool,
+) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+    """Greedy continued BPE over `words` (word -> its base segmentation; every word holds a character
+    of V). Returns (new tokens in order, new merges in order, the new tokens that are whole words).
+
+    A pair whose result is already a token becomes a merge without costing budget. Stops when `budget`
+    new tokens exist or no candidate occurs `min_frequency` times."""
+    keys = list(words)
+    segs = [list(words[k]) for k in keys]
+    freq = [counts[k] for k in keys]
+    pair_count: Counter = Counter()
+    where: dict[tuple[str, str], set[int]] = {}
+    valid_cache: dict[str, bool] = {}
+
+    def is_valid(tok: str) -> bool:
+        ok = valid_cache.get(tok)
+        if ok is None:
+            ok = valid_cache[tok] = valid(tok)
+        return ok
+
+    def pairs(seg: list[str]):
+        return [(x, y) for x, y in zip(seg, seg[1:], strict=False) if is_valid(x + y)]
+
+    heap: list[tuple[int, int, str, str, str]] = []  # (-count, kind, token, a, b); kind 0 pair, 1 word
+    for i, seg in enumerate(segs):
+        for p in pairs(seg):
+            pair_count[p] += freq[i]
+            where.setdefault(p, set()).add(i)
+    for p, c in pair_count.items():
+        heapq.heappush(heap, (-c, 0, p[0] + p[1], p[0], p[1]))
+    if whole_words:
+        index = {k: i for i, k in enumerate(keys)}
+        for i, k in enumerate(keys):
+            if len(segs[i]) > 1 and freq[i] >= min_frequency:
+                heapq.heappush(heap, (-freq[i], 1, k, "", ""))
+
+    new: list[str] = []
+    merges: list[tuple[str, str]] = []
+    whole: list[str] = []
+    known = set(vocab)
+    while heap and len(new) < budget:
+        neg, kind, tok, a, b = heapq.heappop(heap)
+        if -neg < min_frequency:
+            break
+        if kind == 1:
+            i = index[tok]
+            if len(segs[i]) == 1 or tok in known:
+                continue
+            touched = [i]
+            changes = {i: [tok]}
+            whole.append(tok)
+        else:
+            if pair_count.get((a, b), 0) != -neg:
+                continue  # stale entry
+            touched = sorted(where.pop((a, b), ()))
+            changes = {i: _merge_word(segs[i], a, b, tok) for i in touched}
+            merges.append((a, b))
+        if tok not in known:
+            known.add(tok)
+            new.append(tok)
+        updated: set[tuple[str, str]] = set()
+        for i in touched:
+            for p in pairs(segs[i]):
+                pair_count[p] -= freq[i]
+                updated.add(p)
+                if p in where:
+                    where[p].discard(i)
+            segs[i] = changes[i]
+            for p in pairs(segs[i]):
+                pair_count[p] += freq[i]
+                where.setdefault(p, set()).add(i)
+                updated.add(p)
+        for p in updated:
+            c = pair_count[p]
+            if c <= 0:
+                pair_count.pop(p, None)
+                where.pop(p, None)
+            elif c >= min_frequency:
+                heapq.heappush(heap, (-c, 0, p[0] + p[1], p[0], p[1]))
+    return new, merges, whole
+
+
+def _maps_vocab_to_itself(backend, vocab: dict[str, int], special: set[str]) -> bool:
+    """Whether the base's BPE encodes every (non-special) vocabulary entry as that entry alone, so that
+    looking whole words up first (ignore_merges) changes nothing for base words."""
+    model = backend.model
+    return all(tok in special or [t.value for t in model.tokenize(tok)] == [tok] for tok in vocab)
 
 
 def extend_tokenizer(
     base: str,
-    texts: Callable[[], Iterable[str]],
+    texts: Iterable[str] | Callable[[], Iterable[str]],
     out_dir: str | Path,
     language: str,
     target_vocab_size: int,
     multiple: int = 128,
     min_frequency: int = 5,
+    check: bool = True,
 ) -> ExtendResult:
-    """Extend the HF tokenizer `base` (path or hub id) with tokens of `language` learnt from `texts()`
-    (called once per pass; each call yields the sample afresh) and write it to `out_dir` atomically.
+    """Extend the HF tokenizer `base` (path or hub id) to exactly `target_vocab_size` tokens of
+    `language` learnt by continued BPE on `texts` (read once; a callable is called once) and write it
+    to `out_dir` atomically. `target_vocab_size - base vocab` must be a positive multiple of `multiple`.
 
-    At most `target_vocab_size - base vocab` tokens are added, rounded down to a multiple of `multiple`.
-    """
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import AutoTokenizer
+    Raises ValueError, naming how many candidates existed, when the text offers too few valid tokens
+    occurring `min_frequency` times. With `check`, the invariant is verified on the probe set
+    (`tokenization.probe`) and its summary returned in `result.invariant` (the caller decides; the
+    asset makes it a blocking check)."""
+    from tokenizers import Tokenizer
 
-    base_tok = AutoTokenizer.from_pretrained(base)
-    backend = base_tok.backend_tokenizer
-    base_json = json.loads(backend.to_str())
+    local = Path(base)
+    if (local / "tokenizer.json").is_file():  # a directory: read it without importing transformers
+        base_tok = None
+        backend = Tokenizer.from_file(str(local / "tokenizer.json"))
+        base_json = json.loads((local / "tokenizer.json").read_text(encoding="utf-8"))
+    else:  # a hub id (or a directory with only slow-tokenizer files): transformers converts it
+        from transformers import AutoTokenizer
+
+        base_tok = AutoTokenizer.from_pretrained(base)
+        backend = base_tok.backend_tokenizer
+        base_json = json.loads(backend.to_str())
     if base_json["model"]["type"] != "BPE":
         raise ValueError(
             f"tokenizer.base: '{base}' is a {base_json['model']['type']} tokenizer; EEVE extension needs BPE"
         )
     byte_level = _is_byte_level(base_json)
     vocab: dict[str, int] = base_json["model"]["vocab"]
-    ids = [*vocab.values(), *(t["id"] for t in base_json.get("added_tokens", []))]
-    base_vocab_size = max(len(base_tok), max(ids) + 1)
+    added = {t["content"]: t["id"] for t in base_json.get("added_tokens", [])}
+    base_vocab_size = max([*vocab.values(), *added.values()]) + 1
+    if base_tok is not None:
+        base_vocab_size = max(base_vocab_size, len(base_tok))
     budget = target_vocab_size - base_vocab_size
-    if budget < multiple:
+    if budget < multiple or budget % multiple:
         raise ValueError(
-            f"tokenizer.vocab_size: {target_vocab_size} leaves room for {budget} new tokens over the base's "
-            f"{base_vocab_size}; need at least tokenizer.extend_multiple ({multiple})"
+            f"tokenizer.vocab_size: {target_vocab_size} means {budget} new tokens over the base's "
+            f"{base_vocab_size}; it must be a positive multiple of tokenizer.extend_multiple ({multiple}), "
+            f"e.g. vocab_size {base_vocab_size + max(1, budget // multiple) * multiple}"
         )
-    string_merges = bool(base_json["model"]["merges"]) and isinstance(base_json["model"]["merges"][0], str)
 
-    # 1. A tokenizer of the new language in the base's alphabet.
-    learner = Tokenizer(models.BPE())
-    learner.normalizer = backend.normalizer
-    learner.pre_tokenizer = backend.pre_tokenizer
-    trainer = trainers.BpeTrainer(
-        vocab_size=256 + 3 * budget,
-        min_frequency=min_frequency,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if byte_level else [],
+    counts, chars = word_counts(backend, texts() if callable(texts) else texts)
+    ignore_merges = bool(base_json["model"].get("ignore_merges")) or _maps_vocab_to_itself(
+        backend, vocab, set(added)
     )
-    learner.train_from_iterator(texts(), trainer=trainer)
-    learnt = [_merge_pair(m) for m in json.loads(learner.to_str())["model"]["merges"]]
-    learnt_counts = _formation_counts(learner, texts(), learnt)
 
-    # 2. Candidates in training order: new, buildable from known pieces, frequent, valid. A few more than
-    #    the budget, so that the budget is still met after step 3 drops the seldom-formed ones.
-    wanted = budget + multiple
-    known = set(vocab)
-    chosen: list[tuple[str, str]] = []
-    rejected: Counter = Counter()
-    for a, b in learnt:
-        tok = a + b
-        if tok in known:
-            continue
-        if a not in known or b not in known:
-            rejected["parts_not_in_vocab"] += 1
-        elif learnt_counts[tok] < min_frequency:
-            rejected["rare"] += 1
-        elif not token_is_valid(token_bytes(tok, byte_level), language):
-            rejected["invalid_for_language"] += 1
-        else:
-            chosen.append((a, b))
-            known.add(tok)
-            if len(chosen) == wanted:
-                break
+    def valid(tok: str) -> bool:
+        return token_is_valid(token_bytes(tok, byte_level), language)
 
-    # 3. Drop tokens the extended tokenizer seldom forms on the sample (their makers are formed at
-    #    least as often, so what stays is closed under its parts); round down to the multiple.
-    trial = Tokenizer.from_str(json.dumps(_with_merges(base_json, base_vocab_size, chosen, string_merges)))
-    used = _formation_counts(trial, texts(), chosen)
-    kept = [(a, b) for a, b in chosen if used[a + b] >= min_frequency]
-    n = min(len(kept), budget) // multiple * multiple
-    if n == 0:
+    segment = backend.model.tokenize
+    words = {w: [t.value for t in segment(w)] for w in counts if valid_word(w, byte_level, language)}
+    new, merges, whole = continued_bpe(
+        words, counts, set(vocab) | set(added), budget, valid, min_frequency, ignore_merges
+    )
+    if len(new) < budget:
         raise ValueError(
-            f"tokenizer: only {len(kept)} new {language} tokens pass selection, fewer than "
-            f"tokenizer.extend_multiple ({multiple}); give more {language} text or lower the multiple"
+            f"tokenizer: the training text offers only {len(new)} valid new {language} tokens occurring at "
+            f"least tokenizer.extend_min_frequency ({min_frequency}) times, fewer than the {budget} that "
+            f"tokenizer.vocab_size ({target_vocab_size}) asks for ({len(words)} distinct {language} words "
+            f"in {chars:,} characters); give more {language} text (tokenizer.sample) or lower vocab_size"
         )
-    final = kept[:n]
-    data = _with_merges(base_json, base_vocab_size, final, string_merges)
+
+    data = base_json  # not needed unchanged any more
+    model = data["model"]
+    string_merges = bool(model["merges"]) and isinstance(model["merges"][0], str)
+    for i, tok in enumerate(new):
+        model["vocab"][tok] = base_vocab_size + i
+    model["merges"] = list(model["merges"]) + [f"{a} {b}" if string_merges else [a, b] for a, b in merges]
+    model["ignore_merges"] = ignore_merges
+    Tokenizer.from_str(json.dumps(data))  # fails here, not at load time, if the result is malformed
 
     result = ExtendResult(
         base_vocab_size=base_vocab_size,
-        vocab_size=base_vocab_size + n,
-        candidates=len(chosen),
-        rejected=dict(rejected),
-        dropped_unused=len(chosen) - len(kept),
-        dropped_rounding=len(kept) - n,
+        vocab_size=base_vocab_size + len(new),
+        merges=len(merges),
+        whole_words=len(whole),
+        words=len(words),
+        chars=chars,
+        ignore_merges=ignore_merges,
     )
-    for i, (a, b) in enumerate(final):
-        tok = a + b
-        pieces = [t.id for t in backend.model.tokenize(tok)]
+    for i, tok in enumerate(new):
+        pieces = [vocab[t.value] for t in segment(tok)]
         result.new_tokens.append({"id": base_vocab_size + i, "token": tok, "pieces": pieces})
 
+    from lm_platform.tokenization.hf_compat import make_tokenizer_compatible, write_tokenizer_files
+
     with atomic_dir(out_dir) as tmp:
-        base_tok.save_pretrained(str(tmp))
-        (tmp / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-        if (tmp / "vocab.json").exists():
-            (tmp / "vocab.json").write_text(json.dumps(data["model"]["vocab"], ensure_ascii=False), "utf-8")
-        if (tmp / "merges.txt").exists():
-            lines = ["#version: 0.2", *(" ".join(_merge_pair(m)) for m in data["model"]["merges"])]
-            (tmp / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        if base_tok is None:
+            for f in local.iterdir():
+                if f.is_file() and f.name not in _REWRITTEN_FILES:
+                    shutil.copy(f, tmp / f.name)
+            (tmp / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+            make_tokenizer_compatible(tmp)
+        else:
+            write_tokenizer_files(base_tok, data, tmp)
         write_json(
             tmp / EEVE_FILE,
             {"base": base, "base_vocab_size": base_vocab_size, "new_tokens": result.new_tokens},
         )
+        if check:
+            from lm_platform.tokenization.probe import check_invariant
+
+            result.invariant = check_invariant(
+                backend, Tokenizer.from_file(str(tmp / "tokenizer.json")), language
+            ).summary()
     return result
+
+
+def valid_word(word: str, byte_level: bool, language: str) -> bool:
+    """Whether a pre-tokenized word (in the base's alphabet) holds a character of V."""
+    raw = token_bytes(word, byte_level)
+    return has_language_char(raw.decode("utf-8", errors="ignore"), language)
 
 
 def readable(token: str, byte_level: bool = True) -> str:

@@ -1,8 +1,11 @@
 """Train a SentencePiece tokenizer and export it as an HF tokenizer directory.
 
-The export builds a `tokenizers` pipeline that reproduces SentencePiece's segmentation (BPE merges
-ranked by piece score, byte fallback), so `AutoTokenizer.from_pretrained(dir)` works without the
-sentencepiece package, and `tokenizer.model` is kept beside it. Training uses no normalisation and no
+The export builds a `tokenizers` pipeline that follows SentencePiece's segmentation (BPE merges ranked
+by piece score, byte fallback), so `AutoTokenizer.from_pretrained(dir)` works without the sentencepiece
+package, and `tokenizer.model` is kept beside it. The two agree on nearly every text but not all (BPE
+ties between equal-length merges are broken differently, e.g. `お前が|有る` against `お前|が有る`): the HF
+tokenizer is the reference, and packing encodes with it, as inference does. The files are written in
+the form transformers 4.57 and 5.x both load (`hf_compat`). Training is seeded with `tokenizer.seed`. Training uses no normalisation and no
 dummy prefix: curation already normalised the text, and decode(encode(x)) == x holds exactly.
 """
 
@@ -18,6 +21,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pro
 
 from lm_platform.atomic import atomic_dir
 from lm_platform.recipe.schema import TokenizerConfig
+from lm_platform.tokenization.hf_compat import make_tokenizer_compatible
 
 UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
 
@@ -37,6 +41,7 @@ def train_sentencepiece(texts: Iterable[str], out_dir: str | Path, cfg: Tokenize
         if sentences == 0:
             raise ValueError("tokenizer training: the training text is empty")
         prefix = Path(work) / "spm"
+        spm.set_random_generator_seed(cfg.seed)  # the sentence shuffle and sampling: same text, same model
         spm.SentencePieceTrainer.train(
             input=str(corpus),
             model_prefix=str(prefix),
@@ -67,6 +72,7 @@ def train_sentencepiece(texts: Iterable[str], out_dir: str | Path, cfg: Tokenize
         )
         model_file = prefix.with_suffix(".model")
         vocab_size = export_hf(model_file, tmp, cfg.model_type, cfg.user_defined_symbols)
+        make_tokenizer_compatible(tmp)
         shutil.copy(model_file, tmp / "tokenizer.model")
     return {
         "vocab_size": vocab_size,

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_platform.atomic import atomic_dir, read_json, write_json
+from lm_platform.tokenization.hf_compat import write_compatible_config
 
 FORMAT = 2  # trainer_state.json "format"; 1 (no field): the fingerprint of the whole job, moved aside
 STATE_FILE = "trainer_state.json"
@@ -248,6 +249,7 @@ def save(
 
     with atomic_dir(target, durable=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
+        write_compatible_config(tmp)  # rope_theta etc. also as transformers 4.x reads them
         for name in TOKENIZER_FILES:
             src = Path(tokenizer_dir) / name
             if src.exists():
