@@ -44,6 +44,7 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     "tokenizer.model",
     "eeve.json",
+    "chat_template.jinja",
 )
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 FINISHED_FILE = "FINISHED"
@@ -326,7 +327,8 @@ def export(step_dir: str | Path, output_dir: str | Path, dtype: str, extra: dict
                 _write_cast(f, tmp / f.name, dtype)
             elif cast and f.name == "config.json":
                 config = read_json(f)
-                config["dtype" if "dtype" in config or "torch_dtype" not in config else "torch_dtype"] = dtype
+                # transformers 5 reads `dtype`, 4.x `torch_dtype`: both say the weights' dtype.
+                config["dtype"] = config["torch_dtype"] = dtype
                 write_json(tmp / f.name, config)
             else:
                 try:
