@@ -5,7 +5,9 @@ pypdf), and HF `datasets` (streaming for hub ids; local files go through the sam
 directories may carry a sidecar license manifest (JSON `{file: SPDX}` or CSV `file,license`), giving
 each file its own license. A bad record never stops the read: malformed JSON, invalid UTF-8, a record
 without the text field, an empty file, a document over `max_doc_bytes` are counted and kept in
-`ReadStats.quarantined` with file, line and reason. Memory stays bounded: JSONL is read line by line
+`ReadStats.quarantined` with file, line and reason; so are strings that cannot be written as UTF-8
+(a JSON lone surrogate such as `\\ud800`), and a truncated or corrupt compressed file is quarantined
+from the line it broke on while the read goes on with the next file. Memory stays bounded: JSONL is read line by line
 with a length limit, so even a single huge line is skipped without being held.
 """
 
@@ -16,6 +18,7 @@ import gzip
 import hashlib
 import io
 import json
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -69,7 +72,11 @@ def _to_doc(
     if text is None:
         stats.quarantine(file, line, f"no string field '{src.text_field}'")
         return None
-    size = len(text.encode("utf-8", errors="surrogatepass"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # a lone surrogate (JSON "\ud800") cannot be written as UTF-8
+        stats.quarantine(file, line, f"invalid Unicode: lone surrogate {_codepoint(text, exc)} in the text")
+        return None
     if size > src.max_doc_bytes:
         stats.quarantine(
             file, line, f"document too large: {size:,} bytes > max_doc_bytes {src.max_doc_bytes:,}"
@@ -81,9 +88,24 @@ def _to_doc(
     if "meta" in record and isinstance(record["meta"], dict):
         meta = {**{k: v for k, v in meta.items() if k != "meta"}, **record["meta"]}
     url = record.get(src.url_field) if src.url_field else None
-    stats.read += 1
     lic = license or src.license
-    return make_doc(f"{src.name}/{doc_id}", text, src.name, lic, src.language, url, _jsonable(meta))
+    doc = make_doc(f"{src.name}/{doc_id}", text, src.name, lic, src.language, url, _jsonable(meta))
+    for key in ("id", "url", "meta"):
+        value = doc[key]
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                stats.quarantine(
+                    file, line, f"invalid Unicode: lone surrogate {_codepoint(value, exc)} in {key}"
+                )
+                return None
+    stats.read += 1
+    return doc
+
+
+def _codepoint(text: str, exc: UnicodeEncodeError) -> str:
+    return f"U+{ord(text[exc.start]):04X} at character {exc.start}"
 
 
 def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:
@@ -128,38 +150,69 @@ def _bounded_lines(raw, limit: int) -> Iterator[tuple[int, bytes | None, int]]:
         yield lineno, None, size
 
 
+def _decompression_errors() -> tuple[type[BaseException], ...]:
+    """What a truncated or corrupt compressed file raises while it is read."""
+    errors: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error)
+    try:
+        import zstandard
+
+        errors += (zstandard.ZstdError,)
+    except ImportError:  # pragma: no cover - zstandard is a dependency
+        pass
+    return errors
+
+
 def _read_jsonl(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
     suffixes = tuple(f"{ext}{comp}" for ext in (".jsonl", ".json") for comp in ("", ".gz", ".zst"))
     # A record's JSON can be longer than its text (escapes, other fields): allow some room.
     limit = src.max_doc_bytes * 2 + 65536
+    broken = _decompression_errors()
     for path in _files(Path(src.location), suffixes):
         stats.files += 1
-        records = 0
-        with _open_binary(path) as raw:
-            for lineno, line, size in _bounded_lines(raw, limit):
-                if line is None:
-                    stats.quarantine(str(path), lineno, f"document too large: line of {size:,} bytes")
-                    records += 1
-                    continue
-                if not line.strip():
-                    continue
-                records += 1
-                try:
-                    record = json.loads(line.decode("utf-8"))
-                except UnicodeDecodeError as exc:
-                    stats.quarantine(str(path), lineno, f"invalid UTF-8: {exc.reason} at byte {exc.start}")
-                    continue
-                except json.JSONDecodeError as exc:
-                    stats.quarantine(str(path), lineno, f"malformed JSON: {exc.msg} at column {exc.colno}")
-                    continue
-                if not isinstance(record, dict):
-                    stats.quarantine(str(path), lineno, "record is not a JSON object")
-                    continue
-                doc = _to_doc(record, src, str(path), lineno, stats)
-                if doc is not None:
-                    yield doc
-        if records == 0:
+        progress = {"line": 0, "records": 0}
+        try:
+            yield from _jsonl_file(src, stats, path, limit, progress)
+        except broken as exc:
+            # A truncated or corrupt file (a .gz cut short): the documents before it stay, the rest of
+            # the file is quarantined from the line it broke on, and the read goes on with the next file.
+            stats.quarantine(
+                str(path),
+                progress["line"] + 1,
+                f"unreadable file from this line on: {type(exc).__name__}: {exc}",
+            )
+            continue
+        if progress["records"] == 0:
             stats.quarantine(str(path), None, "empty file: no records")
+
+
+def _jsonl_file(
+    src: SourceConfig, stats: ReadStats, path: Path, limit: int, progress: dict[str, int]
+) -> Iterator[Document]:
+    """Documents of one JSONL file; `progress` holds the last line read and the records seen."""
+    with _open_binary(path) as raw:
+        for lineno, line, size in _bounded_lines(raw, limit):
+            progress["line"] = lineno
+            if line is None:
+                stats.quarantine(str(path), lineno, f"document too large: line of {size:,} bytes")
+                progress["records"] += 1
+                continue
+            if not line.strip():
+                continue
+            progress["records"] += 1
+            try:
+                record = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                stats.quarantine(str(path), lineno, f"invalid UTF-8: {exc.reason} at byte {exc.start}")
+                continue
+            except json.JSONDecodeError as exc:
+                stats.quarantine(str(path), lineno, f"malformed JSON: {exc.msg} at column {exc.colno}")
+                continue
+            if not isinstance(record, dict):
+                stats.quarantine(str(path), lineno, "record is not a JSON object")
+                continue
+            doc = _to_doc(record, src, str(path), lineno, stats)
+            if doc is not None:
+                yield doc
 
 
 def _read_parquet(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
