@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from lm_platform.data.decontam import Decontaminator
+from lm_platform.data.decontam import Decontaminator, multiple_choice_text
 from lm_platform.data.dedup import (
     filter_deduped,
     minhash_signatures,
@@ -157,10 +157,37 @@ def test_decontamination_removes_and_reports_a_planted_benchmark_leak(tmp_path):
         report_path=tmp_path / "report.parquet",
     )
     assert [x["id"] for x in iter_docs(tmp_path / "out.parquet")] == ["en-0", "en-2"]
-    assert res.contaminated_removed == 1 and res.contamination == {"exam": 1}
+    assert res.contaminated_removed == 1 and res.contamination == {"exam": 1, "ja_exam": 0}
     report = list(iter_docs(tmp_path / "report.parquet"))
     assert [(r["id"], r["evaluation"], r["shared_ngrams"]) for r in report] == [("en-1", "exam", 1)]
     # Japanese is checked with character n-grams (its language says so); as words it has none.
     assert d.matches(ja_leak, "ja")["ja_exam"] >= 1
     assert d.matches(ja_leak, "en") == {}
     assert d.matches(ja_eval[:24], "ja") == {}  # shorter than one n-gram
+
+
+def test_short_evaluation_items_are_matched_whole_and_each_set_reports_its_removals(tmp_path):
+    """Items shorter than one n-gram (a short question, a multiple-choice question joined with its
+    answer) are indexed whole, normalised; items under the minimum length are skipped (a common phrase
+    must not remove documents); every set reports how many documents it removed, zero included."""
+    qa = multiple_choice_text("Which river flows through the city of Hanoi?", "The Red River")  # 11 words
+    common = "in the united states"  # 4 words: under min_words, skipped
+    ja_item = "日本で一番高い山は富士山です"  # 14 characters < 25: matched whole (min_chars 10)
+    d = Decontaminator(ngram=13, char_ngram=25, min_words=8, min_chars=10)
+    assert d.add_set("mcq", [("en", qa), ("en", common)]) == 1
+    d.add_set("ja_quiz", [("ja", ja_item)])
+    d.add_set("unused", [("en", "a completely different evaluation item that nobody copies at all ever")])
+    assert d.summary["mcq"].whole_items == 1 and d.summary["mcq"].too_short == 1
+    docs = [
+        ("Quiz night! WHICH river flows through the city of Hanoi? -- the red river, of course.", "en"),
+        ("Prices in the United States rose again this year, and the river was calm.", "en"),
+        ("Which river flows through the city of Hanoi? Nobody knows.", "en"),  # question without answer
+    ]
+    with DocWriter(tmp_path / "in.parquet") as w:
+        for i, (t, lang) in enumerate(docs):
+            w.write(make_doc(f"d{i}", t, "web", "CC0-1.0", lang))
+    res = filter_deduped([tmp_path / "in.parquet"], tmp_path / "out.parquet", "web", "en", decontaminator=d)
+    assert [x["id"] for x in iter_docs(tmp_path / "out.parquet")] == ["d1", "d2"]
+    assert res.contamination == {"mcq": 1, "ja_quiz": 0, "unused": 0}
+    assert d.matches("クイズ：日本で一番高い山は、富士山です。正解！", "ja") == {"ja_quiz": 1}
+    assert d.matches("日本で一番高い山は", "ja") == {}

@@ -393,6 +393,8 @@ class FilterResult:
     near_removed: int = 0
     near_cross_source_hits: dict[str, int] = field(default_factory=dict)
     contaminated_removed: int = 0
+    # evaluation set -> documents it removed (0 for a set that removed none); a document leaking two sets
+    # counts for both
     contamination: dict[str, int] = field(default_factory=dict)
     chars_out: int = 0
     licenses: dict[str, int] = field(default_factory=dict)
@@ -421,6 +423,8 @@ def filter_deduped(
     """Write the exact-deduplicated `shards` of a source to `out_path` without the near duplicates
     clustering removed and without documents that leak an evaluation set (listed in `report_path`)."""
     res = FilterResult()
+    if decontaminator is not None:  # every set is reported, also those that remove nothing
+        res.contamination = dict.fromkeys(decontaminator.sets, 0)
     near_removed = near_removed or {}
     report = DocWriter(report_path, schema=CONTAMINATED_SCHEMA) if report_path else None
     with contextlib.ExitStack() as stack:

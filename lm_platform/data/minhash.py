@@ -82,16 +82,19 @@ def ngram_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
         return _mix(acc)
 
 
-def shingles(text: str, n: int, chars: bool, hasher: TokenHasher | None = None) -> np.ndarray:
-    """Unique hashed shingles of a text: word n-grams, or character n-grams when `chars`."""
+def token_hashes(text: str, chars: bool, hasher: TokenHasher | None = None) -> np.ndarray:
+    """64-bit hashes of the normalised text's units: words, or characters (spaces removed) when `chars`."""
     norm = normalise(text)
     if chars:
         codes = np.frombuffer(norm.replace(" ", "").encode("utf-32-le"), dtype=np.uint32)
         with np.errstate(over="ignore"):
-            tokens = _mix(codes.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
-    else:
-        tokens = (hasher or TokenHasher())(norm.split())
-    return np.unique(ngram_hashes(tokens, n))
+            return _mix(codes.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+    return (hasher or TokenHasher())(norm.split())
+
+
+def shingles(text: str, n: int, chars: bool, hasher: TokenHasher | None = None) -> np.ndarray:
+    """Unique hashed shingles of a text: word n-grams, or character n-grams when `chars`."""
+    return np.unique(ngram_hashes(token_hashes(text, chars, hasher), n))
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from lm_platform.data.documents import Document, make_doc
-from lm_platform.recipe.schema import SourceConfig
+from lm_platform.recipe.schema import EvalConfig, SourceConfig
 
 MAX_QUARANTINE_KEPT = 1000
 
@@ -307,20 +307,68 @@ def _as_plain(src: SourceConfig) -> SourceConfig:
     return src.model_copy(update={"text_field": "text", "id_field": "id", "formatter": None})
 
 
-def _read_hf(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
+def hf_records(location: str, hf_config: str | None, split: str) -> Iterator[dict[str, Any]]:
+    """Records of a `datasets` dataset: streamed from the hub for an id, or from local Parquet/JSON(L)
+    files (a file or a directory) through the same loader. Sources and evaluation sets both read here."""
     import datasets  # heavy; only sources of this format pay for it
 
-    location = Path(src.location)
-    if location.exists():  # local files in a hub dataset's formats, through the same loader
-        files = [str(p) for p in _files(location, (".parquet", ".jsonl", ".json"))]
+    local = Path(location)
+    if local.exists():  # local files in a hub dataset's formats, through the same loader
+        files = [str(p) for p in _files(local, (".parquet", ".jsonl", ".json"))]
+        if not files:
+            raise FileNotFoundError(f"{location}: no .parquet, .jsonl or .json files")
         builder = "parquet" if files[0].endswith(".parquet") else "json"
-        ds = datasets.load_dataset(builder, data_files=files, split=src.hf_split, streaming=True)
+        ds = datasets.load_dataset(builder, data_files={split: files}, split=split, streaming=True)
     else:
-        ds = datasets.load_dataset(src.location, src.hf_config, split=src.hf_split, streaming=True)
-    for row, record in enumerate(ds, start=1):
-        doc = _to_doc(dict(record), src, src.location, row, stats)
+        ds = datasets.load_dataset(location, hf_config, split=split, streaming=True)
+    for record in ds:
+        yield dict(record)
+
+
+def _read_hf(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
+    for row, record in enumerate(hf_records(src.location, src.hf_config, src.hf_split), start=1):
+        doc = _to_doc(record, src, src.location, row, stats)
         if doc is not None:
             yield doc
+
+
+def read_eval_set(ev: EvalConfig, max_docs: int | None = None) -> Iterator[tuple[str, str]]:
+    """(lang, text) pairs of an evaluation set: a JSONL file, or (format `hf`) a dataset read through the
+    same `datasets` path as sources. A record without a string text or language fails with its place."""
+    max_docs = max_docs if max_docs is not None else ev.max_docs
+    if ev.format == "hf":
+        rows: Iterator[tuple[int, dict[str, Any]]] = enumerate(
+            hf_records(ev.location, ev.hf_config, ev.hf_split), start=1
+        )
+    else:
+        rows = _eval_jsonl_rows(ev.location)
+    for n, (row, rec) in enumerate(rows, start=1):
+        text = rec.get(ev.text_field)
+        lang = rec.get(ev.lang_field, ev.language)
+        if not isinstance(text, str) or not isinstance(lang, str):
+            raise ValueError(
+                f"{ev.location}:{row}: evaluation '{ev.name}' needs a string '{ev.text_field}' and a language "
+                f"('{ev.lang_field}' in the record or the evaluation's 'language')"
+            )
+        yield lang, text
+        if max_docs is not None and n >= max_docs:
+            return
+
+
+def _eval_jsonl_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"{path}:{lineno}: malformed JSON: {exc.msg} at column {exc.colno}"
+                ) from None
+            if not isinstance(rec, dict):
+                raise ValueError(f"{path}:{lineno}: an evaluation record is a JSON object")
+            yield lineno, rec
 
 
 READERS = {
