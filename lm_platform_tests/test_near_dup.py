@@ -191,3 +191,59 @@ def test_short_evaluation_items_are_matched_whole_and_each_set_reports_its_remov
     assert res.contamination == {"mcq": 1, "ja_quiz": 0, "unused": 0}
     assert d.matches("クイズ：日本で一番高い山は、富士山です。正解！", "ja") == {"ja_quiz": 1}
     assert d.matches("日本で一番高い山は", "ja") == {}
+
+
+def _synthetic_signatures(directory: Path, n: int, num_perm: int = 112, seed: int = 3) -> None:
+    """Random signatures, a tenth near copies of earlier ones, in `minhash_signatures`'s layout."""
+    import json
+
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    sig = rng.integers(0, 2**32 - 1, size=(n, num_perm), dtype=np.uint32)
+    copies = rng.choice(np.arange(1, n), size=n // 10, replace=False)
+    sig[copies] = sig[(rng.random(copies.size) * copies).astype(np.int64)]
+    sig[copies, :3] = rng.integers(0, 2**32 - 1, size=(copies.size, 3), dtype=np.uint32)
+    directory.mkdir(parents=True)
+    np.save(directory / "00000.npy", sig)
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(n)]}), directory / "00000.ids.parquet")
+    (directory / "params.json").write_text(json.dumps({"shard_digests": ["x"]}), encoding="utf-8")
+
+
+def test_vectorised_clusters_equal_union_find_on_random_graphs():
+    from lm_platform.data.minhash import candidate_pairs, components
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 50, 400):
+        edges = rng.integers(0, n, size=(n // 2 + 1, 2))
+        uf = UnionFind(n)
+        for a, b in edges.tolist():
+            uf.union(a, b)
+        assert components(n, edges[:, 0], edges[:, 1]).tolist() == uf.roots().tolist()
+    keys = np.array([5, 1, 5, 2, 1, 5, 9], dtype=np.uint64)
+    pairs = candidate_pairs(keys, window=64)
+    assert sorted((int(p) // 7, int(p) % 7) for p in pairs) == [(0, 2), (0, 5), (1, 4), (2, 5)]
+    assert sorted((int(p) // 7, int(p) % 7) for p in candidate_pairs(keys, window=1)) == [
+        (0, 2),
+        (1, 4),
+        (2, 5),
+    ]
+
+
+def test_near_dup_clusters_memory_per_document_is_bounded(tmp_path):
+    """Band keys, candidate pairs and clusters are columnar: the traced peak grows by well under the
+    112 bytes per document that holding every band key at once costs (the former design held those and
+    Python objects per document)."""
+    import tracemalloc
+
+    cfg = NearDupConfig(bands=14, rows=8, threshold=0.8)
+    peaks = {}
+    for n in (200, 10_000, 100_000):  # the first run warms imports up
+        _synthetic_signatures(tmp_path / f"sig{n}", n)
+        tracemalloc.start()
+        stats = near_dup_clusters([("s", tmp_path / f"sig{n}")], tmp_path / f"near{n}", cfg)
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert stats["docs"] == n and stats["removed"] >= n // 20
+    per_doc = (peaks[100_000] - peaks[10_000]) / 90_000
+    assert per_doc < 90, f"{per_doc:.0f} bytes per document"
