@@ -132,6 +132,7 @@ class ExactResult:
     licenses: dict[str, int] = field(default_factory=dict)
     index_keys: int = 0
     index_reset: bool = False
+    reranked: list[str] = field(default_factory=list)
 
 
 def dedup_exact_indexed(
@@ -143,14 +144,26 @@ def dedup_exact_indexed(
     source_rank: int = 0,
     batch_docs: int = 10_000,
     on_batch: Callable[[int, int], None] | None = None,
+    ranks: dict[str, tuple[int, int]] | None = None,
 ) -> ExactResult:
     """Exact dedup of one source's curated shards against the persistent `index`.
 
     Documents are offered to the index batch by batch (one transaction per bucket and batch); a document
     is written to `out_dir/NNNNN.parquet` (one file per input shard) when the index names it the winner
     of its text. `out_dir` appears as a whole when every shard is done; `on_batch(shard, docs_done)`
-    is called after each committed batch."""
+    is called after each committed batch.
+
+    `ranks` (every source of the recipe -> (priority, source order)) lets the index notice a change of
+    priority or order and re-rank what it holds (`ExactIndex.sync_ranks`); without it only this source's
+    rank is brought up to date. Each shard's fingerprint is recorded before its documents are claimed,
+    so a shard that changed after a killed run resets the source's claims."""
     res = ExactResult(source)
+    complete = ranks is not None
+    ranks = ranks if ranks is not None else {source: (priority, source_rank)}
+    if ranks.get(source) != (priority, source_rank):
+        raise ValueError(f"ranks[{source!r}] is {ranks.get(source)}, expected {(priority, source_rank)}")
+    synced = index.sync_ranks(ranks, complete=complete)
+    res.reranked = synced["reranked"]
     prints = {k: file_fingerprint(s) for k, s in enumerate(shards)}
     known = index.shard_fingerprints(source)
     if (
@@ -165,6 +178,7 @@ def dedup_exact_indexed(
         for k, shard in enumerate(shards):
             res.shards += 1
             done = 0
+            index.begin_shard(source, k, Path(shard).name, prints[k])
             with DocWriter(shard_file(tmp, k)) as out:
                 batch: list[dict] = []
 
