@@ -212,10 +212,14 @@ class ExactIndex:
         for src in sorted((owners & set(ranks)) - set(stored)):
             neg, rank = -ranks[src][0], ranks[src][1]
             for b in range(self.partitions):
-                hit = self._conn(b).execute(
-                    "SELECT 1 FROM seen WHERE source = ? AND (neg_priority != ? OR source_rank != ?) LIMIT 1",
-                    (src, neg, rank),
-                ).fetchone()
+                hit = (
+                    self._conn(b)
+                    .execute(
+                        "SELECT 1 FROM seen WHERE source = ? AND (neg_priority != ? OR source_rank != ?) LIMIT 1",
+                        (src, neg, rank),
+                    )
+                    .fetchone()
+                )
                 if hit:
                     reranked.append(src)
                     break
