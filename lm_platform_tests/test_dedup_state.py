@@ -191,3 +191,11 @@ def test_downstream_only_rerun_after_a_source_changed_refuses_stale_near_duplica
     want, want_index = fresh(tmp_path, new, ranks, with_near=True)
     assert got == want and len(got["blog"]) == 4
     assert index_state(root / "index") == want_index
+
+
+def test_recipe_ranks_follow_priority_and_order(demo_recipe):
+    from lm_platform.data.dedup import recipe_ranks
+
+    ranks = recipe_ranks(demo_recipe)
+    assert list(ranks) == [s.name for s in demo_recipe.sources]
+    assert all(ranks[s.name] == (s.priority, i) for i, s in enumerate(demo_recipe.sources))

@@ -129,5 +129,5 @@ def recipe_decontaminator(recipe: Recipe) -> Decontaminator | None:
     d = Decontaminator(dc.ngram, dc.char_ngram, dc.char_languages, dc.min_words, dc.min_chars)
     for ev in recipe.evaluations:
         if dc.evaluations is None or ev.name in dc.evaluations:
-            d.add_set(ev.name, read_eval_set(ev))
+            d.add_set(ev.name, read_eval_set(ev, limit=False))
     return d

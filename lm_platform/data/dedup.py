@@ -29,7 +29,7 @@ from lm_platform.data.decontam import Decontaminator
 from lm_platform.data.dedup_index import Entry, ExactIndex
 from lm_platform.data.documents import DocWriter, iter_docs
 from lm_platform.data.minhash import MinHasher, TokenHasher, band_keys, candidate_pairs, components, shingles
-from lm_platform.recipe.schema import ExactDedupConfig, NearDupConfig
+from lm_platform.recipe.schema import ExactDedupConfig, NearDupConfig, Recipe
 from lm_platform.results import JsonResult
 
 
@@ -133,6 +133,12 @@ class ExactResult:
     index_keys: int = 0
     index_reset: bool = False
     reranked: list[str] = field(default_factory=list)
+
+
+def recipe_ranks(recipe: Recipe) -> dict[str, tuple[int, int]]:
+    """Every source of the recipe -> (priority, position in the recipe): the `ranks` of
+    `dedup_exact_indexed`, so a change of either is re-ranked in the persistent index."""
+    return {s.name: (s.priority, i) for i, s in enumerate(recipe.sources)}
 
 
 def dedup_exact_indexed(
@@ -743,6 +749,8 @@ class ExactStageResult:
     index_keys: int
     index_keys_per_source: dict[str, int]
     index_bytes: int
+    index_reset: bool  # the source's input changed: its old claims were dropped first
+    reranked: list[str]  # sources re-ranked in the index because the recipe's priorities/order changed
     path: Path
 
 
@@ -764,9 +772,11 @@ def exact_dedup_source(
     source: Winner,
     winners: Sequence[Winner],
     cfg: ExactDedupConfig,
+    ranks: dict[str, tuple[int, int]] | None = None,
 ) -> ExactStageResult:
     """Exact dedup of one source into `base/exact/<source>` against the index in `base/exact_index`
-    (`cfg.index: sqlite`; `memory`: rebuilt from the winners' outputs each time)."""
+    (`cfg.index: sqlite`; `memory`: rebuilt from the winners' outputs each time). `ranks` (every source
+    of the recipe, `recipe_ranks`) lets the index re-rank after a change of priority or order."""
     base = Path(base)
     directory = base / "exact_index" if cfg.index == "sqlite" else None
     out = base / "exact" / source.name
@@ -781,6 +791,7 @@ def exact_dedup_source(
             priority=source.priority,
             source_rank=source.rank,
             batch_docs=cfg.batch_docs,
+            ranks=ranks,
         )
         stats = index.stats()
     return ExactStageResult(
@@ -794,6 +805,8 @@ def exact_dedup_source(
         index_keys=stats["keys"],
         index_keys_per_source=stats["per_source"],
         index_bytes=stats["bytes"],
+        index_reset=res.index_reset,
+        reranked=res.reranked,
         path=out,
     )
 

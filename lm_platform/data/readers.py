@@ -332,10 +332,14 @@ def _read_hf(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
             yield doc
 
 
-def read_eval_set(ev: EvalConfig, max_docs: int | None = None) -> Iterator[tuple[str, str]]:
+def read_eval_set(
+    ev: EvalConfig, max_docs: int | None = None, limit: bool = True
+) -> Iterator[tuple[str, str]]:
     """(lang, text) pairs of an evaluation set: a JSONL file, or (format `hf`) a dataset read through the
-    same `datasets` path as sources. A record without a string text or language fails with its place."""
-    max_docs = max_docs if max_docs is not None else ev.max_docs
+    same `datasets` path as sources. At most `max_docs` (default the set's `max_docs`; `limit=False`:
+    every document, as decontamination needs). A record without a string text or language fails with
+    its place."""
+    max_docs = max_docs if max_docs is not None else (ev.max_docs if limit else None)
     if ev.format == "hf":
         rows: Iterator[tuple[int, dict[str, Any]]] = enumerate(
             hf_records(ev.location, ev.hf_config, ev.hf_split), start=1
