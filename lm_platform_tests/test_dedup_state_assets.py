@@ -70,3 +70,37 @@ def make_recipe_from(directory: Path):
     from lm_platform.recipe import load_recipe
 
     return load_recipe(str(directory / "small.yaml"))
+
+
+def test_priority_change_in_the_recipe_reranks_the_persistent_index(tmp_path):
+    """books outranks web, then the recipe lowers books below web: rerunning the graph on the same
+    persistent index gives what a fresh run of the new recipe gives (web now keeps the shared text)."""
+    import yaml
+
+    from lm_platform.recipe import load_recipe
+
+    def lower_books(directory: Path):
+        raw = yaml.safe_load((directory / "small.yaml").read_text(encoding="utf-8"))
+        for src in raw["sources"]:
+            if src["name"] == "books":
+                src["priority"] = -1
+        (directory / "small.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+        return load_recipe(str(directory / "small.yaml"))
+
+    work, clean = tmp_path / "work", tmp_path / "clean"
+    work.mkdir()
+    recipe = make_recipe(work)
+    # web also holds an exact copy of a book (case and punctuation aside): the persistent index decides it.
+    book = json.loads((work / "books.jsonl").read_text(encoding="utf-8").splitlines()[0])["text"]
+    with open(work / "web.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"id": "web-copy", "text": book.upper() + "!!"}) + "\n")
+    run(work, recipe)
+    assert len(deduped_ids(work, "books")) == 20 and "web/web-copy" not in deduped_ids(work, "web")
+    # web's near copy of a book (one word changed) and its exact copy now win over the books' ones.
+    changed = lower_books(work)
+    run(work, changed)
+    shutil.copytree(work, clean, ignore=shutil.ignore_patterns("data"))
+    run(clean, make_recipe_from(clean))
+    for source in ("web", "books"):
+        assert deduped_ids(work, source) == deduped_ids(clean, source)
+    assert len(deduped_ids(work, "books")) == 18 and "web/web-copy" in deduped_ids(work, "web")
