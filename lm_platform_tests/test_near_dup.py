@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from lm_platform.data.decontam import Decontaminator
+from lm_platform.data.decontam import Decontaminator, multiple_choice_text
 from lm_platform.data.dedup import (
     filter_deduped,
     minhash_signatures,
@@ -157,10 +157,93 @@ def test_decontamination_removes_and_reports_a_planted_benchmark_leak(tmp_path):
         report_path=tmp_path / "report.parquet",
     )
     assert [x["id"] for x in iter_docs(tmp_path / "out.parquet")] == ["en-0", "en-2"]
-    assert res.contaminated_removed == 1 and res.contamination == {"exam": 1}
+    assert res.contaminated_removed == 1 and res.contamination == {"exam": 1, "ja_exam": 0}
     report = list(iter_docs(tmp_path / "report.parquet"))
     assert [(r["id"], r["evaluation"], r["shared_ngrams"]) for r in report] == [("en-1", "exam", 1)]
     # Japanese is checked with character n-grams (its language says so); as words it has none.
     assert d.matches(ja_leak, "ja")["ja_exam"] >= 1
     assert d.matches(ja_leak, "en") == {}
     assert d.matches(ja_eval[:24], "ja") == {}  # shorter than one n-gram
+
+
+def test_short_evaluation_items_are_matched_whole_and_each_set_reports_its_removals(tmp_path):
+    """Items shorter than one n-gram (a short question, a multiple-choice question joined with its
+    answer) are indexed whole, normalised; items under the minimum length are skipped (a common phrase
+    must not remove documents); every set reports how many documents it removed, zero included."""
+    qa = multiple_choice_text("Which river flows through the city of Hanoi?", "The Red River")  # 11 words
+    common = "in the united states"  # 4 words: under min_words, skipped
+    ja_item = "日本で一番高い山は富士山です"  # 14 characters < 25: matched whole (min_chars 10)
+    d = Decontaminator(ngram=13, char_ngram=25, min_words=8, min_chars=10)
+    assert d.add_set("mcq", [("en", qa), ("en", common)]) == 1
+    d.add_set("ja_quiz", [("ja", ja_item)])
+    d.add_set("unused", [("en", "a completely different evaluation item that nobody copies at all ever")])
+    assert d.summary["mcq"].whole_items == 1 and d.summary["mcq"].too_short == 1
+    docs = [
+        ("Quiz night! WHICH river flows through the city of Hanoi? -- the red river, of course.", "en"),
+        ("Prices in the United States rose again this year, and the river was calm.", "en"),
+        ("Which river flows through the city of Hanoi? Nobody knows.", "en"),  # question without answer
+    ]
+    with DocWriter(tmp_path / "in.parquet") as w:
+        for i, (t, lang) in enumerate(docs):
+            w.write(make_doc(f"d{i}", t, "web", "CC0-1.0", lang))
+    res = filter_deduped([tmp_path / "in.parquet"], tmp_path / "out.parquet", "web", "en", decontaminator=d)
+    assert [x["id"] for x in iter_docs(tmp_path / "out.parquet")] == ["d1", "d2"]
+    assert res.contamination == {"mcq": 1, "ja_quiz": 0, "unused": 0}
+    assert d.matches("クイズ：日本で一番高い山は、富士山です。正解！", "ja") == {"ja_quiz": 1}
+    assert d.matches("日本で一番高い山は", "ja") == {}
+
+
+def _synthetic_signatures(directory: Path, n: int, num_perm: int = 112, seed: int = 3) -> None:
+    """Random signatures, a tenth near copies of earlier ones, in `minhash_signatures`'s layout."""
+    import json
+
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    sig = rng.integers(0, 2**32 - 1, size=(n, num_perm), dtype=np.uint32)
+    copies = rng.choice(np.arange(1, n), size=n // 10, replace=False)
+    sig[copies] = sig[(rng.random(copies.size) * copies).astype(np.int64)]
+    sig[copies, :3] = rng.integers(0, 2**32 - 1, size=(copies.size, 3), dtype=np.uint32)
+    directory.mkdir(parents=True)
+    np.save(directory / "00000.npy", sig)
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(n)]}), directory / "00000.ids.parquet")
+    (directory / "params.json").write_text(json.dumps({"shard_digests": ["x"]}), encoding="utf-8")
+
+
+def test_vectorised_clusters_equal_union_find_on_random_graphs():
+    from lm_platform.data.minhash import candidate_pairs, components
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 50, 400):
+        edges = rng.integers(0, n, size=(n // 2 + 1, 2))
+        uf = UnionFind(n)
+        for a, b in edges.tolist():
+            uf.union(a, b)
+        assert components(n, edges[:, 0], edges[:, 1]).tolist() == uf.roots().tolist()
+    keys = np.array([5, 1, 5, 2, 1, 5, 9], dtype=np.uint64)
+    pairs = candidate_pairs(keys, window=64)
+    assert sorted((int(p) // 7, int(p) % 7) for p in pairs) == [(0, 2), (0, 5), (1, 4), (2, 5)]
+    assert sorted((int(p) // 7, int(p) % 7) for p in candidate_pairs(keys, window=1)) == [
+        (0, 2),
+        (1, 4),
+        (2, 5),
+    ]
+
+
+def test_near_dup_clusters_memory_per_document_is_bounded(tmp_path):
+    """Band keys, candidate pairs and clusters are columnar: the traced peak grows by well under the
+    112 bytes per document that holding every band key at once costs (the former design held those and
+    Python objects per document)."""
+    import tracemalloc
+
+    cfg = NearDupConfig(bands=14, rows=8, threshold=0.8)
+    peaks = {}
+    for n in (200, 10_000, 100_000):  # the first run warms imports up
+        _synthetic_signatures(tmp_path / f"sig{n}", n)
+        tracemalloc.start()
+        stats = near_dup_clusters([("s", tmp_path / f"sig{n}")], tmp_path / f"near{n}", cfg)
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert stats["docs"] == n and stats["removed"] >= n // 20
+    per_doc = (peaks[100_000] - peaks[10_000]) / 90_000
+    assert per_doc < 90, f"{per_doc:.0f} bytes per document"

@@ -125,3 +125,43 @@ def test_doc_writer_is_atomic(tmp_path):
                 }
             )
     assert [d["id"] for d in iter_docs(path)] == ["0", "1", "2", "3", "4"]
+
+
+def test_truncated_gzip_is_quarantined_and_later_files_are_read(tmp_path):
+    """A .jsonl.gz cut short keeps the documents before the break, quarantines the rest with file and
+    line, and the read goes on with the files after it."""
+    (tmp_path / "in").mkdir()
+    whole = b"".join(json.dumps({"text": f"doc {i} " + "x" * 200}).encode() + b"\n" for i in range(400))
+    packed = gzip.compress(whole)
+    (tmp_path / "in" / "a.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+    with gzip.open(tmp_path / "in" / "b.jsonl.gz", "wb") as fh:
+        fh.write(json.dumps({"text": "after the broken file"}).encode() + b"\n")
+    stats = ReadStats()
+    docs = list(read_source(src(tmp_path, "jsonl"), stats))
+    assert docs[-1]["text"] == "after the broken file"
+    assert 0 < len(docs) - 1 < 400
+    broken = [q for q in stats.quarantined if q["file"].endswith("a.jsonl.gz")]
+    assert len(broken) == 1 and broken[0]["reason"].startswith("unreadable file")
+    assert broken[0]["line"] == len(docs)  # the first line not read (documents before it were kept)
+
+
+def test_lone_surrogate_is_quarantined_with_file_and_line(tmp_path):
+    """JSON may escape a lone surrogate ("\\ud800"), which no UTF-8 writer accepts: quarantined at read
+    time, so the curated Parquet file is still written."""
+    (tmp_path / "in").mkdir()
+    lines = [
+        json.dumps({"text": "fine"}),
+        '{"text": "broken \\ud800 here"}',
+        '{"text": "fine too", "title": "bad \\udfff meta"}',
+        json.dumps({"text": "last"}),
+    ]
+    (tmp_path / "in" / "a.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    stats = ReadStats()
+    docs = list(read_source(src(tmp_path, "jsonl"), stats))
+    assert [d["text"] for d in docs] == ["fine", "last"]
+    where = {(q["file"].rsplit("/", 1)[-1], q["line"]): q["reason"] for q in stats.quarantined}
+    assert where[("a.jsonl", 2)].startswith("invalid Unicode: lone surrogate U+D800")
+    assert where[("a.jsonl", 3)].startswith("invalid Unicode: lone surrogate U+DFFF")
+    with DocWriter(tmp_path / "out.parquet") as w:
+        w.write_all(docs)
+    assert [d["text"] for d in iter_docs(tmp_path / "out.parquet")] == ["fine", "last"]

@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import mmap
 import multiprocessing
+import tempfile
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from lm_platform.atomic import atomic_dir, atomic_path, read_json, write_json
 from lm_platform.data.decontam import Decontaminator
 from lm_platform.data.dedup_index import Entry, ExactIndex
 from lm_platform.data.documents import DocWriter, iter_docs
-from lm_platform.data.minhash import MinHasher, TokenHasher, band_keys, cluster, shingles
-from lm_platform.recipe.schema import ExactDedupConfig, NearDupConfig
+from lm_platform.data.minhash import MinHasher, TokenHasher, band_keys, candidate_pairs, components, shingles
+from lm_platform.recipe.schema import ExactDedupConfig, NearDupConfig, Recipe
 from lm_platform.results import JsonResult
 
 
@@ -127,6 +132,13 @@ class ExactResult:
     licenses: dict[str, int] = field(default_factory=dict)
     index_keys: int = 0
     index_reset: bool = False
+    reranked: list[str] = field(default_factory=list)
+
+
+def recipe_ranks(recipe: Recipe) -> dict[str, tuple[int, int]]:
+    """Every source of the recipe -> (priority, position in the recipe): the `ranks` of
+    `dedup_exact_indexed`, so a change of either is re-ranked in the persistent index."""
+    return {s.name: (s.priority, i) for i, s in enumerate(recipe.sources)}
 
 
 def dedup_exact_indexed(
@@ -138,14 +150,26 @@ def dedup_exact_indexed(
     source_rank: int = 0,
     batch_docs: int = 10_000,
     on_batch: Callable[[int, int], None] | None = None,
+    ranks: dict[str, tuple[int, int]] | None = None,
 ) -> ExactResult:
     """Exact dedup of one source's curated shards against the persistent `index`.
 
     Documents are offered to the index batch by batch (one transaction per bucket and batch); a document
     is written to `out_dir/NNNNN.parquet` (one file per input shard) when the index names it the winner
     of its text. `out_dir` appears as a whole when every shard is done; `on_batch(shard, docs_done)`
-    is called after each committed batch."""
+    is called after each committed batch.
+
+    `ranks` (every source of the recipe -> (priority, source order)) lets the index notice a change of
+    priority or order and re-rank what it holds (`ExactIndex.sync_ranks`); without it only this source's
+    rank is brought up to date. Each shard's fingerprint is recorded before its documents are claimed,
+    so a shard that changed after a killed run resets the source's claims."""
     res = ExactResult(source)
+    complete = ranks is not None
+    ranks = ranks if ranks is not None else {source: (priority, source_rank)}
+    if ranks.get(source) != (priority, source_rank):
+        raise ValueError(f"ranks[{source!r}] is {ranks.get(source)}, expected {(priority, source_rank)}")
+    synced = index.sync_ranks(ranks, complete=complete)
+    res.reranked = synced["reranked"]
     prints = {k: file_fingerprint(s) for k, s in enumerate(shards)}
     known = index.shard_fingerprints(source)
     if (
@@ -160,6 +184,7 @@ def dedup_exact_indexed(
         for k, shard in enumerate(shards):
             res.shards += 1
             done = 0
+            index.begin_shard(source, k, Path(shard).name, prints[k])
             with DocWriter(shard_file(tmp, k)) as out:
                 batch: list[dict] = []
 
@@ -203,18 +228,46 @@ def dedup_exact_indexed(
     return res
 
 
-def _signature_worker(args: tuple) -> int:
+def ids_digest(ids: Iterable[str]) -> str:
+    """Content identity of a shard's documents: a hash of their ids in order (the same documents in the
+    same order give the same digest, whatever the file's name or modification time)."""
+    h = hashlib.blake2b(digest_size=16)
+    for doc_id in ids:
+        h.update(doc_id.encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()
+
+
+def _signature_worker(args: tuple) -> tuple[int, str]:
     in_path, out_path, chars, n, bands, rows, seed = args
     hasher = MinHasher(bands, rows, seed)
     params = hasher.params()
     tokens = TokenHasher()
-    sigs = [
-        hasher.signature(shingles(d["text"], n, chars, tokens), params) for d in iter_docs(in_path, ["text"])
-    ]
-    arr = np.stack(sigs) if sigs else np.empty((0, hasher.num_perm), dtype=np.uint32)
-    with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, arr, allow_pickle=False)
-    return len(sigs)
+    ids: list[str] = []
+    with atomic_path(out_path) as tmp:
+        count = 0
+        with open(tmp, "wb") as fh:
+            # Header first (row count patched at the end), then signatures batch by batch: bounded memory.
+            np.lib.format.write_array_header_2_0(
+                fh, {"descr": "<u4", "fortran_order": False, "shape": (2**40, hasher.num_perm)}
+            )
+            header_end = fh.tell()
+            for batch in pq.ParquetFile(in_path).iter_batches(batch_size=2048, columns=["id", "text"]):
+                ids += batch.column("id").to_pylist()
+                texts = batch.column("text").to_pylist()
+                sigs = [hasher.signature(shingles(t, n, chars, tokens), params) for t in texts]
+                if sigs:
+                    fh.write(np.stack(sigs).astype("<u4").tobytes())
+                count += len(sigs)
+            fh.seek(0)
+            np.lib.format.write_array_header_2_0(
+                fh, {"descr": "<u4", "fortran_order": False, "shape": (count, hasher.num_perm)}
+            )
+            if fh.tell() != header_end:  # pragma: no cover - the padded header has a fixed size
+                raise RuntimeError("signature header size changed")
+    ids_path = Path(out_path).with_suffix(".ids.parquet")
+    with atomic_path(ids_path) as tmp:
+        pq.write_table(pa.table({"id": pa.array(ids, pa.string())}), tmp, compression="zstd")
+    return count, ids_digest(ids)
 
 
 def signature_params(lang: str, cfg: NearDupConfig) -> dict:
@@ -239,13 +292,16 @@ class MinhashResult(JsonResult):
     seed: int
     shards: int
     docs: int
+    shard_digests: list = field(default_factory=list)  # `ids_digest` of each input shard
 
 
 def minhash_signatures(
     shards: Sequence[str | Path], out_dir: str | Path, lang: str, cfg: NearDupConfig
 ) -> MinhashResult:
     """MinHash signatures of every document of every shard: `out_dir/NNNNN.npy`, (docs, bands*rows)
-    uint32, rows in the shard's order. Shards are processed in parallel by `cfg.workers` processes."""
+    uint32, rows in the shard's order, with the documents' ids in `NNNNN.ids.parquet` and each shard's
+    `ids_digest` in `params.json` (so a later step can tell whether the shards changed since). Shards are
+    processed in parallel by `cfg.workers` processes."""
     p = signature_params(lang, cfg)
     jobs = [
         (str(s), None, p["shingle"] == "chars", p["ngram"], cfg.bands, cfg.rows, cfg.seed) for s in shards
@@ -255,10 +311,15 @@ def minhash_signatures(
         if cfg.workers > 1 and len(jobs) > 1:
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(min(cfg.workers, len(jobs)), mp_context=ctx) as pool:
-                counts = list(pool.map(_signature_worker, jobs))
+                done = list(pool.map(_signature_worker, jobs))
         else:
-            counts = [_signature_worker(j) for j in jobs]
-        summary = {**p, "shards": len(jobs), "docs": sum(counts)}
+            done = [_signature_worker(j) for j in jobs]
+        summary = {
+            **p,
+            "shards": len(jobs),
+            "docs": sum(c for c, _ in done),
+            "shard_digests": [d for _, d in done],
+        }
         write_json(Path(tmp) / SIG_PARAMS_FILE, summary)
     return MinhashResult(**summary)
 
@@ -268,12 +329,89 @@ REMOVED_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("shard", pa.int32()),
         ("row", pa.int64()),
+        ("id", pa.string()),
         ("kept_source", pa.string()),
         ("kept_shard", pa.int32()),
         ("kept_row", pa.int64()),
+        ("kept_id", pa.string()),
         ("cluster_size", pa.int32()),
     ]
 )
+REMOVED_FORMAT = 2  # 2: removals keyed by document id, with the digests of the shards they came from
+
+
+class _Signatures:
+    """The signature files of every source, addressed by global document id; read in bounded chunks
+    (sequential reads, or a memory map whose pages are dropped after each gather)."""
+
+    def __init__(self, signature_dirs: Sequence[tuple[str, str | Path]], num_perm: int):
+        self.files: list[tuple[Path, int, int]] = []  # (path, header bytes, rows)
+        self.shard_of: list[tuple[int, int]] = []  # file -> (source index, shard)
+        starts = [0]
+        for si, (_, directory) in enumerate(signature_dirs):
+            for k, f in enumerate(sorted(Path(directory).glob("[0-9]*.npy"))):
+                header = np.load(f, mmap_mode="r", allow_pickle=False)  # reads the header only
+                shape, dtype, offset = header.shape, header.dtype, int(header.offset)
+                del header
+                if len(shape) != 2 or shape[1] != num_perm:
+                    raise ValueError(
+                        f"{f}: signatures have {shape[1] if len(shape) == 2 else shape} hashes, the recipe "
+                        f"asks for {num_perm}"
+                    )
+                if dtype != np.dtype("<u4"):
+                    raise ValueError(f"{f}: signatures are {dtype}, expected uint32")
+                self.files.append((f, offset, shape[0]))
+                self.shard_of.append((si, k))
+                starts.append(starts[-1] + shape[0])
+        self.starts = np.array(starts, dtype=np.int64)
+        self.n = int(self.starts[-1])
+        self.num_perm = num_perm
+        self._maps: dict[int, mmap.mmap] = {}
+
+    def chunks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(global offset, signatures) in order, `rows` at a time, read without a memory map."""
+        for i, (path, offset, count) in enumerate(self.files):
+            with open(path, "rb") as fh:
+                for start in range(0, count, rows):
+                    take = min(rows, count - start)
+                    fh.seek(offset + start * self.num_perm * 4)
+                    arr = np.fromfile(fh, dtype="<u4", count=take * self.num_perm)
+                    yield int(self.starts[i]) + start, arr.reshape(take, self.num_perm)
+
+    def gather(self, gids: np.ndarray) -> np.ndarray:
+        """Signatures of the documents `gids` (any order)."""
+        out = np.empty((len(gids), self.num_perm), dtype=np.uint32)
+        which = np.searchsorted(self.starts, gids, side="right") - 1
+        for i in np.unique(which).tolist():
+            sel = np.flatnonzero(which == i)
+            out[sel] = self._view(i)[gids[sel] - self.starts[i]]
+        return out
+
+    def _view(self, i: int) -> np.ndarray:
+        path, offset, count = self.files[i]
+        mm = self._maps.get(i)
+        if mm is None:
+            with open(path, "rb") as fh:
+                mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            self._maps[i] = mm
+        return np.frombuffer(mm, dtype="<u4", count=count * self.num_perm, offset=offset).reshape(
+            count, self.num_perm
+        )
+
+    def release(self) -> None:
+        """Drop the pages gathered so far from memory (they are re-read from disk when needed)."""
+        for mm in self._maps.values():
+            if hasattr(mmap, "MADV_DONTNEED"):
+                mm.madvise(mmap.MADV_DONTNEED)
+
+    def close(self) -> None:
+        self._maps.clear()
+
+    def locate(self, gids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(source index, shard, row) of each global id."""
+        f = np.searchsorted(self.starts, gids, side="right") - 1
+        shard_of = np.array(self.shard_of, dtype=np.int64).reshape(-1, 2)
+        return shard_of[f, 0], shard_of[f, 1], gids - self.starts[f]
 
 
 @dataclass(frozen=True, eq=False)  # equality: as the JSON mapping (JsonResult)
@@ -287,103 +425,210 @@ class NearDupResult(JsonResult):
     removed: int
     per_source: dict
     params: dict
+    format: int = REMOVED_FORMAT
+    inputs: dict = field(default_factory=dict)  # source -> digests of the shards its signatures came from
 
 
 def near_dup_clusters(
-    signature_dirs: Sequence[tuple[str, str | Path]], out_dir: str | Path, cfg: NearDupConfig
+    signature_dirs: Sequence[tuple[str, str | Path]],
+    out_dir: str | Path,
+    cfg: NearDupConfig,
+    chunk_docs: int = 4096,
+    max_group_pairs: int = 64,
 ) -> NearDupResult:
     """Cluster near duplicates across sources and choose one document to keep per cluster.
 
     `signature_dirs` lists (source, directory of `minhash_signatures`) in keep order: the first
     source wins (highest priority), and within a source the earliest shard and row. Writes
-    `out_dir/removed.parquet` (every removed document and the copy kept instead) and `stats.json`."""
-    index: list[tuple[str, int, int]] = []  # global id -> (source, shard, offset of the shard)
-    arrays: list[np.ndarray] = []
-    for source, directory in signature_dirs:
-        files = sorted(Path(directory).glob("[0-9]*.npy"))
-        for k, f in enumerate(files):
-            arr = np.load(f, mmap_mode="r", allow_pickle=False)
-            if arr.shape[1] != cfg.num_perm:
-                raise ValueError(
-                    f"{f}: signatures have {arr.shape[1]} hashes, the recipe asks for {cfg.num_perm}"
-                )
-            index.append((source, k, sum(len(a) for a in arrays)))
-            arrays.append(arr)
-    n = sum(len(a) for a in arrays)
-    # Band keys of every document (bands x 8 bytes each); full signatures stay memory-mapped per shard.
-    bands = (
-        np.concatenate(
-            [
-                band_keys(np.asarray(a), cfg.bands, cfg.rows, off)
-                for a, (_, _, off) in zip(arrays, index, strict=True)
-            ]
-        )
-        if n
-        else np.empty((0, cfg.bands), np.uint64)
-    )
-    starts = np.array([off for _, _, off in index], dtype=np.int64)
+    `out_dir/removed.parquet` (every removed document, by id and position, and the copy kept instead)
+    and `stats.json` (with the digests of the shards the signatures came from).
 
-    def locate(gid: int) -> tuple[int, int]:
-        i = int(np.searchsorted(starts, gid, side="right") - 1)
-        return i, gid - index[i][2]
-
-    def signature_of(gid: int) -> np.ndarray:
-        i, row = locate(gid)
-        return arrays[i][row]
-
-    uf, candidates, joined = cluster(
-        (bands[:, b] for b in range(cfg.bands)),
-        n,
-        signature_of=signature_of if cfg.verify else None,
-        threshold=cfg.threshold if cfg.verify else None,
-    )
-    roots = uf.roots() if n else np.empty(0, dtype=np.int64)
-
-    def where(gid: int) -> tuple[str, int, int]:
-        i, row = locate(gid)
-        return index[i][0], index[i][1], row
-
-    removed_ids = np.flatnonzero(roots != np.arange(n)) if n else np.empty(0, dtype=np.int64)
+    Memory stays bounded by a few arrays of n values: band keys are computed chunk by chunk and spilled
+    to one column file per band on disk; each band is then sorted alone (candidate pairs within a bucket,
+    `max_group_pairs` earlier members each); candidate pairs are verified against the full signatures in
+    chunks; clusters are connected components over numpy arrays. Nothing is held per document in Python."""
+    sigs = _Signatures(signature_dirs, cfg.num_perm)
+    n = sigs.n
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".tmp-bands-") as spill:
+        band_files = [Path(spill) / f"band-{b:03d}.u64" for b in range(cfg.bands)]
+        with contextlib.ExitStack() as stack:
+            handles = [stack.enter_context(open(f, "wb")) for f in band_files]
+            for offset, chunk in sigs.chunks(chunk_docs):
+                keys = band_keys(chunk, cfg.bands, cfg.rows, offset)
+                for b, fh in enumerate(handles):
+                    fh.write(np.ascontiguousarray(keys[:, b]).tobytes())
+        pairs = np.empty(0, dtype=np.uint64)
+        window = max_group_pairs if cfg.verify else 1  # without verification a chain joins a bucket
+        for f in band_files:
+            band = candidate_pairs(np.fromfile(f, dtype=np.uint64), window)
+            pairs = np.union1d(pairs, band) if pairs.size else band
+            f.unlink()
+    candidates = int(pairs.size)
+    a = (pairs // np.uint64(max(n, 1))).astype(np.int64)
+    b = (pairs % np.uint64(max(n, 1))).astype(np.int64)
+    del pairs
+    if cfg.verify and a.size:
+        keep = np.zeros(a.size, dtype=bool)
+        step = max(1, chunk_docs // 2)
+        for start in range(0, a.size, step):
+            sa = sigs.gather(a[start : start + step])
+            sb = sigs.gather(b[start : start + step])
+            keep[start : start + step] = (sa == sb).mean(axis=1) >= cfg.threshold
+            sigs.release()
+        a, b = a[keep], b[keep]
+    roots = components(n, a, b)
+    del a, b
     sizes = np.bincount(roots, minlength=n) if n else np.empty(0, dtype=np.int64)
-    per_source: dict[str, dict] = {s: {"removed": 0, "kept_by": {}} for s, _ in signature_dirs}
-    rows = []
-    for gid in removed_ids.tolist():
-        source, shard, row = where(gid)
-        ks, kshard, krow = where(int(roots[gid]))
-        rows.append(
-            {
-                "source": source,
-                "shard": shard,
-                "row": row,
-                "kept_source": ks,
-                "kept_shard": kshard,
-                "kept_row": krow,
-                "cluster_size": int(sizes[roots[gid]]),
-            }
-        )
-        st = per_source[source]
-        st["removed"] += 1
-        st["kept_by"][ks] = st["kept_by"].get(ks, 0) + 1
+    removed = np.flatnonzero(roots != np.arange(n)) if n else np.empty(0, dtype=np.int64)
+    kept = roots[removed]
+    names = [s for s, _ in signature_dirs]
+    src_i, shard_i, row_i = sigs.locate(removed)
+    ksrc_i, kshard_i, krow_i = sigs.locate(kept)
+    ids = _ids_at(signature_dirs, src_i, shard_i, row_i)
+    kept_ids = _ids_at(signature_dirs, ksrc_i, kshard_i, krow_i)
+    sigs.close()
+    name_arr = pa.array(names, pa.string())
+    table = pa.table(
+        {
+            "source": name_arr.take(pa.array(src_i)),
+            "shard": pa.array(shard_i.astype(np.int32)),
+            "row": pa.array(row_i.astype(np.int64)),
+            "id": ids,
+            "kept_source": name_arr.take(pa.array(ksrc_i)),
+            "kept_shard": pa.array(kshard_i.astype(np.int32)),
+            "kept_row": pa.array(krow_i.astype(np.int64)),
+            "kept_id": kept_ids,
+            "cluster_size": pa.array(sizes[kept].astype(np.int32)),
+        },
+        schema=REMOVED_SCHEMA,
+    )
+    per_source: dict[str, dict] = {}
+    for si, name in enumerate(names):
+        mine = src_i == si
+        by = np.bincount(ksrc_i[mine], minlength=len(names))
+        per_source[name] = {
+            "removed": int(mine.sum()),
+            "kept_by": {names[k]: int(c) for k, c in enumerate(by.tolist()) if c},
+        }
+    inputs = {}
+    for name, directory in signature_dirs:
+        params_path = Path(directory) / SIG_PARAMS_FILE
+        params = json.loads(params_path.read_text(encoding="utf-8")) if params_path.exists() else {}
+        inputs[name] = params.get("shard_digests")
     stats = {
+        "format": REMOVED_FORMAT,
         "docs": n,
         "candidate_pairs": candidates,
-        "joined_pairs": joined,
+        "joined_pairs": int(n - np.count_nonzero(roots == np.arange(n))) if n else 0,
         "clusters": int(np.count_nonzero(sizes > 1)),
-        "removed": len(rows),
+        "removed": int(removed.size),
         "per_source": per_source,
+        "inputs": inputs,
         "params": {"bands": cfg.bands, "rows": cfg.rows, "threshold": cfg.threshold, "verify": cfg.verify},
     }
     with atomic_dir(out_dir) as tmp:
-        with DocWriter(Path(tmp) / REMOVED_FILE, schema=REMOVED_SCHEMA) as w:
-            w.write_all(rows)
+        pq.write_table(table, Path(tmp) / REMOVED_FILE, compression="zstd")
         write_json(Path(tmp) / STATS_FILE, stats)
     return NearDupResult(**stats)
 
 
-def removed_rows(out_dir: str | Path, source: str) -> dict[tuple[int, int], str]:
-    """(shard, row) -> kept copy's source, for the documents of `source` that clustering removed."""
-    path = Path(out_dir) / REMOVED_FILE
-    return {(r["shard"], r["row"]): r["kept_source"] for r in iter_docs(path) if r["source"] == source}
+def _ids_at(
+    signature_dirs: Sequence[tuple[str, str | Path]],
+    src_i: np.ndarray,
+    shard_i: np.ndarray,
+    row_i: np.ndarray,
+) -> pa.Array:
+    """Document ids at (source, shard, row) positions, from the signatures' `NNNNN.ids.parquet` files
+    (read one shard at a time; only the rows asked for are kept)."""
+    out = np.empty(len(src_i), dtype=object)
+    if len(src_i) == 0:
+        return pa.array([], pa.string())
+    pos = np.lexsort((shard_i, src_i))
+    keys = np.stack([src_i[pos], shard_i[pos]], axis=1)
+    bounds = np.flatnonzero(np.r_[True, (keys[1:] != keys[:-1]).any(axis=1), True])
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        si, k = int(keys[lo, 0]), int(keys[lo, 1])
+        path = Path(signature_dirs[si][1]) / f"{k:05d}.ids.parquet"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path}: signatures without document ids (written by an older version); "
+                f"rematerialize minhash/{signature_dirs[si][0]}"
+            )
+        col = pq.ParquetFile(path).read(columns=["id"]).column("id")
+        out[pos[lo:hi]] = col.take(pa.array(row_i[pos[lo:hi]])).to_pylist()
+    return pa.array(out.tolist(), pa.string())
+
+
+def shard_digests(shards: Sequence[str | Path]) -> list[str]:
+    """`ids_digest` of each shard (reads only the id column)."""
+    return [ids_digest(pq.ParquetFile(s).read(columns=["id"]).column("id").to_pylist()) for s in shards]
+
+
+def check_near_inputs(near: NearRemovals, shards: Sequence[str | Path]) -> None:
+    """Fail with `StaleNearDuplicates` unless the clusters were computed from exactly these shards."""
+    current = shard_digests(shards)
+    if near.shard_digests is None or list(near.shard_digests) != current:
+        changed = (
+            "were not recorded"
+            if near.shard_digests is None
+            else f"{sum(a != b for a, b in zip(near.shard_digests, current, strict=False))} of {len(current)} "
+            f"shards differ" + ("" if len(near.shard_digests) == len(current) else " (shard count changed)")
+        )
+        raise StaleNearDuplicates(
+            f"near_duplicates is stale for '{near.source}': it was computed from other exact_dedup/"
+            f"{near.source} output than the current one ({changed}); materialize minhash/{near.source} and "
+            f"near_duplicates before deduped/{near.source} (e.g. select 'exact_dedup/{near.source}++' "
+            "plus near_duplicates+)"
+        )
+
+
+class StaleNearDuplicates(RuntimeError):
+    """The near-duplicate clusters were computed from other exact-dedup output than the current one."""
+
+
+class NearRemovals(Mapping[tuple[int, int], str]):
+    """A source's documents that clustering removed: (shard, row) -> the kept copy's source, with each
+    removed document's id and the digests of the exact-dedup shards the clusters were computed from
+    (None: not recorded). Positions are only trusted together with those digests (see
+    `check_near_inputs`), and each removed row's id is checked again when it is dropped."""
+
+    def __init__(
+        self, source: str, kept: dict[tuple[int, int], str], ids: dict[tuple[int, int], str], digests
+    ):
+        self.source = source
+        self._kept = kept
+        self.ids = ids
+        self.shard_digests: list[str] | None = digests
+
+    def __getitem__(self, key: tuple[int, int]) -> str:
+        return self._kept[key]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self._kept)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+
+def removed_rows(out_dir: str | Path, source: str) -> NearRemovals:
+    """The documents of `source` that clustering removed. Output of an older format (without document
+    ids and shard digests) is refused with a message saying what to rebuild."""
+    out_dir = Path(out_dir)
+    stats_path = out_dir / STATS_FILE
+    stats = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.exists() else {}
+    if stats.get("format") != REMOVED_FORMAT:
+        raise StaleNearDuplicates(
+            f"{out_dir}: near-duplicate removals of an older format (positions without document ids or "
+            "shard digests); rematerialize the minhash/* assets and near_duplicates"
+        )
+    table = pq.read_table(out_dir / REMOVED_FILE, columns=["source", "shard", "row", "id", "kept_source"])
+    mine = table.filter(pc.equal(table.column("source"), source))
+    keys = list(zip(mine.column("shard").to_pylist(), mine.column("row").to_pylist(), strict=True))
+    kept = dict(zip(keys, mine.column("kept_source").to_pylist(), strict=True))
+    ids = dict(zip(keys, mine.column("id").to_pylist(), strict=True))
+    return NearRemovals(source, kept, ids, (stats.get("inputs") or {}).get(source))
 
 
 @dataclass
@@ -393,6 +638,8 @@ class FilterResult:
     near_removed: int = 0
     near_cross_source_hits: dict[str, int] = field(default_factory=dict)
     contaminated_removed: int = 0
+    # evaluation set -> documents it removed (0 for a set that removed none); a document leaking two sets
+    # counts for both
     contamination: dict[str, int] = field(default_factory=dict)
     chars_out: int = 0
     licenses: dict[str, int] = field(default_factory=dict)
@@ -414,14 +661,23 @@ def filter_deduped(
     out_path: str | Path,
     source: str,
     lang: str,
-    near_removed: dict[tuple[int, int], str] | None = None,
+    near_removed: NearRemovals | None = None,
     decontaminator: Decontaminator | None = None,
     report_path: str | Path | None = None,
 ) -> FilterResult:
     """Write the exact-deduplicated `shards` of a source to `out_path` without the near duplicates
-    clustering removed and without documents that leak an evaluation set (listed in `report_path`)."""
+    clustering removed (by document id) and without documents that leak an evaluation set (listed in
+    `report_path`).
+
+    The clusters must have been computed from these very shards: when the digests recorded with them
+    differ from the shards' (exact dedup of the source was rerun and near_duplicates was not), this fails
+    with `StaleNearDuplicates` before writing anything, rather than removing the wrong documents."""
     res = FilterResult()
-    near_removed = near_removed or {}
+    if decontaminator is not None:  # every set is reported, also those that remove nothing
+        res.contamination = dict.fromkeys(decontaminator.sets, 0)
+    if near_removed is not None:
+        check_near_inputs(near_removed, shards)
+    removals = near_removed if near_removed is not None else {}
     report = DocWriter(report_path, schema=CONTAMINATED_SCHEMA) if report_path else None
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(DocWriter(out_path))
@@ -430,8 +686,13 @@ def filter_deduped(
         for k, shard in enumerate(shards):
             for row, doc in enumerate(iter_docs(shard)):
                 res.docs_in += 1
-                kept_by = near_removed.get((k, row))
+                kept_by = removals.get((k, row))
                 if kept_by is not None:
+                    if near_removed is not None and near_removed.ids.get((k, row)) != doc["id"]:
+                        raise StaleNearDuplicates(
+                            f"{shard}: row {row} is '{doc['id']}', near_duplicates removed "
+                            f"'{near_removed.ids.get((k, row))}' there; rematerialize near_duplicates"
+                        )
                     res.near_removed += 1
                     if kept_by != source:
                         res.near_cross_source_hits[kept_by] = res.near_cross_source_hits.get(kept_by, 0) + 1
@@ -488,6 +749,8 @@ class ExactStageResult:
     index_keys: int
     index_keys_per_source: dict[str, int]
     index_bytes: int
+    index_reset: bool  # the source's input changed: its old claims were dropped first
+    reranked: list[str]  # sources re-ranked in the index because the recipe's priorities/order changed
     path: Path
 
 
@@ -509,9 +772,11 @@ def exact_dedup_source(
     source: Winner,
     winners: Sequence[Winner],
     cfg: ExactDedupConfig,
+    ranks: dict[str, tuple[int, int]] | None = None,
 ) -> ExactStageResult:
     """Exact dedup of one source into `base/exact/<source>` against the index in `base/exact_index`
-    (`cfg.index: sqlite`; `memory`: rebuilt from the winners' outputs each time)."""
+    (`cfg.index: sqlite`; `memory`: rebuilt from the winners' outputs each time). `ranks` (every source
+    of the recipe, `recipe_ranks`) lets the index re-rank after a change of priority or order."""
     base = Path(base)
     directory = base / "exact_index" if cfg.index == "sqlite" else None
     out = base / "exact" / source.name
@@ -526,6 +791,7 @@ def exact_dedup_source(
             priority=source.priority,
             source_rank=source.rank,
             batch_docs=cfg.batch_docs,
+            ranks=ranks,
         )
         stats = index.stats()
     return ExactStageResult(
@@ -539,6 +805,8 @@ def exact_dedup_source(
         index_keys=stats["keys"],
         index_keys_per_source=stats["per_source"],
         index_bytes=stats["bytes"],
+        index_reset=res.index_reset,
+        reranked=res.reranked,
         path=out,
     )
 

@@ -10,6 +10,12 @@ stale, which the asset graph expresses by making lower-priority sources depend o
 Transactions: each batch of documents updates each bucket in one SQLite transaction (WAL journal), and
 re-indexing a document is a no-op, so a killed run leaves every bucket consistent and a rerun ends in
 exactly the state of an uninterrupted run.
+
+State across runs: a shard's fingerprint is recorded as intent before any of its documents is claimed
+(`begin_shard`), so a run killed mid-shard followed by a change of that shard is seen as a change (the
+source's claims are dropped and made again). The rank of every source (`sync_ranks`) is stored too: when
+the recipe changes a source's priority or order, the rows it owns are re-ranked; a source that left the
+recipe loses its claims.
 """
 
 from __future__ import annotations
@@ -43,6 +49,11 @@ CREATE TABLE IF NOT EXISTS shards (
     PRIMARY KEY (source, shard)
 );
 CREATE TABLE IF NOT EXISTS resets (source TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS ranks (
+    source TEXT PRIMARY KEY,
+    neg_priority INTEGER NOT NULL,
+    source_rank INTEGER NOT NULL
+);
 """
 _UPSERT = """
 INSERT INTO seen (key, neg_priority, source_rank, shard, row, source, doc_id) VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -174,6 +185,63 @@ class ExactIndex:
             raise
         return {e.row: winners[e.key] for e in entries}
 
+    def begin_shard(self, source: str, shard: int, name: str, fingerprint: str) -> None:
+        """Record, before any document of the shard is claimed, which file is being indexed (docs -1
+        until `record_shard`): a later run that finds a different file there knows claims may be stale."""
+        self.record_shard(source, shard, name, -1, fingerprint)
+
+    def sync_ranks(self, ranks: dict[str, tuple[int, int]], complete: bool = True) -> dict[str, list[str]]:
+        """Bring the stored ranks in line with the recipe's: `ranks` maps every source of the recipe to
+        (priority, source order). A source whose rank changed gets its rows re-ranked in every bucket; a
+        source the index knows but `ranks` does not name has its claims dropped. Restartable: the stored
+        rank is written after the buckets are updated, and updates are idempotent. With `complete`
+        False, `ranks` may name only some sources and nothing is forgotten.
+
+        Returns {"reranked": [...], "forgotten": [...]}."""
+        conn0 = self._conn(0)
+        stored = {
+            src: (-neg, rank)
+            for src, neg, rank in conn0.execute("SELECT source, neg_priority, source_rank FROM ranks")
+        }
+        owners = set(self.stats()["per_source"]) | {
+            src for (src,) in conn0.execute("SELECT DISTINCT source FROM shards")
+        }
+        reranked = sorted(s for s in ranks if s in stored and stored[s] != tuple(ranks[s]))
+        # Rows of a source indexed before ranks were stored carry their rank already; only a source with
+        # rows and no stored rank is checked row by row (once).
+        for src in sorted((owners & set(ranks)) - set(stored)):
+            neg, rank = -ranks[src][0], ranks[src][1]
+            for b in range(self.partitions):
+                hit = (
+                    self._conn(b)
+                    .execute(
+                        "SELECT 1 FROM seen WHERE source = ? AND (neg_priority != ? OR source_rank != ?) LIMIT 1",
+                        (src, neg, rank),
+                    )
+                    .fetchone()
+                )
+                if hit:
+                    reranked.append(src)
+                    break
+        for src in reranked:
+            neg, rank = -ranks[src][0], ranks[src][1]
+            for b in range(self.partitions):
+                self._conn(b).execute(
+                    "UPDATE seen SET neg_priority = ?, source_rank = ? WHERE source = ?", (neg, rank, src)
+                )
+        forgotten = sorted(owners - set(ranks)) if complete else []
+        for src in forgotten:
+            self.forget_source(src)
+        conn0.execute("BEGIN IMMEDIATE")
+        if complete:
+            conn0.execute("DELETE FROM ranks")
+        conn0.executemany(
+            "INSERT OR REPLACE INTO ranks (source, neg_priority, source_rank) VALUES (?, ?, ?)",
+            [(src, -p, r) for src, (p, r) in sorted(ranks.items())],
+        )
+        conn0.execute("COMMIT")
+        return {"reranked": sorted(reranked), "forgotten": forgotten}
+
     def record_shard(self, source: str, shard: int, name: str, docs: int, fingerprint: str = "") -> None:
         """Note that a shard was fully indexed (in bucket 0's database), with the fingerprint of the file
         it was read from, so a later run can tell whether the source's input changed."""
@@ -184,6 +252,11 @@ class ExactIndex:
             "fingerprint = excluded.fingerprint",
             (source, shard, name, docs, fingerprint),
         )
+
+    def known_ranks(self) -> dict[str, tuple[int, int]]:
+        """Stored (priority, source order) of every source."""
+        rows = self._conn(0).execute("SELECT source, neg_priority, source_rank FROM ranks")
+        return {src: (-neg, rank) for src, neg, rank in rows}
 
     def shard_fingerprints(self, source: str) -> dict[int, str]:
         rows = self._conn(0).execute("SELECT shard, fingerprint FROM shards WHERE source = ?", (source,))

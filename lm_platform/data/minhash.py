@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,16 +82,19 @@ def ngram_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
         return _mix(acc)
 
 
-def shingles(text: str, n: int, chars: bool, hasher: TokenHasher | None = None) -> np.ndarray:
-    """Unique hashed shingles of a text: word n-grams, or character n-grams when `chars`."""
+def token_hashes(text: str, chars: bool, hasher: TokenHasher | None = None) -> np.ndarray:
+    """64-bit hashes of the normalised text's units: words, or characters (spaces removed) when `chars`."""
     norm = normalise(text)
     if chars:
         codes = np.frombuffer(norm.replace(" ", "").encode("utf-32-le"), dtype=np.uint32)
         with np.errstate(over="ignore"):
-            tokens = _mix(codes.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
-    else:
-        tokens = (hasher or TokenHasher())(norm.split())
-    return np.unique(ngram_hashes(tokens, n))
+            return _mix(codes.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+    return (hasher or TokenHasher())(norm.split())
+
+
+def shingles(text: str, n: int, chars: bool, hasher: TokenHasher | None = None) -> np.ndarray:
+    """Unique hashed shingles of a text: word n-grams, or character n-grams when `chars`."""
+    return np.unique(ngram_hashes(token_hashes(text, chars, hasher), n))
 
 
 @dataclass(frozen=True)
@@ -171,48 +174,49 @@ def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
     return float(np.mean(sig_a == sig_b))
 
 
-def cluster(
-    band_columns: Iterable[np.ndarray],
-    n_docs: int,
-    signature_of=None,
-    threshold: float | None = None,
-    max_group_pairs: int = 64,
-) -> tuple[UnionFind, int, int]:
-    """Union documents whose band keys collide in any band (`band_columns`: one (n_docs,) uint64 array
-    per band, doc ids in keep order). With `signature_of` and `threshold`, a colliding pair joins only
-    when the signatures estimate a Jaccard similarity of at least `threshold`. In a bucket of many
-    documents, each is compared with up to `max_group_pairs` earlier members.
+def candidate_pairs(keys: np.ndarray, window: int = 64) -> np.ndarray:
+    """Pairs of documents whose band key is equal, as sorted unique `a * n + b` codes (uint64, a < b;
+    `keys` holds one band's key per document id 0..n-1, ids in keep order). In a bucket each member is
+    paired with up to `window` earlier members, so a bucket of many documents stays linear.
 
-    Returns the union-find, candidate pairs seen, and pairs joined."""
-    uf = UnionFind(n_docs)
-    candidates = joined = 0
-    checked: set[tuple[int, int]] = set()
-    for keys in band_columns:
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-        ends = np.r_[starts[1:], len(sorted_keys)]
-        multi = np.flatnonzero(ends - starts > 1)
-        for g in multi:
-            members = np.sort(order[starts[g] : ends[g]])
-            for j in range(1, len(members)):
-                b = int(members[j])
-                for i in range(max(0, j - max_group_pairs), j):
-                    a = int(members[i])
-                    if (a, b) in checked:
-                        continue
-                    checked.add((a, b))
-                    candidates += 1
-                    if uf.find(a) == uf.find(b):
-                        continue
-                    if (
-                        signature_of is not None
-                        and threshold is not None
-                        and estimated_jaccard(signature_of(a), signature_of(b)) < threshold
-                    ):
-                        continue
-                    if uf.union(a, b):
-                        joined += 1
-                    if signature_of is None:
-                        break  # without verification, one link per member suffices
-    return uf, candidates, joined
+    Columnar: one stable sort of the keys and a few arrays of n values, no Python per document."""
+    n = len(keys)
+    if n < 2:
+        return np.empty(0, dtype=np.uint64)
+    order = np.argsort(keys, kind="stable")  # equal keys keep ascending ids
+    sorted_keys = keys[order]
+    new_group = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]
+    del sorted_keys
+    starts = np.flatnonzero(new_group)
+    rank = np.arange(n, dtype=np.int64) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    del new_group, starts
+    codes = []
+    for back in range(1, window + 1):
+        at = np.flatnonzero(rank >= back)
+        if at.size == 0:
+            break
+        codes.append(order[at - back].astype(np.uint64) * np.uint64(n) + order[at].astype(np.uint64))
+    return np.unique(np.concatenate(codes)) if codes else np.empty(0, dtype=np.uint64)
+
+
+def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected components of the graph on 0..n-1 with edges (a[i], b[i]): each node's root is the
+    smallest member of its component (the document kept). Vectorised label propagation with pointer
+    jumping over numpy arrays (no per-node Python objects)."""
+    labels = np.arange(n, dtype=np.int64)
+    if a.size == 0:
+        return labels
+    a = a.astype(np.int64, copy=False)
+    b = b.astype(np.int64, copy=False)
+    while True:
+        la, lb = labels[a], labels[b]
+        low = np.minimum(la, lb)
+        if np.array_equal(la, lb):
+            return labels
+        np.minimum.at(labels, la, low)  # hook each root under the smallest root it touches
+        np.minimum.at(labels, lb, low)
+        while True:  # pointer jumping until every node points at a root
+            nxt = labels[labels]
+            if np.array_equal(nxt, labels):
+                break
+            labels = nxt

@@ -5,7 +5,9 @@ pypdf), and HF `datasets` (streaming for hub ids; local files go through the sam
 directories may carry a sidecar license manifest (JSON `{file: SPDX}` or CSV `file,license`), giving
 each file its own license. A bad record never stops the read: malformed JSON, invalid UTF-8, a record
 without the text field, an empty file, a document over `max_doc_bytes` are counted and kept in
-`ReadStats.quarantined` with file, line and reason. Memory stays bounded: JSONL is read line by line
+`ReadStats.quarantined` with file, line and reason; so are strings that cannot be written as UTF-8
+(a JSON lone surrogate such as `\\ud800`), and a truncated or corrupt compressed file is quarantined
+from the line it broke on while the read goes on with the next file. Memory stays bounded: JSONL is read line by line
 with a length limit, so even a single huge line is skipped without being held.
 """
 
@@ -16,6 +18,7 @@ import gzip
 import hashlib
 import io
 import json
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,7 +28,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from lm_platform.data.documents import Document, make_doc
-from lm_platform.recipe.schema import SourceConfig
+from lm_platform.recipe.schema import EvalConfig, SourceConfig
 
 MAX_QUARANTINE_KEPT = 1000
 
@@ -69,7 +72,11 @@ def _to_doc(
     if text is None:
         stats.quarantine(file, line, f"no string field '{src.text_field}'")
         return None
-    size = len(text.encode("utf-8", errors="surrogatepass"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # a lone surrogate (JSON "\ud800") cannot be written as UTF-8
+        stats.quarantine(file, line, f"invalid Unicode: lone surrogate {_codepoint(text, exc)} in the text")
+        return None
     if size > src.max_doc_bytes:
         stats.quarantine(
             file, line, f"document too large: {size:,} bytes > max_doc_bytes {src.max_doc_bytes:,}"
@@ -81,9 +88,24 @@ def _to_doc(
     if "meta" in record and isinstance(record["meta"], dict):
         meta = {**{k: v for k, v in meta.items() if k != "meta"}, **record["meta"]}
     url = record.get(src.url_field) if src.url_field else None
-    stats.read += 1
     lic = license or src.license
-    return make_doc(f"{src.name}/{doc_id}", text, src.name, lic, src.language, url, _jsonable(meta))
+    doc = make_doc(f"{src.name}/{doc_id}", text, src.name, lic, src.language, url, _jsonable(meta))
+    for key in ("id", "url", "meta"):
+        value = doc[key]
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                stats.quarantine(
+                    file, line, f"invalid Unicode: lone surrogate {_codepoint(value, exc)} in {key}"
+                )
+                return None
+    stats.read += 1
+    return doc
+
+
+def _codepoint(text: str, exc: UnicodeEncodeError) -> str:
+    return f"U+{ord(text[exc.start]):04X} at character {exc.start}"
 
 
 def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:
@@ -128,38 +150,69 @@ def _bounded_lines(raw, limit: int) -> Iterator[tuple[int, bytes | None, int]]:
         yield lineno, None, size
 
 
+def _decompression_errors() -> tuple[type[BaseException], ...]:
+    """What a truncated or corrupt compressed file raises while it is read."""
+    errors: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error)
+    try:
+        import zstandard
+
+        errors += (zstandard.ZstdError,)
+    except ImportError:  # pragma: no cover - zstandard is a dependency
+        pass
+    return errors
+
+
 def _read_jsonl(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
     suffixes = tuple(f"{ext}{comp}" for ext in (".jsonl", ".json") for comp in ("", ".gz", ".zst"))
     # A record's JSON can be longer than its text (escapes, other fields): allow some room.
     limit = src.max_doc_bytes * 2 + 65536
+    broken = _decompression_errors()
     for path in _files(Path(src.location), suffixes):
         stats.files += 1
-        records = 0
-        with _open_binary(path) as raw:
-            for lineno, line, size in _bounded_lines(raw, limit):
-                if line is None:
-                    stats.quarantine(str(path), lineno, f"document too large: line of {size:,} bytes")
-                    records += 1
-                    continue
-                if not line.strip():
-                    continue
-                records += 1
-                try:
-                    record = json.loads(line.decode("utf-8"))
-                except UnicodeDecodeError as exc:
-                    stats.quarantine(str(path), lineno, f"invalid UTF-8: {exc.reason} at byte {exc.start}")
-                    continue
-                except json.JSONDecodeError as exc:
-                    stats.quarantine(str(path), lineno, f"malformed JSON: {exc.msg} at column {exc.colno}")
-                    continue
-                if not isinstance(record, dict):
-                    stats.quarantine(str(path), lineno, "record is not a JSON object")
-                    continue
-                doc = _to_doc(record, src, str(path), lineno, stats)
-                if doc is not None:
-                    yield doc
-        if records == 0:
+        progress = {"line": 0, "records": 0}
+        try:
+            yield from _jsonl_file(src, stats, path, limit, progress)
+        except broken as exc:
+            # A truncated or corrupt file (a .gz cut short): the documents before it stay, the rest of
+            # the file is quarantined from the line it broke on, and the read goes on with the next file.
+            stats.quarantine(
+                str(path),
+                progress["line"] + 1,
+                f"unreadable file from this line on: {type(exc).__name__}: {exc}",
+            )
+            continue
+        if progress["records"] == 0:
             stats.quarantine(str(path), None, "empty file: no records")
+
+
+def _jsonl_file(
+    src: SourceConfig, stats: ReadStats, path: Path, limit: int, progress: dict[str, int]
+) -> Iterator[Document]:
+    """Documents of one JSONL file; `progress` holds the last line read and the records seen."""
+    with _open_binary(path) as raw:
+        for lineno, line, size in _bounded_lines(raw, limit):
+            progress["line"] = lineno
+            if line is None:
+                stats.quarantine(str(path), lineno, f"document too large: line of {size:,} bytes")
+                progress["records"] += 1
+                continue
+            if not line.strip():
+                continue
+            progress["records"] += 1
+            try:
+                record = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                stats.quarantine(str(path), lineno, f"invalid UTF-8: {exc.reason} at byte {exc.start}")
+                continue
+            except json.JSONDecodeError as exc:
+                stats.quarantine(str(path), lineno, f"malformed JSON: {exc.msg} at column {exc.colno}")
+                continue
+            if not isinstance(record, dict):
+                stats.quarantine(str(path), lineno, "record is not a JSON object")
+                continue
+            doc = _to_doc(record, src, str(path), lineno, stats)
+            if doc is not None:
+                yield doc
 
 
 def _read_parquet(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
@@ -254,20 +307,72 @@ def _as_plain(src: SourceConfig) -> SourceConfig:
     return src.model_copy(update={"text_field": "text", "id_field": "id", "formatter": None})
 
 
-def _read_hf(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
+def hf_records(location: str, hf_config: str | None, split: str) -> Iterator[dict[str, Any]]:
+    """Records of a `datasets` dataset: streamed from the hub for an id, or from local Parquet/JSON(L)
+    files (a file or a directory) through the same loader. Sources and evaluation sets both read here."""
     import datasets  # heavy; only sources of this format pay for it
 
-    location = Path(src.location)
-    if location.exists():  # local files in a hub dataset's formats, through the same loader
-        files = [str(p) for p in _files(location, (".parquet", ".jsonl", ".json"))]
+    local = Path(location)
+    if local.exists():  # local files in a hub dataset's formats, through the same loader
+        files = [str(p) for p in _files(local, (".parquet", ".jsonl", ".json"))]
+        if not files:
+            raise FileNotFoundError(f"{location}: no .parquet, .jsonl or .json files")
         builder = "parquet" if files[0].endswith(".parquet") else "json"
-        ds = datasets.load_dataset(builder, data_files=files, split=src.hf_split, streaming=True)
+        ds = datasets.load_dataset(builder, data_files={split: files}, split=split, streaming=True)
     else:
-        ds = datasets.load_dataset(src.location, src.hf_config, split=src.hf_split, streaming=True)
-    for row, record in enumerate(ds, start=1):
-        doc = _to_doc(dict(record), src, src.location, row, stats)
+        ds = datasets.load_dataset(location, hf_config, split=split, streaming=True)
+    for record in ds:
+        yield dict(record)
+
+
+def _read_hf(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
+    for row, record in enumerate(hf_records(src.location, src.hf_config, src.hf_split), start=1):
+        doc = _to_doc(record, src, src.location, row, stats)
         if doc is not None:
             yield doc
+
+
+def read_eval_set(
+    ev: EvalConfig, max_docs: int | None = None, limit: bool = True
+) -> Iterator[tuple[str, str]]:
+    """(lang, text) pairs of an evaluation set: a JSONL file, or (format `hf`) a dataset read through the
+    same `datasets` path as sources. At most `max_docs` (default the set's `max_docs`; `limit=False`:
+    every document, as decontamination needs). A record without a string text or language fails with
+    its place."""
+    max_docs = max_docs if max_docs is not None else (ev.max_docs if limit else None)
+    if ev.format == "hf":
+        rows: Iterator[tuple[int, dict[str, Any]]] = enumerate(
+            hf_records(ev.location, ev.hf_config, ev.hf_split), start=1
+        )
+    else:
+        rows = _eval_jsonl_rows(ev.location)
+    for n, (row, rec) in enumerate(rows, start=1):
+        text = rec.get(ev.text_field)
+        lang = rec.get(ev.lang_field, ev.language)
+        if not isinstance(text, str) or not isinstance(lang, str):
+            raise ValueError(
+                f"{ev.location}:{row}: evaluation '{ev.name}' needs a string '{ev.text_field}' and a language "
+                f"('{ev.lang_field}' in the record or the evaluation's 'language')"
+            )
+        yield lang, text
+        if max_docs is not None and n >= max_docs:
+            return
+
+
+def _eval_jsonl_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"{path}:{lineno}: malformed JSON: {exc.msg} at column {exc.colno}"
+                ) from None
+            if not isinstance(rec, dict):
+                raise ValueError(f"{path}:{lineno}: an evaluation record is a JSON object")
+            yield lineno, rec
 
 
 READERS = {

@@ -5,7 +5,7 @@ import json
 
 import dagster as dg
 
-from lm_platform.data.decontam import Decontaminator
+from lm_platform.data.decontam import recipe_decontaminator
 from lm_platform.data.dedup import (
     Winner,
     deduplicate_source,
@@ -13,6 +13,7 @@ from lm_platform.data.dedup import (
     exact_shards,
     minhash_signatures,
     near_dup_clusters,
+    recipe_ranks,
 )
 from lm_platform.defs.metadata import CODE_VERSION, headline, licenses_table, materialize, table
 from lm_platform.defs.resources import LMStorage
@@ -56,6 +57,7 @@ def exact_dedup_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
             _winner(recipe, src),
             [_winner(recipe, w) for w in winners],
             cfg,
+            ranks=recipe_ranks(recipe),
         )
         return materialize(res)
 
@@ -125,19 +127,6 @@ def near_duplicates_asset(recipe: Recipe) -> dg.AssetsDefinition:
     return _near
 
 
-def _decontaminator(recipe: Recipe) -> Decontaminator | None:
-    from lm_platform.evaluation.perplexity import read_eval_docs
-
-    dc = recipe.decontamination
-    if dc is None or not dc.enabled:
-        return None
-    d = Decontaminator(dc.ngram, dc.char_ngram, dc.char_languages)
-    for ev in recipe.evaluations:
-        if dc.evaluations is None or ev.name in dc.evaluations:
-            d.add_set(ev.name, read_eval_docs(ev.location))
-    return d
-
-
 def deduped_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
     near = _near_enabled(recipe)
     cpt = recipe.languages[src.language].chars_per_token
@@ -162,7 +151,7 @@ def deduped_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
             src.name,
             src.language,
             near,
-            _decontaminator(recipe),
+            recipe_decontaminator(recipe),
         )
         if res.contaminated_removed:
             context.log.warning(f"{src.name}: {res.contaminated_removed} documents leak evaluation sets")

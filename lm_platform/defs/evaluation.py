@@ -35,7 +35,7 @@ def eval_asset(recipe: Recipe, ev: EvalConfig) -> dg.AssetsDefinition:
         from lm_platform.evaluation.perplexity import perplexity, read_eval_docs
 
         layout = storage.layout(recipe.name)
-        result = perplexity(layout.checkpoint(stage.name), read_eval_docs(ev.location, ev.max_docs))
+        result = perplexity(layout.checkpoint(stage.name), read_eval_docs(ev))
         result["checkpoint"] = str(layout.checkpoint(stage.name))
         write_json(layout.eval(ev.name), result)
         per_lang = [{"lang": k, **v} for k, v in result["per_language"].items()]

@@ -88,11 +88,11 @@ def _invariant_result(invariant: dict) -> dg.AssetCheckResult:
 
 def _held_out(recipe: Recipe, blend_file: Path, stage: str) -> tuple[list[tuple[str, str]], str]:
     """(lang, text) pairs to measure fertility on: the first evaluation's held-out text, else the blend."""
-    from lm_platform.evaluation.perplexity import read_eval_docs
+    from lm_platform.data.readers import read_eval_set
 
     if recipe.evaluations:
         ev = recipe.evaluations[0]
-        return list(read_eval_docs(ev.location)), f"held-out text of evaluation '{ev.name}'"
+        return list(read_eval_set(ev, limit=False)), f"held-out text of evaluation '{ev.name}'"
     docs = iter_docs(blend_file, columns=["lang", "text"])
     return [(d["lang"], d["text"]) for d in docs], f"blend/{stage} (training text)"
 

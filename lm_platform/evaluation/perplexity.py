@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from lm_platform.recipe.schema import EvalConfig
 
-def read_eval_docs(path: str | Path, max_docs: int | None = None) -> Iterator[tuple[str, str]]:
-    """(lang, text) pairs from a JSONL file whose records have 'text' and 'lang'."""
-    with open(path, encoding="utf-8") as fh:
-        n = 0
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            if not isinstance(rec.get("text"), str) or not isinstance(rec.get("lang"), str):
-                raise ValueError(f"{path}:{lineno}: an eval record needs string fields 'text' and 'lang'")
-            yield rec["lang"], rec["text"]
-            n += 1
-            if max_docs is not None and n >= max_docs:
-                return
+
+def read_eval_docs(path: str | Path | EvalConfig, max_docs: int | None = None) -> Iterator[tuple[str, str]]:
+    """(lang, text) pairs of an evaluation set: a recipe's `EvalConfig` (a JSONL file or, format `hf`, a
+    dataset read through the sources' `datasets` path), or the path of a JSONL file whose records have
+    'text' and 'lang'."""
+    from lm_platform.data.readers import read_eval_set
+
+    ev = path if isinstance(path, EvalConfig) else EvalConfig(name="eval", location=str(path))
+    return read_eval_set(ev, max_docs)
 
 
 def perplexity(checkpoint_dir: str | Path, docs: Iterable[tuple[str, str]], batch_size: int = 8) -> dict:

@@ -9,9 +9,19 @@ from lm_platform.modeling.eeve import extend_embeddings, read_eeve
 
 
 def llama_config(model: dict[str, Any], vocab_size: int, bos_id: int, eos_id: int, pad_id: int | None):
-    """A `LlamaConfig` from the recipe's model section (a dict of `ModelConfig` fields)."""
+    """A `LlamaConfig` from the recipe's model section (a dict of `ModelConfig` fields). Fields that older
+    job files lack take LlamaConfig's defaults, so such jobs build the model they built before."""
     from transformers import LlamaConfig
 
+    rope = {"rope_type": "default", "rope_theta": float(model["rope_theta"])}
+    scaling = model.get("rope_scaling")
+    if scaling:
+        rope.update({k: v for k, v in scaling.items() if v is not None})
+    optional = {
+        k: model[k]
+        for k in ("head_dim", "rms_norm_eps", "attention_bias", "mlp_bias", "hidden_act", "initializer_range")
+        if model.get(k) is not None
+    }
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=model["hidden_size"],
@@ -20,11 +30,12 @@ def llama_config(model: dict[str, Any], vocab_size: int, bos_id: int, eos_id: in
         num_attention_heads=model["num_heads"],
         num_key_value_heads=model["num_kv_heads"],
         max_position_embeddings=model["max_position_embeddings"],
-        rope_theta=model["rope_theta"],
+        rope_parameters=rope,
         tie_word_embeddings=model["tie_word_embeddings"],
         bos_token_id=bos_id,
         eos_token_id=eos_id,
         pad_token_id=pad_id,
+        **optional,
     )
 
 

@@ -103,8 +103,10 @@ def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     def resolve(entry: Any) -> Any:
         if not isinstance(entry, dict) or not isinstance(entry.get("location"), str):
             return entry
-        if entry.get("format") == "hf" or "://" in entry["location"]:
+        if "://" in entry["location"]:
             return entry
+        if entry.get("format") == "hf":  # a hub id, or local files in a hub dataset's formats
+            return {**entry, "location": resolve_model_ref(entry["location"], base_dir)}
         loc = Path(entry["location"]).expanduser()
         entry = {**entry, "location": str(loc if loc.is_absolute() else (base_dir / loc).resolve())}
         if isinstance(entry.get("license_manifest"), str):
@@ -121,6 +123,8 @@ def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         }
     if isinstance(raw.get("tokenizer"), dict) and isinstance(raw["tokenizer"].get("base"), str):
         raw["tokenizer"] = {**raw["tokenizer"], "base": resolve_model_ref(raw["tokenizer"]["base"], base_dir)}
+    if isinstance(raw.get("model"), dict) and isinstance(raw["model"].get("base"), str):
+        raw["model"] = {**raw["model"], "base": resolve_model_ref(raw["model"]["base"], base_dir)}
     return raw
 
 
@@ -170,10 +174,16 @@ def _resolve_filter_paths(cfg: Any, base_dir: Path) -> Any:
 
 
 def _missing_paths(recipe: Recipe) -> list[str]:
-    """Local files the recipe names that do not exist: found at load time, before any work starts."""
+    """Local files the recipe names that do not exist: found at load time, before any work starts.
+
+    Sources' and evaluation sets' locations, license manifests, filter files (word lists, KenLM and
+    SentencePiece models), and local tokenizer and model directories; each problem names its field."""
     problems = []
     for i, src in enumerate(recipe.sources):
-        if src.format != "hf" and "://" not in src.location and not Path(src.location).exists():
+        if src.format == "hf":
+            if is_local_ref(src.location) and not Path(src.location).exists():
+                problems.append(f"  sources.{i}.location: local dataset '{src.location}' does not exist")
+        elif "://" not in src.location and not Path(src.location).exists():
             problems.append(f"  sources.{i}.location: '{src.location}' does not exist")
         if src.license_manifest and not Path(src.license_manifest).is_file():
             problems.append(f"  sources.{i}.license_manifest: '{src.license_manifest}' does not exist")
@@ -183,7 +193,16 @@ def _missing_paths(recipe: Recipe) -> list[str]:
                 path = getattr(flt, key, None)
                 if path and not Path(path).is_file():
                     problems.append(f"  languages.{lang}.filters.{j}.{key}: '{path}' does not exist")
+    for i, ev in enumerate(recipe.evaluations):
+        if ev.format == "hf":
+            if is_local_ref(ev.location) and not Path(ev.location).exists():
+                problems.append(f"  evaluations.{i}.location: local dataset '{ev.location}' does not exist")
+        elif "://" not in ev.location and not Path(ev.location).is_file():
+            problems.append(f"  evaluations.{i}.location: '{ev.location}' does not exist (a JSONL file)")
     base = recipe.tokenizer.base
     if base and is_local_ref(base) and not Path(base).is_dir():
         problems.append(f"  tokenizer.base: '{base}' is not a directory (a local HF tokenizer is one)")
+    model_base = recipe.model.base
+    if model_base and is_local_ref(model_base) and not Path(model_base).is_dir():
+        problems.append(f"  model.base: '{model_base}' is not a directory (a local HF checkpoint is one)")
     return problems

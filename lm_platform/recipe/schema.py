@@ -361,19 +361,36 @@ class DecontaminationConfig(_Strict):
     """Drop training documents that share an n-gram with an evaluation set of the recipe.
 
     Word n-grams (`ngram`, 13 by default) on lowercased text without punctuation; character n-grams
-    (`char_ngram`) for `char_languages`. `evaluations` limits the sets used (default: all)."""
+    (`char_ngram`) for `char_languages`. `evaluations` limits the sets used (default: all). An evaluation
+    text shorter than one n-gram is matched whole (a document leaks it when it contains the whole
+    normalised text) if it has at least `min_words` words (`min_chars` characters for `char_languages`);
+    shorter ones are skipped, so that common phrases do not remove documents."""
 
     enabled: bool = True
     ngram: int = Field(13, gt=0)
     char_ngram: int = Field(25, gt=0)
+    min_words: int = Field(8, gt=0, description="Shortest evaluation text (words) matched whole")
+    min_chars: int = Field(15, gt=0, description="Shortest evaluation text (characters) matched whole")
     char_languages: tuple[str, ...] = ("ja", "zh", "th")
     evaluations: tuple[str, ...] | None = None
 
 
 class EvalConfig(_Strict):
+    """A held-out evaluation set: a local JSONL file (`format: jsonl`), or a dataset read through the same
+    `datasets` code path as `hf` sources (`format: hf`: a hub id, or a local directory of Parquet/JSON
+    files). Each record gives a text (`text_field`) and its language (`lang_field`, else `language`)."""
+
     name: str = Field(pattern=NAME_PATTERN)
     kind: Literal["perplexity"] = "perplexity"
-    location: str = Field(description="JSONL file of held-out documents with 'text' and 'lang'")
+    location: str = Field(
+        description="JSONL file of held-out documents, or (format hf) a hub id or directory"
+    )
+    format: Literal["jsonl", "hf"] = "jsonl"
+    text_field: str = "text"
+    lang_field: str = "lang"
+    language: str | None = Field(None, description="Language of records that have no `lang_field`")
+    hf_config: str | None = None
+    hf_split: str = "test"
     stage: str | None = Field(None, description="Checkpoint to score; default the last stage")
     max_docs: int | None = Field(None, gt=0)
 

@@ -154,7 +154,34 @@ def upgrade_flat_stage_keys(stage: Any, where: str) -> tuple[Any, list[str]]:
     return out, messages
 
 
+class RopeScalingConfig(Strict):
+    """RoPE frequency scaling, as in a Llama-family `config.json`'s `rope_scaling` (Llama-3.x: 'llama3')."""
+
+    rope_type: Literal["linear", "dynamic", "yarn", "longrope", "llama3"]
+    factor: float = Field(gt=0)
+    low_freq_factor: float | None = Field(None, gt=0, description="llama3")
+    high_freq_factor: float | None = Field(None, gt=0, description="llama3")
+    original_max_position_embeddings: int | None = Field(None, gt=0, description="llama3, yarn, longrope")
+
+    @model_validator(mode="after")
+    def _llama3(self) -> RopeScalingConfig:
+        if self.rope_type == "llama3":
+            missing = [
+                k
+                for k in ("low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+                if getattr(self, k) is None
+            ]
+            if missing:
+                raise ValueError(f"rope_type 'llama3' needs {missing}")
+            if self.high_freq_factor <= self.low_freq_factor:  # type: ignore[operator]
+                raise ValueError("high_freq_factor must be larger than low_freq_factor")
+        return self
+
+
 class ModelConfig(Strict):
+    """A Llama-family architecture. Scratch models are built from these fields; for a pretrained base they
+    should mirror its `config.json` (the checkpoint's own config is what loads)."""
+
     init: Literal["scratch", "pretrained"] = "scratch"
     base: str | None = Field(None, description="HF checkpoint (path or hub id) when init is 'pretrained'")
     hidden_size: int = Field(256, gt=0)
@@ -164,6 +191,15 @@ class ModelConfig(Strict):
     num_kv_heads: int = Field(4, gt=0)
     max_position_embeddings: int = Field(2048, gt=0)
     rope_theta: float = 10000.0
+    rope_scaling: RopeScalingConfig | None = Field(None, description="RoPE scaling (Llama-3.x: 'llama3')")
+    head_dim: int | None = Field(
+        None, gt=0, description="Attention head size; default hidden_size / num_heads"
+    )
+    rms_norm_eps: float = Field(1e-6, gt=0, description="RMSNorm epsilon (Llama-3.x and SmolLM2: 1e-5)")
+    attention_bias: bool = Field(False, description="Biases in the q/k/v/o projections")
+    mlp_bias: bool = Field(False, description="Biases in the MLP projections")
+    hidden_act: Literal["silu", "gelu", "gelu_pytorch_tanh", "relu"] = "silu"
+    initializer_range: float = Field(0.02, gt=0, description="Std of the initial weights (scratch)")
     tie_word_embeddings: bool = False
     eeve_tied_rule: Literal["input", "output"] = Field(
         "input",
@@ -175,8 +211,22 @@ class ModelConfig(Strict):
     def _shape(self) -> ModelConfig:
         if self.init == "pretrained" and not self.base:
             raise ValueError("init 'pretrained' needs 'base' (the checkpoint to start from)")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.head_dim is None and self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads} (or set head_dim)"
+            )
+        if self.head_dim is not None and self.head_dim % 2:
+            raise ValueError(f"head_dim {self.head_dim} must be even (RoPE rotates pairs of dimensions)")
+        scaling = self.rope_scaling
+        if (
+            scaling is not None
+            and scaling.original_max_position_embeddings is not None
+            and scaling.original_max_position_embeddings >= self.max_position_embeddings
+        ):
+            raise ValueError(
+                f"rope_scaling.original_max_position_embeddings {scaling.original_max_position_embeddings} must "
+                f"be below max_position_embeddings {self.max_position_embeddings} (scaling extends the context)"
+            )
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}"
