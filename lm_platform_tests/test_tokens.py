@@ -198,7 +198,7 @@ def test_one_boundary_token_where_bos_is_eos(tmp_path):
     )
     # w1 w2 <|endoftext|> w1 w2 w3 w4 <|endoftext|> ...: each document followed by the one token
     assert flat.count(0) == 6 and flat[-1] == 0 and flat[0] != 0
-    assert all(not (a == b == 0) for a, b in zip(flat, flat[1:]))
+    assert all(not (a == b == 0) for a, b in zip(flat, flat[1:], strict=False))
 
 
 def test_upsampling_repeats_whole_passes_up_to_the_cap(tokens, tmp_path):

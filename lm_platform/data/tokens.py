@@ -170,13 +170,17 @@ def _tokenize_part(job: _Job) -> pa.Table:
             spans.append(json.loads(meta).get("loss_spans") if meta and "loss_spans" in meta else None)
         plain = [i for i, s in enumerate(spans) if s is None]
         ids: list = [None] * len(texts)
-        for i, enc in zip(plain, tok.encode_batch_fast([texts[i] for i in plain], add_special_tokens=False)):
+        for i, enc in zip(
+            plain, tok.encode_batch_fast([texts[i] for i in plain], add_special_tokens=False), strict=True
+        ):
             ids[i] = enc.ids
         with_spans = [i for i, s in enumerate(spans) if s is not None]
         batch_masks: dict[int, np.ndarray] = {}
         if with_spans:
             for i, enc in zip(
-                with_spans, tok.encode_batch([texts[i] for i in with_spans], add_special_tokens=False)
+                with_spans,
+                tok.encode_batch([texts[i] for i in with_spans], add_special_tokens=False),
+                strict=True,
             ):
                 ids[i] = enc.ids
                 batch_masks[i] = _content_mask(spans[i], enc.offsets, d["id"][i])
