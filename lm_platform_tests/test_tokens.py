@@ -291,3 +291,14 @@ def test_packing_refuses_tokens_from_another_tokenizer(tokens, tmp_path):
     with pytest.raises(ValueError, match="another tokenizer"):
         pack_tokens(tmp_path / "blend", {s: d for s, (_, d) in tokens.items()}, other, tmp_path / "ds", 64)
     assert (tmp_path / "blend" / MANIFEST_FILE).exists() and not (tmp_path / "ds" / INDEX_FILE).exists()
+
+
+def test_sentencepiece_training_is_deterministic_with_its_seed(tmp_path):
+    texts = [t for ts in TEXTS.values() for t in ts]
+    sentences = sum(1 for t in texts for line in t.split("\n") if line.strip())
+    cfg = TokenizerConfig(vocab_size=2000, max_sentences=sentences // 2, seed=7)  # sampled: the seed matters
+    for run in ("a", "b"):
+        train_sentencepiece(iter(texts), tmp_path / run, cfg)
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    train_sentencepiece(iter(texts), tmp_path / "c", cfg.model_copy(update={"seed": 8}))
+    assert _files(tmp_path / "c")["tokenizer.model"] != _files(tmp_path / "a")["tokenizer.model"]
