@@ -190,7 +190,7 @@ def test_one_boundary_token_where_bos_is_eos(tmp_path):
         tmp_path / "ds",
         8,
         0.0,
-        shuffle=False,
+        shuffle_buffer=0,
     )
     flat = load_split(tmp_path / "ds", "train").reshape(-1)[: index["tokens"]].tolist()
     assert index["boundary_tokens"] == 1 and index["tokens"] == m["taken_tokens"] == sum(
@@ -269,7 +269,7 @@ def test_loss_masks_come_from_the_token_shards(tokenizer_dir, tmp_path):
         tmp_path / "ds",
         32,
         0.0,
-        shuffle=False,
+        shuffle_buffer=0,
         loss_mask=True,
     )
     rows, mask = load_split(tmp_path / "ds", "train"), load_split_mask(tmp_path / "ds", "train")

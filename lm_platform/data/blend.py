@@ -1,7 +1,10 @@
 """Blend sources into one training stage's document set by token share.
 
-Tokens are estimated from characters (chars per token of the source's language from the recipe, or
-measured on an earlier `dataset/<stage>` when the caller passes it). Ratios may name groups of sources;
+`blend_tokens` (what the graph runs) counts exact tokens: each source was tokenized once with the final
+tokenizer (`data/tokens.py`), and a document costs its ids plus its boundary tokens, as packing writes
+them; each source's target is met within one document, and the output is a document list (source, row,
+pass), not text. `blend` is the earlier path over text, kept as the benchmark's peer (benchmarks/blend.py):
+tokens are estimated from characters (chars per token given per source). Ratios may name groups of sources;
 a group's share is split among its members in proportion to their available tokens. When a source
 cannot fill its share, it gives all it has (up to its epoch cap when upsampling) and the shortfall is
 shared among the other sources in proportion to their ratios. When all sources together cannot meet
@@ -13,7 +16,6 @@ and deterministic: the same inputs and seed give the same documents in the same 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import random
 from dataclasses import asdict, dataclass
@@ -220,26 +222,6 @@ def blend(
     return BlendResult(**manifest)
 
 
-def measured_chars_per_token(manifest_path: str | Path, index_path: str | Path) -> dict[str, float]:
-    """Chars per token per source measured by an earlier run: the characters a blend took (its
-    manifest) over the exact tokens the packed dataset holds for them (its index, without BOS/EOS).
-    Empty when either file is missing or predates these fields."""
-    manifest_path, index_path = Path(manifest_path), Path(index_path)
-    if not (manifest_path.exists() and index_path.exists()):
-        return {}
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    index = json.loads(index_path.read_text(encoding="utf-8"))
-    out: dict[str, float] = {}
-    for row in manifest.get("sources", []):
-        counts = index.get("sources", {}).get(row["source"])
-        if not counts or not row.get("taken_chars") or counts.get("docs") != row.get("taken_docs"):
-            continue  # the dataset was packed from another blend: do not trust the pairing
-        tokens = counts["tokens"] - 2 * counts["docs"]
-        if tokens > 0:
-            out[row["source"]] = row["taken_chars"] / tokens
-    return out
-
-
 def _select(est: list[float], acc: SourceShare, cap: float, seed: str) -> dict[int, int]:
     """Document index -> times used: seeded passes over the source until its target is met; a
     document is taken when it does not overshoot the target by more than half its size."""
@@ -307,6 +289,25 @@ def _select_exact(sizes: np.ndarray, target: int, cap: float, seed: str) -> tupl
     return np.concatenate(rows).astype(np.int64), np.concatenate(passes)
 
 
+@dataclass(frozen=True, eq=False)  # equality: as the JSON mapping (JsonResult)
+class TokenBlendResult(JsonResult):
+    """What an exact blend took: the fields of its `manifest.json` (counts are packed tokens)."""
+
+    stage: str
+    seed: str
+    target_tokens: int
+    taken_tokens: int
+    docs: int
+    token_count: str
+    boundary_tokens: int
+    tokenizer_sha256: str
+    ratios: dict
+    groups: dict
+    shortfall: dict
+    sources: list
+    licenses: list
+
+
 def blend_tokens(
     tokens_dirs: dict[str, str | Path],
     ratios: dict[str, float],
@@ -318,7 +319,7 @@ def blend_tokens(
     epoch_caps: dict[str, float] | None = None,
     on_shortfall: str = "record",
     stage: str = "",
-) -> dict:
+) -> TokenBlendResult:
     """Select documents from tokenized sources (source -> `tokens/<source>` directory) to reach
     `target_tokens` packed tokens (each document's tokens plus `boundary_tokens`: 2 for BOS + EOS, 1
     where BOS is EOS), split by `ratios` (sources or groups) as `blend` does, but on exact counts: each
@@ -452,7 +453,7 @@ def blend_tokens(
             ],
         }
         write_json(tmp / MANIFEST_FILE, manifest)
-    return manifest
+    return TokenBlendResult(**manifest)
 
 
 def _integer_targets(targets: dict[str, float], capacity: dict[str, int], total: int) -> dict[str, int]:

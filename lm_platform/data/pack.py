@@ -473,6 +473,28 @@ def load_split_mask(dataset_dir: str | Path, split: str) -> np.ndarray | None:
 # `tokens/<source>` (data/tokens.py) without tokenizing again.
 
 
+@dataclass(frozen=True, eq=False)  # equality: as the JSON mapping (JsonResult)
+class TokensPackResult(JsonResult):
+    """What packing from token shards wrote: the fields of the dataset's `index.json`."""
+
+    seq_len: int
+    row_len: int
+    dtype: str
+    vocab_size: int
+    bos_id: int | None
+    eos_id: int | None
+    pad_id: int
+    model_pad_id: int | None
+    boundary_tokens: int
+    val_fraction: float
+    shuffle_buffer: int
+    seed: int
+    loss_mask: bool
+    tokens: int
+    splits: dict
+    sources: dict
+
+
 def boundary_tokens(meta: TokenizerMeta) -> int:
     """Boundary tokens per packed document: 2 (BOS + EOS), or 1 where BOS is EOS (SmolLM2's
     `<|endoftext|>`): then each document is followed by that one token."""
@@ -487,17 +509,17 @@ def pack_tokens(
     seq_len: int,
     val_fraction: float = 0.05,
     rows_per_shard: int = 8192,
-    shuffle: bool = True,
+    shuffle_buffer: int = 10_000,
     seed: int = 0,
     loss_mask: bool = False,
     chunk_docs: int = 4096,
-) -> dict:
+) -> TokensPackResult:
     """Assemble the packed dataset of a blend's document list from the sources' token shards.
 
     Each document becomes BOS + ids + EOS (ids + EOS where BOS is EOS); documents go to train or val by
-    their id's hash bucket (computed at tokenization, so the same split as `is_val`); with `shuffle` the
-    whole document list is put in a seeded order first (exact, not a buffer: the list is a few integers
-    per document). Rows, shards, padding and `index.json` are as `pack_dataset` writes them, so
+    their id's hash bucket (computed at tokenization, so the same split as `is_val`); with `shuffle_buffer`
+    > 0 the whole document list is put in a seeded order first (any size shuffles everything: the list is
+    a few integers per document, so no buffer is needed; 0 keeps the blend's order). Rows, shards, padding and `index.json` are as `pack_dataset` writes them, so
     `load_split` reads either. Token shards are memory-mapped; memory is bounded by `chunk_docs`
     documents of ids plus the document list's columns."""
     import polars as pl
@@ -541,7 +563,7 @@ def pack_tokens(
     if table is not None and table["tokens"].null_count():
         raise ValueError(f"blend {blend_dir}: document rows beyond their source's tokens/docs.parquet")
     order = np.arange(n)
-    if shuffle and n:
+    if shuffle_buffer > 0 and n:
         order = np.random.default_rng(seed).permutation(n)
     shards: dict[tuple[int, int], np.ndarray] = {}
     masks: dict[tuple[int, int], np.ndarray | None] = {}
@@ -607,7 +629,7 @@ def pack_tokens(
             "model_pad_id": meta.model_pad_id,
             "boundary_tokens": boundary,
             "val_fraction": val_fraction,
-            "shuffle": shuffle,
+            "shuffle_buffer": shuffle_buffer,
             "seed": seed,
             "loss_mask": loss_mask,
             "tokens": sum(s["tokens"] for s in splits.values()),
@@ -615,4 +637,4 @@ def pack_tokens(
             "sources": dict(sorted(sources.items())),
         }
         write_json(tmp / INDEX_FILE, index)
-    return index
+    return TokensPackResult(**index)
