@@ -174,15 +174,14 @@ def test_extend_mode_through_the_tokenizer_asset(base_dir, tmp_path):
         "vocab_size": BASE_VOCAB + 1024,
         "extend_multiple": 128,
         "extend_min_frequency": 3,
-        "train_stage": "main",
     }
     recipe = parse_recipe(demo, base_dir=tmp_path)
     storage = LMStorage(root=str(tmp_path / "data"))
-    blend_dir = storage.layout(recipe.name).blend("main")
-    blend_dir.mkdir(parents=True)
-    with DocWriter(blend_dir / "data.parquet") as w:
+    layout = storage.layout(recipe.name)
+    layout.deduped("vi_news").parent.mkdir(parents=True)
+    # 'extend' samples the target language's deduplicated sources (vi_news), never the English one.
+    with DocWriter(layout.deduped("vi_news")) as w:
         w.write_all(make_doc(f"vi/{i}", t, "vi_news", "CC0-1.0", "vi") for i, t in enumerate(VI))
-        w.write_all(make_doc(f"en/{i}", t, "en_books", "CC0-1.0", "en") for i, t in enumerate(EN))
     result = dg.materialize([tokenizer_asset(recipe)], resources={"storage": storage})
     assert result.success
     mat = result.asset_materializations_for_node("tokenizer")[0]
@@ -192,3 +191,4 @@ def test_extend_mode_through_the_tokenizer_asset(base_dir, tmp_path):
     (check,) = result.get_asset_check_evaluations()
     assert check.check_name == "fertility_not_worse_than_base" and check.passed
     assert (storage.layout(recipe.name).tokenizer() / EEVE_FILE).exists()
+    assert list(mat.metadata["training_sample"].value) == ["vi_news"]

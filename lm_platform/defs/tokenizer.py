@@ -143,7 +143,7 @@ def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
             fertility=table(report.rows, report.columns),
             fertility_rows=dg.MetadataValue.json(list(report.rows)),
             fertility_measured_on=measured_on,
-            training_sample=[{"source": k, **v} for k, v in sampled.items()],
+            training_sample=dict(sampled),  # per source: documents and characters seen and taken
             path=layout.tokenizer(),
             data_version=content_version(layout.tokenizer()),
         )
