@@ -7,7 +7,7 @@ import dagster as dg
 from lm_platform.atomic import read_json, write_json
 from lm_platform.data.blend import MANIFEST_FILE
 from lm_platform.data.pack import TokensPackResult, pack_tokens
-from lm_platform.defs.metadata import CODE_VERSION, headline, materialize, table, versioned
+from lm_platform.defs.metadata import headline, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe, StageConfig
@@ -99,7 +99,8 @@ def checkpoint_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
         group_name="training",
         kinds={"pytorch", "huggingface"},
         pool="gpu",
-        code_version=CODE_VERSION,
+        # The data version comes from the trainer through Pipes (it reports what it wrote).
+        code_version=versioned(stage.init_from, train, recipe.model, recipe.generation),
         description=f"Stage '{stage.name}' trained by the trainer process (init: {stage.init_from}, "
         f"trainable: {train.trainable}, schedule: {train.schedule})",
         metadata=headline("steps", "tokens_seen", "initial_val_loss", "final_val_loss", "tokens_per_second"),
