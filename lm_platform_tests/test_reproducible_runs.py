@@ -1,7 +1,8 @@
 """The same recipe and inputs give byte-identical artifacts, however a run was interrupted.
 
-A trimmed demo recipe (a fraction of each source, no KenLM filter, short stages) is materialized through
-the CLI three times, each into fresh storage: once straight through; once killed (SIGKILL) while
+A trimmed demo recipe (a fraction of each source, no KenLM filter, short stages) is materialized (every
+asset, in one process: the in-process executor, in a child process the test can kill) three times, each
+into fresh storage: once straight through; once killed (SIGKILL) while
 `dataset/main` is being written, then run again on the same storage; once killed after the first step
 checkpoint of `checkpoint/main`, then run again (the trainer resumes from that step). The tokenizer, the
 blend document lists, the packed datasets and every stage's exported model must be byte-identical across
@@ -14,17 +15,26 @@ import hashlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from lm_platform_tests.conftest import DAGSTER, REPO, isolated_env, write_demo_variant
+from lm_platform_tests.conftest import REPO, isolated_env, write_demo_variant
 
 pytestmark = pytest.mark.slow
 
 STAGES = ("main", "anneal")
+MATERIALIZE_ALL = """
+import dagster as dg
+from lm_platform.definitions import defs
+job = defs.get_implicit_global_asset_job_def()
+with dg.DagsterInstance.get() as instance:
+    result = job.execute_in_process(instance=instance, raise_on_error=False)
+raise SystemExit(0 if result.success else 1)
+"""
 
 
 def _trim(mode: str):
@@ -65,7 +75,7 @@ def _materialize(env: dict[str, str], kill_when=None, timeout: float = 900) -> b
     """Materialize every asset; with `kill_when(lines)` (the run's output so far), SIGKILL the whole
     process group once it holds. Returns whether the run was killed."""
     proc = subprocess.Popen(
-        [DAGSTER, "asset", "materialize", "--select", "*", "-m", "lm_platform.definitions"],
+        [sys.executable, "-c", MATERIALIZE_ALL],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
