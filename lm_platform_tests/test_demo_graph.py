@@ -337,7 +337,9 @@ def test_packed_dataset_holds_every_blend_document_exactly_once(demo_run):
         assert all(t == index["pad_id"] for t in flat[len(flat) - pad :])
     chosen = pq.read_table(demo_run.base / "blend" / "main" / DOCLIST_FILE).to_pylist()
     texts = {
-        s: pq.read_table(demo_run.base / "deduped" / f"{s}.parquet", columns=["text"]).column("text").to_pylist()
+        s: pq.read_table(demo_run.base / "deduped" / f"{s}.parquet", columns=["text"])
+        .column("text")
+        .to_pylist()
         for s in {c["source"] for c in chosen}
     }
     docs = [texts[c["source"]][c["doc"]] for c in chosen]
