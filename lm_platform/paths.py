@@ -70,6 +70,10 @@ class Layout:
     def blend(self, stage: str) -> Path:
         return self.base / "blend" / stage
 
+    def tokens(self, source: str) -> Path:
+        """A source's documents tokenized once with the final tokenizer (data/tokens.py)."""
+        return self.base / "tokens" / source
+
     def tokenizer(self) -> Path:
         return self.base / "tokenizer"
 

@@ -100,6 +100,31 @@ def _demo_raw():
     return raw
 
 
+def test_removed_token_estimate_fails_at_load_naming_its_replacement():
+    for stage_edit in ({"token_estimate": "measured"}, {"blend": {"token_estimate": "recipe"}}):
+        raw = yaml.safe_load((BUNDLED_DIR / "demo.yaml").read_text())
+        stage = raw["stages"][0]
+        if "blend" in stage_edit:
+            stage.setdefault("blend", {}).update(stage_edit["blend"])
+        else:
+            stage.update(stage_edit)
+        with pytest.raises(RecipeError, match="'token_estimate' was removed: blends count exact tokens"):
+            parse_recipe(raw, BUNDLED_DIR)
+
+
+def test_removed_train_stage_and_pack_workers_fail_at_load_naming_their_replacement():
+    raw = yaml.safe_load((BUNDLED_DIR / "demo.yaml").read_text())
+    raw["tokenizer"]["train_stage"] = "main"
+    with pytest.raises(
+        RecipeError, match="'train_stage' was removed: the tokenizer trains on 'tokenizer.sample'"
+    ):
+        parse_recipe(raw, BUNDLED_DIR)
+    raw = yaml.safe_load((BUNDLED_DIR / "demo.yaml").read_text())
+    raw["stages"][0]["pack_workers"] = 2
+    with pytest.raises(RecipeError, match="'workers' was removed: .*'tokenizer.workers'"):
+        parse_recipe(raw, BUNDLED_DIR)
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -175,23 +200,3 @@ def test_dataset_card_lists_sources_licenses_filters_and_dedup(tmp_path):
         "licenses": [*m["licenses"], {"license": "CC-BY-NC-4.0", "docs": 1, "tokens": 5, "share": 0.0}],
     }
     assert "**Not allowed: CC-BY-NC-4.0**" in dataset_card(recipe, "main", bad)
-
-
-def test_exact_token_counts_from_an_earlier_dataset_replace_the_estimate(tmp_path):
-    from lm_platform.data.blend import measured_chars_per_token
-
-    inputs = {"a": source(tmp_path, "a", 50), "b": source(tmp_path, "b", 50)}
-    m = blend(inputs, {"a": 0.5, "b": 0.5}, 2000, tmp_path / "blend", seed=0)
-    r = rows(m)
-    assert r["a"]["taken_chars"] == 1000 and r["a"]["taken_docs"] == 10
-    assert measured_chars_per_token(tmp_path / "blend" / "manifest.json", tmp_path / "none.json") == {}
-    # The packed dataset found 250 tokens (+ BOS/EOS) for a's 1000 chars: 4 chars per token. b's row
-    # counts other documents (packed from another blend), so it is not trusted.
-    index = {"sources": {"a": {"docs": 10, "tokens": 250 + 20}, "b": {"docs": 7, "tokens": 500}}}
-    (tmp_path / "index.json").write_text(json.dumps(index))
-    measured = measured_chars_per_token(tmp_path / "blend" / "manifest.json", tmp_path / "index.json")
-    assert measured == {"a": 4.0}
-    # With the measured value, a's documents count as 25 tokens each: 40 of them fill its 1000 tokens.
-    inputs["a"] = (inputs["a"][0], measured["a"])
-    r = rows(blend(inputs, {"a": 0.5, "b": 0.5}, 2000, tmp_path / "blend2", seed=0))
-    assert r["a"]["taken_docs"] == 40 and r["a"]["chars_per_token"] == 4.0

@@ -6,9 +6,10 @@ import json
 import math
 
 import dagster as dg
+import pyarrow.parquet as pq
 import pytest
 
-from lm_platform.data.blend import BLEND_FILE
+from lm_platform.data.blend import DOCLIST_FILE
 from lm_platform.data.dedup import dedup_key
 from lm_platform.data.documents import doc_meta, iter_docs
 from lm_platform.data.pack import load_split
@@ -18,7 +19,11 @@ pytestmark = pytest.mark.slow
 SOURCES = ["vi_news", "ja_wiki", "en_books", "en_web"]
 STAGES = ["main", "anneal"]
 DEMO_KEYS = (
-    {f"{kind}/{s}" for kind in ("corpus", "curated", "exact_dedup", "minhash", "deduped") for s in SOURCES}
+    {
+        f"{kind}/{s}"
+        for kind in ("corpus", "curated", "exact_dedup", "minhash", "deduped", "tokens")
+        for s in SOURCES
+    }
     | {"near_duplicates"}
     | {f"blend/{s}" for s in STAGES}
     | {f"dataset/{s}" for s in STAGES}
@@ -60,7 +65,8 @@ def test_every_asset_materialized_with_counts_and_licenses(demo_run):
         "exact_dedup": {"docs_in", "docs_out", "exact_duplicates_removed", "cross_source_hits", "index_keys"},
         "minhash": {"docs", "shards", "shingles"},
         "near_duplicates": {"candidate_pairs", "clusters", "near_duplicates_removed"},
-        "blend": {"docs", "est_tokens", "sources", "licenses", "dataset_card", "shortfall_tokens"},
+        "blend": {"docs", "tokens", "sources", "licenses", "dataset_card", "shortfall_tokens"},
+        "tokens": {"docs", "tokens", "licenses", "languages", "tokens_per_license"},
         "tokenizer": {"vocab_size", "added_tokens", "fertility"},
         "dataset": {"tokens", "train_sequences", "val_sequences", "tokens_per_source"},
         "checkpoint": {"tokens_seen", "final_val_loss", "loss_curve", "tokens_per_second", "ran_on"},
@@ -201,19 +207,18 @@ def test_dedup_index_persists_and_blends_carry_a_dataset_card(demo_run):
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_blend_token_shares_follow_the_ratios(demo_run, demo_recipe, stage):
-    """Estimated shares (what the blend controls) within 1 point of the ratios; exact shares after
-    tokenization within 5 points: on a first run the blend estimates tokens from the recipe's
-    chars-per-token, and on the demo's small blends (about 35 documents per source in `anneal`) the
-    sample's real chars-per-token drifts by several percent from the recipe's value."""
-    ratios = demo_recipe.stage(stage).blend.mixture
+def test_blend_targets_are_met_exactly_on_the_first_run(demo_run, demo_recipe, stage):
+    """Each source's target within one of its documents, counting packed tokens (BOS/EOS included) as
+    index.json counts them; the dataset holds exactly what the blend counted."""
+    cfg = demo_recipe.stage(stage).blend
     manifest = json.loads((demo_run.base / "blend" / stage / "manifest.json").read_text())
-    for row in manifest["sources"]:
-        assert abs(row["share"] - ratios[row["source"]]) <= 0.01, row
     index = json.loads((demo_run.base / "dataset" / stage / "index.json").read_text())
-    assert set(index["sources"]) == set(ratios)
-    for source, counts in index["sources"].items():
-        assert abs(counts["tokens"] / index["tokens"] - ratios[source]) <= 0.05, (source, counts)
+    assert set(index["sources"]) == set(cfg.mixture) and manifest["shortfall"]["tokens"] == 0
+    assert sum(r["target_tokens"] for r in manifest["sources"]) == cfg.target_tokens
+    for row in manifest["sources"]:
+        assert abs(row["taken_tokens"] - row["target_tokens"]) <= row["max_doc_tokens"], row
+        assert index["sources"][row["source"]] == {"docs": row["taken_docs"], "tokens": row["taken_tokens"]}
+    assert abs(index["tokens"] - cfg.target_tokens) <= sum(r["max_doc_tokens"] for r in manifest["sources"])
     assert {row["license"] for row in manifest["licenses"]} <= set(demo_recipe.license_allowlist)
 
 
@@ -329,10 +334,18 @@ def test_packed_dataset_holds_every_blend_document_exactly_once(demo_run):
         pad = index["splits"][split]["padding"]
         stream.extend(flat[: len(flat) - pad] if pad else flat)
         assert all(t == index["pad_id"] for t in flat[len(flat) - pad :])
-    docs = list(iter_docs(demo_run.base / "blend" / "main" / BLEND_FILE))
-    expected_total = sum(len(tok.encode(d["text"], add_special_tokens=False)) + 2 for d in docs)
+    chosen = pq.read_table(demo_run.base / "blend" / "main" / DOCLIST_FILE).to_pylist()
+    texts = {
+        s: pq.read_table(demo_run.base / "deduped" / f"{s}.parquet", columns=["text"])
+        .column("text")
+        .to_pylist()
+        for s in {c["source"] for c in chosen}
+    }
+    docs = [texts[c["source"]][c["doc"]] for c in chosen]
+    boundary = index["boundary_tokens"]
+    expected_total = sum(len(tok.encode(t, add_special_tokens=False)) + boundary for t in docs)
     assert len(stream) == expected_total == index["tokens"]
-    assert stream.count(tok.bos_token_id) == len(docs) == stream.count(tok.eos_token_id)
+    assert stream.count(tok.eos_token_id) == len(docs)
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -174,15 +174,14 @@ def test_extend_mode_through_the_tokenizer_asset(base_dir, tmp_path):
         "vocab_size": BASE_VOCAB + 1024,
         "extend_multiple": 128,
         "extend_min_frequency": 3,
-        "train_stage": "main",
     }
     recipe = parse_recipe(demo, base_dir=tmp_path)
     storage = LMStorage(root=str(tmp_path / "data"))
-    blend_dir = storage.layout(recipe.name).blend("main")
-    blend_dir.mkdir(parents=True)
-    with DocWriter(blend_dir / "data.parquet") as w:
+    layout = storage.layout(recipe.name)
+    layout.deduped("vi_news").parent.mkdir(parents=True)
+    # 'extend' samples the target language's deduplicated sources (vi_news), never the English one.
+    with DocWriter(layout.deduped("vi_news")) as w:
         w.write_all(make_doc(f"vi/{i}", t, "vi_news", "CC0-1.0", "vi") for i, t in enumerate(VI))
-        w.write_all(make_doc(f"en/{i}", t, "en_books", "CC0-1.0", "en") for i, t in enumerate(EN))
     result = dg.materialize([tokenizer_asset(recipe)], resources={"storage": storage})
     assert result.success
     mat = result.asset_materializations_for_node("tokenizer")[0]
@@ -194,26 +193,4 @@ def test_extend_mode_through_the_tokenizer_asset(base_dir, tmp_path):
     assert all(c.passed for c in checks.values())
     assert checks["other_languages_unchanged"].metadata["checked"].value >= 9 * 20
     assert (storage.layout(recipe.name).tokenizer() / EEVE_FILE).exists()
-    sample = mat.metadata["training_sample"].value["blend/main"]
-    assert sample["docs_seen"] == sample["docs_taken"] == len(VI)  # only Vietnamese, under the cap
-
-
-def test_tokenizer_sample_caps_and_mixes_the_training_text(base_dir, tmp_path):
-    from lm_platform.defs.tokenizer import _training_text
-    from lm_platform.recipe.schema import TokenizerConfig
-
-    blend = tmp_path / "data.parquet"
-    with DocWriter(blend) as w:
-        w.write_all(make_doc(f"vi/{i}", t, "vi_news", "CC0-1.0", "vi") for i, t in enumerate(VI))
-        w.write_all(make_doc(f"w/{i}", t, "vi_wiki", "CC0-1.0", "vi") for i, t in enumerate(VI))
-        w.write_all(make_doc(f"en/{i}", t, "en_books", "CC0-1.0", "en") for i, t in enumerate(EN))
-    cfg = TokenizerConfig(
-        mode="extend",
-        base=str(base_dir),
-        language="vi",
-        sample={"max_chars": 4000, "seed": 1, "mixture": {"vi_news": 0.75, "vi_wiki": 0.25}},
-    )
-    s = _training_text(cfg, blend, "main")
-    assert set(s.sources) == {"vi_news", "vi_wiki"}
-    assert 2000 < s.sources["vi_news"]["chars_taken"] <= 3000 and s.sources["vi_wiki"]["chars_taken"] <= 1000
-    assert _training_text(cfg, blend, "main").texts == s.texts
+    assert list(mat.metadata["training_sample"].value) == ["vi_news"]

@@ -43,7 +43,8 @@ def test_two_recipe_workspace_has_distinct_keys(tmp_path):
         assert vi and ja and vi | ja == keys, "every key is under its recipe's prefix"
         # Dependencies stay inside their location: vi's dataset depends on vi's tokenizer.
         parents = {p.to_user_string() for p in graph.get(dg.AssetKey(["vi", "dataset", "main"])).parent_keys}
-        assert parents == {"vi/blend/main", "vi/tokenizer"}
+        assert {"vi/blend/main", "vi/tokenizer"} <= parents
+        assert {p for p in parents if not p.startswith("vi/tokens/")} == {"vi/blend/main", "vi/tokenizer"}
         # The CLI selections of the README, in both forms.
         from dagster._core.definitions.asset_selection import AssetSelection
 
@@ -63,8 +64,15 @@ def test_single_recipe_keys_are_unprefixed_and_tokenizer_plus_selects_its_childr
 
     graph = build_deployment_definitions(demo_recipe, Profile(), prefix=[]).get_repository_def().asset_graph
     picked = {k.to_user_string() for k in AssetSelection.from_string("tokenizer+").resolve(graph)}
-    # Its children: the datasets, and the checkpoints (which read the tokenizer for samples).
-    assert picked == {"tokenizer", "dataset/main", "dataset/anneal", "checkpoint/main", "checkpoint/anneal"}
+    # Its children: each source's tokens, the blends (exact counts), the datasets, and the checkpoints
+    # (which read the tokenizer for samples).
+    assert picked == {
+        "tokenizer",
+        "dataset/main",
+        "dataset/anneal",
+        "checkpoint/main",
+        "checkpoint/anneal",
+    } | {f"tokens/{s.name}" for s in demo_recipe.sources} | {"blend/main", "blend/anneal"}
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

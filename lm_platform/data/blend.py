@@ -1,7 +1,10 @@
 """Blend sources into one training stage's document set by token share.
 
-Tokens are estimated from characters (chars per token of the source's language from the recipe, or
-measured on an earlier `dataset/<stage>` when the caller passes it). Ratios may name groups of sources;
+`blend_tokens` (what the graph runs) counts exact tokens: each source was tokenized once with the final
+tokenizer (`data/tokens.py`), and a document costs its ids plus its boundary tokens, as packing writes
+them; each source's target is met within one document, and the output is a document list (source, row,
+pass), not text. `blend` is the earlier path over text, kept as the benchmark's peer (benchmarks/blend.py):
+tokens are estimated from characters (chars per token given per source). Ratios may name groups of sources;
 a group's share is split among its members in proportion to their available tokens. When a source
 cannot fill its share, it gives all it has (up to its epoch cap when upsampling) and the shortfall is
 shared among the other sources in proportion to their ratios. When all sources together cannot meet
@@ -12,11 +15,13 @@ and deterministic: the same inputs and seed give the same documents in the same 
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 
 from lm_platform.atomic import atomic_dir, write_json
 from lm_platform.data.documents import DocWriter, iter_docs
@@ -217,26 +222,6 @@ def blend(
     return BlendResult(**manifest)
 
 
-def measured_chars_per_token(manifest_path: str | Path, index_path: str | Path) -> dict[str, float]:
-    """Chars per token per source measured by an earlier run: the characters a blend took (its
-    manifest) over the exact tokens the packed dataset holds for them (its index, without BOS/EOS).
-    Empty when either file is missing or predates these fields."""
-    manifest_path, index_path = Path(manifest_path), Path(index_path)
-    if not (manifest_path.exists() and index_path.exists()):
-        return {}
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    index = json.loads(index_path.read_text(encoding="utf-8"))
-    out: dict[str, float] = {}
-    for row in manifest.get("sources", []):
-        counts = index.get("sources", {}).get(row["source"])
-        if not counts or not row.get("taken_chars") or counts.get("docs") != row.get("taken_docs"):
-            continue  # the dataset was packed from another blend: do not trust the pairing
-        tokens = counts["tokens"] - 2 * counts["docs"]
-        if tokens > 0:
-            out[row["source"]] = row["taken_chars"] / tokens
-    return out
-
-
 def _select(est: list[float], acc: SourceShare, cap: float, seed: str) -> dict[int, int]:
     """Document index -> times used: seeded passes over the source until its target is met; a
     document is taken when it does not overshoot the target by more than half its size."""
@@ -261,3 +246,233 @@ def _select(est: list[float], acc: SourceShare, cap: float, seed: str) -> dict[i
 
 def _rounded(d: dict) -> dict:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Exact blends: documents chosen by their token counts in `tokens/<source>` (see data/tokens.py).
+
+DOCLIST_FILE = "documents.parquet"
+
+
+def _rng(seed: str) -> np.random.Generator:
+    return np.random.default_rng(
+        int.from_bytes(hashlib.blake2b(seed.encode(), digest_size=8).digest(), "big")
+    )
+
+
+def _select_exact(sizes: np.ndarray, target: int, cap: float, seed: str) -> tuple[np.ndarray, np.ndarray]:
+    """(document rows, pass numbers) meeting `target` packed tokens within one document: whole seeded
+    passes while a full pass fits (never more than `cap` of the source), then the prefix of one more
+    seeded order whose total is nearest the rest."""
+    available = int(sizes.sum())
+    if target <= 0 or available == 0 or len(sizes) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
+    rows, passes = [], []
+    full = min(target // available, max(1, math.ceil(cap)) - 1 if cap > 1 else 0)
+    for p in range(int(full)):
+        order = _rng(seed if p == 0 else f"{seed}:pass{p}").permutation(len(sizes))
+        rows.append(order)
+        passes.append(np.full(len(order), p, dtype=np.int32))
+    rest = target - full * available
+    p = int(full)
+    if rest > 0 and p < max(1, math.ceil(cap)):
+        order = _rng(seed if p == 0 else f"{seed}:pass{p}").permutation(len(sizes))
+        limit = available if cap >= p + 1 else math.floor((cap - p) * available)
+        cum = np.cumsum(sizes[order])
+        k = int(np.searchsorted(cum, rest, side="right"))  # cum[k-1] <= rest < cum[k]
+        if k < len(cum) and cum[k] <= limit and cum[k] - rest < rest - (cum[k - 1] if k else 0):
+            k += 1  # the next document lands nearer the target than stopping short
+        rows.append(order[:k])
+        passes.append(np.full(k, p, dtype=np.int32))
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
+    return np.concatenate(rows).astype(np.int64), np.concatenate(passes)
+
+
+@dataclass(frozen=True, eq=False)  # equality: as the JSON mapping (JsonResult)
+class TokenBlendResult(JsonResult):
+    """What an exact blend took: the fields of its `manifest.json` (counts are packed tokens)."""
+
+    stage: str
+    seed: str
+    target_tokens: int
+    taken_tokens: int
+    docs: int
+    token_count: str
+    boundary_tokens: int
+    tokenizer_sha256: str
+    ratios: dict
+    groups: dict
+    shortfall: dict
+    sources: list
+    licenses: list
+
+
+def blend_tokens(
+    tokens_dirs: dict[str, str | Path],
+    ratios: dict[str, float],
+    target_tokens: int,
+    out_dir: str | Path,
+    seed: int | str = 0,
+    boundary_tokens: int = 2,
+    groups: dict[str, tuple[str, ...]] | None = None,
+    epoch_caps: dict[str, float] | None = None,
+    on_shortfall: str = "record",
+    stage: str = "",
+) -> TokenBlendResult:
+    """Select documents from tokenized sources (source -> `tokens/<source>` directory) to reach
+    `target_tokens` packed tokens (each document's tokens plus `boundary_tokens`: 2 for BOS + EOS, 1
+    where BOS is EOS), split by `ratios` (sources or groups) as `blend` does, but on exact counts: each
+    source's target is met within one document. Writes `documents.parquet` (source, doc, pass, tokens:
+    a document list, no text) and `manifest.json` into `out_dir`. Memory: a few integers per document
+    (Polars reads only the count and license columns of each `docs.parquet`)."""
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lm_platform.data.tokens import DOCS_FILE, read_summary
+
+    groups = groups or {}
+    epoch_caps = epoch_caps or {}
+    sources = [m for k in ratios for m in groups.get(k, (k,))]
+    tokenizer = {read_summary(tokens_dirs[s])["tokenizer_sha256"] for s in sources}
+    if len(tokenizer) > 1:
+        raise ValueError(
+            f"stage '{stage}': its sources were tokenized with different tokenizers; rematerialize tokens/"
+        )
+    sizes: dict[str, np.ndarray] = {}
+    for s in sources:
+        col = pl.scan_parquet(Path(tokens_dirs[s]) / DOCS_FILE).select("tokens").collect()["tokens"]
+        sizes[s] = col.to_numpy().astype(np.int64) + boundary_tokens
+    available = {s: float(sizes[s].sum()) for s in sources}
+    per_source, member_of = expand_groups(ratios, groups, available)
+    caps = {s: float(epoch_caps.get(s, 1.0)) for s in sources}
+    capacity = {s: math.floor(available[s] * caps[s]) for s in sources}
+    targets_f = _allocate_positive(per_source, {s: float(c) for s, c in capacity.items()}, target_tokens)
+    targets = _integer_targets(targets_f, capacity, target_tokens)
+    shortfall = max(0, target_tokens - sum(capacity.values()))
+    if shortfall > 0 and on_shortfall == "error":
+        raise BlendShortfall(
+            f"stage '{stage}': the sources hold {sum(capacity.values()):,} tokens within their epoch caps "
+            f"({', '.join(f'{s} {capacity[s]:,}' for s in sources)}), the target is {target_tokens:,}; "
+            "lower target_tokens, add data, or set upsample/max_epochs"
+        )
+    rows_out = []
+    shares: dict[str, dict] = {}
+    license_tables = []
+    for s in sources:
+        rows, passes = _select_exact(sizes[s], targets[s], caps[s], f"{seed}:{s}")
+        taken = sizes[s][rows]
+        rows_out.append(
+            pa.table(
+                {
+                    "source": pa.array([s] * len(rows), pa.string()),
+                    "doc": pa.array(rows, pa.int64()),
+                    "pass": pa.array(passes, pa.int32()),
+                    "tokens": pa.array(taken, pa.int64()),
+                }
+            )
+        )
+        chosen = pl.DataFrame({"row": rows, "tokens": taken})
+        lic = (
+            pl.scan_parquet(Path(tokens_dirs[s]) / DOCS_FILE)
+            .select("license", "chars")
+            .with_row_index("row")
+            .with_columns(pl.col("row").cast(pl.Int64))
+            .join(chosen.lazy(), on="row", how="inner")
+            .group_by("license")
+            .agg(pl.len().alias("docs"), pl.col("tokens").sum(), pl.col("chars").sum())
+            .collect()
+        )
+        license_tables.append(lic)
+        taken_tokens = int(taken.sum())
+        taken_chars = int(lic["chars"].sum() or 0)
+        shares[s] = {
+            "source": s,
+            "group": member_of.get(s),
+            "ratio": per_source[s],
+            "target_tokens": int(targets[s]),
+            "available_tokens": int(available[s]),
+            "available_docs": len(sizes[s]),
+            "epoch_cap": caps[s],
+            "capacity_tokens": int(capacity[s]),
+            "taken_tokens": taken_tokens,
+            "taken_docs": len(rows),
+            "repeated_docs": int((passes > 0).sum()),
+            "max_doc_tokens": int(sizes[s].max()) if len(sizes[s]) else 0,
+            "taken_chars": taken_chars,
+            "chars_per_token": taken_chars / taken_tokens if taken_tokens else 0.0,
+            "epochs": taken_tokens / available[s] if available[s] else 0.0,
+            "exhausted": per_source[s] > 0 and targets[s] >= capacity[s],
+        }
+    total = sum(r["taken_tokens"] for r in shares.values())
+    for r in shares.values():
+        r["share"] = r["taken_tokens"] / total if total else 0.0
+    licenses = (
+        pl.concat(license_tables)
+        .group_by("license")
+        .agg(pl.col("docs").sum(), pl.col("tokens").sum())
+        .sort("license")
+        if license_tables
+        else pl.DataFrame({"license": [], "docs": [], "tokens": []})
+    )
+    with atomic_dir(out_dir) as tmp:
+        doclist = (
+            pa.concat_tables(rows_out)
+            if rows_out
+            else pa.table({"source": [], "doc": [], "pass": [], "tokens": []})
+        )
+        pq.write_table(doclist, tmp / DOCLIST_FILE, compression="zstd")
+        manifest = {
+            "stage": stage,
+            "seed": str(seed),
+            "target_tokens": target_tokens,
+            "taken_tokens": total,
+            "docs": doclist.num_rows,
+            "token_count": "exact: the final tokenizer's ids per document (tokens/<source>) plus "
+            f"{boundary_tokens} boundary token{'s' if boundary_tokens != 1 else ''} per document, as the dataset packs them",
+            "boundary_tokens": boundary_tokens,
+            "tokenizer_sha256": next(iter(tokenizer), ""),
+            "ratios": dict(ratios),
+            "groups": {g: list(m) for g, m in groups.items()},
+            "shortfall": {
+                "tokens": shortfall,
+                "fraction": shortfall / target_tokens if target_tokens else 0.0,
+                "met": shortfall == 0,
+                "note": "the sources cannot meet the target within their epoch caps" if shortfall else "",
+            },
+            "sources": [_rounded(r) for r in shares.values()],
+            "licenses": [
+                {
+                    "license": r["license"],
+                    "docs": r["docs"],
+                    "tokens": r["tokens"],
+                    "share": r["tokens"] / total if total else 0.0,
+                }
+                for r in licenses.iter_rows(named=True)
+            ],
+        }
+        write_json(tmp / MANIFEST_FILE, manifest)
+    return TokenBlendResult(**manifest)
+
+
+def _integer_targets(targets: dict[str, float], capacity: dict[str, int], total: int) -> dict[str, int]:
+    """Whole-token targets summing to min(total, capacity): floors, then the remaining tokens one each to
+    the largest fractional parts (ties in source order), never above a source's capacity."""
+    out = {s: min(capacity[s], math.floor(t)) for s, t in targets.items()}
+    want = min(total, sum(capacity.values()))
+    order = sorted(targets, key=lambda s: -(targets[s] - math.floor(targets[s])))
+    i = 0
+    while sum(out.values()) < want and i < 10 * len(order) + 10:
+        s = order[i % len(order)]
+        if out[s] < capacity[s]:
+            out[s] += 1
+        i += 1
+    return out
+
+
+def read_document_list(blend_dir: str | Path):
+    """The blend's document list as a PyArrow table (source, doc, pass, tokens)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(Path(blend_dir) / DOCLIST_FILE)

@@ -36,8 +36,17 @@ def dataset_card(recipe: Recipe, stage: str, manifest: dict, dedup: dict[str, di
         "## Summary",
         "",
         f"- documents: {manifest['docs']:,}",
-        f"- tokens (estimated): {manifest['taken_tokens']:,} of a target of {manifest['target_tokens']:,}",
-        f"- token estimate: {manifest['token_estimate']}",
+        *(
+            [
+                f"- tokens (exact, packed): {manifest['taken_tokens']:,} of a target of {manifest['target_tokens']:,}",
+                f"- token count: {manifest['token_count']}",
+            ]
+            if "token_count" in manifest
+            else [
+                f"- tokens (estimated): {manifest['taken_tokens']:,} of a target of {manifest['target_tokens']:,}",
+                f"- token estimate: {manifest['token_estimate']}",
+            ]
+        ),
         f"- seed: `{manifest.get('seed', '')}`; upsampling: {'on' if cfg.blend.upsample else 'off'}",
     ]
     short = manifest.get("shortfall") or {}
@@ -66,6 +75,7 @@ def dataset_card(recipe: Recipe, stage: str, manifest: dict, dedup: dict[str, di
             "taken_docs",
             "share",
             "epochs",
+            "chars_per_token",
             "origin",
         ],
     )

@@ -491,3 +491,175 @@ class SplitReader:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Packing from token shards: a blend's document list (data/blend.py `blend_tokens`) assembled from
+# `tokens/<source>` (data/tokens.py) without tokenizing again.
+
+
+@dataclass(frozen=True, eq=False)  # equality: as the JSON mapping (JsonResult)
+class TokensPackResult(JsonResult):
+    """What packing from token shards wrote: the fields of the dataset's `index.json`."""
+
+    seq_len: int
+    row_len: int
+    dtype: str
+    vocab_size: int
+    bos_id: int | None
+    eos_id: int | None
+    pad_id: int
+    model_pad_id: int | None
+    boundary_tokens: int
+    val_fraction: float
+    shuffle_buffer: int
+    seed: int
+    loss_mask: bool
+    tokens: int
+    splits: dict
+    sources: dict
+
+
+def boundary_tokens(meta: TokenizerMeta) -> int:
+    """Boundary tokens per packed document: 2 (BOS + EOS), or 1 where BOS is EOS (SmolLM2's
+    `<|endoftext|>`): then each document is followed by that one token."""
+    return 1 if meta.bos_id == meta.eos_id else 2
+
+
+def pack_tokens(
+    blend_dir: str | Path,
+    tokens_dirs: dict[str, str | Path],
+    tokenizer_dir: str | Path,
+    out_dir: str | Path,
+    seq_len: int,
+    val_fraction: float = 0.05,
+    rows_per_shard: int = 8192,
+    shuffle_buffer: int = 10_000,
+    seed: int = 0,
+    loss_mask: bool = False,
+    chunk_docs: int = 4096,
+) -> TokensPackResult:
+    """Assemble the packed dataset of a blend's document list from the sources' token shards.
+
+    Each document becomes BOS + ids + EOS (ids + EOS where BOS is EOS); documents go to train or val by
+    their id's hash bucket (computed at tokenization, so the same split as `is_val`); with `shuffle_buffer`
+    > 0 the whole document list is put in a seeded order first (any size shuffles everything: the list is
+    a few integers per document, so no buffer is needed; 0 keeps the blend's order). Rows, shards, padding and `index.json` are as `pack_dataset` writes them, so
+    `load_split` reads either. Token shards are memory-mapped; memory is bounded by `chunk_docs`
+    documents of ids plus the document list's columns."""
+    import polars as pl
+
+    from lm_platform.data.blend import read_document_list
+    from lm_platform.data.tokens import BUCKETS, DOCS_FILE, check_tokenizer, mask_file, tokens_file
+
+    tokenizer_dir = Path(tokenizer_dir)
+    meta = tokenizer_meta(tokenizer_dir)
+    dtype = token_dtype(meta.vocab_size)
+    boundary = boundary_tokens(meta)
+    doclist = read_document_list(blend_dir)
+    names = sorted(set(doclist.column("source").to_pylist())) if doclist.num_rows else []
+    for s in names:
+        if s not in tokens_dirs:
+            raise ValueError(f"blend {blend_dir} names source '{s}', which has no tokens/ directory here")
+        check_tokenizer(tokens_dirs[s], tokenizer_dir)
+    # One columnar table for the whole list: source code, part, offset, tokens, masked, val.
+    frames = []
+    for code, s in enumerate(names):
+        docs = (
+            pl.scan_parquet(Path(tokens_dirs[s]) / DOCS_FILE)
+            .select("part", "offset", "tokens", "masked", "bucket")
+            .with_row_index("doc")
+            .with_columns(pl.col("doc").cast(pl.Int64))
+        )
+        chosen = (
+            pl.from_arrow(doclist.select(["source", "doc"]))
+            .with_row_index("pos")
+            .filter(pl.col("source") == s)
+            .drop("source")
+        )
+        frames.append(
+            chosen.lazy()
+            .join(docs, on="doc", how="left")
+            .with_columns(pl.lit(code, dtype=pl.Int32).alias("src"))
+            .collect()
+        )
+    table = pl.concat(frames).sort("pos") if frames else None
+    n = 0 if table is None else table.height
+    if table is not None and table["tokens"].null_count():
+        raise ValueError(f"blend {blend_dir}: document rows beyond their source's tokens/docs.parquet")
+    order = np.arange(n)
+    if shuffle_buffer > 0 and n:
+        order = np.random.default_rng(seed).permutation(n)
+    shards: dict[tuple[int, int], np.ndarray] = {}
+    masks: dict[tuple[int, int], np.ndarray | None] = {}
+
+    def shard(src: int, part: int) -> tuple[np.ndarray, np.ndarray | None]:
+        key = (src, part)
+        if key not in shards:
+            base = Path(tokens_dirs[names[src]])
+            shards[key] = np.load(base / tokens_file(part), mmap_mode="r")
+            m = base / mask_file(part)
+            masks[key] = np.load(m, mmap_mode="r") if loss_mask and m.exists() else None
+        return shards[key], masks[key]
+
+    head = np.asarray([meta.bos_id], dtype=dtype)
+    tail = np.asarray([meta.eos_id], dtype=dtype)
+    with atomic_dir(out_dir) as tmp:
+        writers = {
+            s: _SplitWriter(tmp, s, seq_len + 1, rows_per_shard, dtype, meta.pad_id, loss_mask)
+            for s in SPLITS
+        }
+        sources: dict[str, dict[str, int]] = {}
+        if n:
+            cols = {c: table[c].to_numpy() for c in ("src", "part", "offset", "tokens", "masked", "bucket")}
+            val = cols["bucket"] < val_fraction * BUCKETS
+            for start in range(0, n, chunk_docs):
+                for i in order[start : start + chunk_docs]:
+                    src, part = int(cols["src"][i]), int(cols["part"][i])
+                    off, length = int(cols["offset"][i]), int(cols["tokens"][i])
+                    ids, mask = shard(src, part)
+                    body = np.asarray(ids[off : off + length], dtype=dtype)
+                    seq = np.concatenate([head, body, tail] if boundary == 2 else [body, tail])
+                    doc_mask = None
+                    if loss_mask:
+                        inner = (
+                            np.asarray(mask[off : off + length], dtype=np.uint8)
+                            if mask is not None and cols["masked"][i]
+                            else np.ones(length, dtype=np.uint8)
+                        )
+                        first = (
+                            [np.asarray([0 if cols["masked"][i] else 1], dtype=np.uint8)]
+                            if boundary == 2
+                            else []
+                        )
+                        doc_mask = np.concatenate([*first, inner, np.ones(1, dtype=np.uint8)])
+                    name = names[src]
+                    writers["val" if val[i] else "train"].add(seq, name, doc_mask)
+                    acc = sources.setdefault(name, {"docs": 0, "tokens": 0})
+                    acc["docs"] += 1
+                    acc["tokens"] += len(seq)
+        splits = {}
+        for s in SPLITS:
+            res = writers[s].close()
+            res["sources"] = dict(sorted(res["sources"].items()))
+            splits[s] = res
+        index = {
+            "seq_len": seq_len,
+            "row_len": seq_len + 1,
+            "dtype": dtype.name,
+            "vocab_size": meta.vocab_size,
+            "bos_id": meta.bos_id,
+            "eos_id": meta.eos_id,
+            "pad_id": meta.pad_id,
+            "model_pad_id": meta.model_pad_id,
+            "boundary_tokens": boundary,
+            "val_fraction": val_fraction,
+            "shuffle_buffer": shuffle_buffer,
+            "seed": seed,
+            "loss_mask": loss_mask,
+            "tokens": sum(s["tokens"] for s in splits.values()),
+            "splits": splits,
+            "sources": dict(sorted(sources.items())),
+        }
+        write_json(tmp / INDEX_FILE, index)
+    return TokensPackResult(**index)

@@ -5,9 +5,10 @@ import dagster as dg
 from lm_platform.atomic import write_json
 from lm_platform.data.documents import DocWriter
 from lm_platform.data.readers import ReadStats, read_source
-from lm_platform.defs.metadata import CODE_VERSION, headline, materialize
+from lm_platform.defs.metadata import headline, materialize, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.recipe.schema import Recipe, SourceConfig
+from lm_platform.versions import content_version
 
 
 def corpus_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
@@ -17,7 +18,7 @@ def corpus_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
         key=["corpus", src.name],
         group_name="corpus",
         kinds={"python", "parquet"},
-        code_version=CODE_VERSION,
+        code_version=versioned(src, cpt),
         description=f"Raw documents of source '{src.name}' ({src.language}, {src.license}) from {src.location}",
         metadata={
             "license": src.license,
@@ -57,6 +58,7 @@ def corpus_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
             quarantined_by_reason=by_reason,
             quarantine=quarantine,
             path=path,
+            data_version=content_version(path, quarantine),
         )
 
     return _corpus

@@ -4,10 +4,11 @@ redacted (group `curation`), with the keep-rate check."""
 import dagster as dg
 
 from lm_platform.data.curate import CurationResult, build_reference_lm, curate, merge_results
-from lm_platform.defs.metadata import CODE_VERSION, headline, licenses_table, materialize, table
+from lm_platform.defs.metadata import headline, licenses_table, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe, SourceConfig
+from lm_platform.versions import content_version
 
 FUNNEL_COLUMNS = ["step", "docs in", "docs out", "chars in", "chars out", "seconds"]
 
@@ -23,7 +24,7 @@ def reference_lm_asset(recipe: Recipe, lang: str) -> dg.AssetsDefinition:
         deps=[dg.AssetKey(["corpus", src.name])],
         group_name="curation",
         kinds={"kenlm", "sentencepiece"},
-        code_version=CODE_VERSION,
+        code_version=versioned(lang, lang_cfg, recipe.seed),
         description=f"KenLM {cfg.order}-gram model of '{lang}' trained on '{src.name}' (after the language's "
         "other filters), the text pre-tokenised by a SentencePiece model trained with it; the "
         "perplexity filter of the language's curated sources scores with it",
@@ -35,7 +36,7 @@ def reference_lm_asset(recipe: Recipe, lang: str) -> dg.AssetsDefinition:
         res = build_reference_lm(
             layout.corpus(src.name), out, lang, lang_cfg, seed=recipe.seed, log=context.log.info
         )
-        return materialize(res, source=src.name, path=out)
+        return materialize(res, source=src.name, path=out, data_version=content_version(out))
 
     return _reference_lm
 
@@ -71,7 +72,7 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
         deps=deps,
         group_name="curation",
         kinds={"python", "parquet"},
-        code_version=CODE_VERSION,
+        code_version=versioned(src, lang_cfg),
         partitions_def=dg.StaticPartitionsDefinition(shard_keys) if sharded else None,
         backfill_policy=dg.BackfillPolicy.single_run() if sharded else None,
         description=f"'{src.name}' normalised ({lang_cfg.unicode_form}) and filtered "
@@ -101,6 +102,7 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
             excluded_samples=excluded,
             licenses=licenses_table(res.licenses),
             path=out_path,
+            data_version=content_version(out_path),
             **(
                 {"perplexity_band": dg.MetadataValue.json(res.perplexity_bands)}
                 if res.perplexity_bands

@@ -15,9 +15,10 @@ from lm_platform.data.dedup import (
     near_dup_clusters,
     recipe_ranks,
 )
-from lm_platform.defs.metadata import CODE_VERSION, headline, licenses_table, materialize, table
+from lm_platform.defs.metadata import headline, licenses_table, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.recipe.schema import Recipe, SourceConfig
+from lm_platform.versions import content_version
 
 GROUP = "dedup"
 
@@ -44,7 +45,7 @@ def exact_dedup_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
         deps=[dg.AssetKey(["curated", src.name])] + [dg.AssetKey(["exact_dedup", s.name]) for s in winners],
         group_name=GROUP,
         kinds={"python", "sqlite", "parquet"},
-        code_version=CODE_VERSION,
+        code_version=versioned(src.name, src.priority, [(w.name, w.priority) for w in winners], cfg),
         description=f"'{src.name}' without exact duplicates: checked against the persistent {cfg.index} index "
         f"of everything kept before, where {[s.name for s in winners] or 'no other source'} win",
         metadata=headline("docs_in", "docs_out", "exact_duplicates_removed", "cross_source_removed"),
@@ -59,7 +60,7 @@ def exact_dedup_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
             cfg,
             ranks=recipe_ranks(recipe),
         )
-        return materialize(res)
+        return materialize(res, data_version=content_version(layout.dedup_dir() / "exact" / src.name))
 
     return _exact
 
@@ -73,7 +74,7 @@ def minhash_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
         deps=[dg.AssetKey(["exact_dedup", src.name])],
         group_name=GROUP,
         kinds={"python", "numpy"},
-        code_version=CODE_VERSION,
+        code_version=versioned(src.language, cfg),
         description=f"MinHash signatures ({cfg.bands} bands x {cfg.rows} rows) of '{src.name}', per shard",
         metadata=headline("docs", "shards"),
     )
@@ -87,6 +88,7 @@ def minhash_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
             shingles=f"{res.shingle} {res.ngram}-grams",
             permutations=cfg.num_perm,
             path=out,
+            data_version=content_version(out),
         )
 
     return _minhash
@@ -102,7 +104,7 @@ def near_duplicates_asset(recipe: Recipe) -> dg.AssetsDefinition:
         deps=[dg.AssetKey(["minhash", s.name]) for s in recipe.sources],
         group_name=GROUP,
         kinds={"python", "parquet"},
-        code_version=CODE_VERSION,
+        code_version=versioned(cfg, [s.name for s in order]),
         description=f"Near-duplicate clusters across all sources (MinHash LSH, threshold {cfg.threshold}); "
         f"one document kept per cluster, by priority: {[s.name for s in order]}",
         metadata=headline("docs", "clusters", "near_duplicates_removed"),
@@ -122,6 +124,7 @@ def near_duplicates_asset(recipe: Recipe) -> dg.AssetsDefinition:
             near_duplicates_removed=stats.removed,
             per_source=table(per_source, ["source", "removed", "kept_by"]),
             path=base / "near",
+            data_version=content_version(base / "near"),
         )
 
     return _near
@@ -137,7 +140,7 @@ def deduped_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
         deps=deps,
         group_name=GROUP,
         kinds={"python", "parquet"},
-        code_version=CODE_VERSION,
+        code_version=versioned(src.name, src.language, near, recipe.decontamination, recipe.evaluations, cpt),
         description=f"'{src.name}' without exact duplicates"
         + (", near duplicates" if near else "")
         + (" and evaluation leaks" if recipe.decontamination is not None else ""),
@@ -155,7 +158,12 @@ def deduped_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
         )
         if res.contaminated_removed:
             context.log.warning(f"{src.name}: {res.contaminated_removed} documents leak evaluation sets")
-        return materialize(res, est_tokens=round(res.chars_out / cpt), licenses=licenses_table(res.licenses))
+        return materialize(
+            res,
+            est_tokens=round(res.chars_out / cpt),
+            licenses=licenses_table(res.licenses),
+            data_version=content_version(layout.deduped(src.name)),
+        )
 
     return _deduped
 

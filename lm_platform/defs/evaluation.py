@@ -5,9 +5,10 @@ import json
 import dagster as dg
 
 from lm_platform.atomic import write_json
-from lm_platform.defs.metadata import CODE_VERSION, headline, materialize, table
+from lm_platform.defs.metadata import headline, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.recipe.schema import EvalConfig, Recipe
+from lm_platform.versions import content_version
 
 
 def _previous_score(context: dg.AssetExecutionContext, key: dg.AssetKey):
@@ -27,7 +28,7 @@ def eval_asset(recipe: Recipe, ev: EvalConfig) -> dg.AssetsDefinition:
         deps=[dg.AssetKey(["checkpoint", stage.name])],
         group_name="evaluation",
         kinds={"pytorch"},
-        code_version=CODE_VERSION,
+        code_version=versioned(ev, stage.name),
         description=f"{ev.kind} of checkpoint/{stage.name} on {ev.location}",
         metadata=headline("score", "n", "stderr"),
     )
@@ -49,6 +50,7 @@ def eval_asset(recipe: Recipe, ev: EvalConfig) -> dg.AssetsDefinition:
             per_language=table(per_lang, ["lang", "score", "stderr", "n", "tokens"]),
             checkpoint=dg.MetadataValue.path(result["checkpoint"]),
             result=dg.MetadataValue.json(json.loads(json.dumps(result))),
+            data_version=content_version(layout.eval(ev.name)),
         )
 
     return _eval

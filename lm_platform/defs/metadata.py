@@ -17,6 +17,8 @@ from typing import Any
 
 import dagster as dg
 
+from lm_platform.versions import code_version
+
 CODE_VERSION = "1"
 HEADLINE_KEY = "lm_platform/headline"
 
@@ -86,6 +88,21 @@ def to_metadata(*results: Any, **extra: Any) -> dict[str, Any]:
     return {k: value(v) for k, v in merged.items()}
 
 
-def materialize(*results: Any, checks: list[dg.AssetCheckResult] | None = None, **extra: Any):
-    """The `MaterializeResult` of an asset: `to_metadata(*results, **extra)` and its check results."""
-    return dg.MaterializeResult(metadata=to_metadata(*results, **extra), check_results=checks or [])
+def materialize(
+    *results: Any,
+    checks: list[dg.AssetCheckResult] | None = None,
+    data_version: str | None = None,
+    **extra: Any,
+):
+    """The `MaterializeResult` of an asset: `to_metadata(*results, **extra)`, its check results and, when
+    given, the data version of what it wrote (`lm_platform.versions.content_version`)."""
+    return dg.MaterializeResult(
+        metadata=to_metadata(*results, **extra),
+        check_results=checks or [],
+        data_version=dg.DataVersion(data_version) if data_version else None,
+    )
+
+
+def versioned(*recipe_slices: Any) -> str:
+    """An asset's `code_version`: the code's version and the recipe slice its factory reads, hashed."""
+    return code_version(CODE_VERSION, *recipe_slices)

@@ -1,51 +1,47 @@
-"""Tokenizer: trained (SentencePiece) or extended from a base (EEVE) on a seeded, capped sample of a
-stage's blend (`tokenizer.sample`), with its fertility measured against the base and checked, and for
-an extension the invariant (other languages unchanged) checked on the probe set (group `tokenizer`)."""
+"""Tokenizer: trained (SentencePiece) or extended from a base (EEVE) on a seeded, capped sample of the
+deduplicated sources (`tokenizer.sample`), with its fertility measured against the base and checked,
+and for an extension the invariant (other languages unchanged) checked on the probe set; and
+`tokens/<source>`, each source's documents tokenized once with it (group `tokenizer`)."""
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
 
-from lm_platform.data.blend import BLEND_FILE
-from lm_platform.data.documents import iter_docs
-from lm_platform.defs.metadata import CODE_VERSION, headline, materialize, table
+from lm_platform.data.tokens import tokenize_source
+from lm_platform.defs.metadata import headline, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
-from lm_platform.recipe.schema import Recipe, TokenizerConfig
+from lm_platform.paths import Layout
+from lm_platform.recipe.schema import Recipe, SourceConfig, TokenizerConfig
+from lm_platform.versions import content_version
 
 CHECK = "fertility_not_worse_than_base"
 INVARIANT_CHECK = "other_languages_unchanged"
+CODE = "2"  # this module's assets: tokenizer from the sample, tokens/<source>
 
 
-def _training_text(cfg: TokenizerConfig, blend_file: Path, stage: str):
-    """The seeded, capped sample (`tokenizer.sample`) of the blend's text the tokenizer learns from:
-    the target language's documents when extending, all of them when training. With a mixture, one
-    sample per source named in it."""
+def _sample(recipe: Recipe, layout: Layout) -> tuple[Callable[[], Iterator[str]], dict]:
+    """The tokenizer's training text: a seeded, size-capped sample of the deduplicated sources (one
+    function, `tokenization.sample`, shared with every tokenizer path), drawn once and held in memory (the
+    cap bounds it); a callable for each pass over it, and what was taken per source."""
     from lm_platform.tokenization.sample import sample_documents
 
-    lang = cfg.language if cfg.mode == "extend" else None
-
-    def docs(source: str | None = None):
-        for d in iter_docs(blend_file, columns=["id", "source", "lang", "text"]):
-            if (lang is None or d["lang"] == lang) and (source is None or d["source"] == source):
-                yield d
-
-    mix = cfg.sample.mixture
-    sources = {name: docs(name) for name in mix} if mix else {f"blend/{stage}": docs()}
-    return sample_documents(sources, cfg.sample.max_chars, cfg.sample.max_docs, cfg.sample.seed, mix)
+    s = recipe.tokenizer.sample
+    paths = {src.name: layout.deduped(src.name) for src in recipe.tokenizer_sources()}
+    sample = sample_documents(paths, s.max_chars, s.max_docs, s.seed, s.mixture)
+    return (lambda: iter(sample.texts)), sample.sources
 
 
 def _make_tokenizer(
-    cfg: TokenizerConfig, blend_file: Path, out: Path, stage: str
+    cfg: TokenizerConfig, texts: Callable[[], Iterator[str]], out: Path
 ) -> tuple[dict, dict | None]:
     """Train or extend the tokenizer into `out`; returns what to report about it, and for an
     extension the probe-set invariant (`tokenization.probe.check_invariant`'s summary)."""
-    sample = _training_text(cfg, blend_file, stage)
-    sampled = {"training_sample": dg.MetadataValue.json(sample.sources)}
     if cfg.mode == "extend":
         from lm_platform.tokenization.eeve import EEVE_FILE, extend_tokenizer, readable
 
         res = extend_tokenizer(
-            cfg.base, sample.texts, out, cfg.language, cfg.vocab_size,
+            cfg.base, texts, out, cfg.language, cfg.vocab_size,
             multiple=cfg.extend_multiple, min_frequency=cfg.extend_min_frequency,
         )  # fmt: skip
         return {
@@ -55,18 +51,16 @@ def _make_tokenizer(
             "added_tokens": dg.MetadataValue.json([readable(t["token"]) for t in res.new_tokens[:50]]),
             "selection": res.summary(),
             "eeve": out / EEVE_FILE,
-            **sampled,
         }, res.invariant
     from lm_platform.tokenization.sentencepiece_trainer import train_sentencepiece
 
-    summary = train_sentencepiece(sample.texts, out, cfg)
+    summary = train_sentencepiece(texts(), out, cfg)
     return {
         "vocab_size": summary["vocab_size"],
         "model_type": summary["model_type"],
         "training_sentences": summary["sentences"],
         "added_tokens": dg.MetadataValue.json(summary["added_tokens"]),
         "special_tokens": dg.MetadataValue.json(summary["special_tokens"]),
-        **sampled,
     }, None
 
 
@@ -86,20 +80,28 @@ def _invariant_result(invariant: dict) -> dg.AssetCheckResult:
     )
 
 
-def _held_out(recipe: Recipe, blend_file: Path, stage: str) -> tuple[list[tuple[str, str]], str]:
-    """(lang, text) pairs to measure fertility on: the first evaluation's held-out text, else the blend."""
+def _held_out(recipe: Recipe, layout: Layout) -> tuple[list[tuple[str, str]], str]:
+    """(lang, text) pairs to measure fertility on: the first evaluation's held-out text, else a small
+    sample of each training source (training text)."""
     from lm_platform.data.readers import read_eval_set
+    from lm_platform.tokenization.sample import sample_texts
 
     if recipe.evaluations:
         ev = recipe.evaluations[0]
         return list(read_eval_set(ev, limit=False)), f"held-out text of evaluation '{ev.name}'"
-    docs = iter_docs(blend_file, columns=["lang", "text"])
-    return [(d["lang"], d["text"]) for d in docs], f"blend/{stage} (training text)"
+    pairs = [
+        (src.language, t)
+        for src in recipe.tokenizer_sources()
+        for t in sample_texts(
+            {src.name: layout.deduped(src.name)}, 200_000, seed=recipe.tokenizer.sample.seed
+        )
+    ]
+    return pairs, "a sample of the deduplicated sources (training text)"
 
 
 def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
-    train_stage = recipe.tokenizer_stage.name
     cfg = recipe.tokenizer
+    sources = [s.name for s in recipe.tokenizer_sources()]
     key = dg.AssetKey("tokenizer")
     checks = []
     if cfg.base:
@@ -130,11 +132,12 @@ def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=key,
-        deps=[dg.AssetKey(["blend", train_stage])],
+        deps=[dg.AssetKey(["deduped", s]) for s in sources],
         group_name="tokenizer",
         kinds={"sentencepiece", "huggingface"} if cfg.mode == "train" else {"huggingface"},
-        code_version=CODE_VERSION,
-        description=f"{what} trained on blend/{train_stage}, exported as an HF tokenizer",
+        code_version=versioned(CODE, cfg.model_dump(exclude={"workers"}), sources, recipe.evaluations[:1]),
+        description=f"{what} trained on a seeded sample of {', '.join(f'deduped/{s}' for s in sources)}, "
+        "exported as an HF tokenizer",
         metadata=headline("vocab_size", "base_vocab_size", "new_tokens"),
         check_specs=checks,
     )
@@ -144,9 +147,9 @@ def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
         from lm_platform.tokenization.fertility import fertility_report
 
         layout = storage.layout(recipe.name)
-        blend_file = layout.blend(train_stage) / BLEND_FILE
-        made, invariant = _make_tokenizer(cfg, blend_file, layout.tokenizer(), train_stage)
-        held_out, measured_on = _held_out(recipe, blend_file, train_stage)
+        texts, sampled = _sample(recipe, layout)
+        made, invariant = _make_tokenizer(cfg, texts, layout.tokenizer())
+        held_out, measured_on = _held_out(recipe, layout)
         report = fertility_report(
             AutoTokenizer.from_pretrained(str(layout.tokenizer())),
             AutoTokenizer.from_pretrained(cfg.base) if cfg.base else None,
@@ -174,12 +177,50 @@ def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
             fertility=table(report.rows, report.columns),
             fertility_rows=dg.MetadataValue.json(list(report.rows)),
             fertility_measured_on=measured_on,
+            training_sample=dict(sampled),  # per source: documents and characters seen and taken
             path=layout.tokenizer(),
+            data_version=content_version(layout.tokenizer()),
         )
 
     return _tokenizer
 
 
+def tokens_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
+    workers = recipe.tokenizer.workers
+
+    @dg.asset(
+        key=["tokens", src.name],
+        deps=[dg.AssetKey(["deduped", src.name]), dg.AssetKey("tokenizer")],
+        group_name="tokenizer",
+        kinds={"numpy", "parquet"},
+        code_version=versioned(CODE, src.name),
+        description=f"deduped/{src.name} tokenized once with the final tokenizer: token shards with per-document "
+        "offsets, ids, license and language; exact token counts per license and language",
+        metadata=headline("docs", "tokens"),
+    )
+    def _tokens(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
+        layout = storage.layout(recipe.name)
+        out = layout.tokens(src.name)
+        summary = tokenize_source(
+            layout.deduped(src.name), layout.tokenizer(), out, src.name, workers=workers
+        )
+        per_license = [{"license": k, **v} for k, v in summary["licenses"].items()]
+        per_lang = [{"lang": k, **v} for k, v in summary["languages"].items()]
+        return materialize(
+            docs=summary["docs"],
+            tokens=summary["tokens"],
+            chars_per_token=summary["chars"] / summary["tokens"] if summary["tokens"] else 0.0,
+            licenses=table(per_license, ["license", "docs", "tokens", "chars"]),
+            languages=table(per_lang, ["lang", "docs", "tokens", "chars"]),
+            tokens_per_license={k: v["tokens"] for k, v in summary["licenses"].items()},
+            parts=summary["parts"],
+            path=out,
+            data_version=content_version(out),
+        )
+
+    return _tokens
+
+
 def build(recipe: Recipe) -> list[dg.AssetsDefinition]:
-    """The recipe's tokenizer."""
-    return [tokenizer_asset(recipe)]
+    """The recipe's tokenizer and each source's tokens."""
+    return [tokenizer_asset(recipe)] + [tokens_asset(recipe, s) for s in recipe.sources]

@@ -1,34 +1,34 @@
-"""Training: each stage's blend tokenized and packed by its `pack` section, and its checkpoint trained by
-the trainer process from a `TrainJob` built from its `train` section (group `training`)."""
+"""Training: each stage's blend packed by its `pack` section from the sources' token shards (no second
+tokenization), and its checkpoint trained by the trainer process from a `TrainJob` built from its `train`
+section (group `training`)."""
 
 import dagster as dg
 
 from lm_platform.atomic import read_json, write_json
-from lm_platform.data.blend import BLEND_FILE, MANIFEST_FILE
-from lm_platform.data.pack import PackResult, pack_dataset
-from lm_platform.defs.metadata import CODE_VERSION, headline, materialize, table
+from lm_platform.data.blend import MANIFEST_FILE
+from lm_platform.data.pack import TokensPackResult, pack_tokens
+from lm_platform.defs.metadata import headline, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe, StageConfig
 from lm_platform.training.job import make_job, trainer_command
+from lm_platform.versions import content_version
 
-SOURCE_COLUMNS = ["source", "docs", "tokens", "blend_estimate", "estimate_error", "share", "ratio"]
+CODE = "2"  # packing from tokens/<source>
+SOURCE_COLUMNS = ["source", "docs", "tokens", "blend_tokens", "target_tokens", "share", "ratio"]
 
 
-def _tokens_per_source(index: PackResult, stage: StageConfig, layout: Layout) -> list[dict]:
-    """Exact tokens per source next to the blend's estimate (from its manifest, when there is one)."""
-    manifest = layout.blend(stage.name) / MANIFEST_FILE
-    estimated = (
-        {r["source"]: r["taken_tokens"] for r in read_json(manifest)["sources"]} if manifest.exists() else {}
-    )
+def _tokens_per_source(index: TokensPackResult, stage: StageConfig, layout: Layout) -> list[dict]:
+    """Exact tokens per source next to what the blend counted and targeted (equal by construction)."""
+    rows = {r["source"]: r for r in read_json(layout.blend(stage.name) / MANIFEST_FILE)["sources"]}
     total = index.tokens or 1
     return [
         {
             "source": s,
             "docs": v["docs"],
             "tokens": v["tokens"],
-            "blend_estimate": round(estimated.get(s, 0)),
-            "estimate_error": estimated[s] / v["tokens"] - 1 if estimated.get(s) and v["tokens"] else "",
+            "blend_tokens": rows.get(s, {}).get("taken_tokens"),
+            "target_tokens": rows.get(s, {}).get("target_tokens"),
             "share": v["tokens"] / total,
             "ratio": stage.blend.mixture.get(s),  # None for a member of a group
         }
@@ -38,20 +38,24 @@ def _tokens_per_source(index: PackResult, stage: StageConfig, layout: Layout) ->
 
 def dataset_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
     cfg = stage.pack
+    sources = stage.blend.mixture_sources()
 
     @dg.asset(
         key=["dataset", stage.name],
-        deps=[dg.AssetKey(["blend", stage.name]), dg.AssetKey("tokenizer")],
+        deps=[dg.AssetKey(["blend", stage.name]), dg.AssetKey("tokenizer")]
+        + [dg.AssetKey(["tokens", s]) for s in sources],
         group_name="training",
         kinds={"numpy"},
-        code_version=CODE_VERSION,
-        description=f"blend/{stage.name} tokenized and packed into sequences of {cfg.seq_len} (+1) tokens",
+        code_version=versioned(CODE, cfg),
+        description=f"blend/{stage.name} packed into sequences of {cfg.seq_len} (+1) tokens from the sources' "
+        "token shards (no second tokenization)",
         metadata=headline("tokens", "train_sequences", "val_sequences"),
     )
     def _dataset(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
-        res = pack_dataset(
-            layout.blend(stage.name) / BLEND_FILE,
+        res = pack_tokens(
+            layout.blend(stage.name),
+            {s: layout.tokens(s) for s in sources},
             layout.tokenizer(),
             layout.dataset(stage.name),
             seq_len=cfg.seq_len,
@@ -59,7 +63,6 @@ def dataset_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
             shuffle_buffer=cfg.shuffle_buffer,
             seed=cfg.seed,
             loss_mask=cfg.loss_mask,
-            workers=cfg.workers,
         )
         train, val = res.splits["train"], res.splits["val"]
         return materialize(
@@ -72,11 +75,13 @@ def dataset_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
             val_docs=val["docs"],
             seq_len=res.seq_len,
             dtype=res.dtype,
+            boundary_tokens=res.boundary_tokens,
             tokens_per_source=table(_tokens_per_source(res, stage, layout), SOURCE_COLUMNS),
             exact_tokens_per_source={s: v["tokens"] for s, v in res.sources.items()},
             padding_tokens=train["padding"] + val["padding"],
             loss_mask=res.loss_mask,
             path=layout.dataset(stage.name),
+            data_version=content_version(layout.dataset(stage.name)),
         )
 
     return _dataset
@@ -94,7 +99,8 @@ def checkpoint_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
         group_name="training",
         kinds={"pytorch", "huggingface"},
         pool="gpu",
-        code_version=CODE_VERSION,
+        # The data version comes from the trainer through Pipes (it reports what it wrote).
+        code_version=versioned(stage.init_from, train, recipe.model, recipe.generation),
         description=f"Stage '{stage.name}' trained by the trainer process (init: {stage.init_from}, "
         f"trainable: {train.trainable}, schedule: {train.schedule})",
         metadata=headline("steps", "tokens_seen", "initial_val_loss", "final_val_loss", "tokens_per_second"),

@@ -265,7 +265,8 @@ class LanguageConfig(_Strict):
 
 
 class TokenizerSample(_Strict):
-    """The seeded, size-capped sample of text the tokenizer learns from (`tokenization.sample`)."""
+    """The seeded, size-capped sample of the deduplicated sources the tokenizer learns from
+    (`lm_platform.tokenization.sample`)."""
 
     max_chars: int | None = Field(
         50_000_000, gt=0, description="At most this many characters in all (None: every document)"
@@ -273,7 +274,9 @@ class TokenizerSample(_Strict):
     max_docs: int | None = Field(None, gt=0, description="At most this many documents in all")
     seed: int = 0
     mixture: dict[str, float] | None = Field(
-        None, description="Share of the sample per source name (default: one uniform sample of all sources)"
+        None,
+        description="Share of the sample per source name (default: one uniform sample of every source; "
+        "for 'extend', of the target language's sources)",
     )
 
 
@@ -289,7 +292,6 @@ class TokenizerConfig(_Strict):
     character_coverage: float = Field(0.9995, gt=0, le=1)
     byte_fallback: bool = True
     user_defined_symbols: tuple[str, ...] = ()
-    train_stage: str | None = Field(None, description="Blend to train on; default the first stage")
     max_sentences: int = Field(2_000_000, gt=0)
     seed: int = 0
     language: str | None = Field(
@@ -304,8 +306,22 @@ class TokenizerConfig(_Strict):
     )
     extend_min_frequency: int = Field(5, gt=0, description="'extend' keeps tokens formed this often")
     sample: TokenizerSample = Field(
-        default_factory=TokenizerSample, description="The training text: a seeded sample under a size cap"
+        default_factory=TokenizerSample,
+        description="The training text: a seeded sample of the deduplicated sources under a size cap",
     )
+    workers: int = Field(
+        2, gt=0, description="Processes tokenizing each source's documents with the final tokenizer (tokens/)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data):
+        if isinstance(data, dict) and "train_stage" in data:
+            raise ValueError(
+                "'train_stage' was removed: the tokenizer trains on 'tokenizer.sample', a seeded sample of the "
+                "deduplicated sources (a stage's blend now depends on the tokenizer's exact counts)"
+            )
+        return data
 
     @model_validator(mode="after")
     def _base_for_extend(self) -> TokenizerConfig:
@@ -448,8 +464,9 @@ class Recipe(_Strict):
         stage_names = [s.name for s in self.stages]
         if self.tokenizer.language is not None and self.tokenizer.language not in self.languages:
             raise ValueError(f"tokenizer.language: '{self.tokenizer.language}' has no entry in 'languages'")
-        if self.tokenizer.train_stage is not None and self.tokenizer.train_stage not in stage_names:
-            raise ValueError(f"tokenizer.train_stage: unknown stage '{self.tokenizer.train_stage}'")
+        for src in self.tokenizer.sample.mixture or {}:
+            if src not in names:
+                raise ValueError(f"tokenizer.sample.mixture: unknown source '{src}' (known: {names})")
         for i, ev in enumerate(self.evaluations):
             if ev.stage is not None and ev.stage not in stage_names:
                 raise ValueError(f"evaluations.{i}.stage: unknown stage '{ev.stage}'")
@@ -481,9 +498,15 @@ class Recipe(_Strict):
             or (o.priority == me.priority and order.index(o.name) < order.index(name))
         ]
 
-    @property
-    def tokenizer_stage(self) -> StageConfig:
-        return self.stage(self.tokenizer.train_stage or self.stages[0].name)
+    def tokenizer_sources(self) -> list[SourceConfig]:
+        """The sources the tokenizer's training sample is drawn from: those its `sample.mixture` names,
+        else, for 'extend', the target language's sources, else every source."""
+        cfg = self.tokenizer
+        if cfg.sample.mixture:
+            return [s for s in self.sources if s.name in cfg.sample.mixture]
+        if cfg.mode == "extend":
+            return [s for s in self.sources if s.language == cfg.language]
+        return list(self.sources)
 
     def eval_stage(self, ev: EvalConfig) -> StageConfig:
         return self.stage(ev.stage or self.stages[-1].name)

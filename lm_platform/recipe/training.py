@@ -30,17 +30,22 @@ class BlendConfig(Strict):
     upsample: bool = Field(False, description="Repeat sources (up to their epoch cap) to meet the target")
     max_epochs: float = Field(4.0, ge=1, description="Epoch cap per source when upsampling")
     source_max_epochs: dict[str, float] = Field(default_factory=dict, description="Per-source epoch caps")
-    token_estimate: Literal["recipe", "measured"] = Field(
-        "measured",
-        description="'measured': chars per token per source measured on this stage's packed dataset when "
-        "an earlier run left one (exact tokenizer counts), else the recipe's per-language value; "
-        "'recipe': always the recipe's value",
-    )
     on_shortfall: Literal["record", "error"] = Field(
         "record",
         description="When the sources cannot meet target_tokens: 'record' blends what there is and "
         "reports the shortfall in the manifest; 'error' fails the blend",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "token_estimate" in data:
+            raise ValueError(
+                "'token_estimate' was removed: blends count exact tokens (each source is tokenized once with "
+                "the final tokenizer into tokens/<source>, and the blend selects documents by those counts); "
+                "delete the field"
+            )
+        return data
 
     def epoch_cap(self, source: str) -> float:
         """How many times a source's documents may be used in this stage."""
@@ -74,12 +79,26 @@ class PackConfig(Strict):
 
     seq_len: int = Field(2048, gt=0)
     val_fraction: float = Field(0.05, ge=0, lt=1)
-    shuffle_buffer: int = Field(10_000, ge=0, description="Documents shuffled together (seeded) when packing")
-    workers: int = Field(2, gt=0, description="Processes packing parts of the blend in parallel")
+    shuffle_buffer: int = Field(
+        10_000,
+        ge=0,
+        description="> 0: the stage's whole document list is shuffled (seeded) before packing (the list is a "
+        "few integers per document, so every size shuffles everything); 0: the blend's order",
+    )
     loss_mask: bool = Field(
         False, description="Write loss masks (documents' meta.loss_spans) with the shards"
     )
     seed: int = Field(0, description="Seed of the packing shuffle")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "workers" in data:
+            raise ValueError(
+                "'workers' was removed: packing no longer tokenizes (it copies each document's ids from "
+                "tokens/<source>); tokenization's processes are 'tokenizer.workers'"
+            )
+        return data
 
 
 class StageConfig(Strict):
@@ -95,6 +114,7 @@ class StageConfig(Strict):
 # Flat stage keys of recipes written before the sections: old key -> (section, new key) places.
 FLAT_STAGE_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     **{k: (("blend", k),) for k in BlendConfig.model_fields},
+    "token_estimate": (("blend", "token_estimate"),),  # removed: BlendConfig says what replaced it
     "seq_len": (("pack", "seq_len"),),
     "val_fraction": (("pack", "val_fraction"),),
     "pack_shuffle_buffer": (("pack", "shuffle_buffer"),),

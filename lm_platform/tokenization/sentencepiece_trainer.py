@@ -11,11 +11,13 @@ dummy prefix: curation already normalised the text, and decode(encode(x)) == x h
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import sentencepiece as spm
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
 
@@ -24,6 +26,9 @@ from lm_platform.recipe.schema import TokenizerConfig
 from lm_platform.tokenization.hf_compat import make_tokenizer_compatible
 
 UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
+# A fixed thread count, not the machine's: SentencePiece splits its work per thread and sums the parts,
+# so the count (never the machine) decides the result; with it and the seed, training is deterministic.
+SP_THREADS = 2
 
 
 def train_sentencepiece(texts: Iterable[str], out_dir: str | Path, cfg: TokenizerConfig) -> dict:
@@ -41,36 +46,46 @@ def train_sentencepiece(texts: Iterable[str], out_dir: str | Path, cfg: Tokenize
         if sentences == 0:
             raise ValueError("tokenizer training: the training text is empty")
         prefix = Path(work) / "spm"
-        spm.set_random_generator_seed(cfg.seed)  # the sentence shuffle and sampling: same text, same model
-        spm.SentencePieceTrainer.train(
-            input=str(corpus),
-            model_prefix=str(prefix),
-            model_type=cfg.model_type,
-            vocab_size=cfg.vocab_size,
-            character_coverage=cfg.character_coverage,
-            byte_fallback=cfg.byte_fallback,
-            user_defined_symbols=list(cfg.user_defined_symbols),
-            normalization_rule_name="identity",
-            remove_extra_whitespaces=False,
-            add_dummy_prefix=False,
-            split_digits=True,
-            allow_whitespace_only_pieces=True,
-            max_sentence_length=1 << 16,
-            input_sentence_size=cfg.max_sentences,
-            shuffle_input_sentence=True,
-            hard_vocab_limit=False,
-            unk_id=0,
-            bos_id=1,
-            eos_id=2,
-            pad_id=3,
-            unk_piece=UNK,
-            bos_piece=BOS,
-            eos_piece=EOS,
-            pad_piece=PAD,
-            num_threads=2,
-            minloglevel=2,
-        )
+        # Sampling is ours, seeded (SentencePiece's own sampler ignores the seed we can give it): beyond
+        # max_sentences, a seeded choice of sentences, kept in input order. An iterator and a writer rather
+        # than file names: the model then records no temporary path, and the same input and seed give a
+        # byte-identical tokenizer.model.
+        keep = _sample(sentences, cfg.max_sentences, cfg.seed)
+        spm.set_random_generator_seed(cfg.seed)
+        model = io.BytesIO()
+        with corpus.open(encoding="utf-8") as lines:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=(
+                    line.rstrip("\n") for i, line in enumerate(lines) if keep is None or keep[i]
+                ),
+                model_writer=model,
+                model_type=cfg.model_type,
+                vocab_size=cfg.vocab_size,
+                character_coverage=cfg.character_coverage,
+                byte_fallback=cfg.byte_fallback,
+                user_defined_symbols=list(cfg.user_defined_symbols),
+                normalization_rule_name="identity",
+                remove_extra_whitespaces=False,
+                add_dummy_prefix=False,
+                split_digits=True,
+                allow_whitespace_only_pieces=True,
+                max_sentence_length=1 << 16,
+                input_sentence_size=0,
+                shuffle_input_sentence=False,
+                hard_vocab_limit=False,
+                unk_id=0,
+                bos_id=1,
+                eos_id=2,
+                pad_id=3,
+                unk_piece=UNK,
+                bos_piece=BOS,
+                eos_piece=EOS,
+                pad_piece=PAD,
+                num_threads=SP_THREADS,
+                minloglevel=2,
+            )
         model_file = prefix.with_suffix(".model")
+        model_file.write_bytes(model.getvalue())
         vocab_size = export_hf(model_file, tmp, cfg.model_type, cfg.user_defined_symbols)
         make_tokenizer_compatible(tmp)
         shutil.copy(model_file, tmp / "tokenizer.model")
@@ -78,9 +93,20 @@ def train_sentencepiece(texts: Iterable[str], out_dir: str | Path, cfg: Tokenize
         "vocab_size": vocab_size,
         "model_type": cfg.model_type,
         "sentences": sentences,
+        "sentences_used": min(sentences, cfg.max_sentences),
+        "seed": cfg.seed,
         "special_tokens": [UNK, BOS, EOS, PAD],
         "added_tokens": list(cfg.user_defined_symbols),
     }
+
+
+def _sample(n: int, k: int, seed: int) -> np.ndarray | None:
+    """A seeded choice of `k` of `n` sentences as a boolean mask (None: keep all)."""
+    if n <= k:
+        return None
+    keep = np.zeros(n, dtype=bool)
+    keep[np.random.default_rng(seed).choice(n, size=k, replace=False)] = True
+    return keep
 
 
 def export_hf(model_file: Path, out_dir: Path, model_type: str, user_symbols: Iterable[str] = ()) -> int:

@@ -1,0 +1,137 @@
+"""The same recipe and inputs give byte-identical artifacts, however a run was interrupted.
+
+A trimmed demo recipe (a fraction of each source, no KenLM filter, short stages) is materialized (every
+asset, in one process: the in-process executor, in a child process the test can kill) three times, each
+into fresh storage: once straight through; once killed (SIGKILL) while
+`dataset/main` is being written, then run again on the same storage; once killed after the first step
+checkpoint of `checkpoint/main`, then run again (the trainer resumes from that step). The tokenizer, the
+blend document lists, the packed datasets and every stage's exported model must be byte-identical across
+the three. The same holds for a variant whose tokenizer is trained (SentencePiece) instead of extended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lm_platform_tests.conftest import REPO, isolated_env, write_demo_variant
+
+pytestmark = pytest.mark.slow
+
+STAGES = ("main", "anneal")
+MATERIALIZE_ALL = """
+import dagster as dg
+from lm_platform.definitions import defs
+job = defs.get_implicit_global_asset_job_def()
+with dg.DagsterInstance.get() as instance:
+    result = job.execute_in_process(instance=instance, raise_on_error=False)
+raise SystemExit(0 if result.success else 1)
+"""
+
+
+def _trim(mode: str):
+    def mutate(raw: dict) -> None:
+        for src in raw["sources"]:
+            src["max_docs"] = 90
+        for lang in raw["languages"].values():
+            lang["filters"] = [f for f in lang["filters"] if f["name"] != "perplexity"]
+            lang.pop("reference_lm", None)
+            lang["expected_keep_rate"] = [0.0, 1.0]
+        raw["stages"][0]["blend"]["target_tokens"] = 9000
+        raw["stages"][1]["blend"]["target_tokens"] = 4000
+        for stage in raw["stages"]:
+            stage["pack"]["seq_len"] = 64
+            stage["train"].update(epochs=1, micro_batch_size=4, checkpoint_every=3, keep_last=2)
+        raw["generation"]["max_new_tokens"] = 4
+        if mode == "train":
+            raw["tokenizer"] = {
+                "mode": "train",
+                "model_type": "bpe",
+                "vocab_size": 3000,
+                "sample": {"max_chars": 400_000, "seed": 5},
+            }
+
+    return mutate
+
+
+def _artifacts(base: Path) -> dict[str, str]:
+    files = [base / "tokenizer" / "tokenizer.json"]
+    for stage in STAGES:
+        files += [base / "blend" / stage / "documents.parquet", base / "blend" / stage / "manifest.json"]
+        files += sorted((base / "dataset" / stage).glob("*.npy")) + [base / "dataset" / stage / "index.json"]
+        files.append(base / "checkpoint" / stage / "model.safetensors")
+    return {str(p.relative_to(base)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def _materialize(env: dict[str, str], kill_when=None, timeout: float = 900) -> bool:
+    """Materialize every asset; with `kill_when(lines)` (the run's output so far), SIGKILL the whole
+    process group once it holds. Returns whether the run was killed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", MATERIALIZE_ALL],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    start = time.monotonic()
+    while proc.poll() is None and time.monotonic() - start < timeout:
+        if kill_when is not None and kill_when(lines):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.01)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    reader.join(timeout=10)
+    assert proc.returncode == 0, "".join(lines)[-6000:]
+    return False
+
+
+def _run(root: Path, recipe: Path, name: str, kill_when=None) -> Path:
+    storage = root / name / "data"
+    env = isolated_env(root / name / "home", storage)
+    env["LM_PLATFORM_RECIPE"] = str(recipe)
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    base = storage / "demo"
+    if kill_when is not None:
+        assert _materialize(env, lambda lines: kill_when(base, lines)), (
+            f"{name}: the run ended before the kill point"
+        )
+        # A fresh instance (the killed run still holds its concurrency slot there); the same storage.
+        env = isolated_env(root / name / "home2", storage)
+        env["LM_PLATFORM_RECIPE"] = str(recipe)
+        env["TOKENIZERS_PARALLELISM"] = "false"
+    _materialize(env)
+    return base
+
+
+def _packing_main(base: Path, lines: list[str]) -> bool:
+    """dataset/main has started (its step began, or its output is being written) and not finished."""
+    started = any("dataset__main" in line and "STEP_START" in line for line in list(lines))
+    return started or any((base / "dataset").glob(".tmp-main-*"))
+
+
+def _first_step_checkpoint(base: Path, lines: list[str]) -> bool:
+    return any((base / "checkpoint" / "main.run").glob("step_*"))
+
+
+@pytest.mark.parametrize("mode", ["extend", "train"])
+def test_runs_killed_anywhere_give_byte_identical_artifacts(tmp_path, mode):
+    recipe = write_demo_variant(tmp_path, _trim(mode), f"trimmed_{mode}.yaml")
+    clean = _artifacts(_run(tmp_path, recipe, "clean"))
+    assert _artifacts(_run(tmp_path, recipe, "killed_packing", _packing_main)) == clean
+    assert _artifacts(_run(tmp_path, recipe, "killed_training", _first_step_checkpoint)) == clean

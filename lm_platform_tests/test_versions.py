@@ -1,0 +1,36 @@
+"""Code versions follow the recipe slice an asset reads; data versions follow the bytes it wrote."""
+
+from __future__ import annotations
+
+from lm_platform.recipe import load_recipe
+from lm_platform.versions import code_version, content_version
+
+
+def test_code_version_changes_with_its_slice_only():
+    recipe = load_recipe("demo")
+    vi, ja = recipe.languages["vi"], recipe.languages["ja"]
+    before = code_version("1", vi), code_version("1", ja)
+    filters = list(vi.filters)
+    filters[1] = filters[1].model_copy(update={"min_chars": 201})
+    edited = vi.model_copy(update={"filters": filters})
+    assert code_version("1", edited) != before[0]
+    assert code_version("1", ja) == before[1]
+    assert code_version("2", vi) != before[0]
+    assert code_version("1", {"b": 1, "a": [1, 2]}) == code_version("1", {"a": [1, 2], "b": 1})
+
+
+def test_content_version_follows_the_bytes(tmp_path):
+    d = tmp_path / "out"
+    d.mkdir()
+    (d / "a.npy").write_bytes(b"abc")
+    (d / "sub").mkdir()
+    (d / "sub" / "b.json").write_text("{}")
+    v = content_version(d)
+    assert content_version(d) == v  # same bytes, same version
+    (d / "a.npy").write_bytes(b"abd")
+    assert content_version(d) != v
+    (d / "a.npy").write_bytes(b"abc")
+    assert content_version(d) == v
+    (d / "sub" / "b.json").rename(d / "sub" / "c.json")
+    assert content_version(d) != v  # names count too
+    assert content_version(d, exclude=["c.json"]) == content_version(d, exclude=["c.json", "x"])
