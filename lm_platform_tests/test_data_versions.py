@@ -66,3 +66,23 @@ def test_rematerializing_unchanged_assets_reports_the_same_data_versions(graph):
         seed=99,
     )
     assert content_version(layout.blend("main")) != before
+
+
+def test_a_checkpoint_export_is_versioned_by_what_it_holds_not_how_the_run_went(tmp_path):
+    from lm_platform.training.config import TrainJob
+    from lm_platform.training.train import export_data_version
+
+    out = tmp_path / "checkpoint" / "main"
+    out.mkdir(parents=True)
+    job = TrainJob(
+        recipe="r", stage="main", dataset_dir="d", tokenizer_dir="t", output_dir=str(out),
+        run_dir=str(out) + ".run", init={"kind": "scratch", "model": {}},
+    )  # fmt: skip
+    (out / "model.safetensors").write_bytes(b"weights")
+    (out / "metrics.json").write_text('{"tokens_per_s": 100}')
+    first = export_data_version(job)
+    (out / "metrics.json").write_text('{"tokens_per_s": 250}')  # a rerun that was faster
+    (out / "loss_curve.png").write_bytes(b"png")
+    assert export_data_version(job) == first
+    (out / "model.safetensors").write_bytes(b"other weights")
+    assert export_data_version(job) != first

@@ -55,6 +55,7 @@ from lm_platform.training.metrics import (
     png_markdown,
     samples_markdown,
 )
+from lm_platform.versions import content_version
 
 # Dense bf16 peak FLOP/s per GPU, for MFU (name fragment -> FLOP/s).
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
@@ -85,9 +86,9 @@ class Reporter:
             with self.log_file.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
 
-    def materialize(self, metadata: dict[str, Any]) -> None:
+    def materialize(self, metadata: dict[str, Any], data_version: str | None = None) -> None:
         if self.pipes is not None:
-            self.pipes.report_asset_materialization(metadata=metadata)
+            self.pipes.report_asset_materialization(metadata=metadata, data_version=data_version)
 
     def close(self, exc: BaseException | None = None) -> None:
         if self.pipes is not None:
@@ -752,6 +753,17 @@ def materialization_metadata(job: TrainJob | dict[str, Any], metrics: dict[str, 
     return meta
 
 
+# Files of an export that record how the run went (times, throughput, paths), not what it produced.
+RUN_RECORD_FILES = ("metrics.json", "loss_curve.png", "job.json", "log.jsonl")
+
+
+def export_data_version(job: TrainJob) -> str:
+    """The data version of the stage's export: a hash of the model, tokenizer and samples it holds, so a
+    retrained stage that ended with the same weights reports the same version (and automation downstream
+    sees no change)."""
+    return content_version(job.output_dir, exclude=RUN_RECORD_FILES)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--job", required=True, help="JSON file describing the training job (a TrainJob)")
@@ -761,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         metrics = train(job, reporter)
         if reporter.rank == 0:
-            reporter.materialize(materialization_metadata(job, metrics))
+            reporter.materialize(materialization_metadata(job, metrics), export_data_version(job))
     except Preempted as exc:
         reporter.log(str(exc))
         reporter.close(exc)
