@@ -126,7 +126,7 @@ def near_duplicates_asset(recipe: Recipe) -> dg.AssetsDefinition:
 
 
 def _decontaminator(recipe: Recipe) -> Decontaminator | None:
-    from lm_platform.evaluation.perplexity import read_eval_docs
+    from lm_platform.evaluation.sets import evaluation_texts
 
     dc = recipe.decontamination
     if dc is None or not dc.enabled:
@@ -134,7 +134,8 @@ def _decontaminator(recipe: Recipe) -> Decontaminator | None:
     d = Decontaminator(dc.ngram, dc.char_ngram, dc.char_languages)
     for ev in recipe.evaluations:
         if dc.evaluations is None or ev.name in dc.evaluations:
-            d.add_set(ev.name, read_eval_docs(ev.location))
+            # held-out text; each multiple-choice question (dev shots too) joined with its answer; prompts
+            d.add_set(ev.name, evaluation_texts(ev))
     return d
 
 

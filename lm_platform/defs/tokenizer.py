@@ -48,11 +48,12 @@ def _make_tokenizer(cfg: TokenizerConfig, blend_file: Path, out: Path) -> dict:
 
 
 def _held_out(recipe: Recipe, blend_file: Path, stage: str) -> tuple[list[tuple[str, str]], str]:
-    """(lang, text) pairs to measure fertility on: the first evaluation's held-out text, else the blend."""
+    """(lang, text) pairs to measure fertility on: the first perplexity-kind evaluation's held-out text,
+    else the blend."""
     from lm_platform.evaluation.perplexity import read_eval_docs
 
-    if recipe.evaluations:
-        ev = recipe.evaluations[0]
+    ev = recipe.text_evaluation
+    if ev is not None:
         return list(read_eval_docs(ev.location)), f"held-out text of evaluation '{ev.name}'"
     docs = iter_docs(blend_file, columns=["lang", "text"])
     return [(d["lang"], d["text"]) for d in docs], f"blend/{stage} (training text)"
