@@ -11,6 +11,7 @@ tokenizer's fertility and the benchmark's score. Screenshots are kept under the 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -115,15 +116,27 @@ def test_browser_launches_and_shows_scores(demo_run, tmp_path: Path, request) ->
             # Dagster's first-run "Join the Dagster community" dialog may appear over any page.
             community = page.get_by_role("dialog").filter(has_text="Join the Dagster community")
             page.add_locator_handler(community, lambda d: d.get_by_role("button", name="Skip").click())
+            # "Are you sure?" when an upstream asset was never materialized: go on.
+            sure = page.get_by_role("dialog").filter(has_text="Are you sure?")
+            page.add_locator_handler(sure, lambda d: d.get_by_role("button", name="Confirm").click())
 
-            page.goto(f"{base}/asset-groups")
-            page.get_by_text("checkpoint", exact=False).first.wait_for()
+            page.goto(f"{base}/asset-groups")  # the global asset graph, collapsed to its groups
+            page.get_by_text("Global asset lineage").wait_for()
+            for group in ("corpus", "training", "evaluation"):
+                page.get_by_text(group, exact=True).first.wait_for()
             shot("asset_graph")
 
             # eval/<benchmark> for one model version: the partition dialog of a dynamic partitions asset.
             page.goto(f"{base}/assets/eval/{BENCHMARK}")
-            page.get_by_role("button", name="Materialize…").click()
             dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+            for attempt in range(3):  # the button ignores clicks while it loads the partitions
+                page.get_by_role("button", name="Materialize…").click()
+                try:
+                    dialog.get_by_text("Select a partition or create one").wait_for(timeout=30_000)
+                    break
+                except Exception:
+                    if attempt == 2:
+                        raise
             dialog.get_by_text("Select a partition or create one").click()
             page.get_by_role("menuitem").filter(has_text=VERSION).first.click()
             dialog.get_by_text("Launch runs to materialize").click()  # closes the partition list
@@ -133,7 +146,7 @@ def test_browser_launches_and_shows_scores(demo_run, tmp_path: Path, request) ->
 
             # corpus/en_books: an unpartitioned asset launches directly.
             page.goto(f"{base}/assets/corpus/en_books")
-            page.get_by_role("button", name="Materialize", exact=True).click()
+            page.get_by_role("button").filter(has_text=re.compile(r"^Materialize$")).first.click()
             shot("launch_corpus")
             _wait_for_runs(base, {f"eval/{BENCHMARK}", "corpus/en_books"}, shot)
             page.goto(f"{base}/runs")
