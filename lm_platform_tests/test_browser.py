@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -175,6 +176,10 @@ def test_browser_launches_and_shows_scores(demo_run, tmp_path: Path, request) ->
             browser.close()
     finally:
         _stop(proc)
+        try:  # dagster dev's webserver, daemon and code servers share its session
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         shutil.rmtree(profile, ignore_errors=True)
         keep = Path(request.config.rootpath) / "test-output" / "browser_screenshots"
         if any(shots_dir.iterdir()):
