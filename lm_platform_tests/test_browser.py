@@ -10,6 +10,7 @@ tokenizer's fertility and the benchmark's score. Screenshots are kept under the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -176,10 +177,8 @@ def test_browser_launches_and_shows_scores(demo_run, tmp_path: Path, request) ->
             browser.close()
     finally:
         _stop(proc)
-        try:  # dagster dev's webserver, daemon and code servers share its session
+        with contextlib.suppress(ProcessLookupError):  # dagster dev's servers share its session
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         shutil.rmtree(profile, ignore_errors=True)
         keep = Path(request.config.rootpath) / "test-output" / "browser_screenshots"
         if any(shots_dir.iterdir()):
