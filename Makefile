@@ -23,13 +23,17 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install kenlm postgres tf4 demo test ui lint format clean dagster-home
+.PHONY: install kenlm postgres tf4 browser demo test ui lint format clean dagster-home
 
-install: $(VENV)/.installed kenlm postgres tf4
+install: $(VENV)/.installed kenlm postgres tf4 browser
 
 # PostgreSQL for the production-instance test (Debian's package, apt-get when missing and root).
 postgres:
 	bash scripts/install_postgres.sh
+
+# Debian's Chromium for the browser test (Playwright, the Python package, drives /usr/bin/chromium).
+browser:
+	bash scripts/install_chromium.sh
 
 kenlm: $(KENLM_BIN)/lmplz
 
@@ -54,8 +58,14 @@ dagster-home:
 	mkdir -p "$(DAGSTER_HOME)" "$(LM_PLATFORM_STORAGE)"
 	cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
 
+# The demo in three runs (lm_platform_tests/conftest.py DEMO_STEPS runs the same): everything but the
+# evaluations (the model_versions asset registers each stage's model as a partition of demo_models), the
+# benchmarks for one version, then the leaderboard. Other versions: `--partition main`, or from the UI.
+DEMO_VERSION ?= anneal
 demo: install dagster-home
-	$(VENV)/bin/dagster asset materialize --select '*' -m lm_platform.definitions
+	$(VENV)/bin/dagster asset materialize --select 'not group:evaluation' -m lm_platform.definitions
+	$(VENV)/bin/dagster asset materialize --select 'group:evaluation and not key:"eval/leaderboard"' --partition $(DEMO_VERSION) -m lm_platform.definitions
+	$(VENV)/bin/dagster asset materialize --select 'key:"eval/leaderboard"' -m lm_platform.definitions
 	$(PY) -m lm_platform.defs.summary
 
 test: install

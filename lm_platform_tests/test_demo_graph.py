@@ -29,7 +29,11 @@ DEMO_KEYS = (
     | {f"dataset/{s}" for s in STAGES}
     | {f"checkpoint/{s}" for s in STAGES}
     | {f"reference_lm/{lang}" for lang in ("vi", "ja", "en")}
-    | {"tokenizer", "eval/perplexity"}
+    | {"tokenizer", "model_versions", "eval/leaderboard"}
+    | {
+        f"eval/{b}"
+        for b in ("perplexity", "exam_vi", "m3exam_vi", "jcqa_ja", "arc_en", "hellaswag_en", "samples")
+    }
 )
 # The filters expected to catch each kind of labelled noise (wrong-language text can also be too short).
 EXPECTED_FILTER = {
@@ -70,11 +74,16 @@ def test_every_asset_materialized_with_counts_and_licenses(demo_run):
         "tokenizer": {"vocab_size", "added_tokens", "fertility"},
         "dataset": {"tokens", "train_sequences", "val_sequences", "tokens_per_source"},
         "checkpoint": {"tokens_seen", "final_val_loss", "loss_curve", "tokens_per_second", "ran_on"},
-        "eval": {"score", "n", "stderr", "per_language", "previous_score"},
+        "eval": {"score", "n", "stderr", "previous_score", "delta", "version", "tokens_seen"},
+        "eval/perplexity": {"score", "n", "stderr", "per_language", "previous_score"},
+        "eval/exam_vi": {"score", "n", "stderr", "per_subject", "metrics"},
+        "eval/samples": {"score", "samples"},
+        "eval/leaderboard": {"leaderboard", "plot", "versions"},
+        "model_versions": {"versions", "table"},
     }
     for key in DEMO_KEYS:
         meta = latest(demo_run, key).asset_materialization.metadata
-        missing = required[key.split("/")[0]] - set(meta)
+        missing = (required.get(key) or required[key.split("/")[0]]) - set(meta)
         assert not missing, f"{key} lacks metadata {missing}"
 
 
@@ -376,14 +385,25 @@ def test_anneal_starts_from_main(demo_run):
 
 
 def test_perplexity_eval_scores_the_last_checkpoint_per_language(demo_run):
-    result = json.loads((demo_run.base / "eval" / "perplexity.json").read_text())
+    result = json.loads((demo_run.base / "eval" / "perplexity" / "anneal.json").read_text())
     vocab = json.loads((demo_run.base / "dataset" / "main" / "index.json").read_text())["vocab_size"]
-    assert result["checkpoint"].endswith("checkpoint/anneal")
+    assert result["model"].endswith("checkpoint/anneal") and result["version"] == "anneal"
     assert set(result["per_language"]) == {"vi", "ja", "en"}
     assert 1 < result["score"] < vocab / 4  # far better than a uniform guess over the vocabulary
     assert math.isfinite(result["stderr"]) and result["n"] == 45
     meta = latest(demo_run, "eval/perplexity").asset_materialization.metadata
     assert meta["score"].value == pytest.approx(result["score"])
+
+
+def test_every_benchmark_scores_the_demo_version_and_the_leaderboard_lists_it(demo_run):
+    with demo_run.instance() as instance:
+        assert set(instance.get_dynamic_partitions("demo_models")) == {"main", "anneal"}
+    for bench in ("exam_vi", "m3exam_vi", "jcqa_ja", "arc_en", "hellaswag_en", "samples"):
+        result = json.loads((demo_run.base / "eval" / bench / "anneal.json").read_text())
+        assert result["n"] >= 4 and result["version"] == "anneal" and result["previous_version"] == "main"
+        assert result["previous_score"] is None  # main is registered but not scored by the demo
+    board = json.loads((demo_run.base / "eval" / "leaderboard.json").read_text())
+    assert [r["version"] for r in board] == ["anneal"] and "exam_vi" in board[0]
 
 
 def test_materialize_tokenizer_plus_reruns_tokenizer_and_its_direct_dependents(demo_run):

@@ -88,7 +88,10 @@ def test_one_sensor_per_stage_tags_recipe_and_stage_and_status_follows_profile(d
     k8s = build_deployment_definitions(demo_recipe, load_profile("k8s"), prefix=[]).get_repository_def()
     for repo, status in ((local, dg.DefaultSensorStatus.STOPPED), (k8s, dg.DefaultSensorStatus.RUNNING)):
         sensors = {s.name: s for s in repo.sensor_defs}
-        assert set(sensors) == {"train_demo_main", "train_demo_anneal"}
+        assert set(sensors) == {"train_demo_main", "train_demo_anneal", "demo_model_versions"}
+        (nightly,) = repo.schedule_defs  # the evaluation schedule follows the profile too
+        assert nightly.name == "demo_nightly_evaluation"
+        assert nightly.default_status.value == status.value
         for stage in ("main", "anneal"):
             sensor = sensors[f"train_demo_{stage}"]
             assert sensor.default_status == status

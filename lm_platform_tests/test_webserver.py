@@ -35,7 +35,12 @@ EXPECTED_KEYS = {
     "dataset/anneal",
     "checkpoint/main",
     "checkpoint/anneal",
-    "eval/perplexity",
+    "model_versions",
+    *(
+        f"eval/{b}"
+        for b in ("perplexity", "exam_vi", "m3exam_vi", "jcqa_ja", "arc_en", "hellaswag_en", "samples")
+    ),
+    "eval/leaderboard",
 }
 
 ASSET_NODES_QUERY = """
@@ -119,7 +124,8 @@ def test_webserver_serves_demo_asset_graph(tmp_path: Path) -> None:
         deps = {key: {"/".join(d["path"]) for d in n["dependencyKeys"]} for key, n in by_key.items()}
         assert "blend/main" in deps["tokenizer"]
         assert {"checkpoint/main", "dataset/anneal", "tokenizer"} <= deps["checkpoint/anneal"]
-        assert "checkpoint/anneal" in deps["eval/perplexity"]
+        assert {"checkpoint/main", "checkpoint/anneal"} <= deps["model_versions"]
+        assert "model_versions" in deps["eval/perplexity"]
         assert {"curated/en_web", "exact_dedup/en_books"} <= deps["exact_dedup/en_web"]
         assert {"exact_dedup/en_web", "near_duplicates"} <= deps["deduped/en_web"]
         assert {"blend/main", "tokenizer"} <= deps["dataset/main"]

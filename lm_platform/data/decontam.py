@@ -119,9 +119,10 @@ def _count_in(ref: np.ndarray, values: np.ndarray) -> int:
 
 
 def recipe_decontaminator(recipe: Recipe) -> Decontaminator | None:
-    """The recipe's decontaminator with every evaluation set it names loaded (local files or hub
-    datasets, through `read_eval_set`); None when decontamination is off."""
-    from lm_platform.data.readers import read_eval_set
+    """The recipe's decontaminator with every evaluation set it names loaded (`evaluation_texts`: held-out
+    documents from local files or hub datasets, each multiple-choice question joined with its answer, dev
+    shots included, generation prompts); None when decontamination is off."""
+    from lm_platform.evaluation.sets import evaluation_texts
 
     dc = recipe.decontamination
     if dc is None or not dc.enabled:
@@ -129,5 +130,5 @@ def recipe_decontaminator(recipe: Recipe) -> Decontaminator | None:
     d = Decontaminator(dc.ngram, dc.char_ngram, dc.char_languages, dc.min_words, dc.min_chars)
     for ev in recipe.evaluations:
         if dc.evaluations is None or ev.name in dc.evaluations:
-            d.add_set(ev.name, read_eval_set(ev, limit=False))
+            d.add_set(ev.name, evaluation_texts(ev))
     return d

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from lm_platform.defs import automation
 from lm_platform.defs.assets import build_assets
 from lm_platform.defs.k8s import (
     executor,
@@ -31,9 +32,11 @@ def build_deployment_definitions(
     assets = with_training_automation(prefixed(build_assets(recipe), prefix), recipe, prefix)
     assets = fan_out_partitions(profile, assets)
     storage = LMStorage(root=profile.storage_root()) if profile.kind == "k8s" else LMStorage()
+    auto = automation.build(recipe, prefix, running=profile.sensors_running)
     return dg.Definitions(
         assets=assets,
         resources={"storage": storage, "trainer": trainer_resource(profile, recipe)},
-        sensors=training_sensors(recipe, profile, prefix),
+        sensors=training_sensors(recipe, profile, prefix) + auto.sensors,
+        schedules=auto.schedules,
         executor=executor(profile, assets),
     )

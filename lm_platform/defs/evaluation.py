@@ -1,61 +1,250 @@
-"""Evaluation: each of the recipe's evaluations scored on its stage's checkpoint (group `evaluation`)."""
+"""Evaluation (group `evaluation`): model versions as dynamic partitions (`<recipe>_models`), one
+`eval/<benchmark>` asset per recipe evaluation partitioned by version, each with a `no_regression` check,
+and `eval/leaderboard`. `model_versions` (group `training`) registers the versions the stages just wrote.
+The sensor and the nightly schedule are in `automation`. All work happens in `lm_platform.evaluation`."""
 
-import json
+import base64
 
 import dagster as dg
 
 from lm_platform.atomic import write_json
-from lm_platform.defs.metadata import headline, materialize, table, versioned
+from lm_platform.defs.metadata import CODE_VERSION, headline, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.recipe.schema import EvalConfig, Recipe
 from lm_platform.versions import content_version
 
+GROUP = "evaluation"
+LEADERBOARD = dg.AssetKey(["eval", "leaderboard"])
+MODEL_VERSIONS = dg.AssetKey("model_versions")
 
-def _previous_score(context: dg.AssetExecutionContext, key: dg.AssetKey):
-    previous = context.instance.get_latest_materialization_event(key)
-    if previous is None or previous.asset_materialization is None:
-        return None
-    entry = previous.asset_materialization.metadata.get("score")
-    return entry.value if entry is not None else None
+
+def versions_partitions(recipe: Recipe) -> dg.DynamicPartitionsDefinition:
+    """The recipe's model versions: partition sets are instance-wide, so the name carries the recipe."""
+    return dg.DynamicPartitionsDefinition(name=recipe.versions_name)
+
+
+def eval_key(ev: EvalConfig) -> dg.AssetKey:
+    return dg.AssetKey(["eval", ev.name])
+
+
+def register_versions(instance: dg.DagsterInstance, recipe: Recipe, base) -> list[str]:
+    """Register every version on disk that the instance does not know yet; returns the new keys."""
+    from lm_platform.evaluation.versions import discover_versions
+
+    new = discover_versions(recipe, base, set(instance.get_dynamic_partitions(recipe.versions_name)))
+    if new:
+        instance.add_dynamic_partitions(recipe.versions_name, new)
+    return new
+
+
+def _md(rows: list[dict], columns: list[str]) -> dg.MetadataValue:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def _nullable(v):
+    return dg.MetadataValue.null() if v is None else v
+
+
+def model_versions_asset(recipe: Recipe) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=MODEL_VERSIONS,
+        deps=[dg.AssetKey(["checkpoint", s.name]) for s in recipe.stages],
+        group_name="training",
+        kinds={"python"},
+        code_version=CODE_VERSION,
+        description=f"Registers the stages' models (exports, kept step checkpoints) as partitions of "
+        f"'{recipe.versions_name}' as soon as they are written",
+        metadata=headline("versions"),
+    )
+    def _versions(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
+        from lm_platform.evaluation.versions import chain_order, model_dir, tokens_seen
+
+        base = storage.layout(recipe.name).base
+        new = register_versions(context.instance, recipe, base)
+        known = list(context.instance.get_dynamic_partitions(recipe.versions_name))
+        rows = [
+            {"version": k, "tokens_seen": tokens_seen(model_dir(base, k)), "path": str(model_dir(base, k))}
+            for k in chain_order(known, [s.name for s in recipe.stages])
+        ]
+        return dg.MaterializeResult(
+            metadata={
+                "versions": len(rows),
+                "registered_now": dg.MetadataValue.json(new),
+                "table": _md(rows, ["version", "tokens_seen", "path"]),
+            }
+        )
+
+    return _versions
+
+
+def _score_metadata(result: dict, result_file) -> dict:
+    """A scored result -> metadata: the headline numbers, the previous version, the breakdown table."""
+    meta = {
+        "score": result["score"],
+        "metric": f"{result['metric']} ({'higher' if result['higher_is_better'] else 'lower'} is better)",
+        "n": result["n"],
+        "stderr": result["stderr"],
+        "version": result["version"],
+        "tokens_seen": _nullable(result["tokens_seen"]),
+        "previous_version": _nullable(result["previous_version"]),
+        "previous_score": _nullable(result["previous_score"]),
+        "delta": _nullable(result["delta"]),
+        "model": dg.MetadataValue.path(result["model"]),
+        "result": dg.MetadataValue.path(str(result_file)),
+    }
+    for field, label in (("per_subject", "subject"), ("per_language", "lang"), ("per_task", "task")):
+        if result.get(field):
+            rows = [{label: k, **v} for k, v in result[field].items()]
+            meta[field] = _md(rows, list(rows[0]))
+    if "metrics" in result:
+        meta["metrics"] = dg.MetadataValue.json(result["metrics"])
+    return meta
+
+
+def _samples_table(recipe: Recipe, ev: EvalConfig, base, result: dict) -> dg.MetadataValue:
+    """Generation: each prompt's greedy output under every scored version, side by side."""
+    from lm_platform.evaluation.generation import side_by_side
+    from lm_platform.evaluation.versions import chain_order, scored_result
+
+    d = base / "eval" / ev.name
+    versions = {str(p.relative_to(d).with_suffix("")) for p in d.rglob("*.json")} | {result["version"]}
+    order = chain_order(sorted(versions), [s.name for s in recipe.stages])
+    by_version = {v: (scored_result(base, ev.name, v) or {}).get("samples", []) for v in order}
+    by_version[result["version"]] = result["samples"]
+    return _md(side_by_side(by_version), ["prompt", *order])
+
+
+def _regression(ev: EvalConfig, result: dict) -> dg.AssetCheckResult:
+    from lm_platform.evaluation.stats import regression
+
+    prev = result["previous_score"]
+    worse = (
+        0.0 if prev is None else regression(result["score"], prev, ev.tolerance, result["higher_is_better"])
+    )
+    return dg.AssetCheckResult(
+        check_name="no_regression",
+        passed=worse == 0.0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "previous_version": result["previous_version"] or "none",
+            "previous_score": _nullable(prev),
+            "score": result["score"],
+            "tolerance": ev.tolerance,
+            "beyond_tolerance": worse,
+        },
+    )
 
 
 def eval_asset(recipe: Recipe, ev: EvalConfig) -> dg.AssetsDefinition:
-    stage = recipe.eval_stage(ev)
-    key = dg.AssetKey(["eval", ev.name])
+    key = eval_key(ev)
+    init_from = {s.name: s.init_from for s in recipe.stages}
+    what = (
+        f"{ev.prompt_format}, {ev.mode}"
+        if ev.kind == "multiple_choice"
+        else (ev.location or ", ".join(ev.tasks))
+    )
+    check = dg.AssetCheckSpec(
+        "no_regression",
+        asset=key,
+        description=f"not worse than {ev.baseline or 'the previous version in the stage chain'} by more "
+        f"than {ev.tolerance}",
+    )
 
     @dg.asset(
         key=key,
-        deps=[dg.AssetKey(["checkpoint", stage.name])],
-        group_name="evaluation",
+        deps=[MODEL_VERSIONS],
+        partitions_def=versions_partitions(recipe),
+        group_name=GROUP,
         kinds={"pytorch"},
-        code_version=versioned(ev, stage.name),
-        description=f"{ev.kind} of checkpoint/{stage.name} on {ev.location}",
+        code_version=versioned(ev),
+        description=f"{ev.kind} ({what}) of each model version",
+        check_specs=[check],
         metadata=headline("score", "n", "stderr"),
     )
     def _eval(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
-        from lm_platform.evaluation.perplexity import perplexity, read_eval_docs
+        from lm_platform.evaluation.sets import run_evaluation
+        from lm_platform.evaluation.stats import with_previous
+        from lm_platform.evaluation.versions import (
+            model_dir,
+            predecessor,
+            result_path,
+            scored_result,
+            tokens_seen,
+        )
 
-        layout = storage.layout(recipe.name)
-        result = perplexity(layout.checkpoint(stage.name), read_eval_docs(ev))
-        result["checkpoint"] = str(layout.checkpoint(stage.name))
-        write_json(layout.eval(ev.name), result)
-        per_lang = [{"lang": k, **v} for k, v in result["per_language"].items()]
-        return materialize(
-            score=result["score"],
-            metric="perplexity (lower is better)",
-            n=result["n"],
-            tokens=result["tokens"],
-            stderr=result["stderr"],
-            previous_score=_previous_score(context, key),
-            per_language=table(per_lang, ["lang", "score", "stderr", "n", "tokens"]),
-            checkpoint=dg.MetadataValue.path(result["checkpoint"]),
-            result=dg.MetadataValue.json(json.loads(json.dumps(result))),
-            data_version=content_version(layout.eval(ev.name)),
+        base = storage.layout(recipe.name).base
+        version = context.partition_key
+        path = model_dir(base, version)
+        if not (path / "config.json").is_file():
+            raise dg.Failure(f"model version '{version}': no model at {path}")
+        registered = list(context.instance.get_dynamic_partitions(recipe.versions_name))
+        prev = (
+            ev.baseline
+            if ev.baseline and ev.baseline != version
+            else predecessor(version, registered, init_from)
+        )
+        previous = scored_result(base, ev.name, prev)
+        result = with_previous(
+            run_evaluation(ev, path, seed=recipe.seed), previous and previous["score"], prev
+        )
+        result.update(version=version, model=str(path), tokens_seen=tokens_seen(path))
+        write_json(result_path(base, ev.name, version), result)
+        meta = _score_metadata(result, result_path(base, ev.name, version))
+        if ev.kind == "generation":
+            meta["samples"] = _samples_table(recipe, ev, base, result)
+        return dg.MaterializeResult(
+            metadata=meta,
+            check_results=[_regression(ev, result)],
+            data_version=dg.DataVersion(content_version(result_path(base, ev.name, version))),
         )
 
     return _eval
 
 
+def leaderboard_asset(recipe: Recipe) -> dg.AssetsDefinition:
+    names = [ev.name for ev in recipe.evaluations]
+
+    @dg.asset(
+        key=LEADERBOARD,
+        deps=[eval_key(ev) for ev in recipe.evaluations],
+        group_name=GROUP,
+        kinds={"python"},
+        code_version=CODE_VERSION,
+        description="Every scored model version against every benchmark, and score vs tokens seen",
+        metadata=headline("versions"),
+    )
+    def _leaderboard(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
+        from lm_platform.evaluation.leaderboard import leaderboard_plot, leaderboard_rows
+
+        base = storage.layout(recipe.name).base
+        rows = leaderboard_rows(names, [s.name for s in recipe.stages], base)
+        write_json(base / "eval" / "leaderboard.json", rows)
+        meta = {
+            "versions": len(rows),
+            "benchmarks": len(names),
+            "leaderboard": _md(rows, ["version", "tokens_seen", *names]),
+        }
+        png = leaderboard_plot(names, rows)
+        if png:
+            (base / "eval" / "leaderboard.png").write_bytes(png)
+            data = base64.b64encode(png).decode()
+            meta["plot"] = dg.MetadataValue.md(f"![score vs tokens seen](data:image/png;base64,{data})")
+            meta["plot_file"] = dg.MetadataValue.path(str(base / "eval" / "leaderboard.png"))
+        return dg.MaterializeResult(metadata=meta)
+
+    return _leaderboard
+
+
 def build(recipe: Recipe) -> list[dg.AssetsDefinition]:
-    """One asset per evaluation of the recipe."""
-    return [eval_asset(recipe, ev) for ev in recipe.evaluations]
+    """`model_versions`, one asset per evaluation of the recipe, and the leaderboard."""
+    assets = [model_versions_asset(recipe)]
+    if recipe.evaluations:
+        assets += [eval_asset(recipe, ev) for ev in recipe.evaluations] + [leaderboard_asset(recipe)]
+    return assets

@@ -81,13 +81,13 @@ def _invariant_result(invariant: dict) -> dg.AssetCheckResult:
 
 
 def _held_out(recipe: Recipe, layout: Layout) -> tuple[list[tuple[str, str]], str]:
-    """(lang, text) pairs to measure fertility on: the first evaluation's held-out text, else a small
-    sample of each training source (training text)."""
+    """(lang, text) pairs to measure fertility on: the first perplexity-kind evaluation's held-out text,
+    else a small sample of each training source (training text)."""
     from lm_platform.data.readers import read_eval_set
     from lm_platform.tokenization.sample import sample_texts
 
-    if recipe.evaluations:
-        ev = recipe.evaluations[0]
+    ev = recipe.text_evaluation
+    if ev is not None:
         return list(read_eval_set(ev, limit=False)), f"held-out text of evaluation '{ev.name}'"
     pairs = [
         (src.language, t)

@@ -20,35 +20,76 @@ def read_eval_docs(path: str | Path | EvalConfig, max_docs: int | None = None) -
 
 
 def perplexity(checkpoint_dir: str | Path, docs: Iterable[tuple[str, str]], batch_size: int = 8) -> dict:
+    """Perplexity of the HF model directory `checkpoint_dir` (see `perplexity_of`)."""
+    from lm_platform.evaluation.models import load_model
+
+    model, tok = load_model(checkpoint_dir)
+    return perplexity_of(model, tok, docs, batch_size)
+
+
+def perplexity_of(model, tok, docs: Iterable[tuple[str, str]], batch_size: int = 8) -> dict:
     """Token-level perplexity of BOS + text + EOS, in windows of the model's context length.
 
-    Returns score (overall perplexity), n (documents), tokens, stderr (of the score, by the delta method
-    over per-document mean losses) and a per-language breakdown with the same fields.
+    Windows of up to `batch_size` documents run together (right-padded, padding ignored). Returns score
+    (overall perplexity), n (documents), tokens, stderr (of the score, by the delta method over
+    per-document mean losses) and a per-language breakdown with the same fields.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(checkpoint_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(checkpoint_dir), torch_dtype=torch.float32)
     model.eval()
     window = model.config.max_position_embeddings
     per_doc: list[tuple[str, float, int]] = []  # lang, summed nll, tokens
-    with torch.no_grad():
+
+    def flush(pending: list[tuple[int, list[int]]], totals: list[list[float]]) -> None:
+        width = max(len(ids) for _, ids in pending)
+        inp = torch.zeros((len(pending), width - 1), dtype=torch.long)
+        tgt = torch.full((len(pending), width - 1), -100, dtype=torch.long)
+        for r, (_, ids) in enumerate(pending):
+            inp[r, : len(ids) - 1] = torch.tensor(ids[:-1])
+            tgt[r, : len(ids) - 1] = torch.tensor(ids[1:])
+        logits = model(input_ids=inp).logits.float()
+        nll = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), tgt, reduction="none", ignore_index=-100
+        ).sum(dim=1)
+        for r, (doc, ids) in enumerate(pending):
+            totals[doc][0] += float(nll[r])
+            totals[doc][1] += len(ids) - 1
+
+    with torch.inference_mode():
+        chunk_docs: list[tuple[str, list[int]]] = []
         for lang, text in docs:
-            ids = [tok.bos_token_id, *tok.encode(text, add_special_tokens=False), tok.eos_token_id]
-            nll, count = 0.0, 0
-            for start in range(0, len(ids) - 1, window):
-                chunk = torch.tensor([ids[start : start + window + 1]])
-                logits = model(input_ids=chunk[:, :-1]).logits
-                nll += torch.nn.functional.cross_entropy(logits[0], chunk[0, 1:], reduction="sum").item()
-                count += chunk.shape[1] - 1
-            per_doc.append((lang, nll, count))
+            chunk_docs.append(
+                (lang, [tok.bos_token_id, *tok.encode(text, add_special_tokens=False), tok.eos_token_id])
+            )
+            if len(chunk_docs) >= 64 * batch_size:  # bounded memory: score documents in blocks
+                per_doc += _score_block(chunk_docs, window, batch_size, flush)
+                chunk_docs = []
+        if chunk_docs:
+            per_doc += _score_block(chunk_docs, window, batch_size, flush)
     if not per_doc:
         raise ValueError("perplexity: no evaluation documents")
     langs = sorted({lang for lang, _, _ in per_doc})
     result = _summary(per_doc)
+    result["kind"] = "perplexity"
+    result["metric"] = "perplexity"
+    result["higher_is_better"] = False
     result["per_language"] = {lang: _summary([d for d in per_doc if d[0] == lang]) for lang in langs}
     return result
+
+
+def _score_block(
+    docs: list[tuple[str, list[int]]], window: int, batch_size: int, flush
+) -> list[tuple[str, float, int]]:
+    totals = [[0.0, 0] for _ in docs]
+    pieces = [
+        (d, ids[start : start + window + 1])
+        for d, (_, ids) in enumerate(docs)
+        for start in range(0, len(ids) - 1, window)
+    ]
+    pieces.sort(key=lambda p: len(p[1]), reverse=True)
+    for i in range(0, len(pieces), batch_size):
+        flush(pieces[i : i + batch_size], totals)
+    return [(lang, totals[d][0], int(totals[d][1])) for d, (lang, _) in enumerate(docs)]
 
 
 def _summary(docs: list[tuple[str, float, int]]) -> dict:

@@ -117,6 +117,8 @@ def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     for key in ("sources", "evaluations"):
         if isinstance(raw.get(key), list):
             raw[key] = [resolve(e) for e in raw[key]]
+    if isinstance(raw.get("evaluations"), list):
+        raw["evaluations"] = [_resolve_keys(e, EVAL_PATH_KEYS, base_dir) for e in raw["evaluations"]]
     if isinstance(raw.get("languages"), dict):
         raw["languages"] = {
             lang: _resolve_filter_paths(cfg, base_dir) for lang, cfg in raw["languages"].items()
@@ -149,6 +151,25 @@ def resolve_model_ref(ref: str, base_dir: Path) -> str:
 
 
 BUNDLED_PREFIX = "bundled:"
+# Evaluation fields besides `location` that name local files or directories.
+EVAL_PATH_KEYS = ("dev_location", "include_path")
+
+
+def _resolve_keys(entry: Any, keys: tuple[str, ...], base_dir: Path) -> Any:
+    """`entry` with each of `keys` that is a string resolved against `base_dir` (or `bundled:`)."""
+    if not isinstance(entry, dict):
+        return entry
+    entry = dict(entry)
+    for key in keys:
+        if isinstance(entry.get(key), str):
+            entry[key] = (
+                resolve_model_ref(entry[key], base_dir)
+                if entry[key].startswith(BUNDLED_PREFIX)
+                else str((base_dir / Path(entry[key]).expanduser()).resolve())
+            )
+    return entry
+
+
 # Filter fields that name files: word lists, and a user-supplied KenLM model with its SentencePiece model.
 FILTER_PATH_KEYS = ("path", "model", "sp_model")
 

@@ -391,24 +391,77 @@ class DecontaminationConfig(_Strict):
     evaluations: tuple[str, ...] | None = None
 
 
+EVAL_KINDS = ("perplexity", "multiple_choice", "generation", "lm_eval")
+
+
 class EvalConfig(_Strict):
-    """A held-out evaluation set: a local JSONL file (`format: jsonl`), or a dataset read through the same
-    `datasets` code path as `hf` sources (`format: hf`: a hub id, or a local directory of Parquet/JSON
-    files). Each record gives a text (`text_field`) and its language (`lang_field`, else `language`)."""
+    """One benchmark, an `eval/<name>` asset scored per model version.
+
+    - `perplexity`: `location` is JSONL of held-out documents with 'text' and 'lang'.
+    - `multiple_choice`: `location` is JSONL of exam items (question, choices, answer, optional subject,
+      context); `dev_location` gives `num_fewshot` examples; `prompt_format` picks the prompt shape and `mode`
+      scores each choice's text or only its letter.
+    - `generation`: `location` is JSONL of prompts ('prompt', optional 'id', 'lang'); greedy and sampled
+      outputs are stored per version.
+    - `lm_eval`: lm-evaluation-harness tasks named in `tasks`, defined by YAML files under `include_path`
+      with local data files.
+    The set is a local JSONL file (`format: jsonl`), or a dataset read through the same `datasets` code
+    path as `hf` sources (`format: hf`: a hub id, or a local directory of Parquet/JSON files), whose
+    records give a text (`text_field`) and its language (`lang_field`, else `language`).
+    A version is compared with its predecessor in the stage chain (or with `baseline`); a drop larger
+    than `tolerance` (in the score's unit) fails the benchmark's regression check.
+    """
 
     name: str = Field(pattern=NAME_PATTERN)
-    kind: Literal["perplexity"] = "perplexity"
-    location: str = Field(
-        description="JSONL file of held-out documents, or (format hf) a hub id or directory"
+    kind: Literal["perplexity", "multiple_choice", "generation", "lm_eval"] = "perplexity"
+    location: str | None = Field(
+        None, description="JSONL file of the set, or (format hf) a hub id or directory (not used by lm_eval)"
     )
     format: Literal["jsonl", "hf"] = "jsonl"
     text_field: str = "text"
     lang_field: str = "lang"
-    language: str | None = Field(None, description="Language of records that have no `lang_field`")
     hf_config: str | None = None
     hf_split: str = "test"
-    stage: str | None = Field(None, description="Checkpoint to score; default the last stage")
-    max_docs: int | None = Field(None, gt=0)
+    stage: str | None = Field(None, description="Score only versions of this stage (default: every version)")
+    max_docs: int | None = Field(None, gt=0, description="Use at most this many documents / items / prompts")
+    batch_size: int = Field(8, gt=0)
+    language: str | None = Field(None, description="Language of items without a 'lang' field")
+    prompt_format: Literal["plain", "hellaswag", "vmlu", "m3exam", "jcommonsenseqa"] = Field(
+        "plain", description="multiple_choice: the exam's prompt shape"
+    )
+    mode: Literal["choices", "letter"] = "choices"
+    metric: str | None = Field(None, description="multiple_choice: acc (default), acc_norm or acc_bytes")
+    dev_location: str | None = Field(None, description="multiple_choice: JSONL of k-shot examples")
+    num_fewshot: int = Field(0, ge=0)
+    tasks: tuple[str, ...] = Field((), description="lm_eval: task names")
+    include_path: str | None = Field(None, description="lm_eval: directory of task YAML files")
+    max_new_tokens: int = Field(32, gt=0, description="generation: tokens generated per prompt")
+    temperature: float = Field(0.8, gt=0, description="generation: sampling temperature")
+    tolerance: float = Field(0.05, ge=0, description="Largest accepted drop from the predecessor's score")
+    baseline: str | None = Field(None, description="A model version every version is compared with")
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> EvalConfig:
+        if self.kind == "lm_eval":
+            if not self.tasks:
+                raise ValueError("an lm_eval evaluation needs 'tasks'")
+            if not self.include_path:
+                raise ValueError(
+                    "an lm_eval evaluation needs 'include_path' (a directory of local task YAML files)"
+                )
+        elif not self.location:
+            raise ValueError(f"a {self.kind} evaluation needs 'location'")
+        if self.kind == "multiple_choice":
+            if self.num_fewshot and not self.dev_location:
+                raise ValueError("num_fewshot needs 'dev_location' (the dev split the shots come from)")
+            allowed = ("acc",) if self.mode == "letter" else ("acc", "acc_norm", "acc_bytes")
+            if self.metric is not None and self.metric not in allowed:
+                raise ValueError(f"metric '{self.metric}' is not one of {list(allowed)} in {self.mode} mode")
+        return self
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.kind != "perplexity"
 
 
 class Recipe(_Strict):
@@ -467,9 +520,22 @@ class Recipe(_Strict):
         for src in self.tokenizer.sample.mixture or {}:
             if src not in names:
                 raise ValueError(f"tokenizer.sample.mixture: unknown source '{src}' (known: {names})")
+        for i, stage in enumerate(self.stages):
+            every = stage.train.checkpoint_every
+            if stage.eval_every and every and stage.eval_every % every:
+                raise ValueError(
+                    f"stages.{i}.eval_every: {stage.eval_every} is not a multiple of train.checkpoint_every "
+                    f"({every}); those steps would never be written"
+                )
+            if stage.eval_every and not every:
+                raise ValueError(
+                    f"stages.{i}.eval_every: needs train.checkpoint_every (no step checkpoints are written)"
+                )
         for i, ev in enumerate(self.evaluations):
             if ev.stage is not None and ev.stage not in stage_names:
                 raise ValueError(f"evaluations.{i}.stage: unknown stage '{ev.stage}'")
+            if ev.language is not None and ev.language not in self.languages:
+                raise ValueError(f"evaluations.{i}.language: '{ev.language}' has no entry in 'languages'")
         if self.decontamination is not None and self.decontamination.evaluations is not None:
             evals = [e.name for e in self.evaluations]
             for j, name in enumerate(self.decontamination.evaluations):
@@ -510,6 +576,16 @@ class Recipe(_Strict):
 
     def eval_stage(self, ev: EvalConfig) -> StageConfig:
         return self.stage(ev.stage or self.stages[-1].name)
+
+    @property
+    def text_evaluation(self) -> EvalConfig | None:
+        """The first perplexity-kind evaluation (held-out text per language), or None."""
+        return next((e for e in self.evaluations if e.kind == "perplexity"), None)
+
+    @property
+    def versions_name(self) -> str:
+        """Name of the recipe's dynamic partitions of model versions (instance-wide, so per recipe)."""
+        return f"{self.name}_models"
 
 
 def _check_stage_mixture(i: int, stage: StageConfig, sources: list[str]) -> None:

@@ -106,6 +106,9 @@ class StageConfig(Strict):
 
     name: str = Field(pattern=NAME_PATTERN)
     init_from: str = Field("model", description="'model' or the name of an earlier stage")
+    eval_every: int | None = Field(
+        None, gt=0, description="Step checkpoints at multiples of this are kept as model versions to score"
+    )
     blend: BlendConfig
     pack: PackConfig = PackConfig()
     train: TrainConfig = TrainConfig()

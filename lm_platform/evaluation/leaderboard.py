@@ -1,0 +1,55 @@
+"""The leaderboard: every scored model version against every benchmark, from the stored results, and a
+plot of each benchmark's score against the tokens a version has seen."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from lm_platform.atomic import read_json
+from lm_platform.evaluation.versions import chain_order
+
+
+def leaderboard_rows(benchmarks: list[str], stages: list[str], base: Path) -> list[dict]:
+    """One row per scored version (stage-chain order): version, tokens_seen and each benchmark's score."""
+    rows: dict[str, dict] = {}
+    for name in benchmarks:
+        d = base / "eval" / name
+        for f in sorted(d.rglob("*.json")) if d.is_dir() else []:
+            res = read_json(f)
+            version = res.get("version") or str(f.relative_to(d).with_suffix(""))
+            row = rows.setdefault(version, {"version": version, "tokens_seen": res.get("tokens_seen")})
+            row[name] = res["score"]
+    return [rows[v] for v in chain_order(list(rows), stages)]
+
+
+def leaderboard_plot(benchmarks: list[str], rows: list[dict]) -> bytes | None:
+    """PNG with one panel per benchmark: score against tokens seen, points labelled by version; None
+    without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    n = max(1, len(benchmarks))
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 2.8), squeeze=False)
+    for ax, name in zip(axes[0], benchmarks, strict=False):
+        pts = sorted(
+            (r["tokens_seen"], r[name], r["version"])
+            for r in rows
+            if name in r and r["tokens_seen"] is not None
+        )
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
+            for x, y, label in pts:
+                ax.annotate(label, (x, y), fontsize=6)
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("tokens seen", fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,207 @@
+"""Model versions: every model the platform produces, named by one key.
+
+Keys: `<stage>` (a stage's exported checkpoint), `<stage>@step_<N>` (a step checkpoint the recipe keeps
+for evaluation: N a multiple of the stage's `eval_every`), `adapter/<name>` and `merged/<name>` (from
+fine-tuning and merging). A kept step checkpoint is snapshotted into `<base>/models/<key>/` (hard links
+where the file system allows, else copies) when it is registered, so the trainer's own pruning of its
+resume checkpoints (`keep_last`) never removes a version that is registered for scoring; the snapshot is
+deleted only by `release_step`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from lm_platform.atomic import atomic_dir, read_json
+
+STEP_KEY = re.compile(r"^(?P<stage>[A-Za-z0-9_.-]+)@step_(?P<step>\d+)$")
+PREFIXED = ("adapter", "merged")
+STEP_DIR = re.compile(r"^step_(\d{8})$")
+# Files of a step checkpoint that make a loadable model; the optimizer state is not needed to score.
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "eeve.json",
+    "trainer_state.json",
+)
+
+
+@dataclass(frozen=True)
+class Version:
+    key: str
+    kind: str  # stage | step | adapter | merged
+    name: str  # the stage (stage, step) or the adapter / merge name
+    step: int | None = None
+
+
+def step_key(stage: str, step: int) -> str:
+    return f"{stage}@step_{step}"
+
+
+def parse_key(key: str) -> Version:
+    """The parts of a version key; a malformed key raises ValueError naming it."""
+    if m := STEP_KEY.match(key):
+        return Version(key, "step", m.group("stage"), int(m.group("step")))
+    if "/" in key:
+        prefix, _, name = key.partition("/")
+        if prefix in PREFIXED and name:
+            return Version(key, prefix, name)
+        raise ValueError(f"model version '{key}': a prefixed key is adapter/<name> or merged/<name>")
+    if re.fullmatch(r"[A-Za-z0-9_.-]+", key):
+        return Version(key, "stage", key)
+    raise ValueError(
+        f"model version '{key}' is not <stage>, <stage>@step_<N>, adapter/<name> or merged/<name>"
+    )
+
+
+def model_dir(base: Path, key: str) -> Path:
+    """Where version `key`'s HF model directory lies under the recipe's storage base."""
+    v = parse_key(key)
+    if v.kind == "stage":
+        return base / "checkpoint" / v.name
+    if v.kind == "step":
+        return base / "models" / key
+    return base / v.kind / v.name
+
+
+def tokens_seen(path: Path) -> int | None:
+    """Training tokens the version has seen (its metrics or trainer state), None when unknown."""
+    for name in ("metrics.json", "trainer_state.json"):
+        f = Path(path) / name
+        if f.is_file():
+            value = read_json(f).get("tokens_seen")
+            if value is not None:
+                return int(value)
+    return None
+
+
+def eval_steps(run_dir: Path, eval_every: int) -> list[tuple[int, Path]]:
+    """Complete step checkpoints of a run directory whose step is a multiple of `eval_every`."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or eval_every <= 0:
+        return []
+    found = []
+    for p in run_dir.iterdir():
+        m = STEP_DIR.match(p.name)
+        if m and int(m.group(1)) % eval_every == 0 and (p / "trainer_state.json").is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def keep_step(base: Path, stage: str, step: int, step_dir: Path) -> Path:
+    """Snapshot a step checkpoint as version `<stage>@step_<step>` (idempotent); returns its directory."""
+    target = model_dir(base, step_key(stage, step))
+    if (target / "config.json").is_file():
+        return target
+    with atomic_dir(target) as tmp:
+        for name in MODEL_FILES:
+            src = Path(step_dir) / name
+            if src.is_file():
+                try:
+                    os.link(src, tmp / name)
+                except OSError:
+                    shutil.copy2(src, tmp / name)
+    return target
+
+
+def release_step(base: Path, key: str) -> None:
+    """Delete a step version's snapshot (after it is unregistered)."""
+    v = parse_key(key)
+    if v.kind != "step":
+        raise ValueError(f"'{key}' is not a step version")
+    shutil.rmtree(model_dir(base, key), ignore_errors=True)
+
+
+def new_step_versions(
+    base: Path, stage: str, run_dir: Path, eval_every: int | None, known: set[str]
+) -> list[str]:
+    """Snapshot the kept step checkpoints of a stage's run that are not registered yet; their keys."""
+    if not eval_every:
+        return []
+    keys = []
+    for step, path in eval_steps(run_dir, eval_every):
+        key = step_key(stage, step)
+        if key in known:
+            continue
+        keep_step(base, stage, step, path)
+        keys.append(key)
+    return keys
+
+
+def stage_chain(stage: str, init_from: dict[str, str]) -> list[str]:
+    """The stages a stage's model descends from, oldest first, ending with the stage itself."""
+    chain = [stage]
+    while (parent := init_from.get(chain[0])) and parent != "model" and parent not in chain:
+        chain.insert(0, parent)
+    return chain
+
+
+def predecessor(key: str, versions: list[str], init_from: dict[str, str]) -> str | None:
+    """The registered version that `key` is compared with: the one before it in its stage chain, where
+    each stage contributes its kept steps (ascending) and then its export (`init_from`: stage -> the
+    earlier stage it starts from, or 'model'). None for the first version, adapters and merges."""
+    v = parse_key(key)
+    if v.kind not in ("stage", "step"):
+        return None
+    chain = stage_chain(v.name, init_from)
+    ordered = [k for k in chain_order(list(set(versions) | {key}), chain) if _in_chain(k, chain)]
+    i = ordered.index(key)
+    return ordered[i - 1] if i > 0 else None
+
+
+def _in_chain(key: str, chain: list[str]) -> bool:
+    v = parse_key(key)
+    return v.kind in ("stage", "step") and v.name in chain
+
+
+def chain_order(versions: list[str], stage_order: list[str]) -> list[str]:
+    """Versions sorted along the training chain: per stage in recipe order its steps then its export;
+    adapters and merges last, by name."""
+
+    def rank(key: str) -> tuple:
+        v = parse_key(key)
+        if v.kind in ("step", "stage"):
+            s = stage_order.index(v.name) if v.name in stage_order else len(stage_order)
+            return (0, s, v.step if v.step is not None else float("inf"), key)
+        return (1, 0, 0, key)
+
+    return sorted(versions, key=rank)
+
+
+def discover_versions(recipe, base: Path, known: set[str]) -> list[str]:
+    """Versions on disk that are not in `known`: stage exports, kept step checkpoints (snapshotted now, so
+    the trainer's pruning cannot remove them), adapters and merged models."""
+    found: list[str] = []
+    for stage in recipe.stages:
+        run_dir = base / "checkpoint" / f"{stage.name}.run"
+        found += new_step_versions(base, stage.name, run_dir, stage.eval_every, known)
+        if stage.name not in known and (model_dir(base, stage.name) / "config.json").is_file():
+            found.append(stage.name)
+    for kind in PREFIXED:
+        for cfg in sorted((base / kind).glob("*/config.json")) if (base / kind).is_dir() else []:
+            key = f"{kind}/{cfg.parent.name}"
+            if key not in known:
+                found.append(key)
+    return found
+
+
+def result_path(base: Path, benchmark: str, version: str) -> Path:
+    """Where a (benchmark, version) result is stored: `<base>/eval/<benchmark>/<version>.json`."""
+    return base / "eval" / benchmark / f"{version}.json"
+
+
+def scored_result(base: Path, benchmark: str, version: str | None) -> dict | None:
+    """A stored result, or None when that version was not scored on that benchmark."""
+    if version is None:
+        return None
+    path = result_path(base, benchmark, version)
+    return read_json(path) if path.is_file() else None
