@@ -92,3 +92,17 @@ def test_stage_job_carries_training_settings_not_data_settings(tmp_path):
     assert data["train"]["lr"] == 3.0e-3 and data["train"]["checkpoint_every"] == 25
     assert not {"mixture", "seq_len", "groups", "upsample", "pack_workers"} & set(data["train"])
     assert "grad_clip" in data["train"]
+
+
+def test_steps_the_evaluations_score_are_kept_by_the_trainer(tmp_path):
+    recipe = load_recipe("demo")
+    raw = recipe.model_dump(mode="json")
+    raw["stages"][0]["eval_every"] = 25  # demo main: checkpoint_every 25
+    from lm_platform.recipe.schema import Recipe
+
+    job = make_job(Recipe.model_validate(raw), "main", Layout(tmp_path, "demo"))
+    assert job.train.keep_every == 25
+    assert (
+        make_job(recipe, "main", Layout(tmp_path, "demo")).train.keep_every
+        == recipe.stages[0].train.keep_every
+    )

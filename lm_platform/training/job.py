@@ -25,6 +25,10 @@ def make_job(recipe: Recipe, stage_name: str, layout: Layout) -> TrainJob:
     else:
         init = {"kind": "pretrained", "path": str(layout.checkpoint(stage.init_from))}
     output = layout.checkpoint(stage.name)
+    train = stage.train
+    if stage.eval_every and not train.keep_every:
+        # Step checkpoints the evaluations score (`eval_every`) are kept: keep_last never prunes them.
+        train = train.model_copy(update={"keep_every": stage.eval_every})
     return TrainJob(
         recipe=recipe.name,
         stage=stage.name,
@@ -35,7 +39,7 @@ def make_job(recipe: Recipe, stage_name: str, layout: Layout) -> TrainJob:
         init=init,
         model={"eeve_tied_rule": recipe.model.eeve_tied_rule},
         generation=recipe.generation.model_dump(),
-        train=stage.train,
+        train=train,
     )
 
 
