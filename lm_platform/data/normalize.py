@@ -2,8 +2,9 @@
 
 Mojibake (UTF-8 read as cp1252/latin-1) is repaired with ftfy when the language asks for it; ftfy's own
 Unicode normalisation is off, as the language's form (NFC for Vietnamese, NFKC for Japanese) is applied
-right after. C1 control characters (U+0080..U+009F) are kept on purpose: in real text they are almost
-always the trace of a broken encoding, and the `encoding` filter judges them.
+right after. C1 control characters (U+0080..U+009F) are the trace of a broken encoding: the `encoding`
+filter judges them on the raw text first (many: the document is dropped), and normalisation strips the
+stray ones that remain, so one control character does not cost a whole article.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import re
 import unicodedata
 from functools import lru_cache
 
-# C0 controls except tab and newline, DEL, zero-width characters and the BOM.
-_DROP = re.compile("[\x00-\x08\x0b-\x1f\x7f\u200b-\u200d\u2060\ufeff]")
+# C0 controls except tab and newline, DEL, C1 controls, zero-width characters and the BOM.
+_DROP = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0\u3000\u2000-\u200a\u202f\u205f]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 

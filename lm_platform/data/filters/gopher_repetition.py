@@ -5,9 +5,29 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from typing import Literal
 
 from lm_platform.data.filters.base import Filter
 from lm_platform.data.text import Doc
+from lm_platform.recipe.base import StrictConfig
+
+
+class GopherRepetitionFilter(StrictConfig):
+    name: Literal["gopher_repetition"] = "gopher_repetition"
+    dup_line_frac: float | None = 0.3
+    dup_para_frac: float | None = 0.3
+    dup_line_char_frac: float | None = 0.2
+    dup_para_char_frac: float | None = 0.2
+    top_n_grams: tuple[tuple[int, float], ...] = ((2, 0.2), (3, 0.18), (4, 0.16))
+    dup_n_grams: tuple[tuple[int, float], ...] = (
+        (5, 0.15),
+        (6, 0.14),
+        (7, 0.13),
+        (8, 0.12),
+        (9, 0.11),
+        (10, 0.10),
+    )
+
 
 _PARAGRAPHS = re.compile(r"\n{2,}")
 _LINES = re.compile(r"\n+")
@@ -36,7 +56,9 @@ def top_ngram_chars(words: list[str], n: int) -> int:
     if not grams:
         return 0
     gram, count = grams.most_common(1)[0]
-    return len(gram) * count
+    # An n-gram seen once is not repeated: datatrove counts it anyway, so a short text (a Japanese
+    # Wikipedia lead of long katakana words) "repeats" its longest 4-gram by 16 % of its characters.
+    return len(gram) * count if count > 1 else 0
 
 
 def repeated_ngram_chars(words: list[str], n: int) -> int:

@@ -3,12 +3,30 @@ ratio): a cheap language check that needs no model."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from typing import Literal
+
+from pydantic import Field
 
 from lm_platform.data.filters.base import Filter
 from lm_platform.data.text import Doc
-from lm_platform.recipe.schema import SCRIPT_LANGS
+from lm_platform.recipe.base import StrictConfig
 
+
+class ScriptFilter(StrictConfig):
+    """Share of the language's characteristic characters among letters (a cheap language check)."""
+
+    name: Literal["script"] = "script"
+    min_ratio: float = Field(0.5, ge=0, le=1)
+
+
+# Text in brackets or quotes: (...), [...], （...）, 「...」, 『...』, "..." and “...” (short spans only).
+_QUOTED = re.compile(
+    r"\([^()\n]{0,200}\)|\[[^\[\]\n]{0,200}]|（[^（）\n]{0,200}）|“[^“”\n]{0,200}”|\"[^\"\n]{0,200}\""
+)
+# Languages the script filter has a rule for.
+SCRIPT_LANGS = frozenset({"ja", "vi", "en"})
 # Letters that only Vietnamese orthography puts on Latin letters: the extra vowels and đ, and tone marks.
 _VI_BASE = set("ăâđêôơư")
 _VI_TONES = {"\u0300", "\u0301", "\u0303", "\u0309", "\u0323"}  # grave, acute, tilde, hook, dot below
@@ -27,10 +45,12 @@ def _is_vietnamese_syllable(word: str) -> bool:
 def script_ratio(text: str, lang: str) -> float:
     """How much of the text is written the way `lang` is written, in [0, 1].
 
+    Text in brackets or quotes is left out: a quoted foreign name or script is not the text's language.
     ja: kana and kanji among letters. vi: words carrying Vietnamese-only letters or tone marks among
     words made of Latin letters (about 0.5 or more in Vietnamese prose, near 0 in English).
     en: ASCII letters among letters.
     """
+    text = _QUOTED.sub(" ", text)  # quoted or bracketed foreign names and scripts are not the prose
     letters = [c for c in text if c.isalpha()]
     if not letters:
         return 0.0
@@ -41,7 +61,9 @@ def script_ratio(text: str, lang: str) -> float:
         latin = [
             w for w in words if all(not c.isalpha() or unicodedata.name(c, "").startswith("LATIN") for c in w)
         ]
-        if not words or len(latin) < 0.9 * len(words):
+        # Words in other scripts (an article about Chinese characters or Cyrillic) neither count for nor
+        # against, unless they are most of the text.
+        if not words or len(latin) < 0.5 * len(words):
             return 0.0
         return sum(map(_is_vietnamese_syllable, latin)) / len(latin)
     if lang == "en":
