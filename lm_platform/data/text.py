@@ -73,6 +73,7 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENT_RE.findall(text) if s.strip()]
 
 
+@lru_cache(maxsize=1 << 16)
 def is_symbol(word: str) -> bool:
     return set(word) <= PUNCTUATION
 

@@ -1,7 +1,9 @@
 """FineWeb quality rules (Penedo et al. 2024) with datatrove's definitions and defaults: share of
 lines ending in terminal punctuation, share of short lines, characters in duplicated lines, and
 newlines per word (list-like pages). Hard-wrapped text is judged by paragraph; `count_by: chars`
-weighs each line by its length, so an article's headings and list items do not outvote its prose."""
+weighs each line by its length, so an article's headings and list items do not outvote its prose, and
+counts a paragraph as punctuated when a sentence ends inside it (informal text often drops the last full
+stop)."""
 
 from __future__ import annotations
 
@@ -42,7 +44,12 @@ class FineWeb(Filter):
         stop = tuple(c.stop_chars)
         weight = (lambda _ln: 1) if c.count_by == "lines" else len
         total = sum(map(weight, lines))
-        ratio = sum(weight(ln) for ln in lines if ln.endswith(stop)) / total
+        if c.count_by == "lines":
+            punctuated = [ln for ln in lines if ln.endswith(stop)]
+        else:  # a paragraph whose sentences end inside it is punctuated, whatever its last character
+            inner = tuple(f"{ch} " for ch in stop if ch in ".!?") + tuple(ch for ch in stop if ch in "。！？")
+            punctuated = [ln for ln in lines if ln.endswith(stop) or any(m in ln for m in inner)]
+        ratio = sum(map(weight, punctuated)) / total
         if ratio < c.line_punct_thr and not (ratio == 0 and c.line_punct_exclude_zero):
             return f"line_punct_ratio: {ratio:.2f} < {c.line_punct_thr}"
         ratio = sum(weight(ln) for ln in lines if len(ln) <= c.short_line_length) / total

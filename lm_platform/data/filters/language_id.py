@@ -22,7 +22,7 @@ class LanguageIdFilter(StrictConfig):
     name: Literal["language_id"] = "language_id"
     min_score: float = Field(0.65, ge=0, le=1)
     languages: tuple[str, ...] = ()
-    max_chars: int = Field(20_000, gt=0, description="Classify at most this many leading characters")
+    max_chars: int = Field(5_000, gt=0, description="Classify at most this many leading characters")
 
 
 @lru_cache(maxsize=1)

@@ -29,12 +29,12 @@ class ProseFilter(StrictConfig):
     """Word salad (function-word order) and navigation pages (share of characters in sentences)."""
 
     name: Literal["prose"] = "prose"
-    min_prose_char_share: float | None = Field(0.5, ge=0, le=1)
+    min_prose_char_share: float | None = Field(0.35, ge=0, le=1)
     min_sentence_words: int = Field(
         5, ge=1, description="Words a sentence line has at least (vi, en); 3x this counts without a full stop"
     )
     min_sentence_chars: int = Field(12, ge=1, description="Characters a sentence line has at least (ja)")
-    max_function_word_disorder: float | None = Field(0.25, ge=0, le=1)
+    max_function_word_disorder: float | None = Field(0.1, ge=0, le=1)
     min_function_heads: int = Field(8, ge=1, description="Judge word order only with this many heads")
 
 
@@ -177,7 +177,7 @@ class Prose(Filter):
             size, need = len(line), self.cfg.min_sentence_chars
         else:
             size, need = len(line.split()), self.cfg.min_sentence_words
-        if size >= 3 * need:  # a long run of words: informal prose without its full stop
+        if self.lang != "ja" and size >= 3 * need:  # a long run of words: informal prose, no full stop
             return True
         return size >= need and line.endswith(self.ends) and not line.endswith("...")
 

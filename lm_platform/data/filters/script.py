@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field
@@ -37,6 +38,16 @@ def _is_japanese(ch: str) -> bool:
     return 0x3040 <= o <= 0x30FF or 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or ch == "々"
 
 
+# A letter outside the Latin blocks (Basic, Latin-1, Extended-A/B, Extended Additional).
+_NON_LATIN = re.compile(r"[^\W\d_A-Za-z\u00c0-\u024f\u1e00-\u1eff]")
+
+
+@lru_cache(maxsize=1 << 16)
+def _is_latin_word(word: str) -> bool:
+    return not _NON_LATIN.search(word)
+
+
+@lru_cache(maxsize=1 << 16)
 def _is_vietnamese_syllable(word: str) -> bool:
     decomposed = unicodedata.normalize("NFD", word.lower())
     return any(c in _VI_TONES for c in decomposed) or any(c in _VI_BASE for c in word.lower())
@@ -58,9 +69,7 @@ def script_ratio(text: str, lang: str) -> float:
         return sum(map(_is_japanese, letters)) / len(letters)
     if lang == "vi":
         words = [w for w in text.split() if any(c.isalpha() for c in w)]
-        latin = [
-            w for w in words if all(not c.isalpha() or unicodedata.name(c, "").startswith("LATIN") for c in w)
-        ]
+        latin = [w for w in words if _is_latin_word(w)]
         # Words in other scripts (an article about Chinese characters or Cyrillic) neither count for nor
         # against, unless they are most of the text.
         if not words or len(latin) < 0.5 * len(words):
