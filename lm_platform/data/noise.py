@@ -252,7 +252,10 @@ def _navigation(rng: random.Random, lang: str, texts: Sequence[str], repeated: b
 
 def mojibake(rng: random.Random, lang: str, texts: Sequence[str]) -> str:
     candidates = [t for t in texts if not t.isascii()] or list(texts)
-    text = _cut(rng, rng.choice(candidates), 300, 4000)
+    for _ in range(20):  # a stretch with something to break: ASCII survives every codec unchanged
+        text = _cut(rng, rng.choice(candidates), 300, 4000)
+        if sum(not c.isascii() for c in text) >= 3:
+            break
     codecs = ["cp1252", "latin-1"] + (["cp932"] if lang == "ja" else [])
     codec = rng.choice(codecs)
     if rng.random() < 0.3:  # part of the page broken, the rest intact
