@@ -153,7 +153,7 @@ def test_absolute_threshold_is_a_multiple_of_the_heldout_perplexity(vi_model, tm
     assert all(f"> {threshold:.1f}" in d["reason"] for d in dropped)
     step = next(s for s in res.funnel if s.step == "perplexity")
     assert (step.docs_in, step.docs_out) == (len(scores), len(kept))
-    assert res.perplexity_bands[0]["threshold"] == pytest.approx(threshold, rel=1e-3)
+    assert res.perplexity_gates[0]["threshold"] == pytest.approx(threshold, rel=1e-3)
     assert res.excluded_by_filter == {"length": 1, "perplexity": len(dropped)}
     # The same document gets the same decision in any company: curate the clean half alone.
     alone = tmp_path / "alone.parquet"
@@ -174,7 +174,7 @@ def test_random_share_of_the_rest_is_kept_by_document_id(vi_model, tmp_path):
     path = _input(tmp_path)
     cfg = _lang_cfg(max_ratio=1.0, keep_rest=0.5, seed=3)
     res = curate(path, tmp_path / "o.parquet", tmp_path / "x.parquet", "vi", cfg, reference_lm=vi_model)
-    band = res.perplexity_bands[0]
+    band = res.perplexity_gates[0]
     kept = {d["id"]: d["perplexity"] for d in iter_docs(tmp_path / "o.parquet")}
     outside = {i for i, p in kept.items() if p > band["threshold"]}
     assert outside and band["kept_at_random"] == len(outside)
@@ -182,7 +182,7 @@ def test_random_share_of_the_rest_is_kept_by_document_id(vi_model, tmp_path):
     dropped = {d["id"] for d in iter_docs(tmp_path / "x.parquet") if d["filter"] == "perplexity"}
     assert dropped and not any(keep_at_random(i, 0.5, 3) for i in dropped)
     again = curate(path, tmp_path / "o2.parquet", tmp_path / "x2.parquet", "vi", cfg, reference_lm=vi_model)
-    assert again.perplexity_bands == res.perplexity_bands
+    assert again.perplexity_gates == res.perplexity_gates
     assert {i for i in kept if keep_at_random(i, 0.5, 4)} != {i for i in kept if keep_at_random(i, 0.5, 3)}
 
 

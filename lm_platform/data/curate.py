@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +60,7 @@ class CurationResult:
     excluded_by_filter: dict[str, int] = field(default_factory=dict)
     licenses: dict[str, int] = field(default_factory=dict)
     pii: dict[str, int] = field(default_factory=dict)
-    perplexity_bands: list[dict[str, float]] = field(default_factory=list)
+    perplexity_gates: list[dict[str, float | None]] = field(default_factory=list)
 
     @property
     def keep_rate(self) -> float:
@@ -206,11 +205,11 @@ class PerplexityGate:
             return None
         return f"perplexity {score:.1f} > {self.threshold:.1f}"
 
-    def summary(self, scored: int, kept_at_random: int) -> dict[str, float]:
+    def summary(self, scored: int, kept_at_random: int) -> dict[str, float | None]:
         return {
             "threshold": round(self.threshold, 3),
-            "heldout_perplexity": self.heldout if self.heldout is not None else math.nan,
-            "max_ratio": self.cfg.max_ratio if self.cfg.max_perplexity is None else math.nan,
+            "heldout_perplexity": self.heldout,
+            "max_ratio": self.cfg.max_ratio if self.cfg.max_perplexity is None else None,
             "scored": scored,
             "kept_at_random": kept_at_random,
         }
@@ -335,5 +334,5 @@ def merge_results(results: list[CurationResult]) -> CurationResult:
         add(r.excluded_by_filter for r in results),
         add(r.licenses for r in results),
         add(r.pii for r in results),
-        [b for r in results for b in r.perplexity_bands],
+        [b for r in results for b in r.perplexity_gates],
     )

@@ -102,8 +102,8 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
             licenses=licenses_table(res.licenses),
             path=out_path,
             **(
-                {"perplexity_band": dg.MetadataValue.json(res.perplexity_bands)}
-                if res.perplexity_bands
+                {"perplexity_threshold": dg.MetadataValue.json(res.perplexity_gates)}
+                if res.perplexity_gates
                 else {}
             ),
         )
