@@ -123,9 +123,9 @@ class Doc:
 
 def hard_wrapped(lines: list[str]) -> bool:
     """Lines cut at a fixed width of 50-100 columns (books, e-mail, Usenet): most lines end close to the
-    widest. Menus and lists of short items are not wrapped text."""
+    widest, and blank lines separate paragraphs. Menus and lists of titles are not wrapped text."""
     lengths = sorted(len(ln) for ln in lines if ln.strip())
-    if len(lengths) < 4:
+    if len(lengths) < 4 or len(lengths) == len(lines):  # wrapped prose has blank lines between paragraphs
         return False
     width = lengths[int(0.95 * (len(lengths) - 1))]
     return 50 <= width <= 100 and sum(ln >= 0.7 * width for ln in lengths) >= 0.6 * len(lengths)

@@ -182,9 +182,9 @@ class Prose(Filter):
         return size >= need and line.endswith(self.ends) and not line.endswith("...")
 
     def prose_char_share(self, doc: Doc) -> float:
-        lines = units(doc.text)
-        if len(lines) < 3:  # one or two lines: no page structure to judge
+        if sum(1 for ln in doc.lines if ln.strip()) < 3:  # one or two lines: no page structure to judge
             return 1.0
+        lines = units(doc.text)
         total = sum(map(len, lines))
         return sum(len(ln) for ln in lines if self._is_sentence_line(ln)) / total if total else 0.0
 
