@@ -107,7 +107,7 @@ def test_shards_are_disjoint_cover_the_input_and_match_the_unsharded_run(tmp_pat
         for r in records:
             w.write({"id": r["id"], "text": r["text"], "source": "en_books", "license": "CC0-1.0", "lang": "en",
                      "url": None, "meta": "{}"})  # fmt: skip
-    # Per-document filters only: the perplexity band is taken per shard, so shards and the whole differ there.
+    # Per-document filters only (the perplexity threshold is absolute too, but needs a reference model).
     cfg = recipe.languages["en"]
     cfg = cfg.model_copy(update={"filters": tuple(f for f in cfg.filters if f.name != "perplexity")})
     whole = curate(corpus, tmp_path / "all.parquet", tmp_path / "all.x.parquet", "en", cfg)
@@ -165,5 +165,5 @@ def test_a_sharded_source_is_a_partitioned_asset_and_dedup_finds_every_shard(tmp
     assert [p.name for p in shards] == ["0000.parquet", "0001.parquet"]
     kept = sum(len(list(iter_docs(p))) for p in shards)
     assert kept > 50
-    # Each shard is scored by the language's reference model, its band taken over its own scores.
+    # Each shard is scored by the language's reference model against the same absolute threshold.
     assert all(d["perplexity"] is not None for p in shards for d in iter_docs(p))

@@ -122,7 +122,8 @@ def test_demo_noise_is_removed_with_high_recall_and_precision(demo_run, source):
 
 def test_curated_documents_carry_their_reference_lm_perplexity(demo_run):
     """Each language's reference model was trained on its high-quality source; every curated document
-    has the score it gave, and the band filter's exclusions are listed with their score."""
+    has the score it gave, and the perplexity filter's exclusions are listed with their score, above its
+    absolute threshold (a multiple of the reference model's held-out perplexity)."""
     from lm_platform.data.reference_lm import PerplexityScorer
 
     for lang, source in (("vi", "vi_news"), ("ja", "ja_wiki"), ("en", "en_books")):
@@ -134,14 +135,15 @@ def test_curated_documents_carry_their_reference_lm_perplexity(demo_run):
         docs = list(iter_docs(demo_run.base / "curated" / f"{source}.parquet"))
         assert all(d["perplexity"] is not None and d["perplexity"] > 1 for d in docs)
         meta = latest(demo_run, f"curated/{source}").asset_materialization.metadata
-        (band,) = meta["perplexity_band"].value
+        (gate,) = meta["perplexity_threshold"].value
         dropped = [
             d
             for d in iter_docs(demo_run.base / "curated" / f"{source}.excluded.parquet")
             if d["filter"] == "perplexity"
         ]
-        assert len(docs) + len(dropped) == band["scored"]
-        assert all(float(d["reason"].split()[1]) > band["high"] for d in dropped)
+        assert len(docs) + len(dropped) == gate["scored"]
+        assert all(float(d["reason"].split()[1]) > gate["threshold"] for d in dropped)
+        assert all(d["perplexity"] <= gate["threshold"] for d in docs)  # keep_rest is 0
         if source.startswith("en"):
             # The score is the reference model's: recomputed here from the stored model, it agrees.
             # (Curation scores the text before PII redaction; the demo's English texts carry no PII.)

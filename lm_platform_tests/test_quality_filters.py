@@ -85,8 +85,31 @@ def test_c4_keeps_sentences_drops_pages_with_code_or_too_few_sentences(lang):
     assert "too_few_sentences" in f("Menu\nHome\nShort line.")
 
 
-def test_c4_rewrites_the_text_without_bad_lines():
+def test_c4_rewrite_never_removes_most_of_a_document():
+    """A rewrite that would delete most of the text drops the document instead, with its reason."""
     f = build_filter(C4Filter(min_num_sentences=1), "en")
+    menu = "\n".join(["Home", "Products and services", "Contact the team"] * 5)
+    doc = Doc(menu + "\nOne real sentence survives here.", "en")
+    assert "rewrite_would_remove" in f.check(doc)
+
+
+def test_c4_judges_hard_wrapped_text_by_paragraph():
+    """Books wrap lines at a fixed width: a wrapped line is half a sentence, not a line to remove."""
+    para = (
+        "It was a bright cold day in April, and the clocks were striking\n"
+        "thirteen. Winston Smith, his chin nuzzled into his breast in an\n"
+        "effort to escape the vile wind, slipped quickly through the glass\n"
+        "doors of Victory Mansions, though not quickly enough to prevent\n"
+        "a swirl of gritty dust from entering along with him."
+    )
+    text = "\n\n".join([para] * 3)
+    doc = Doc(text, "en")
+    assert build_filter(C4Filter(min_num_sentences=3), "en").check(doc) is None
+    assert doc.text.count("Winston") == 3  # every paragraph kept
+
+
+def test_c4_rewrites_the_text_without_bad_lines():
+    f = build_filter(C4Filter(min_num_sentences=1, max_removed_fraction=0.9), "en")
     doc = Doc(
         "A fine first sentence here.\nClick here\nThis site uses cookies to track you.\nAnother one.", "en"
     )

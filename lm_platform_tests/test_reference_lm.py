@@ -1,4 +1,4 @@
-"""KenLM reference models (CCNet-style) and the perplexity band filter.
+"""KenLM reference models (CCNet-style) and the perplexity filter with its absolute threshold.
 
 The models are trained here, by the platform's own code and KenLM's lmplz/build_binary (built by
 `make kenlm`), on the project's demo paragraphs.
@@ -6,6 +6,7 @@ The models are trained here, by the platform's own code and KenLM's lmplz/build_
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 import subprocess
@@ -123,52 +124,81 @@ def _input(tmp_path, n: int = 40):
     return path
 
 
-def test_band_filter_keeps_the_quantile_band(vi_model, tmp_path):
+def test_absolute_threshold_is_a_multiple_of_the_heldout_perplexity(vi_model, tmp_path):
     path = _input(tmp_path)
     res = curate(
         path,
         tmp_path / "out.parquet",
         tmp_path / "ex.parquet",
         "vi",
-        _lang_cfg(band=(0.0, 0.5)),
+        _lang_cfg(max_ratio=1.2),
         reference_lm=vi_model,
     )
+    info = json.loads((vi_model / "reference_lm.json").read_text())
+    threshold = 1.2 * info["heldout_perplexity"]
     scorer = PerplexityScorer.from_reference(vi_model)
     scores = {d["id"]: scorer.perplexity(d["text"]) for d in iter_docs(path) if d["id"] != "short"}
-    ranked = sorted(scores, key=scores.get)
     kept = {d["id"]: d["perplexity"] for d in iter_docs(tmp_path / "out.parquet")}
-    # 'lower' quantiles: the band's top is a real score, and everything up to it is kept.
-    assert set(kept) == set(ranked[: len(ranked) // 2])
+    # Absolute: a document is kept exactly when its own score is under the threshold, whatever else is in
+    # the shard (no quantile band, no share of clean text lost by construction).
+    assert set(kept) == {i for i, p in scores.items() if p <= threshold}
     assert all(kept[i] == pytest.approx(scores[i], rel=1e-9) for i in kept)
-    # The band keeps mostly clean paragraphs (d000-d019) and drops mostly shuffled ones (d020-d039); a
-    # 3-gram model of 100 paragraphs separates them paragraph by paragraph better than as two piles.
-    assert sum(i >= "d020" for i in kept) <= 5
+    # Clean paragraphs (d000-d019) mostly pass, shuffled ones (d020-d039) mostly do not (a 3-gram model of
+    # 100 paragraphs knows little: its threshold sits close to its held-out perplexity).
+    assert sum(i < "d020" for i in kept) >= 14 and sum(i >= "d020" for i in kept) <= 6
     excluded = {d["id"]: d for d in iter_docs(tmp_path / "ex.parquet")}
     assert excluded["short"]["filter"] == "length"
     dropped = [d for d in excluded.values() if d["filter"] == "perplexity"]
-    assert len(dropped) == len(ranked) - len(kept)
-    assert all("above the band" in d["reason"] for d in dropped)
+    assert len(dropped) == len(scores) - len(kept)
+    assert all(f"> {threshold:.1f}" in d["reason"] for d in dropped)
     step = next(s for s in res.funnel if s.step == "perplexity")
-    assert (step.docs_in, step.docs_out) == (len(ranked), len(kept))
-    assert res.perplexity_bands[0]["high"] == pytest.approx(max(kept.values()))
+    assert (step.docs_in, step.docs_out) == (len(scores), len(kept))
+    assert res.perplexity_gates[0]["threshold"] == pytest.approx(threshold, rel=1e-3)
     assert res.excluded_by_filter == {"length": 1, "perplexity": len(dropped)}
+    # The same document gets the same decision in any company: curate the clean half alone.
+    alone = tmp_path / "alone.parquet"
+    with DocWriter(alone) as w:
+        w.write_all(d for d in iter_docs(path) if d["id"] < "d020")
+    curate(
+        alone,
+        tmp_path / "o2.parquet",
+        tmp_path / "x2.parquet",
+        "vi",
+        _lang_cfg(max_ratio=1.2),
+        reference_lm=vi_model,
+    )
+    assert {d["id"] for d in iter_docs(tmp_path / "o2.parquet")} == {i for i in kept if i < "d020"}
 
 
 def test_random_share_of_the_rest_is_kept_by_document_id(vi_model, tmp_path):
     path = _input(tmp_path)
-    cfg = _lang_cfg(band=(0.0, 0.25), keep_rest=0.5, seed=3)
+    cfg = _lang_cfg(max_ratio=1.0, keep_rest=0.5, seed=3)
     res = curate(path, tmp_path / "o.parquet", tmp_path / "x.parquet", "vi", cfg, reference_lm=vi_model)
-    band = res.perplexity_bands[0]
+    band = res.perplexity_gates[0]
     kept = {d["id"]: d["perplexity"] for d in iter_docs(tmp_path / "o.parquet")}
-    outside = {i for i, p in kept.items() if p > band["high"]}
+    outside = {i for i, p in kept.items() if p > band["threshold"]}
     assert outside and band["kept_at_random"] == len(outside)
     assert all(keep_at_random(i, 0.5, 3) for i in outside)
     dropped = {d["id"] for d in iter_docs(tmp_path / "x.parquet") if d["filter"] == "perplexity"}
     assert dropped and not any(keep_at_random(i, 0.5, 3) for i in dropped)
-    # Another seed draws another share; the same seed, the same one.
     again = curate(path, tmp_path / "o2.parquet", tmp_path / "x2.parquet", "vi", cfg, reference_lm=vi_model)
-    assert again.perplexity_bands == res.perplexity_bands
+    assert again.perplexity_gates == res.perplexity_gates
     assert {i for i in kept if keep_at_random(i, 0.5, 4)} != {i for i in kept if keep_at_random(i, 0.5, 3)}
+
+
+def test_removed_band_field_fails_at_load_naming_its_replacement(tmp_path):
+    raw = load_recipe("demo").model_dump(mode="json")
+    raw["languages"]["vi"]["filters"][-1] = {"name": "perplexity", "band": [0.0, 0.7], "keep_rest": 0.1}
+    with pytest.raises(RecipeError, match=r"languages\.vi\.filters\.\d+.*'band' was removed.*max_ratio"):
+        parse_recipe(raw, base_dir=tmp_path)
+
+
+def test_bundled_recipes_keep_no_random_share():
+    for name in ("vi", "ja", "demo"):
+        for lang, cfg in load_recipe(name).languages.items():
+            if cfg.perplexity is not None:
+                assert cfg.perplexity.keep_rest == 0, (name, lang)
+    assert load_recipe("ja").languages["ja"].reference_lm is not None
 
 
 def _words_arpa(path, words: list[str]) -> None:
@@ -205,7 +235,7 @@ def test_recipe_with_a_user_model_needs_no_reference_lm(tmp_path):
     raw["languages"]["vi"]["filters"][-1] = {
         "name": "perplexity",
         "model": "models/vi.arpa",
-        "band": [0, 0.5],
+        "max_perplexity": 500.0,
     }
     recipe = parse_recipe(raw, base_dir=tmp_path)
     ppl = recipe.languages["vi"].perplexity
@@ -234,7 +264,8 @@ def test_recipe_with_a_user_model_needs_no_reference_lm(tmp_path):
         (lambda v: v["reference_lm"].update(order=9), r"reference_lm\.order"),
         (lambda v: v["filters"].insert(0, {"name": "perplexity"}), r"one 'perplexity' filter per language"),
         (lambda v: v["filters"].append({"name": "length"}), r"'perplexity' must be the last filter"),
-        (lambda v: v["filters"][-1].update(band=[0.5, 0.5]), r"band \[0\.5, 0\.5\] is not a quantile band"),
+        (lambda v: v["filters"][-1].update(max_ratio=0), r"max_ratio"),
+        (lambda v: v["filters"][-1].update(model="x.bin"), r"needs 'max_perplexity'"),
         (lambda v: v["filters"][-1].update(keep_rest=2), r"keep_rest"),
     ],
 )
@@ -267,12 +298,16 @@ def test_a_file_that_is_no_kenlm_model_is_named(tmp_path):
         PerplexityScorer(bad, "vi")
 
 
-def test_curation_scores_with_a_user_model_and_a_full_band_keeps_everything(tmp_path):
+def test_curation_scores_with_a_user_model_and_its_absolute_threshold(tmp_path):
     arpa = tmp_path / "user.arpa"
     _words_arpa(arpa, ["hà", "nội", "mùa", "thu"])
     path = _input(tmp_path, n=10)
     res = curate(
-        path, tmp_path / "o.parquet", tmp_path / "x.parquet", "vi", _lang_cfg(model=str(arpa), band=(0, 1))
+        path,
+        tmp_path / "o.parquet",
+        tmp_path / "x.parquet",
+        "vi",
+        _lang_cfg(model=str(arpa), max_perplexity=1e12),
     )
     scorer = PerplexityScorer(arpa, "vi")
     kept = list(iter_docs(tmp_path / "o.parquet"))

@@ -2,20 +2,17 @@
 language's filters, then PII redaction, with a funnel and samples of what was excluded and why.
 
 Streaming: documents are read in batches and written in batches, so memory stays bounded whatever the
-size of the source (the perplexity band keeps one float per scored document to find its quantiles).
+size of the source; the perplexity threshold is absolute, so one pass decides.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-import tempfile
+import json
 import time
-from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -24,13 +21,14 @@ from lm_platform.data.filters import Filter, build_filter
 from lm_platform.data.normalize import normalize_text
 from lm_platform.data.pii import PiiCounts, Redactor
 from lm_platform.data.reference_lm import (
+    INFO_FILE,
     PerplexityScorer,
     ReferenceLMResult,
     in_hash_share,
     train_reference_lm,
 )
 from lm_platform.data.text import Doc
-from lm_platform.recipe.schema import LanguageConfig, PerplexityFilter
+from lm_platform.recipe.filters import LanguageConfig, PerplexityFilter
 
 EXCLUDED_SCHEMA = pa.schema(
     [
@@ -62,7 +60,7 @@ class CurationResult:
     excluded_by_filter: dict[str, int] = field(default_factory=dict)
     licenses: dict[str, int] = field(default_factory=dict)
     pii: dict[str, int] = field(default_factory=dict)
-    perplexity_bands: list[dict[str, float]] = field(default_factory=list)
+    perplexity_gates: list[dict[str, float | None]] = field(default_factory=list)
 
     @property
     def keep_rate(self) -> float:
@@ -80,7 +78,7 @@ class Curator:
         self.text: list[Filter] = [f for f in filters if not f.on_raw]
         self.steps = [FunnelStep(f.name) for f in self.raw] + [FunnelStep("normalize")]
         self.steps += [FunnelStep(f.name) for f in self.text]
-        if cfg.perplexity is not None:  # scored and banded by curate(), over the documents that pass
+        if cfg.perplexity is not None:  # scored by curate(), over the documents that pass
             self.steps.append(FunnelStep("perplexity"))
         self.redactor = Redactor(cfg.pii) if cfg.pii is not None else None
         if self.redactor is not None:
@@ -165,8 +163,56 @@ class _Excluded:
 
 
 def keep_at_random(doc_id: str, share: float, seed: int) -> bool:
-    """The perplexity filter's random share of documents outside the band: fixed per document id."""
+    """The perplexity filter's random share of documents above its threshold: fixed per document id."""
     return in_hash_share(f"{seed}:{doc_id}", share)
+
+
+class PerplexityGate:
+    """The perplexity filter: scores a document with the reference (or user-supplied) KenLM model and
+    keeps it when the score is at most the absolute threshold (`max_perplexity`, else `max_ratio` x
+    the reference model's held-out perplexity), or when it falls in the seeded random share
+    `keep_rest` of the others."""
+
+    def __init__(self, cfg: PerplexityFilter, reference_lm: str | Path | None = None, lang: str = ""):
+        self.cfg = cfg
+        if cfg.model is not None:
+            self.scorer = PerplexityScorer(cfg.model, lang, cfg.sp_model)
+            self.heldout: float | None = None
+        else:
+            if reference_lm is None:
+                raise ValueError(
+                    f"languages.{lang}: the perplexity filter needs the reference_lm/{lang} model"
+                )
+            self.scorer = PerplexityScorer.from_reference(reference_lm)
+            info = json.loads((Path(reference_lm) / INFO_FILE).read_text(encoding="utf-8"))
+            self.heldout = info.get("heldout_perplexity")
+        if cfg.max_perplexity is not None:
+            self.threshold = float(cfg.max_perplexity)
+        elif self.heldout:
+            self.threshold = cfg.max_ratio * float(self.heldout)
+        else:
+            raise ValueError(
+                f"{reference_lm}: the reference model has no held-out perplexity (heldout_fraction 0?), so "
+                "max_ratio cannot be calibrated; set max_perplexity or a heldout_fraction above 0"
+            )
+
+    def score(self, text: str) -> float:
+        return self.scorer.perplexity(text)
+
+    def check(self, text: str, doc_id: str = "", score: float | None = None) -> str | None:
+        score = self.score(text) if score is None else score
+        if score <= self.threshold or keep_at_random(doc_id, self.cfg.keep_rest, self.cfg.seed):
+            return None
+        return f"perplexity {score:.1f} > {self.threshold:.1f}"
+
+    def summary(self, scored: int, kept_at_random: int) -> dict[str, float | None]:
+        return {
+            "threshold": round(self.threshold, 3),
+            "heldout_perplexity": self.heldout,
+            "max_ratio": self.cfg.max_ratio if self.cfg.max_perplexity is None else None,
+            "scored": scored,
+            "kept_at_random": kept_at_random,
+        }
 
 
 def curate(
@@ -187,71 +233,45 @@ def curate(
 
     With a `perplexity` filter (the language's last), every document that passes the others is scored by
     the KenLM model (`reference_lm`: the directory the reference_lm asset wrote, unless the filter names
-    its own model) into a spill file beside the output; the band's thresholds are the quantiles of those
-    scores, and a second pass keeps the band plus the random share of the rest, then redacts PII."""
+    its own model) and kept when its perplexity is under the filter's absolute threshold: one pass, and
+    the same decision for a document whatever shard it is in."""
     chain = Curator(lang, cfg)
     ppl = cfg.perplexity
-    scorer = _scorer(lang, ppl, reference_lm) if ppl is not None else None
+    gate = PerplexityGate(ppl, reference_lm, lang) if ppl is not None else None
+    step = next((s for s in chain.steps if s.step == "perplexity"), None)
     licenses: dict[str, int] = {}
-    docs_in = chars_out = 0
-    band: dict[str, float] = {}
+    docs_in = chars_out = scored = kept_at_random = 0
     out_path = Path(out_path)
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(DocWriter(out_path))
         excluded = _Excluded(
             stack.enter_context(DocWriter(excluded_path, schema=EXCLUDED_SCHEMA)), max_excluded_per_filter
         )
-
-        def keep(doc: dict, text: str, score: float | None = None) -> None:
-            nonlocal chars_out
+        for doc in _iter_shard(in_path, shard):
+            docs_in += 1
+            text, rejected = chain.filter(doc["text"], doc.get("url"))
+            if rejected is not None:
+                excluded.add(doc, *rejected, text)
+                continue
+            score = None
+            if gate is not None and step is not None:
+                start = time.perf_counter()
+                score = gate.score(text)
+                step.seconds += time.perf_counter() - start
+                scored += 1
+                step.docs_in += 1
+                step.chars_in += len(text)
+                reason = gate.check(text, doc["id"], score)
+                if reason is not None:
+                    excluded.add(doc, "perplexity", reason, text)
+                    continue
+                kept_at_random += score > gate.threshold
+                step.docs_out += 1
+                step.chars_out += len(text)
             text = chain.redact(text)
             out.write({**doc, "text": text, "perplexity": score})
             chars_out += len(text)
             licenses[doc["license"]] = licenses.get(doc["license"], 0) + 1
-
-        if scorer is None:
-            for doc in _iter_shard(in_path, shard):
-                docs_in += 1
-                text, rejected = chain.filter(doc["text"], doc.get("url"))
-                if rejected is not None:
-                    excluded.add(doc, *rejected, text)
-                else:
-                    keep(doc, text)
-        else:
-            spill_dir = stack.enter_context(tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".tmp-"))
-            spill = Path(spill_dir) / "scored.parquet"
-            scores = array("d")
-            scoring = 0.0
-            with DocWriter(spill) as scored:
-                for doc in _iter_shard(in_path, shard):
-                    docs_in += 1
-                    text, rejected = chain.filter(doc["text"], doc.get("url"))
-                    if rejected is not None:
-                        excluded.add(doc, *rejected, text)
-                        continue
-                    start = time.perf_counter()
-                    score = scorer.perplexity(text)
-                    scoring += time.perf_counter() - start
-                    scores.append(score)
-                    scored.write({**doc, "text": text, "perplexity": score})
-            step = next(s for s in chain.steps if s.step == "perplexity")
-            step.seconds += scoring
-            lo, hi = _band_thresholds(scores, ppl.band)
-            band = {"low": lo, "high": hi, "scored": len(scores), "kept_at_random": 0}
-            for doc in iter_docs(spill):
-                score, text = doc["perplexity"], doc["text"]
-                step.docs_in += 1
-                step.chars_in += len(text)
-                inside = lo <= score <= hi
-                if not inside and not keep_at_random(doc["id"], ppl.keep_rest, ppl.seed):
-                    where = "below" if score < lo else "above"
-                    reason = f"perplexity {score:.1f} {where} the band [{lo:.1f}, {hi:.1f}]"
-                    excluded.add(doc, "perplexity", reason, text)
-                    continue
-                band["kept_at_random"] += not inside
-                step.docs_out += 1
-                step.chars_out += len(text)
-                keep(doc, text, score)
     return CurationResult(
         docs_in,
         out.count,
@@ -260,25 +280,8 @@ def curate(
         excluded.counts,
         licenses,
         chain.pii.as_dict() if chain.redactor else {},
-        [band] if band else [],
+        [gate.summary(scored, kept_at_random)] if gate is not None else [],
     )
-
-
-def _scorer(lang: str, cfg: PerplexityFilter, reference_lm: str | Path | None) -> PerplexityScorer:
-    if cfg.model is not None:
-        return PerplexityScorer(cfg.model, lang, cfg.sp_model)
-    if reference_lm is None:
-        raise ValueError(f"languages.{lang}: the perplexity filter needs the reference_lm/{lang} model")
-    return PerplexityScorer.from_reference(reference_lm)
-
-
-def _band_thresholds(scores: array, band: tuple[float, float]) -> tuple[float, float]:
-    """Perplexity at the band's quantiles (lower interpolation: thresholds are real scores)."""
-    if not scores:
-        return math.inf, -math.inf
-    values = np.frombuffer(scores, dtype=np.float64)
-    lo, hi = np.quantile(values, band, method="lower")
-    return float(lo), float(hi)
 
 
 def build_reference_lm(
@@ -331,5 +334,5 @@ def merge_results(results: list[CurationResult]) -> CurationResult:
         add(r.excluded_by_filter for r in results),
         add(r.licenses for r in results),
         add(r.pii for r in results),
-        [b for r in results for b in r.perplexity_bands],
+        [b for r in results for b in r.perplexity_gates],
     )

@@ -1,8 +1,9 @@
 """PII redaction: e-mail addresses, IP addresses, and phone numbers in Vietnamese, Japanese and
 international (+CC) formats are replaced by placeholders and counted.
 
-Phone patterns are anchored on the national formats so that ordinary numbers (years, prices, ISBNs)
-stay: Vietnamese numbers start with 0 or +84 and a mobile/landline prefix and have 10 digits; Japanese
+Phone patterns are anchored on the national formats so that ordinary numbers (years, prices) stay, and
+numbers labelled or shaped as identifiers (ISBN, ISSN, DOI, catalogue numbers) are never taken for
+phones: Vietnamese numbers start with 0 or +84 and a mobile/landline prefix and have 10 digits; Japanese
 numbers start with 0 or +81 and are written in groups (03-1234-5678, 090-1234-5678, 0120-123-456).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from lm_platform.recipe.schema import PiiConfig
+from lm_platform.recipe.filters import PiiConfig
 
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
@@ -29,6 +30,30 @@ _PHONES = {
     ),
     "intl": re.compile(r"(?<![\w+])\+[1-9]\d{0,2}[\s\-]?\(?\d{1,4}\)?(?:[\s\-]?\d{2,4}){2,4}(?!\d)"),
 }
+
+
+# Labels of numbers that are not phone numbers: book, serial and document identifiers, and the like.
+_ID_LABEL = re.compile(
+    r"(?:ISBN(?:-1[03])?|ISSN|DOI|OCLC|LCCN|PMID|arXiv|ISMN|EAN|UPC|ASIN|No\.|Nr\.|ID|Mã số|MS|"
+    r"số hiệu|番号|コード)[\s:：#.\-]*$",
+    re.IGNORECASE,
+)
+_ISBN_SHAPE = re.compile(r"^(?:97[89][\s\-])?\d{1,5}[\s\-]\d{1,7}[\s\-]\d{1,7}[\s\-][\dX]$")
+
+
+def is_identifier(text: str, start: int, end: int) -> bool:
+    """Whether the number at text[start:end] is an identifier, not a phone: labelled as one (ISBN, ISSN,
+    DOI, ...) just before it, shaped like a hyphenated ISBN, or part of a longer identifier (a DOI path,
+    an ISBN's check digit right after it)."""
+    if _ID_LABEL.search(text[max(0, start - 24) : start]):
+        return True
+    if _ISBN_SHAPE.match(text[start:end]):
+        return True
+    before = text[start - 1 : start]
+    if before and (before in "/#" or (before.isascii() and before.isalnum())):
+        return True
+    after = text[end : end + 2]
+    return bool(after) and (after[0] in "/X" or (after[0] == "-" and after[1:2].isalnum()))
 
 
 @dataclass
@@ -75,9 +100,9 @@ class Redactor:
         for kind in self.cfg.phones:
             found = 0
 
-            def sub(m: re.Match, kind: str = kind) -> str:
+            def sub(m: re.Match, kind: str = kind, text: str = text) -> str:
                 nonlocal found
-                if _valid_phone(m.group(0), kind):
+                if _valid_phone(m.group(0), kind) and not is_identifier(text, m.start(), m.end()):
                     found += 1
                     return self.cfg.phone_placeholder
                 return m.group(0)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from lm_platform.atomic import atomic_dir
 from lm_platform.data.text import split_words
-from lm_platform.recipe.schema import ReferenceLMConfig
+from lm_platform.recipe.filters import ReferenceLMConfig
 
 KENLM_VERSION = "0.3.0"
 KENLM_BIN_ENV = "LM_PLATFORM_KENLM_BIN"

@@ -42,16 +42,23 @@ def _tagger():
         return None
 
 
+def japanese_line_words(text: str) -> list[list[str]]:
+    """Japanese words per line (`text.splitlines()`), from one MeCab pass over the document."""
+    tagger = _tagger()
+    out: list[list[str]] = []
+    for line in text.splitlines():  # MeCab works per line; long documents stay cheap
+        if not line.strip():
+            out.append([])
+        elif tagger is None:
+            out.append(_JA_RUN_RE.findall(line))
+        else:
+            out.append([w.surface for w in tagger(line) if w.surface.strip()])
+    return out
+
+
 def japanese_words(text: str) -> list[str]:
     """Japanese words from MeCab (UniDic-lite), or script runs when MeCab is not available."""
-    tagger = _tagger()
-    if tagger is None:
-        return _JA_RUN_RE.findall(text)
-    out: list[str] = []
-    for line in text.split("\n"):  # MeCab works per line; long documents stay cheap
-        if line.strip():
-            out.extend(w.surface for w in tagger(line) if w.surface.strip())
-    return out
+    return [w for line in japanese_line_words(text) for w in line]
 
 
 def split_words(text: str, lang: str) -> list[str]:
@@ -66,6 +73,7 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENT_RE.findall(text) if s.strip()]
 
 
+@lru_cache(maxsize=1 << 16)
 def is_symbol(word: str) -> bool:
     return set(word) <= PUNCTUATION
 
@@ -73,17 +81,32 @@ def is_symbol(word: str) -> bool:
 class Doc:
     """One document's text with its derived units computed once and shared by all filters."""
 
-    __slots__ = ("text", "lang", "url", "_words", "_lines")
+    __slots__ = ("text", "lang", "url", "_words", "_lines", "_line_words")
 
     def __init__(self, text: str, lang: str, url: str | None = None):
         self.text, self.lang, self.url = text, lang, url
         self._words: list[str] | None = None
         self._lines: list[str] | None = None
+        self._line_words: list[list[str]] | None = None
+
+    @property
+    def line_words(self) -> list[list[str]]:
+        """Words of each line of `lines`; Japanese: one MeCab pass per document, shared by every filter
+        (the document's `words` are these, flattened)."""
+        if self._line_words is None:
+            if self.lang == "ja":
+                self._line_words = japanese_line_words(self.text)
+            else:
+                self._line_words = [split_words(line, self.lang) for line in self.lines]
+        return self._line_words
 
     @property
     def words(self) -> list[str]:
         if self._words is None:
-            self._words = split_words(self.text, self.lang)
+            if self.lang == "ja":
+                self._words = [w for line in self.line_words for w in line]
+            else:
+                self._words = split_words(self.text, self.lang)
         return self._words
 
     @property
@@ -95,4 +118,23 @@ class Doc:
     def replace_text(self, text: str) -> None:
         """A filter rewrote the text (C4 drops lines): derived units are recomputed on demand."""
         if text != self.text:
-            self.text, self._words, self._lines = text, None, None
+            self.text, self._words, self._lines, self._line_words = text, None, None, None
+
+
+def hard_wrapped(lines: list[str]) -> bool:
+    """Lines cut at a fixed width of 50-100 columns (books, e-mail, Usenet): most lines end close to the
+    widest, and blank lines separate paragraphs. Menus and lists of titles are not wrapped text."""
+    lengths = sorted(len(ln) for ln in lines if ln.strip())
+    if len(lengths) < 4 or len(lengths) == len(lines):  # wrapped prose has blank lines between paragraphs
+        return False
+    width = lengths[int(0.95 * (len(lengths) - 1))]
+    return 50 <= width <= 100 and sum(ln >= 0.7 * width for ln in lengths) >= 0.6 * len(lengths)
+
+
+def units(text: str) -> list[str]:
+    """The document's non-empty lines, or for hard-wrapped text its paragraphs (blank-line separated, rejoined)."""
+    lines = text.split("\n")
+    if not hard_wrapped(lines):
+        return [ln for ln in lines if ln.strip()]
+    paras = [" ".join(ln.strip() for ln in p.split("\n")) for p in re.split(r"\n\s*\n", text)]
+    return [p for p in paras if p.strip()]

@@ -104,8 +104,8 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
             path=out_path,
             data_version=content_version(out_path),
             **(
-                {"perplexity_band": dg.MetadataValue.json(res.perplexity_bands)}
-                if res.perplexity_bands
+                {"perplexity_threshold": dg.MetadataValue.json(res.perplexity_gates)}
+                if res.perplexity_gates
                 else {}
             ),
         )

@@ -16,3 +16,6 @@ class Strict(BaseModel):
 
 
 _Strict = Strict
+
+# The name the filter modules use.
+StrictConfig = Strict

@@ -8,11 +8,37 @@ function of the recipe and its inputs, so a recipe error must surface here, befo
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from lm_platform.recipe.base import NAME_PATTERN, SPDX_PATTERN, _Strict
+
+# Curation settings (filters, PII, reference model, per-language config) live in recipe/filters.py, each
+# filter's in its own module; re-exported here so that `from lm_platform.recipe.schema import
+# LengthFilter` keeps working.
+from lm_platform.recipe.filters import (  # noqa: E402, F401
+    SCRIPT_LANGS,
+    BoilerplateFilter,
+    C4Filter,
+    DatatroveFilter,
+    EncodingFilter,
+    FilterConfig,
+    FineWebFilter,
+    FlaggedWordsFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+    LanguageConfig,
+    LanguageIdFilter,
+    LengthFilter,
+    PerplexityFilter,
+    PiiConfig,
+    ProseFilter,
+    ReferenceLMConfig,
+    ScriptFilter,
+    UrlDomainFilter,
+    check_language_lm,
+)
 from lm_platform.recipe.sources import SourceConfig
 from lm_platform.recipe.training import (
     BlendConfig,
@@ -22,246 +48,6 @@ from lm_platform.recipe.training import (
     StageConfig,
 )
 from lm_platform.training.config import TrainConfig
-
-# Languages the `script` filter has a rule for (lm_platform.data.filters.script_ratio).
-SCRIPT_LANGS = frozenset({"ja", "vi", "en"})
-
-
-class LengthFilter(_Strict):
-    name: Literal["length"] = "length"
-    min_chars: int = Field(200, ge=0)
-    max_chars: int = Field(1_000_000, gt=0)
-
-
-class ScriptFilter(_Strict):
-    """Share of the language's characteristic characters among letters (a cheap language check)."""
-
-    name: Literal["script"] = "script"
-    min_ratio: float = Field(0.5, ge=0, le=1)
-
-
-class BoilerplateFilter(_Strict):
-    """Navigation- and footer-like documents: mostly short lines, or lines with boilerplate markers."""
-
-    name: Literal["boilerplate"] = "boilerplate"
-    short_line_chars: int = Field(30, gt=0)
-    max_short_line_fraction: float = Field(0.5, ge=0, le=1)
-    markers: tuple[str, ...] = ("©", "cookie", "javascript", "lorem ipsum", "all rights reserved")
-    max_marker_line_fraction: float = Field(0.3, ge=0, le=1)
-
-
-class EncodingFilter(_Strict):
-    """Broken encoding: replacement characters, C1 controls, or UTF-8 read as cp1252 (mojibake)."""
-
-    name: Literal["encoding"] = "encoding"
-    max_bad_char_fraction: float = Field(0.0, ge=0, le=1)
-    drop_mojibake: bool = Field(True, description="False: let normalisation repair mojibake (ftfy)")
-
-
-class LanguageIdFilter(_Strict):
-    """Language ID from py3langid's bundled model; keeps documents in `languages` (default: the
-    source's language) whose probability is at least `min_score` (datatrove's default 0.65)."""
-
-    name: Literal["language_id"] = "language_id"
-    min_score: float = Field(0.65, ge=0, le=1)
-    languages: tuple[str, ...] = ()
-    max_chars: int = Field(20_000, gt=0, description="Classify at most this many leading characters")
-
-
-class GopherQualityFilter(_Strict):
-    """Gopher quality rules; datatrove's defaults. Words are syllables for vi, MeCab words for ja."""
-
-    name: Literal["gopher_quality"] = "gopher_quality"
-    min_doc_words: int | None = 50
-    max_doc_words: int | None = 100_000
-    min_avg_word_length: float | None = 3
-    max_avg_word_length: float | None = 10
-    max_symbol_word_ratio: float | None = 0.1
-    max_bullet_lines_ratio: float | None = 0.9
-    max_ellipsis_lines_ratio: float | None = 0.3
-    min_alpha_words_ratio: float | None = 0.8
-    min_stop_words: int | None = 2
-    stop_words: tuple[str, ...] | None = Field(None, description="Default: a short list per language")
-
-
-class GopherRepetitionFilter(_Strict):
-    name: Literal["gopher_repetition"] = "gopher_repetition"
-    dup_line_frac: float | None = 0.3
-    dup_para_frac: float | None = 0.3
-    dup_line_char_frac: float | None = 0.2
-    dup_para_char_frac: float | None = 0.2
-    top_n_grams: tuple[tuple[int, float], ...] = ((2, 0.2), (3, 0.18), (4, 0.16))
-    dup_n_grams: tuple[tuple[int, float], ...] = (
-        (5, 0.15),
-        (6, 0.14),
-        (7, 0.13),
-        (8, 0.12),
-        (9, 0.11),
-        (10, 0.10),
-    )
-
-
-class C4Filter(_Strict):
-    """C4 line and document rules; datatrove's defaults. `rewrite` keeps only the lines that pass."""
-
-    name: Literal["c4"] = "c4"
-    rewrite: bool = True
-    remove_citations: bool = True
-    filter_no_terminal_punct: bool = True
-    end_punctuation: tuple[str, ...] = (".", "?", "!", '"', "'")
-    min_num_sentences: int | None = 5
-    min_words_per_line: int | None = 3
-    max_word_length: int | None = 1000
-    filter_lorem_ipsum: bool = True
-    filter_javascript: bool = True
-    filter_curly_bracket: bool = True
-    policy_substrings: tuple[str, ...] = (
-        "terms of use",
-        "privacy policy",
-        "cookie policy",
-        "uses cookies",
-        "use of cookies",
-        "use cookies",
-    )
-
-
-class FineWebFilter(_Strict):
-    name: Literal["fineweb"] = "fineweb"
-    line_punct_thr: float = 0.12
-    line_punct_exclude_zero: bool = False
-    stop_chars: tuple[str, ...] = (".", "!", "?", "。", "！", "？", "．", "‼", "⁇", "⁈", "⁉", "‽")
-    short_line_thr: float = 0.67
-    short_line_length: int = 30
-    char_duplicates_ratio: float = 0.01
-    new_line_ratio: float = 0.3
-
-
-class FlaggedWordsFilter(_Strict):
-    """Share of words on a list (file path, relative to the recipe; one entry a line)."""
-
-    name: Literal["flagged_words"] = "flagged_words"
-    path: str
-    max_ratio: float = Field(0.01, ge=0, le=1)
-
-
-class UrlDomainFilter(_Strict):
-    name: Literal["url_domain"] = "url_domain"
-    allow: tuple[str, ...] = ()
-    deny: tuple[str, ...] = ()
-    require_url: bool = False
-
-
-class PerplexityFilter(_Strict):
-    """KenLM perplexity band (CCNet-style). Every document that reaches this filter gets a `perplexity`
-    score; those inside the quantile `band` of the shard's scores are kept, plus a seeded random share
-    `keep_rest` of the others. The model is the language's `reference_lm` (trained by the platform) unless
-    `model` names a user-supplied `.arpa`/`.bin` file; `sp_model` is the SentencePiece model its text was
-    pre-tokenised with (none: whitespace words, or characters for unspaced scripts)."""
-
-    name: Literal["perplexity"] = "perplexity"
-    model: str | None = None
-    sp_model: str | None = None
-    band: tuple[float, float] = Field((0.0, 0.9), description="Quantile band of perplexity kept (low, high)")
-    keep_rest: float = Field(
-        0.0, ge=0, le=1, description="Random share kept of the documents outside the band"
-    )
-    seed: int = 0
-
-    @field_validator("band")
-    @classmethod
-    def _band(cls, band: tuple[float, float]) -> tuple[float, float]:
-        if not 0 <= band[0] < band[1] <= 1:
-            raise ValueError(f"band {list(band)} is not a quantile band inside [0, 1] (low < high)")
-        return band
-
-    @model_validator(mode="after")
-    def _sp_needs_model(self) -> PerplexityFilter:
-        if self.sp_model and not self.model:
-            raise ValueError("'sp_model' goes with a user-supplied 'model'; the reference LM brings its own")
-        return self
-
-
-FilterConfig = Annotated[
-    LengthFilter
-    | ScriptFilter
-    | BoilerplateFilter
-    | EncodingFilter
-    | LanguageIdFilter
-    | GopherQualityFilter
-    | GopherRepetitionFilter
-    | C4Filter
-    | FineWebFilter
-    | FlaggedWordsFilter
-    | UrlDomainFilter
-    | PerplexityFilter,
-    Field(discriminator="name"),
-]
-
-
-class PiiConfig(_Strict):
-    """PII redaction after filtering: each kind found is replaced by its placeholder and counted."""
-
-    emails: bool = True
-    ip_addresses: bool = True
-    phones: tuple[Literal["vi", "ja", "intl"], ...] = ("vi", "ja", "intl")
-    email_placeholder: str = "<EMAIL>"
-    ip_placeholder: str = "<IP>"
-    phone_placeholder: str = "<PHONE>"
-
-
-class ReferenceLMConfig(_Strict):
-    """A KenLM model trained on a high-quality source of the language (CCNet-style): the source's text goes
-    through the language's other filters, is pre-tokenised by a SentencePiece model trained on it, and
-    `lmplz` estimates an n-gram model that `build_binary` turns into a binary file."""
-
-    source: str = Field(description="The high-quality source the model learns from")
-    order: int = Field(5, ge=2, le=6, description="n-gram order (KenLM is built for at most 6)")
-    sp_vocab_size: int = Field(8000, ge=64, description="SentencePiece pieces used to pre-tokenise")
-    prune: tuple[int, ...] = Field(
-        (0, 1, 1), description="lmplz --prune: drop n-grams seen at most this often, per order from unigrams"
-    )
-    max_docs: int | None = Field(None, gt=0, description="Learn from at most this many documents")
-    heldout_fraction: float = Field(0.05, ge=0, lt=1, description="Documents kept out to measure perplexity")
-    memory: str = Field("1G", description="lmplz -S: memory for sorting (e.g. '1G', '20%')")
-
-    @field_validator("prune")
-    @classmethod
-    def _prune(cls, prune: tuple[int, ...]) -> tuple[int, ...]:
-        if any(b < a for a, b in zip(prune, prune[1:], strict=False)) or any(p < 0 for p in prune):
-            raise ValueError(f"prune {list(prune)}: thresholds are >= 0 and never decrease with the order")
-        if prune and prune[0] != 0:
-            raise ValueError("prune: lmplz cannot prune unigrams; the first threshold must be 0")
-        return prune
-
-
-class LanguageConfig(_Strict):
-    unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"] = "NFC"
-    chars_per_token: float = Field(4.0, gt=0, description="Token estimate until a tokenizer exists")
-    filters: tuple[FilterConfig, ...] = ()
-    fix_mojibake: bool = Field(True, description="Repair mojibake with ftfy during normalisation")
-    pii: PiiConfig | None = Field(None, description="Redact PII in kept documents; None: leave text as is")
-    expected_keep_rate: tuple[float, float] = Field(
-        (0.0, 1.0), description="Keep-rate band; the curated asset check warns outside it"
-    )
-    reference_lm: ReferenceLMConfig | None = Field(
-        None, description="KenLM model for the 'perplexity' filter (asset reference_lm/<lang>)"
-    )
-
-    @property
-    def perplexity(self) -> PerplexityFilter | None:
-        found = [f for f in self.filters if isinstance(f, PerplexityFilter)]
-        return found[0] if found else None
-
-    @property
-    def uses_reference_lm(self) -> bool:
-        return self.perplexity is not None and self.perplexity.model is None
-
-    @field_validator("expected_keep_rate")
-    @classmethod
-    def _band(cls, band: tuple[float, float]) -> tuple[float, float]:
-        if not 0 <= band[0] <= band[1] <= 1:
-            raise ValueError(f"expected_keep_rate {list(band)} is not a band inside [0, 1]")
-        return band
 
 
 class TokenizerSample(_Strict):
@@ -513,7 +299,7 @@ class Recipe(_Strict):
                 )
             seen.append(stage.name)
         for lang, cfg in self.languages.items():
-            _check_language_lm(lang, cfg, self.sources)
+            check_language_lm(lang, cfg, self.sources)
         stage_names = [s.name for s in self.stages]
         if self.tokenizer.language is not None and self.tokenizer.language not in self.languages:
             raise ValueError(f"tokenizer.language: '{self.tokenizer.language}' has no entry in 'languages'")
@@ -615,34 +401,6 @@ def _check_stage_mixture(i: int, stage: StageConfig, sources: list[str]) -> None
             raise ValueError(f"{where}.source_max_epochs: epoch caps need 'upsample: true'")
 
 
-def _check_language_lm(lang: str, cfg: LanguageConfig, sources: list[SourceConfig]) -> None:
-    where = f"languages.{lang}"
-    ppl = [j for j, f in enumerate(cfg.filters) if isinstance(f, PerplexityFilter)]
-    if len(ppl) > 1:
-        raise ValueError(f"{where}.filters.{ppl[1]}: one 'perplexity' filter per language")
-    if ppl and ppl[0] != len(cfg.filters) - 1:
-        raise ValueError(
-            f"{where}.filters.{ppl[0]}: 'perplexity' must be the last filter (its band is taken over the "
-            "documents that pass the others)"
-        )
-    if cfg.uses_reference_lm and cfg.reference_lm is None:
-        raise ValueError(
-            f"{where}.filters.{ppl[0]}: the 'perplexity' filter needs a 'model' file or "
-            f"{where}.reference_lm (a KenLM model the platform trains)"
-        )
-    if cfg.reference_lm is not None:
-        names = {s.name: s for s in sources}
-        src = names.get(cfg.reference_lm.source)
-        if src is None:
-            raise ValueError(
-                f"{where}.reference_lm.source: unknown source '{cfg.reference_lm.source}' (known: {list(names)})"
-            )
-        if src.language != lang:
-            raise ValueError(
-                f"{where}.reference_lm.source: '{src.name}' is in language '{src.language}', not '{lang}'"
-            )
-
-
 def _unique(what: str, names: list[str]) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -651,6 +409,9 @@ def _unique(what: str, names: list[str]) -> None:
 
 __all__ = [
     "NAME_PATTERN",
+    "LanguageConfig",
+    "PiiConfig",
+    "ReferenceLMConfig",
     "SPDX_PATTERN",
     "BlendConfig",
     "GenerationConfig",

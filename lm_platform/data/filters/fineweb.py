@@ -1,12 +1,36 @@
 """FineWeb quality rules (Penedo et al. 2024) with datatrove's definitions and defaults: share of
 lines ending in terminal punctuation, share of short lines, characters in duplicated lines, and
-newlines per word (list-like pages)."""
+newlines per word (list-like pages). Hard-wrapped text is judged by paragraph; `count_by: chars`
+weighs each line by its length, so an article's headings and list items do not outvote its prose, and
+counts a paragraph as punctuated when a sentence ends inside it (informal text often drops the last full
+stop)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from lm_platform.data.filters.base import Filter
 from lm_platform.data.filters.gopher_repetition import duplicates
-from lm_platform.data.text import Doc
+from lm_platform.data.text import Doc, units
+from lm_platform.recipe.base import StrictConfig
+
+
+class FineWebFilter(StrictConfig):
+    name: Literal["fineweb"] = "fineweb"
+    line_punct_thr: float = 0.12
+    line_punct_exclude_zero: bool = False
+    stop_chars: tuple[str, ...] = (".", "!", "?", "。", "！", "？", "．", "‼", "⁇", "⁈", "⁉", "‽")
+    short_line_thr: float = 0.67
+    short_line_length: int = 30
+    char_duplicates_ratio: float = 0.01
+    new_line_ratio: float = 0.3
+    count_by: Literal["lines", "chars"] = Field(
+        "lines",
+        description="Punctuation and short-line shares over lines (datatrove) or over characters (headings "
+        "and list items in an article then weigh what they hold, not one line each)",
+    )
 
 
 class FineWeb(Filter):
@@ -14,14 +38,21 @@ class FineWeb(Filter):
 
     def check(self, doc: Doc) -> str | None:
         c, text = self.cfg, doc.text
-        lines = [ln for ln in text.split("\n") if ln.strip()]
+        lines = units(text)  # hard-wrapped text: paragraphs, not wrapped lines
         if not lines:
             return "empty"
         stop = tuple(c.stop_chars)
-        ratio = sum(ln.endswith(stop) for ln in lines) / len(lines)
+        weight = (lambda _ln: 1) if c.count_by == "lines" else len
+        total = sum(map(weight, lines))
+        if c.count_by == "lines":
+            punctuated = [ln for ln in lines if ln.endswith(stop)]
+        else:  # a paragraph whose sentences end inside it is punctuated, whatever its last character
+            inner = tuple(f"{ch} " for ch in stop if ch in ".!?") + tuple(ch for ch in stop if ch in "。！？")
+            punctuated = [ln for ln in lines if ln.endswith(stop) or any(m in ln for m in inner)]
+        ratio = sum(map(weight, punctuated)) / total
         if ratio < c.line_punct_thr and not (ratio == 0 and c.line_punct_exclude_zero):
             return f"line_punct_ratio: {ratio:.2f} < {c.line_punct_thr}"
-        ratio = sum(len(ln) <= c.short_line_length for ln in lines) / len(lines)
+        ratio = sum(weight(ln) for ln in lines if len(ln) <= c.short_line_length) / total
         if ratio > c.short_line_thr:
             return f"short_line_ratio: {ratio:.2f} > {c.short_line_thr}"
         body = len(text) - text.count("\n")

@@ -9,9 +9,21 @@ substring (one word per occurrence).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
 
 from lm_platform.data.filters.base import Filter
 from lm_platform.data.text import Doc, is_symbol
+from lm_platform.recipe.base import StrictConfig
+
+
+class FlaggedWordsFilter(StrictConfig):
+    """Share of words on a list (file path, relative to the recipe; one entry a line)."""
+
+    name: Literal["flagged_words"] = "flagged_words"
+    path: str
+    max_ratio: float = Field(0.01, ge=0, le=1)
 
 
 def load_word_list(path: str | Path) -> list[str]:

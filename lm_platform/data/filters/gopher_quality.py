@@ -7,16 +7,49 @@ counts MeCab words. Stop words default per language when the recipe gives none.
 from __future__ import annotations
 
 import re
+from typing import Literal
+
+from pydantic import Field
 
 from lm_platform.data.filters.base import Filter
 from lm_platform.data.text import Doc, is_symbol
+from lm_platform.recipe.base import StrictConfig
+
+
+class GopherQualityFilter(StrictConfig):
+    """Gopher quality rules; datatrove's defaults. Words are syllables for vi, MeCab words for ja."""
+
+    name: Literal["gopher_quality"] = "gopher_quality"
+    min_doc_words: int | None = 50
+    max_doc_words: int | None = 100_000
+    min_avg_word_length: float | None = 3
+    max_avg_word_length: float | None = 10
+    max_symbol_word_ratio: float | None = 0.1
+    max_bullet_lines_ratio: float | None = 0.9
+    max_ellipsis_lines_ratio: float | None = 0.3
+    min_alpha_words_ratio: float | None = 0.8
+    min_stop_words: int | None = 2
+    stop_words: tuple[str, ...] | None = Field(None, description="Default: a short list per language")
+
 
 _ALPHA = re.compile(r"[^\W\d_]")  # a letter of any script
+# A number as written in running text: digits with . , : / - separators, an optional sign or %.
+_NUMBER = re.compile(r"^[+\-±]?\d+(?:[.,:/\-]\d+)*%?$")
 STOP_WORDS = {
     "en": ("the", "be", "to", "of", "and", "that", "have", "with"),
     "vi": ("và", "của", "là", "có", "được", "trong", "các", "cho", "những", "với", "một", "không"),
     "ja": ("の", "に", "は", "を", "た", "が", "で", "て", "と", "し"),
 }
+
+
+def alpha_words_ratio(words: list[str]) -> float:
+    """Share of words with a letter among the words that are words: punctuation tokens and numbers
+    (years, dates, quantities) are neither for nor against, as FineWeb-2 counts per language. Gopher's
+    original counted every token, so a Wikipedia article full of dates and commas fell under 0.8."""
+    counted = [w for w in words if not is_symbol(w) and not _NUMBER.match(w)]
+    if not counted:
+        return 1.0
+    return sum(bool(_ALPHA.search(w)) for w in counted) / len(counted)
 
 
 class GopherQuality(Filter):
@@ -59,7 +92,7 @@ class GopherQuality(Filter):
             if ell > c.max_ellipsis_lines_ratio:
                 return f"gopher_too_many_end_ellipsis: {ell:.2f}"
         if c.min_alpha_words_ratio is not None:
-            alpha = sum(map(bool, map(_ALPHA.search, words))) / n_words
+            alpha = alpha_words_ratio(content)
             if alpha < c.min_alpha_words_ratio:
                 return f"gopher_below_alpha_threshold: {alpha:.2f} < {c.min_alpha_words_ratio}"
         if c.min_stop_words is not None:

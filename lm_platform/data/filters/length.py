@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from lm_platform.data.filters.base import Filter
 from lm_platform.data.text import Doc
+from lm_platform.recipe.base import StrictConfig
+
+
+class LengthFilter(StrictConfig):
+    name: Literal["length"] = "length"
+    min_chars: int = Field(200, ge=0)
+    max_chars: int = Field(1_000_000, gt=0)
 
 
 class Length(Filter):

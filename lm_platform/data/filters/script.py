@@ -3,12 +3,31 @@ ratio): a cheap language check that needs no model."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
 
 from lm_platform.data.filters.base import Filter
 from lm_platform.data.text import Doc
-from lm_platform.recipe.schema import SCRIPT_LANGS
+from lm_platform.recipe.base import StrictConfig
 
+
+class ScriptFilter(StrictConfig):
+    """Share of the language's characteristic characters among letters (a cheap language check)."""
+
+    name: Literal["script"] = "script"
+    min_ratio: float = Field(0.5, ge=0, le=1)
+
+
+# Text in brackets or quotes: (...), [...], （...）, 「...」, 『...』, "..." and “...” (short spans only).
+_QUOTED = re.compile(
+    r"\([^()\n]{0,200}\)|\[[^\[\]\n]{0,200}]|（[^（）\n]{0,200}）|“[^“”\n]{0,200}”|\"[^\"\n]{0,200}\""
+)
+# Languages the script filter has a rule for.
+SCRIPT_LANGS = frozenset({"ja", "vi", "en"})
 # Letters that only Vietnamese orthography puts on Latin letters: the extra vowels and đ, and tone marks.
 _VI_BASE = set("ăâđêôơư")
 _VI_TONES = {"\u0300", "\u0301", "\u0303", "\u0309", "\u0323"}  # grave, acute, tilde, hook, dot below
@@ -19,6 +38,16 @@ def _is_japanese(ch: str) -> bool:
     return 0x3040 <= o <= 0x30FF or 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or ch == "々"
 
 
+# A letter outside the Latin blocks (Basic, Latin-1, Extended-A/B, Extended Additional).
+_NON_LATIN = re.compile(r"[^\W\d_A-Za-z\u00c0-\u024f\u1e00-\u1eff]")
+
+
+@lru_cache(maxsize=1 << 16)
+def _is_latin_word(word: str) -> bool:
+    return not _NON_LATIN.search(word)
+
+
+@lru_cache(maxsize=1 << 16)
 def _is_vietnamese_syllable(word: str) -> bool:
     decomposed = unicodedata.normalize("NFD", word.lower())
     return any(c in _VI_TONES for c in decomposed) or any(c in _VI_BASE for c in word.lower())
@@ -27,10 +56,12 @@ def _is_vietnamese_syllable(word: str) -> bool:
 def script_ratio(text: str, lang: str) -> float:
     """How much of the text is written the way `lang` is written, in [0, 1].
 
+    Text in brackets or quotes is left out: a quoted foreign name or script is not the text's language.
     ja: kana and kanji among letters. vi: words carrying Vietnamese-only letters or tone marks among
     words made of Latin letters (about 0.5 or more in Vietnamese prose, near 0 in English).
     en: ASCII letters among letters.
     """
+    text = _QUOTED.sub(" ", text)  # quoted or bracketed foreign names and scripts are not the prose
     letters = [c for c in text if c.isalpha()]
     if not letters:
         return 0.0
@@ -38,10 +69,10 @@ def script_ratio(text: str, lang: str) -> float:
         return sum(map(_is_japanese, letters)) / len(letters)
     if lang == "vi":
         words = [w for w in text.split() if any(c.isalpha() for c in w)]
-        latin = [
-            w for w in words if all(not c.isalpha() or unicodedata.name(c, "").startswith("LATIN") for c in w)
-        ]
-        if not words or len(latin) < 0.9 * len(words):
+        latin = [w for w in words if _is_latin_word(w)]
+        # Words in other scripts (an article about Chinese characters or Cyrillic) neither count for nor
+        # against, unless they are most of the text.
+        if not words or len(latin) < 0.5 * len(words):
             return 0.0
         return sum(map(_is_vietnamese_syllable, latin)) / len(latin)
     if lang == "en":

@@ -1,0 +1,281 @@
+"""Filter quality on real text: what the `vi` and `ja` recipes' chains keep of clean documents, what
+they remove of noise, and how fast they run next to datatrove's filter chain.
+
+    python -m benchmarks.filter_quality [--quick]
+
+Input: the real development sample in ../shared/realtext-dev/ (beside the repository; not part of it).
+Each set is split by a hash of the document id: about 80 % are measured as clean text, the other 20 %
+are held apart as material for the project's seeded noise generator (lm_platform.data.noise).
+
+- Keep rates: every set through the matching recipe's chain (`vi` recipe's `vi` filters for Vietnamese,
+  its `en` filters for English; `ja` recipe's `ja` filters for Japanese): documents in, kept, raw keep
+  rate, and keep rate among the documents at or above the recipe's minimum length.
+- Noise recall: per language and noise kind, the share of generated noise documents the chain removes.
+- Perplexity: when KenLM's lmplz is available, each language with a perplexity filter gets a reference
+  model trained on the held-apart documents of its reference set (never on measured documents), and
+  its absolute threshold applies; otherwise the step is skipped and the table says so.
+- Throughput: total documents/s and MB/s per core (CPU time of one process, so that other load on a
+  shared machine does not count; median of --rounds, the first being the keep-rate pass) over all
+  measured sets, ours against
+  datatrove's filters with their per-language settings (`language=`: GopherRepetition, GopherQuality,
+  C4Quality, FineWebQuality; datatrove's language filter needs a fastText model download and is left
+  out). The chains decide differently (different rules and thresholds), so both keep rates are shown
+  side by side: this is not equivalent work, it is what a user gets from either chain on this text.
+
+RESULT: ours/peer in docs/s; `min_keep` is the lowest keep rate above the minimum length across sets;
+`min_noise_recall` the lowest removal rate across noise kinds and languages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# ../shared beside the repository; LM_PLATFORM_SHARED points elsewhere (a git worktree, a CI cache).
+SHARED = Path(os.environ.get("LM_PLATFORM_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
+REALTEXT = SHARED / "realtext-dev"
+# set -> (recipe, language config)
+SETS = {
+    "vi_wiki": ("vi", "vi"),
+    "en_books": ("vi", "en"),
+    "en_web": ("vi", "en"),
+    "ja_aozora": ("ja", "ja"),
+    "ja_wiki_leads": ("ja", "ja"),
+}
+# The set a language's reference model (perplexity) learns from: its held-apart documents only.
+REFERENCE_SETS = {"vi": ["vi_wiki"], "ja": ["ja_aozora", "ja_wiki_leads"], "en": ["en_books"]}
+
+
+@dataclass
+class Doc:
+    id: str
+    text: str
+
+
+def load_sets(quick: bool) -> tuple[dict[str, list[Doc]], dict[str, list[Doc]]]:
+    """(measured documents per set, held-apart documents per language)."""
+    from lm_platform.data.noise import held_apart
+
+    if not REALTEXT.is_dir():
+        raise SystemExit(
+            f"filter_quality: the real development text is not there ({REALTEXT}); it lives in the shared "
+            "folder beside the repository (../shared/realtext-dev). Nothing to measure."
+        )
+    measured: dict[str, list[Doc]] = {}
+    apart: dict[str, list[Doc]] = {}
+    for name, (_recipe, lang) in SETS.items():
+        path = REALTEXT / f"{name}.jsonl"
+        if not path.is_file():
+            raise SystemExit(f"filter_quality: {path} is missing")
+        docs = [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
+        docs = [Doc(d["id"], d["text"]) for d in docs]
+        keep = [d for d in docs if not held_apart(d.id)]
+        if quick:
+            keep = keep[:: max(1, len(keep) // 40)]
+        measured[name] = keep
+        apart.setdefault(lang, []).extend(d for d in docs if held_apart(d.id))
+    return measured, apart
+
+
+def chains():
+    from lm_platform.data.curate import Curator
+    from lm_platform.recipe import load_recipe
+
+    out = {}
+    for recipe_name, lang in sorted(set(SETS.values())):
+        cfg = load_recipe(recipe_name).languages[lang]
+        out[(recipe_name, lang)] = (Curator(lang, cfg), cfg)
+    return out
+
+
+def min_chars(cfg) -> int:
+    from lm_platform.recipe.schema import LengthFilter
+
+    found = [f for f in cfg.filters if isinstance(f, LengthFilter)]
+    return found[0].min_chars if found else 0
+
+
+def reference_scorers(apart: dict[str, list[Doc]], chain_map, work: Path) -> dict[str, object]:
+    """A perplexity scorer and threshold per language whose recipe filters by perplexity, trained on
+    held-apart documents; {} when KenLM's programs are not installed."""
+    from lm_platform.data.curate import PerplexityGate
+    from lm_platform.data.reference_lm import KenLMNotFound, kenlm_binary, train_reference_lm
+
+    try:
+        kenlm_binary("lmplz")
+    except KenLMNotFound as exc:
+        print(f"(perplexity step skipped: {exc})")
+        return {}
+    gates = {}
+    for (recipe_name, lang), (chain, cfg) in chain_map.items():
+        if cfg.perplexity is None or cfg.reference_lm is None:
+            continue
+        texts = []
+        for d in apart[lang]:
+            text, rejected = chain.filter(d.text)
+            if rejected is None:
+                texts.append((d.id, text))
+        # A development-sized model: fewer pieces, and a fifth held out to calibrate the threshold on.
+        ref = cfg.reference_lm.model_copy(
+            update={"sp_vocab_size": min(cfg.reference_lm.sp_vocab_size, 4000), "heldout_fraction": 0.2}
+        )
+        out = work / f"ref-{recipe_name}-{lang}"
+        res = train_reference_lm(texts, out, lang, ref)
+        gates[(recipe_name, lang)] = PerplexityGate(cfg.perplexity, out, lang)
+        print(
+            f"reference model {recipe_name}/{lang}: {res.docs_train} held-apart docs, held-out perplexity "
+            f"{res.heldout_perplexity}"
+        )
+    return gates
+
+
+def judge(chain, gate, text: str) -> str | None:
+    """The filter that drops `text`, or None when the chain keeps it."""
+    out, rejected = chain.filter(text)
+    if rejected is not None:
+        return rejected[0]
+    if gate is not None and gate.check(out) is not None:
+        return "perplexity"
+    return None
+
+
+def datatrove_chain(lang: str):
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
+
+    filters = [
+        GopherRepetitionFilter(language=lang),
+        GopherQualityFilter(language=lang),
+        C4QualityFilter(language=lang),
+        FineWebQualityFilter(language=lang),
+    ]
+    from datatrove.data import Document
+
+    def run(text: str, i: int) -> bool:
+        doc = Document(text=text, id=str(i))
+        for f in filters:
+            res = f.filter(doc)
+            if res is False or (isinstance(res, tuple) and res[0] is False):
+                return False
+        return True
+
+    run("Warm up the tokenizer. It loads once.", 0)
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a subsample of each set, fewer noise docs (< 60 s)")
+    ap.add_argument(
+        "--rounds", type=int, default=None, help="throughput rounds (default 1: the keep-rate pass, timed)"
+    )
+    ap.add_argument("--no-perplexity", action="store_true", help="heuristic filters only")
+    args = ap.parse_args(argv)
+    from lm_platform.data.noise import NOISE_TYPES, make_noise
+
+    rounds = args.rounds or 1
+    n_noise = 12 if args.quick else 80
+    measured, apart = load_sets(args.quick)
+    chain_map = chains()
+    with tempfile.TemporaryDirectory() as tmp:
+        gates = {} if args.no_perplexity else reference_scorers(apart, chain_map, Path(tmp))
+        print(
+            f"\n{'set':<14} {'recipe/lang':<8} {'docs':>5} {'kept':>5} {'keep':>6} {'>=min':>5} "
+            f"{'keep>=min':>9} {'datatrove keep':>14}  top reasons (ours)"
+        )
+        keep_min: dict[str, float] = {}
+        ours_docs = peer_docs = 0
+        ours_cpu = peer_cpu = 0.0
+        dt_chains = {lang: datatrove_chain(lang) for lang in {lang for _r, lang in SETS.values()}}
+        for name, (recipe_name, lang) in SETS.items():
+            chain, cfg = chain_map[(recipe_name, lang)]
+            gate = gates.get((recipe_name, lang))
+            floor = min_chars(cfg)
+            reasons: dict[str, int] = {}
+            kept = kept_min = n_min = dt_kept = 0
+            for i, d in enumerate(measured[name]):
+                t0 = time.process_time()
+                why = judge(chain, gate, d.text)
+                ours_cpu += time.process_time() - t0
+                long_enough = len(d.text) >= floor
+                n_min += long_enough
+                if why is None:
+                    kept += 1
+                    kept_min += long_enough
+                else:
+                    reasons[why] = reasons.get(why, 0) + 1
+                t0 = time.process_time()
+                dt_kept += dt_chains[lang](d.text, i)
+                peer_cpu += time.process_time() - t0
+            n = len(measured[name])
+            keep_min[name] = kept_min / n_min if n_min else 1.0
+            top = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+            print(
+                f"{name:<14} {recipe_name + '/' + lang:<8} {n:>5} {kept:>5} {kept / n:>6.3f} {n_min:>5} "
+                f"{keep_min[name]:>9.3f} {dt_kept / n:>14.3f}  {top}"
+            )
+            ours_docs += n
+            peer_docs += n
+
+        print(f"\nnoise removal ({n_noise} generated documents per kind and language; held-apart sources)")
+        langs = sorted({(r, lang) for r, lang in SETS.values()}, key=lambda x: x[1])
+        print(f"{'kind':<22}" + "".join(f"{r + '/' + lang:>10}" for r, lang in langs))
+        recall: dict[tuple[str, str], float] = {}
+        for kind in NOISE_TYPES:
+            row = f"{kind:<22}"
+            for recipe_name, lang in langs:
+                chain, _cfg = chain_map[(recipe_name, lang)]
+                gate = gates.get((recipe_name, lang))
+                others = [d.text for other, docs in apart.items() if other != lang for d in docs]
+                docs = make_noise(kind, lang, [d.text for d in apart[lang]], n_noise, 0, others)
+                removed = sum(judge(chain, gate, t) is not None for t in docs)
+                recall[(kind, lang)] = removed / len(docs)
+                row += f"{recall[(kind, lang)]:>10.3f}"
+            print(row)
+
+        # Throughput over every measured document, both chains, one process each round.
+        all_docs = [(SETS[name], d.text) for name in SETS for d in measured[name]]
+        mb = sum(len(t.encode("utf-8")) for _k, t in all_docs) / 1e6
+        ours_rates, peer_rates = [ours_docs / ours_cpu], [peer_docs / peer_cpu]  # round 1: the pass above
+        for _ in range(rounds - 1):
+            t0 = time.process_time()
+            for (recipe_name, lang), text in all_docs:
+                chain, _cfg = chain_map[(recipe_name, lang)]
+                judge(chain, gates.get((recipe_name, lang)), text)
+            ours_rates.append(len(all_docs) / (time.process_time() - t0))
+            t0 = time.process_time()
+            for i, ((_r, lang), text) in enumerate(all_docs):
+                dt_chains[lang](text, i)
+            peer_rates.append(len(all_docs) / (time.process_time() - t0))
+    ours, peer = statistics.median(ours_rates), statistics.median(peer_rates)
+    print(
+        f"\nthroughput over {len(all_docs):,} documents ({mb:.1f} MB), per core (CPU seconds of this process, "
+        f"so other load on the machine does not count): ours {ours:,.1f} docs/s "
+        f"({ours * mb / len(all_docs):.2f} MB/s), datatrove {peer:,.1f} docs/s ({peer * mb / len(all_docs):.2f} MB/s)"
+    )
+    print("(the chains decide differently: keep rates above are side by side, not an agreement)")
+    min_keep = min(keep_min.values())
+    worst = min(recall, key=recall.get)
+    print(
+        f"RESULT name=filter_quality ours={ours:.1f} peer={peer:.1f} ratio={ours / peer:.3f} unit=docs/s "
+        f"higher_is_better=true min_keep={min_keep:.3f} min_noise_recall={recall[worst]:.3f} "
+        f"worst_noise={worst[0]}/{worst[1]} ours_mb_s={ours * mb / len(all_docs):.3f} "
+        f"peer_mb_s={peer * mb / len(all_docs):.3f} perplexity={'on' if gates else 'off'} "
+        f"docs={len(all_docs)}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

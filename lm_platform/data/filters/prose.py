@@ -1,0 +1,207 @@
+"""Is this running prose? Word salad and navigation pages, caught without a reference model.
+
+Two signals, each per language:
+
+- Prose share: the share of the document's characters that sit in sentence lines (a line ending in
+  the language's terminal punctuation, with at least `min_sentence_words` words; Japanese: at least
+  `min_sentence_chars` characters). A navigation page is menu items, link titles, dates and footers;
+  an article with headings, lists and a reference tail is still mostly sentences by characters, so
+  headings and list items do not count against it.
+- Function-word order: words that must be followed by a content word (articles and prepositions in
+  English, plural markers, classifiers and prepositions in Vietnamese, case and topic particles in
+  Japanese) followed instead by another function word. Real sentences almost never do that; words
+  shuffled across documents do it at about the rate function words occur (word salad keeps every
+  word's frequency, so stop-word counts alone cannot see it).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from lm_platform.data.filters.base import Filter
+from lm_platform.data.text import Doc, is_symbol, units
+from lm_platform.recipe.base import StrictConfig
+
+
+class ProseFilter(StrictConfig):
+    """Word salad (function-word order) and navigation pages (share of characters in sentences)."""
+
+    name: Literal["prose"] = "prose"
+    min_prose_char_share: float | None = Field(0.35, ge=0, le=1)
+    min_sentence_words: int = Field(
+        5, ge=1, description="Words a sentence line has at least (vi, en); 3x this counts without a full stop"
+    )
+    min_sentence_chars: int = Field(12, ge=1, description="Characters a sentence line has at least (ja)")
+    max_function_word_disorder: float | None = Field(0.1, ge=0, le=1)
+    min_function_heads: int = Field(8, ge=1, description="Judge word order only with this many heads")
+
+
+# Function words that open a phrase and want a content word next, and the function words that cannot
+# come right after them (conjunctions, auxiliaries, copulas, other openers), per language. Small closed
+# lists written from each language's grammar, not learnt from any corpus.
+_EN_OPEN = frozenset(
+    [
+        "of",
+        "and",
+        "or",
+        "to",
+        "in",
+        "with",
+        "from",
+        "by",
+        "at",
+        "for",
+        "on",
+        "is",
+        "was",
+        "are",
+        "were",
+        "be",
+        "been",
+        "but",
+    ]
+)
+_EN_ARTICLE_BAD = _EN_OPEN | frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "that",
+        "which",
+        "who",
+        "it",
+        "he",
+        "she",
+        "they",
+        "we",
+        "i",
+        "his",
+        "their",
+        "its",
+        "not",
+    ]
+)
+_VI_BAD = frozenset(
+    [
+        "và",
+        "là",
+        "thì",
+        "mà",
+        "đã",
+        "sẽ",
+        "đang",
+        "bị",
+        "cũng",
+        "với",
+        "cho",
+        "được",
+        "để",
+        "hoặc",
+        "nhưng",
+        "trong",
+        "từ",
+        "ở",
+        "về",
+        "của",
+        "các",
+        "những",
+        "không",
+        "này",
+        "đó",
+        "rằng",
+        "nên",
+        "vì",
+        "nếu",
+        "khi",
+        "tại",
+        "theo",
+        "do",
+        "bởi",
+        "qua",
+    ]
+)
+_JA_PARTICLES = frozenset(["を", "が", "に", "で", "へ", "は", "も", "の", "と", "。"])
+HEADS: dict[str, dict[str, frozenset[str]]] = {
+    "en": {
+        **dict.fromkeys(("the", "a", "an"), _EN_ARTICLE_BAD),
+        **dict.fromkeys(("of", "in", "from", "with", "at", "by", "on", "for"), _EN_OPEN),
+    },
+    "vi": {  # plural markers and quantifiers want a noun; "của" (of) wants its possessor
+        **dict.fromkeys(("các", "những", "mỗi", "mọi", "vài", "của"), _VI_BAD),
+        "một": _VI_BAD - {"trong", "khi"},  # một trong (one of), một khi (once)
+    },
+    "ja": {  # case particles follow a noun phrase; a sentence does not end on one
+        **dict.fromkeys(("を", "が"), _JA_PARTICLES),
+        "は": frozenset(["を", "が", "に", "で", "へ", "は", "も", "の", "。"]),
+        **dict.fromkeys(("に", "で", "へ"), frozenset(["を", "が", "に", "で", "へ", "。"])),
+    },
+}
+_SENTENCE_END = {
+    "ja": ("。", "！", "？", "」", "』", "）", "…", "!", "?", ".", ")"),
+    None: (".", "!", "?", ":", ";", '"', "'", "”", "’", ")", "…", "»"),
+}
+
+
+def _word_key(word: str, lang: str) -> str:
+    return word if lang == "ja" else word.lower()
+
+
+def function_word_disorder(words: list[str], lang: str) -> tuple[float, int]:
+    """(share of phrase-opening function words followed by a function word that cannot follow them,
+    how many openers there were); (0, 0) for a language without lists."""
+    heads = HEADS.get(lang)
+    if not heads:
+        return 0.0, 0
+    keys = [_word_key(w, lang) for w in words if not is_symbol(w) or w == "。"]
+    n = bad = 0
+    for cur, nxt in zip(keys, keys[1:], strict=False):
+        follow = heads.get(cur)
+        if follow is not None:
+            n += 1
+            bad += nxt in follow
+    return (bad / n if n else 0.0), n
+
+
+class Prose(Filter):
+    name = "prose"
+
+    def __init__(self, cfg: ProseFilter, lang: str):
+        super().__init__(cfg, lang)
+        self.ends = _SENTENCE_END.get(lang, _SENTENCE_END[None])
+
+    def _is_sentence_line(self, line: str) -> bool:
+        line = line.strip()
+        if self.lang == "ja":
+            size, need = len(line), self.cfg.min_sentence_chars
+        else:
+            size, need = len(line.split()), self.cfg.min_sentence_words
+        if self.lang != "ja" and size >= 3 * need:  # a long run of words: informal prose, no full stop
+            return True
+        return size >= need and line.endswith(self.ends) and not line.endswith("...")
+
+    def prose_char_share(self, doc: Doc) -> float:
+        if sum(1 for ln in doc.lines if ln.strip()) < 3:  # one or two lines: no page structure to judge
+            return 1.0
+        lines = units(doc.text)
+        total = sum(map(len, lines))
+        return sum(len(ln) for ln in lines if self._is_sentence_line(ln)) / total if total else 0.0
+
+    def check(self, doc: Doc) -> str | None:
+        c = self.cfg
+        if c.min_prose_char_share is not None:
+            share = self.prose_char_share(doc)
+            if share < c.min_prose_char_share:
+                return f"prose_share: {share:.2f} of characters in sentences < {c.min_prose_char_share}"
+        if c.max_function_word_disorder is not None:
+            words = doc.words if self.lang == "ja" else doc.text.split()
+            if self.lang != "ja":
+                words = [w.strip(".,;:!?()[]\"'“”‘’«»") for w in words]
+            disorder, heads = function_word_disorder([w for w in words if w], self.lang)
+            if heads >= c.min_function_heads and disorder > c.max_function_word_disorder:
+                return (
+                    f"word_order: {disorder:.2f} of {heads} function words followed by a function word "
+                    f"> {c.max_function_word_disorder}"
+                )
+        return None

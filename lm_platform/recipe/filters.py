@@ -1,0 +1,152 @@
+"""Recipe settings for curation, per language: the filter chain, PII redaction and the reference model.
+
+Each filter's settings live in its own module under `lm_platform.data.filters` and are registered in
+one place (`lm_platform.data.filters.FILTERS`); `FilterConfig` is the union of those, told apart by
+`name`. `lm_platform.recipe.schema` re-exports everything here, so older imports keep working.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Literal, Union
+
+from pydantic import Field, field_validator
+
+from lm_platform.data.filters import FILTERS
+from lm_platform.data.filters.boilerplate import BoilerplateFilter
+from lm_platform.data.filters.c4 import C4Filter
+from lm_platform.data.filters.datatrove_block import DatatroveFilter
+from lm_platform.data.filters.encoding import EncodingFilter
+from lm_platform.data.filters.fineweb import FineWebFilter
+from lm_platform.data.filters.flagged_words import FlaggedWordsFilter
+from lm_platform.data.filters.gopher_quality import GopherQualityFilter
+from lm_platform.data.filters.gopher_repetition import GopherRepetitionFilter
+from lm_platform.data.filters.language_id import LanguageIdFilter
+from lm_platform.data.filters.length import LengthFilter
+from lm_platform.data.filters.perplexity import PerplexityFilter
+from lm_platform.data.filters.prose import ProseFilter
+from lm_platform.data.filters.script import SCRIPT_LANGS, ScriptFilter
+from lm_platform.data.filters.url_domain import UrlDomainFilter
+from lm_platform.recipe.base import StrictConfig
+
+if TYPE_CHECKING:
+    from lm_platform.recipe.sources import SourceConfig
+
+FilterConfig = Annotated[Union[tuple(FILTERS)], Field(discriminator="name")]  # noqa: UP007
+
+
+class PiiConfig(StrictConfig):
+    """PII redaction after filtering: each kind found is replaced by its placeholder and counted."""
+
+    emails: bool = True
+    ip_addresses: bool = True
+    phones: tuple[Literal["vi", "ja", "intl"], ...] = ("vi", "ja", "intl")
+    email_placeholder: str = "<EMAIL>"
+    ip_placeholder: str = "<IP>"
+    phone_placeholder: str = "<PHONE>"
+
+
+class ReferenceLMConfig(StrictConfig):
+    """A KenLM model trained on a high-quality source of the language (CCNet-style): the source's text goes
+    through the language's other filters, is pre-tokenised by a SentencePiece model trained on it, and
+    `lmplz` estimates an n-gram model that `build_binary` turns into a binary file."""
+
+    source: str = Field(description="The high-quality source the model learns from")
+    order: int = Field(5, ge=2, le=6, description="n-gram order (KenLM is built for at most 6)")
+    sp_vocab_size: int = Field(8000, ge=64, description="SentencePiece pieces used to pre-tokenise")
+    prune: tuple[int, ...] = Field(
+        (0, 1, 1), description="lmplz --prune: drop n-grams seen at most this often, per order from unigrams"
+    )
+    max_docs: int | None = Field(None, gt=0, description="Learn from at most this many documents")
+    heldout_fraction: float = Field(0.05, ge=0, lt=1, description="Documents kept out to measure perplexity")
+    memory: str = Field("1G", description="lmplz -S: memory for sorting (e.g. '1G', '20%')")
+
+    @field_validator("prune")
+    @classmethod
+    def _prune(cls, prune: tuple[int, ...]) -> tuple[int, ...]:
+        if any(b < a for a, b in zip(prune, prune[1:], strict=False)) or any(p < 0 for p in prune):
+            raise ValueError(f"prune {list(prune)}: thresholds are >= 0 and never decrease with the order")
+        if prune and prune[0] != 0:
+            raise ValueError("prune: lmplz cannot prune unigrams; the first threshold must be 0")
+        return prune
+
+
+class LanguageConfig(StrictConfig):
+    unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"] = "NFC"
+    chars_per_token: float = Field(4.0, gt=0, description="Token estimate until a tokenizer exists")
+    filters: tuple[FilterConfig, ...] = ()
+    fix_mojibake: bool = Field(True, description="Repair mojibake with ftfy during normalisation")
+    pii: PiiConfig | None = Field(None, description="Redact PII in kept documents; None: leave text as is")
+    expected_keep_rate: tuple[float, float] = Field(
+        (0.0, 1.0), description="Keep-rate band; the curated asset check warns outside it"
+    )
+    reference_lm: ReferenceLMConfig | None = Field(
+        None, description="KenLM model for the 'perplexity' filter (asset reference_lm/<lang>)"
+    )
+
+    @property
+    def perplexity(self) -> PerplexityFilter | None:
+        found = [f for f in self.filters if isinstance(f, PerplexityFilter)]
+        return found[0] if found else None
+
+    @property
+    def uses_reference_lm(self) -> bool:
+        return self.perplexity is not None and self.perplexity.model is None
+
+    @field_validator("expected_keep_rate")
+    @classmethod
+    def _band(cls, band: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= band[0] <= band[1] <= 1:
+            raise ValueError(f"expected_keep_rate {list(band)} is not a band inside [0, 1]")
+        return band
+
+
+def check_language_lm(lang: str, cfg: LanguageConfig, sources: list[SourceConfig]) -> None:
+    where = f"languages.{lang}"
+    ppl = [j for j, f in enumerate(cfg.filters) if isinstance(f, PerplexityFilter)]
+    if len(ppl) > 1:
+        raise ValueError(f"{where}.filters.{ppl[1]}: one 'perplexity' filter per language")
+    if ppl and ppl[0] != len(cfg.filters) - 1:
+        raise ValueError(
+            f"{where}.filters.{ppl[0]}: 'perplexity' must be the last filter (its band is taken over the "
+            "documents that pass the others)"
+        )
+    if cfg.uses_reference_lm and cfg.reference_lm is None:
+        raise ValueError(
+            f"{where}.filters.{ppl[0]}: the 'perplexity' filter needs a 'model' file or "
+            f"{where}.reference_lm (a KenLM model the platform trains)"
+        )
+    if cfg.reference_lm is not None:
+        names = {s.name: s for s in sources}
+        src = names.get(cfg.reference_lm.source)
+        if src is None:
+            raise ValueError(
+                f"{where}.reference_lm.source: unknown source '{cfg.reference_lm.source}' (known: {list(names)})"
+            )
+        if src.language != lang:
+            raise ValueError(
+                f"{where}.reference_lm.source: '{src.name}' is in language '{src.language}', not '{lang}'"
+            )
+
+
+__all__ = [
+    "SCRIPT_LANGS",
+    "BoilerplateFilter",
+    "C4Filter",
+    "DatatroveFilter",
+    "EncodingFilter",
+    "FilterConfig",
+    "FineWebFilter",
+    "FlaggedWordsFilter",
+    "GopherQualityFilter",
+    "GopherRepetitionFilter",
+    "LanguageConfig",
+    "LanguageIdFilter",
+    "LengthFilter",
+    "PerplexityFilter",
+    "PiiConfig",
+    "ProseFilter",
+    "ReferenceLMConfig",
+    "ScriptFilter",
+    "UrlDomainFilter",
+    "check_language_lm",
+]
