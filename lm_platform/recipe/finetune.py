@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from lm_platform.recipe.base import NAME_PATTERN, SPDX_PATTERN, Strict
 
@@ -88,6 +88,8 @@ class MergeModel(Strict):
 
 class MergeConfig(Strict):
     """One mergekit merge: `merged/<name>`. Inputs may be stage checkpoints, adapters or earlier merges."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)  # `lambda` or `lambda_`
 
     name: str = Field(pattern=NAME_PATTERN)
     method: Literal["dare_ties", "della_linear", "ties", "linear", "task_arithmetic", "della"]
