@@ -102,7 +102,9 @@ def merge_asset(recipe: Recipe, m: MergeConfig) -> dg.AssetsDefinition:
 
 
 def export_asset(recipe: Recipe, e: ExportConfig) -> dg.AssetsDefinition:
+    # The card reads the packed datasets' exact counts and the evaluation scores, so they come first.
     deps = _dep(e.model) + [dg.AssetKey(["dataset", st.name]) for st in recipe.stages]
+    deps += [dg.AssetKey(["eval", ev.name]) for ev in recipe.evaluations]
 
     @dg.asset(
         key=["export", e.name],
