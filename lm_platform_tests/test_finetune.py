@@ -224,3 +224,19 @@ def test_missing_model_path_fails_without_download(models, monkeypatch, tmp_path
     with pytest.raises(ModelPathError, match="/nonexistent/model.*nothing is downloaded"):
         run_merge(m, d, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_packed_rows_keep_each_tokens_mask():
+    import numpy as np
+
+    from lm_platform.finetune.chat import Example
+
+    exs = [Example(np.arange(10, 10 + n), np.array([i % 2 for i in range(n)])) for n in (5, 7, 9)]
+    rows = list(batches(exs, 8, 2, 0, True, np.random.default_rng(3)))
+    ids = np.concatenate([b["input_ids"][b["attention_mask"] == 1] for b in rows])
+    labels = np.concatenate([b["labels"][b["attention_mask"] == 1] for b in rows])
+    assert all(b["input_ids"].shape[1] <= 8 for b in rows) and len(ids) == 21
+    # Every token keeps its own label: the id where the mask was 1, -100 elsewhere.
+    want = {(int(t), int(m)) for e in exs for t, m in zip(e.ids, e.mask, strict=True)}
+    assert {(int(t), int(lab != -100)) for t, lab in zip(ids, labels, strict=True)} == want
+    assert all(lab in (-100, t) for t, lab in zip(ids, labels, strict=True))
