@@ -85,3 +85,17 @@ class Layout:
 
     def eval(self, name: str) -> Path:
         return self.base / "eval" / f"{name}.json"
+
+    def model_ref(self, ref: str) -> Path:
+        """A fine-tuning model reference (`checkpoint/<stage>`, `adapter/<set>`, `merged/<name>`, or an
+        absolute path) as a directory."""
+        return Path(ref) if ref.startswith("/") else self.base / ref
+
+    def adapter(self, name: str) -> Path:
+        return self.base / "adapter" / name
+
+    def merged(self, name: str) -> Path:
+        return self.base / "merged" / name
+
+    def export(self, name: str) -> Path:
+        return self.base / "export" / name

@@ -68,7 +68,7 @@ def demo_run(tmp_path_factory) -> DemoRun:
     root = tmp_path_factory.mktemp("demo_run")
     run = DemoRun(root / "home", root / "data", isolated_env(root / "home", root / "data"))
     for step in DEMO_STEPS:
-        proc = run.dagster("asset", "materialize", *step, "-m", "lm_platform.definitions")
+        proc = run.dagster("asset", "materialize", *step, "-m", "lm_platform.definitions", timeout=1800)
         if proc.returncode != 0:
             pytest.fail(
                 f"demo materialization {step} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"

@@ -34,6 +34,7 @@ DEMO_KEYS = (
         f"eval/{b}"
         for b in ("perplexity", "exam_vi", "m3exam_vi", "jcqa_ja", "arc_en", "hellaswag_en", "samples")
     }
+    | {"adapter/vi_chat", "adapter/en_alpaca", "merged/instruct", "merged/final", "export/demo_chat"}
 )
 # The filters expected to catch each kind of labelled noise (wrong-language text can also be too short).
 EXPECTED_FILTER = {
@@ -80,6 +81,18 @@ def test_every_asset_materialized_with_counts_and_licenses(demo_run):
         "eval/samples": {"score", "samples"},
         "eval/leaderboard": {"leaderboard", "plot", "versions"},
         "model_versions": {"versions", "table"},
+        "adapter": {
+            "base",
+            "steps",
+            "initial_loss",
+            "final_loss",
+            "rank",
+            "alpha",
+            "target_modules",
+            "license",
+        },
+        "merged": {"method", "base_model", "inputs", "seed", "vocab_size", "config_yaml"},
+        "export": {"dtype", "vocab_size", "licenses", "card", "pushed"},
     }
     for key in DEMO_KEYS:
         meta = latest(demo_run, key).asset_materialization.metadata
@@ -427,3 +440,25 @@ def test_materialize_tokenizer_plus_reruns_tokenizer_and_its_direct_dependents(d
 def test_no_temporary_files_left_behind(demo_run):
     leftovers = [p for p in demo_run.storage.rglob(".tmp-*")]
     assert leftovers == []
+
+
+def test_demo_fine_tunes_merges_and_exports_a_loadable_model(demo_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = demo_run.storage / "demo"
+    for name in ("vi_chat", "en_alpaca"):
+        meta = latest(demo_run, f"adapter/{name}").asset_materialization.metadata
+        assert meta["final_loss"].value < meta["initial_loss"].value
+    out = base / "export" / "demo_chat"
+    tok, model = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
+    assert (
+        model.get_input_embeddings().num_embeddings
+        == len(tok)
+        == len(AutoTokenizer.from_pretrained(base / "tokenizer"))
+    )
+    assert tok.chat_template and (out / "mergekit_config.yml").exists()
+    card = (out / "README.md").read_text()
+    assert "Licenses that reached the model: CC-BY-4.0, CC-BY-SA-4.0, CC0-1.0" in card
+    with demo_run.instance() as instance:
+        versions = set(instance.get_dynamic_partitions("demo_models"))
+    assert {"adapter/vi_chat", "adapter/en_alpaca", "merged/instruct", "merged/final"} <= versions

@@ -119,6 +119,9 @@ def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
             raw[key] = [resolve(e) for e in raw[key]]
     if isinstance(raw.get("evaluations"), list):
         raw["evaluations"] = [_resolve_keys(e, EVAL_PATH_KEYS, base_dir) for e in raw["evaluations"]]
+    ft = raw.get("finetune")
+    if isinstance(ft, dict) and isinstance(ft.get("instructions"), list):
+        raw["finetune"] = {**ft, "instructions": [resolve(e) for e in ft["instructions"]]}
     if isinstance(raw.get("languages"), dict):
         raw["languages"] = {
             lang: _resolve_filter_paths(cfg, base_dir) for lang, cfg in raw["languages"].items()
@@ -220,6 +223,9 @@ def _missing_paths(recipe: Recipe) -> list[str]:
                 problems.append(f"  evaluations.{i}.location: local dataset '{ev.location}' does not exist")
         elif "://" not in ev.location and not Path(ev.location).is_file():
             problems.append(f"  evaluations.{i}.location: '{ev.location}' does not exist (a JSONL file)")
+    for i, s in enumerate(recipe.finetune.instructions if recipe.finetune else ()):
+        if not Path(s.location).is_file():
+            problems.append(f"  finetune.instructions.{i}.location: '{s.location}' does not exist")
     base = recipe.tokenizer.base
     if base and is_local_ref(base) and not Path(base).is_dir():
         problems.append(f"  tokenizer.base: '{base}' is not a directory (a local HF tokenizer is one)")

@@ -39,6 +39,7 @@ from lm_platform.recipe.filters import (  # noqa: E402, F401
     UrlDomainFilter,
     check_language_lm,
 )
+from lm_platform.recipe.finetune import ExportConfig, FinetuneConfig, MergeConfig, check_finetune
 from lm_platform.recipe.sources import SourceConfig
 from lm_platform.recipe.training import (
     BlendConfig,
@@ -264,6 +265,9 @@ class Recipe(_Strict):
     dedup: DedupConfig = DedupConfig()
     decontamination: DecontaminationConfig | None = None
     generation: GenerationConfig = GenerationConfig()
+    finetune: FinetuneConfig | None = None
+    merges: tuple[MergeConfig, ...] = ()
+    exports: tuple[ExportConfig, ...] = ()
 
     @model_validator(mode="after")
     def _cross_references(self) -> Recipe:
@@ -329,6 +333,14 @@ class Recipe(_Strict):
                     raise ValueError(
                         f"decontamination.evaluations.{j}: unknown evaluation '{name}' (known: {evals})"
                     )
+        check_finetune(
+            self.finetune,
+            self.merges,
+            self.exports,
+            stage_names,
+            list(self.languages),
+            self.license_allowlist,
+        )
         return self
 
     # Convenience lookups used by the shell and the core alike.
