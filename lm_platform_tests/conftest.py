@@ -86,7 +86,11 @@ def write_demo_variant(tmp_path: Path, mutate, name: str = "variant.yaml") -> Pa
     for src in raw["sources"]:
         src["location"] = str(BUNDLED_DIR / src["location"])
     for ev in raw["evaluations"]:
-        ev["location"] = str(BUNDLED_DIR / ev["location"])
+        for key in ("location", "dev_location", "include_path"):
+            if ev.get(key):
+                ev[key] = str(BUNDLED_DIR / ev[key])
+    for ins in (raw.get("finetune") or {}).get("instructions", []):
+        ins["location"] = str(BUNDLED_DIR / ins["location"])
     mutate(raw)
     path = tmp_path / name
     path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")

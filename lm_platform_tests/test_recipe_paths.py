@@ -19,7 +19,10 @@ from lm_platform_tests.conftest import write_demo_variant
 
 
 def test_missing_local_paths_fail_at_load_with_their_field(tmp_path):
+    added = {}
+
     def mutate(raw):
+        added["index"] = len(raw["evaluations"])
         raw["evaluations"][0]["location"] = str(tmp_path / "nowhere.jsonl")
         raw["evaluations"].append(
             {"name": "local_hf", "format": "hf", "location": "./no_such_dataset", "language": "en"}
@@ -31,7 +34,7 @@ def test_missing_local_paths_fail_at_load_with_their_field(tmp_path):
         load_recipe(str(write_demo_variant(tmp_path, mutate)))
     msg = str(err.value)
     assert "evaluations.0.location:" in msg and "nowhere.jsonl" in msg
-    assert "evaluations.1.location: local dataset" in msg and "no_such_dataset" in msg
+    assert f"evaluations.{added['index']}.location: local dataset" in msg and "no_such_dataset" in msg
     assert "sources.0.location: local dataset" in msg and "missing_dir" in msg
     assert "model.base:" in msg and "no_checkpoint" in msg
 
