@@ -31,7 +31,9 @@ def build_deployment_definitions(
     prefix = key_prefix(recipe) if prefix is None else list(prefix)
     assets = with_training_automation(prefixed(build_assets(recipe), prefix), recipe, prefix)
     assets = fan_out_partitions(profile, assets)
-    storage = LMStorage(root=profile.storage_root()) if profile.kind == "k8s" else LMStorage()
+    storage = (
+        LMStorage(root=profile.storage_root(), local_index=True) if profile.kind == "k8s" else LMStorage()
+    )
     auto = automation.build(recipe, prefix, running=profile.sensors_running)
     return dg.Definitions(
         assets=assets,

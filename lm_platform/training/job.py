@@ -3,12 +3,24 @@ the command that runs it (a plain process, or torchrun for several processes).""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe
 from lm_platform.training.config import TrainJob
+
+# The trainer's exit status after SIGTERM once its step checkpoint is written (EX_TEMPFAIL: run it again to
+# resume); equal to `lm_platform.training.train.PREEMPTED_EXIT_CODE` (that module imports torch).
+PREEMPTED_EXIT_CODE = 75
+_EXIT_75 = re.compile(rf"\b(?:code|exit code|exit_code)[ :=]*{PREEMPTED_EXIT_CODE}\b", re.IGNORECASE)
+
+
+def preempted(error: BaseException | str) -> bool:
+    """Whether a trainer failure is a preemption (exit status 75 after writing a checkpoint): the launcher's
+    error names the exit status ("failed with code 75" from a subprocess, "exit code 75" from a pod)."""
+    return bool(_EXIT_75.search(str(error)))
 
 
 def make_job(recipe: Recipe, stage_name: str, layout: Layout) -> TrainJob:
