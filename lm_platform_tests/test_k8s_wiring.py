@@ -92,3 +92,91 @@ def test_preemption_is_recognised_by_the_exit_status(message, hit):
 
     assert preempted(message) is hit
     assert PREEMPTED_EXIT_CODE == 75
+
+
+def _hub_recipe(tmp_path: Path, shards: int):
+    """A recipe with one `hf` source: a local dataset directory in the hub's file layout (7 Parquet files)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+
+    from lm_platform.recipe import load_recipe
+
+    root = tmp_path / "ds" / "data"
+    root.mkdir(parents=True)
+    for f in range(7):
+        rows = [{"text": f"document {f}-{r} about the weather " * 4} for r in range(3 + f)]
+        pq.write_table(pa.Table.from_pylist(rows), root / f"train-{f:05d}-of-00007.parquet")
+    recipe = {
+        "name": "hub",
+        "languages": {"en": {"chars_per_token": 4.0, "filters": [{"name": "length", "min_chars": 20}]}},
+        "sources": [
+            {
+                "name": "web",
+                "location": str(tmp_path / "ds"),
+                "format": "hf",
+                "license": "CC0-1.0",
+                "language": "en",
+            }
+            | ({"shards": shards} if shards > 1 else {})
+        ],
+        "license_allowlist": ["CC0-1.0"],
+        "tokenizer": {"vocab_size": 300},
+        "model": {},
+        "stages": [{"name": "main", "blend": {"mixture": {"web": 1.0}, "target_tokens": 100}}],
+    }
+    path = tmp_path / "hub.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return load_recipe(str(path))
+
+
+def test_sharded_hub_source_reads_its_corpus_by_partition(tmp_path):
+    from lm_platform.data.documents import iter_docs
+
+    recipe = _hub_recipe(tmp_path, shards=3)
+    assets = build_assets(recipe)
+    by_key = {k: a for a in assets for k in a.keys}
+    corpus, curated = dg.AssetKey(["corpus", "web"]), dg.AssetKey(["curated", "web"])
+    assert by_key[corpus].partitions_def == by_key[curated].partitions_def
+    instance = dg.DagsterInstance.ephemeral()
+    storage = LMStorage(root=str(tmp_path / "data"))
+    docs = {}
+    for key in ["0000", "0001", "0002"]:
+        run = dg.materialize(
+            assets,
+            selection=dg.AssetSelection.assets(corpus, curated),
+            partition_key=key,
+            resources={"storage": storage, "trainer": dg.PipesSubprocessClient()},
+            instance=instance,
+        )
+        meta = {e.asset_key: e.materialization.metadata for e in run.get_asset_materialization_events()}
+        shard = tmp_path / "data" / "hub" / "corpus" / "web" / f"{key}.parquet"
+        docs[key] = [d["text"].split()[1].split("-")[0] for d in iter_docs(shard)]
+        assert meta[corpus]["docs"].value == len(docs[key])
+        assert meta[curated]["docs_in"].value == len(docs[key]), "curated reads its own corpus shard"
+    # Shard i read files i, i+3, ... only; together the whole dataset, each document once.
+    assert [sorted(set(v)) for v in docs.values()] == [["0", "3", "6"], ["1", "4"], ["2", "5"]]
+    assert sum(len(v) for v in docs.values()) == sum(3 + f for f in range(7))
+    # What a reference LM trained on the source reads: the shard directory, in shard order.
+    whole = [d["text"].split()[1].split("-")[0] for d in iter_docs(shard.parent)]
+    assert whole == docs["0000"] + docs["0001"] + docs["0002"]
+
+
+def test_unsharded_hub_source_keeps_one_corpus_file(tmp_path):
+    recipe = _hub_recipe(tmp_path, shards=1)
+    (corpus,) = [a for a in build_assets(recipe) if dg.AssetKey(["corpus", "web"]) in a.keys]
+    assert corpus.partitions_def is None
+
+
+def test_training_automation_lives_in_the_automation_module(demo_recipe):
+    from lm_platform.defs import automation, k8s
+
+    training = {f"train_demo_{s.name}" for s in demo_recipe.stages}
+    auto = automation.build(demo_recipe, ["demo"], running=False, training=True)
+    stopped = {s.name for s in auto.sensors if s.default_status == dg.DefaultSensorStatus.STOPPED}
+    assert training <= stopped
+    assert not training & {s.name for s in automation.build(demo_recipe).sensors}, "local: no training"
+    source = Path(k8s.__file__).read_text(encoding="utf-8")
+    assert "AutomationCondition" not in source and "Sensor" not in source
+    defs = build_deployment_definitions(demo_recipe, Profile(), prefix=[])
+    assert training <= {s.name for s in defs.sensors}

@@ -8,14 +8,13 @@ import dagster as dg
 
 from lm_platform.defs import automation
 from lm_platform.defs.assets import build_assets
+from lm_platform.defs.automation import with_training_automation
 from lm_platform.defs.k8s import (
     executor,
     fan_out_partitions,
     key_prefix,
     prefixed,
     trainer_resource,
-    training_sensors,
-    with_training_automation,
 )
 from lm_platform.defs.resources import LMStorage
 from lm_platform.deployment.profile import Profile, load_profile
@@ -34,11 +33,11 @@ def build_deployment_definitions(
     storage = (
         LMStorage(root=profile.storage_root(), local_index=True) if profile.kind == "k8s" else LMStorage()
     )
-    auto = automation.build(recipe, prefix, running=profile.sensors_running)
+    auto = automation.build(recipe, prefix, running=profile.sensors_running, training=True)
     return dg.Definitions(
         assets=assets,
         resources={"storage": storage, "trainer": trainer_resource(profile, recipe)},
-        sensors=training_sensors(recipe, profile, prefix) + auto.sensors,
+        sensors=auto.sensors,
         schedules=auto.schedules,
         executor=executor(profile, assets),
     )
