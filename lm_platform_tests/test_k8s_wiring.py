@@ -94,6 +94,15 @@ def test_preemption_is_recognised_by_the_exit_status(message, hit):
     assert PREEMPTED_EXIT_CODE == 75
 
 
+def test_preemption_message_is_the_trainers():
+    from lm_platform.training import train
+    from lm_platform.training.job import PREEMPTED_EXIT_CODE, PREEMPTED_MESSAGE, preempted
+
+    assert train.PREEMPTED_EXIT_CODE == PREEMPTED_EXIT_CODE
+    assert str(train.Preempted(6, None)).startswith(PREEMPTED_MESSAGE)
+    assert preempted(f'Container "trainer" failed. Last 100 log lines: "{train.Preempted(6, None)}"')
+
+
 def _hub_recipe(tmp_path: Path, shards: int):
     """A recipe with one `hf` source: a local dataset directory in the hub's file layout (7 Parquet files)."""
     import pyarrow as pa
@@ -180,3 +189,43 @@ def test_training_automation_lives_in_the_automation_module(demo_recipe):
     assert "AutomationCondition" not in source and "Sensor" not in source
     defs = build_deployment_definitions(demo_recipe, Profile(), prefix=[])
     assert training <= {s.name for s in defs.sensors}
+
+
+@pytest.mark.parametrize("status, attempts", [(75, 1 + training_defs.PREEMPTION_RETRIES), (3, 1)])
+def test_preempted_trainer_pod_is_retried(tmp_path, monkeypatch, demo_recipe, status, attempts):
+    """On the emulated cluster: a trainer pod that exits 75 is a retry (each attempt a new pod, each
+    deleted); any other exit status fails once."""
+    import logging
+    import time
+
+    import kubernetes
+    from dagster_k8s.client import DagsterKubernetesClient
+
+    from lm_platform_tests.k8s_emulation import EmulatedCoreV1Api
+
+    api = EmulatedCoreV1Api()
+    client = DagsterKubernetesClient(
+        batch_api=None, core_api=api, logger=logging.info, sleeper=lambda s: time.sleep(0.05), timer=time.time
+    )
+    monkeypatch.setattr(DagsterKubernetesClient, "production_client", staticmethod(lambda *a, **k: client))
+    monkeypatch.setattr(kubernetes.config, "load_kube_config", lambda *a, **k: None)
+    from lm_platform.training.job import PREEMPTED_MESSAGE
+
+    said = f"print('{PREEMPTED_MESSAGE} 6; checkpoint x')" if status == 75 else "print('boom')"
+    command = [sys.executable, "-c", f"import sys; {said}; sys.exit({status})"]
+    spec = {"containers": [{"name": "trainer", "image": "lm:1", "command": command}]}
+    monkeypatch.setattr("lm_platform.defs.k8s.trainer_pod_spec", lambda *a, **k: spec)
+    monkeypatch.setattr(training_defs, "make_job", lambda *a, **k: Profile())
+    monkeypatch.setattr(training_defs, "PREEMPTION_RETRY_WAIT_S", 0)
+    k8s = Profile(kind="k8s", image="lm:1", storage={"pvc": "lm-data", "mount_path": str(tmp_path)})
+    defs = build_deployment_definitions(demo_recipe, k8s, prefix=[])
+    key = dg.AssetKey(["checkpoint", demo_recipe.stages[0].name])
+    run = dg.materialize(
+        [defs.get_assets_def(key)],
+        selection=dg.AssetSelection.assets(key),
+        resources={"storage": LMStorage(root=str(tmp_path)), "trainer": defs.resources["trainer"]},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not run.success
+    assert len(api.created) == attempts and len(api.deleted) == attempts and not api.pods

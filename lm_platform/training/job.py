@@ -14,13 +14,17 @@ from lm_platform.training.config import TrainJob
 # The trainer's exit status after SIGTERM once its step checkpoint is written (EX_TEMPFAIL: run it again to
 # resume); equal to `lm_platform.training.train.PREEMPTED_EXIT_CODE` (that module imports torch).
 PREEMPTED_EXIT_CODE = 75
+# How `train.Preempted` begins (the trainer logs it last before exiting 75).
+PREEMPTED_MESSAGE = "stopped by SIGTERM after step"
 _EXIT_75 = re.compile(rf"\b(?:code|exit code|exit_code)[ :=]*{PREEMPTED_EXIT_CODE}\b", re.IGNORECASE)
 
 
 def preempted(error: BaseException | str) -> bool:
-    """Whether a trainer failure is a preemption (exit status 75 after writing a checkpoint): the launcher's
-    error names the exit status ("failed with code 75" from a subprocess, "exit code 75" from a pod)."""
-    return bool(_EXIT_75.search(str(error)))
+    """Whether a trainer failure is a preemption (exit status 75 after writing a checkpoint): a subprocess
+    launcher's error names the exit status ("failed with code 75"); a pod's error (dagster_k8s names no
+    exit code) carries the pod's last log lines, which end with the trainer's `Preempted` message."""
+    text = str(error)
+    return bool(_EXIT_75.search(text)) or PREEMPTED_MESSAGE in text
 
 
 def make_job(recipe: Recipe, stage_name: str, layout: Layout) -> TrainJob:
