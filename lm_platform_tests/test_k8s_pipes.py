@@ -43,7 +43,11 @@ def world(tmp_path_factory):
             seq_len=16, micro_batch_size=4, epochs=2, lr=1e-2, warmup_steps=1, log_every=4, checkpoint_every=6
         )
         raw["stages"] = [main]
-        for section in ("finetune", "merges", "exports"):  # the demo fine-tunes its anneal stage, not kept here
+        for section in (
+            "finetune",
+            "merges",
+            "exports",
+        ):  # the demo fine-tunes its anneal stage, not kept here
             raw.pop(section, None)
         raw["generation"]["prompts"] = []
 
