@@ -33,6 +33,10 @@ class Layout:
     def corpus(self, source: str) -> Path:
         return self.base / "corpus" / f"{source}.parquet"
 
+    def corpus_shard(self, source: str, shard: str) -> Path:
+        """One shard of a source whose read is sharded (`corpus/<source>/<shard>.parquet`)."""
+        return self.base / "corpus" / source / f"{shard}.parquet"
+
     def curated(self, source: str) -> Path:
         return self.base / "curated" / f"{source}.parquet"
 

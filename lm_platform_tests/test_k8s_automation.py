@@ -8,8 +8,8 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
+from lm_platform.defs.automation import RECIPE_TAG, STAGE_TAG
 from lm_platform.defs.deployment import build_deployment_definitions
-from lm_platform.defs.k8s import RECIPE_TAG, STAGE_TAG
 from lm_platform.deployment.profile import Profile, load_profile
 
 CKPT_MAIN = dg.AssetKey(["checkpoint", "main"])

@@ -145,7 +145,7 @@ def test_trainer_pod_of_every_vi_and_ja_stage_validates(profile, recipe_stage):
 
     spec = manifest["spec"]
     (c,) = spec["containers"]
-    gpus = stage.nproc_per_node
+    gpus = stage.train.nproc_per_node
     assert c["resources"]["limits"]["nvidia.com/gpu"] == gpus
     assert c["resources"]["requests"]["nvidia.com/gpu"] == gpus
     if gpus > 1:

@@ -38,11 +38,17 @@ def world(tmp_path_factory):
 
     def mutate(raw):
         raw["model"] = {"init": "scratch", **{k: v for k, v in TINY.items()}}
-        main = {k: v for k, v in raw["stages"][0].items() if k in ("name", "mixture", "target_tokens")}
+        main = {k: v for k, v in raw["stages"][0].items() if k in ("name", "blend")}
         main.update(
             seq_len=16, micro_batch_size=4, epochs=2, lr=1e-2, warmup_steps=1, log_every=4, checkpoint_every=6
         )
         raw["stages"] = [main]
+        for section in (
+            "finetune",
+            "merges",
+            "exports",
+        ):  # the demo fine-tunes its anneal stage, not kept here
+            raw.pop(section, None)
         raw["generation"]["prompts"] = []
 
     recipe = load_recipe(str(write_demo_variant(tmp, mutate)))

@@ -773,12 +773,14 @@ def exact_dedup_source(
     winners: Sequence[Winner],
     cfg: ExactDedupConfig,
     ranks: dict[str, tuple[int, int]] | None = None,
+    index_dir: str | Path | None = None,
 ) -> ExactStageResult:
-    """Exact dedup of one source into `base/exact/<source>` against the index in `base/exact_index`
-    (`cfg.index: sqlite`; `memory`: rebuilt from the winners' outputs each time). `ranks` (every source
-    of the recipe, `recipe_ranks`) lets the index re-rank after a change of priority or order."""
+    """Exact dedup of one source into `base/exact/<source>` against the index in `index_dir` (default
+    `base/exact_index`; `cfg.index: sqlite`; `memory`: rebuilt from the winners' outputs each time).
+    `ranks` (every source of the recipe, `recipe_ranks`) lets the index re-rank after a change of
+    priority or order."""
     base = Path(base)
-    directory = base / "exact_index" if cfg.index == "sqlite" else None
+    directory = Path(index_dir or base / "exact_index") if cfg.index == "sqlite" else None
     out = base / "exact" / source.name
     with ExactIndex(directory, cfg.partitions, cfg.workers) as index:
         if directory is None:

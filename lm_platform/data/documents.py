@@ -96,10 +96,13 @@ class DocWriter:
 def iter_docs(
     path: str | Path, columns: Iterable[str] | None = None, batch_size: int = 2048
 ) -> Iterator[Document]:
-    """Stream documents from a Parquet file with bounded memory."""
-    pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(batch_size=batch_size, columns=list(columns) if columns else None):
-        yield from batch.to_pylist()
+    """Stream documents from a Parquet file, or from a directory's Parquet files in name order (a sharded
+    corpus), with bounded memory."""
+    path = Path(path)
+    for file in sorted(path.glob("*.parquet")) if path.is_dir() else [path]:
+        pf = pq.ParquetFile(file)
+        for batch in pf.iter_batches(batch_size=batch_size, columns=list(columns) if columns else None):
+            yield from batch.to_pylist()
 
 
 def count_docs(path: str | Path) -> int:

@@ -60,3 +60,20 @@ def read_hub_shard(
             doc = _to_doc(dict(record), src, file, row, stats)
             if doc is not None:
                 yield doc
+
+
+def read_corpus_shard(
+    src: SourceConfig, index: int, count: int, stats: ReadStats | None = None, chars_per_token: float = 4.0
+) -> Iterator[Document]:
+    """Shard `index` of `count` of a source's corpus read: `read_hub_shard` up to the source's caps split
+    evenly over the shards (`max_docs` and `max_est_tokens` each divided by `count`, rounded up)."""
+    max_docs = -(-src.max_docs // count) if src.max_docs is not None else None
+    max_tokens = -(-src.max_est_tokens // count) if src.max_est_tokens is not None else None
+    chars = 0
+    for n, doc in enumerate(read_hub_shard(src, index, count, stats)):
+        if (max_docs is not None and n >= max_docs) or (
+            max_tokens is not None and chars / chars_per_token >= max_tokens
+        ):
+            return
+        chars += len(doc["text"])
+        yield doc

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 GENERATION_FILE = ".generation"
@@ -62,3 +62,8 @@ def local_working_copy(shared_dir: str | Path, scratch: str | Path | None = None
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def index_dir(shared_dir: str | Path, local: bool) -> AbstractContextManager[Path]:
+    """`local_working_copy(shared_dir)` when `local`, else `shared_dir` itself (worked on in place)."""
+    return local_working_copy(shared_dir) if local else nullcontext(Path(shared_dir))

@@ -1,5 +1,9 @@
 """Automation: sensors and schedules (what starts runs without a person), one factory per trigger, each
-taking the recipe. `build` returns them for `build_definitions`.
+taking the recipe. `build` returns them for `build_definitions` and `defs/deployment.py`.
+
+- `train_<location>_<stage>` (automation condition sensor, one per stage; deployments only):
+  `checkpoint/<stage>` carries `training_condition` (trains on a new data version of its dataset or
+  init_from checkpoint, `with_training_automation`); each run is tagged with its recipe and stage.
 
 - `<recipe>_model_versions` (sensor, running): registers new model versions (stage exports, step
   checkpoints the stages keep with `eval_every` while a run goes on, adapters, merges) as partitions of
@@ -20,6 +24,8 @@ from lm_platform.recipe.schema import Recipe
 
 SCHEDULE_ENV = "LM_PLATFORM_EVAL_SCHEDULE"
 CRON_ENV = "LM_PLATFORM_EVAL_CRON"
+RECIPE_TAG = "lm-platform.dev/recipe"
+STAGE_TAG = "lm-platform.dev/stage"
 
 
 @dataclass(frozen=True)
@@ -99,8 +105,80 @@ def nightly_schedule(
     )(_nightly)
 
 
-def build(recipe: Recipe, prefix: Sequence[str] = (), running: bool = False) -> Automation:
+def training_condition(dataset: dg.AssetKey, init: dg.AssetKey | None) -> dg.AutomationCondition:
+    """Train when the stage's dataset (or its init_from checkpoint) has a new data version: once per
+    change (`since_last_handled`), not while an input is being rebuilt or the stage is already training,
+    and never from a rematerialization with an identical data version."""
+    watched = dg.AssetSelection.assets(dataset, *([init] if init else []))
+    # Not `will_be_requested`: a later stage trains in its own run (own tags, own GPU pool slot) once the
+    # earlier stage's new checkpoint has landed, on the next tick.
+    changed = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.data_version_changed()).allow(
+        watched
+    )
+    return (
+        changed.since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("train_on_new_data")
+
+
+def stage_keys(recipe: Recipe, prefix: Sequence[str] = ()) -> dict[str, dict[str, dg.AssetKey | None]]:
+    """Per stage: its checkpoint, dataset and init_from checkpoint keys (with the location's prefix)."""
+    p = list(prefix)
+    return {
+        s.name: {
+            "checkpoint": dg.AssetKey([*p, "checkpoint", s.name]),
+            "dataset": dg.AssetKey([*p, "dataset", s.name]),
+            "init": None if s.init_from == "model" else dg.AssetKey([*p, "checkpoint", s.init_from]),
+        }
+        for s in recipe.stages
+    }
+
+
+def with_training_automation(
+    assets: Sequence[dg.AssetsDefinition], recipe: Recipe, prefix: Sequence[str] = ()
+) -> list[dg.AssetsDefinition]:
+    """The checkpoint assets with `training_condition` attached; the rest unchanged."""
+    by_key = {v["checkpoint"]: v for v in stage_keys(recipe, prefix).values()}
+    out = []
+    for a in assets:
+        hit = [k for k in a.keys if k in by_key]
+        if hit:
+            keys = by_key[hit[0]]
+            a = a.with_attributes(
+                automation_condition={hit[0]: training_condition(keys["dataset"], keys["init"])}
+            )
+        out.append(a)
+    return out
+
+
+def training_sensors(
+    recipe: Recipe, prefix: Sequence[str] = (), running: bool = False
+) -> list[dg.AutomationConditionSensorDefinition]:
+    """One automation condition sensor per stage, so each training run is tagged with its recipe and
+    stage; running when `running` (the k8s profile), else stopped."""
+    status = dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED
+    loc = "_".join(prefix) or recipe.name
+    return [
+        dg.AutomationConditionSensorDefinition(
+            name=f"train_{loc}_{stage}".replace("-", "_"),
+            target=dg.AssetSelection.assets(keys["checkpoint"]),
+            run_tags={RECIPE_TAG: recipe.name, STAGE_TAG: stage},
+            default_status=status,
+            description=f"Launches checkpoint/{stage} of recipe '{recipe.name}' when its dataset or "
+            "init_from checkpoint has a new data version",
+        )
+        for stage, keys in stage_keys(recipe, prefix).items()
+    ]
+
+
+def build(
+    recipe: Recipe, prefix: Sequence[str] = (), running: bool = False, training: bool = False
+) -> Automation:
     """The sensors and schedules of a recipe (asset keys under `prefix`; `running`: the profile runs
-    schedules by default)."""
+    schedules and training sensors by default; `training`: add the training sensors, whose checkpoint
+    assets need `with_training_automation`, as deployments do)."""
     schedules = [nightly_schedule(recipe, prefix, running)] if recipe.evaluations else []
-    return Automation(sensors=[versions_sensor(recipe)], schedules=schedules)
+    sensors = [versions_sensor(recipe)] + (training_sensors(recipe, prefix, running) if training else [])
+    return Automation(sensors=sensors, schedules=schedules)

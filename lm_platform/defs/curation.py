@@ -33,9 +33,8 @@ def reference_lm_asset(recipe: Recipe, lang: str) -> dg.AssetsDefinition:
     def _reference_lm(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
         out = layout.reference_lm(lang)
-        res = build_reference_lm(
-            layout.corpus(src.name), out, lang, lang_cfg, seed=recipe.seed, log=context.log.info
-        )
+        corpus = layout.corpus_shard(src.name, "0").parent if src.sharded_read else layout.corpus(src.name)
+        res = build_reference_lm(corpus, out, lang, lang_cfg, seed=recipe.seed, log=context.log.info)
         return materialize(res, source=src.name, path=out, data_version=content_version(out))
 
     return _reference_lm
@@ -128,12 +127,12 @@ def _curate(recipe: Recipe, src: SourceConfig, layout: Layout, context: dg.Asset
     shard_keys = [f"{i:04d}" for i in range(src.shards)]
     results = [
         curate(
-            layout.corpus(src.name),
+            layout.corpus_shard(src.name, k) if src.sharded_read else layout.corpus(src.name),
             layout.curated_shard(src.name, k),
             layout.excluded_shard(src.name, k),
             src.language,
             lang_cfg,
-            shard=(shard_keys.index(k), src.shards),
+            shard=None if src.sharded_read else (shard_keys.index(k), src.shards),
             reference_lm=reference,
         )
         for k in keys

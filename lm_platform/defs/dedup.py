@@ -15,6 +15,7 @@ from lm_platform.data.dedup import (
     near_dup_clusters,
     recipe_ranks,
 )
+from lm_platform.data.local_index import index_dir
 from lm_platform.defs.metadata import headline, licenses_table, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.recipe.schema import Recipe, SourceConfig
@@ -52,14 +53,18 @@ def exact_dedup_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
     )
     def _exact(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
-        res = exact_dedup_source(
-            layout.curated_shards(src.name),
-            layout.dedup_dir(),
-            _winner(recipe, src),
-            [_winner(recipe, w) for w in winners],
-            cfg,
-            ranks=recipe_ranks(recipe),
-        )
+        with index_dir(
+            layout.dedup_dir() / "exact_index", storage.local_index and cfg.index == "sqlite"
+        ) as d:
+            res = exact_dedup_source(
+                layout.curated_shards(src.name),
+                layout.dedup_dir(),
+                _winner(recipe, src),
+                [_winner(recipe, w) for w in winners],
+                cfg,
+                ranks=recipe_ranks(recipe),
+                index_dir=d,
+            )
         return materialize(res, data_version=content_version(layout.dedup_dir() / "exact" / src.name))
 
     return _exact

@@ -8,14 +8,13 @@ import dagster as dg
 
 from lm_platform.defs import automation
 from lm_platform.defs.assets import build_assets
+from lm_platform.defs.automation import with_training_automation
 from lm_platform.defs.k8s import (
     executor,
     fan_out_partitions,
     key_prefix,
     prefixed,
     trainer_resource,
-    training_sensors,
-    with_training_automation,
 )
 from lm_platform.defs.resources import LMStorage
 from lm_platform.deployment.profile import Profile, load_profile
@@ -31,12 +30,14 @@ def build_deployment_definitions(
     prefix = key_prefix(recipe) if prefix is None else list(prefix)
     assets = with_training_automation(prefixed(build_assets(recipe), prefix), recipe, prefix)
     assets = fan_out_partitions(profile, assets)
-    storage = LMStorage(root=profile.storage_root()) if profile.kind == "k8s" else LMStorage()
-    auto = automation.build(recipe, prefix, running=profile.sensors_running)
+    storage = (
+        LMStorage(root=profile.storage_root(), local_index=True) if profile.kind == "k8s" else LMStorage()
+    )
+    auto = automation.build(recipe, prefix, running=profile.sensors_running, training=True)
     return dg.Definitions(
         assets=assets,
         resources={"storage": storage, "trainer": trainer_resource(profile, recipe)},
-        sensors=training_sensors(recipe, profile, prefix) + auto.sensors,
+        sensors=auto.sensors,
         schedules=auto.schedules,
         executor=executor(profile, assets),
     )

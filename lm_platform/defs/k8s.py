@@ -1,7 +1,9 @@
 """The deployment profile in Dagster terms: the trainer resource (PipesSubprocessClient locally,
 PipesK8sClient on Kubernetes), the executor (in-process locally, `k8s_job_executor` with per-asset step
-pods on Kubernetes), the automation that launches training, and the per-recipe key prefix of
-multi-recipe workspaces.
+pods on Kubernetes), and the per-recipe key prefix of multi-recipe workspaces. The automation that
+launches training lives in `defs/automation.py`. The trainer resource stays here rather than in
+`defs/resources.py`, so that only deployments import `dagster_k8s` (and the Kubernetes client), not every
+domain module.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ from lm_platform.deployment.profile import Profile
 from lm_platform.recipe.schema import Recipe
 
 KEY_PREFIX_ENV = "LM_PLATFORM_KEY_PREFIX"
-RECIPE_TAG = "lm-platform.dev/recipe"
-STAGE_TAG = "lm-platform.dev/stage"
 
 
 class K8sTrainer(PipesK8sClient):
@@ -107,74 +107,6 @@ def fan_out_partitions(profile: Profile, assets: Sequence[dg.AssetsDefinition]) 
         if a.partitions_def is not None
         else a
         for a in assets
-    ]
-
-
-def training_condition(dataset: dg.AssetKey, init: dg.AssetKey | None) -> dg.AutomationCondition:
-    """Train when the stage's dataset (or its init_from checkpoint) has a new data version: once per
-    change (`since_last_handled`), not while an input is being rebuilt or the stage is already training,
-    and never from a rematerialization with an identical data version."""
-    watched = dg.AssetSelection.assets(dataset, *([init] if init else []))
-    # Not `will_be_requested`: a later stage trains in its own run (own tags, own GPU pool slot) once the
-    # earlier stage's new checkpoint has landed, on the next tick.
-    changed = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.data_version_changed()).allow(
-        watched
-    )
-    return (
-        changed.since_last_handled()
-        & ~dg.AutomationCondition.any_deps_missing()
-        & ~dg.AutomationCondition.any_deps_in_progress()
-        & ~dg.AutomationCondition.in_progress()
-    ).with_label("train_on_new_data")
-
-
-def stage_keys(recipe: Recipe, prefix: Sequence[str] = ()) -> dict[str, dict[str, dg.AssetKey | None]]:
-    """Per stage: its checkpoint, dataset and init_from checkpoint keys (with the location's prefix)."""
-    p = list(prefix)
-    return {
-        s.name: {
-            "checkpoint": dg.AssetKey([*p, "checkpoint", s.name]),
-            "dataset": dg.AssetKey([*p, "dataset", s.name]),
-            "init": None if s.init_from == "model" else dg.AssetKey([*p, "checkpoint", s.init_from]),
-        }
-        for s in recipe.stages
-    }
-
-
-def with_training_automation(
-    assets: Sequence[dg.AssetsDefinition], recipe: Recipe, prefix: Sequence[str] = ()
-) -> list[dg.AssetsDefinition]:
-    """The checkpoint assets with `training_condition` attached; the rest unchanged."""
-    by_key = {v["checkpoint"]: v for v in stage_keys(recipe, prefix).values()}
-    out = []
-    for a in assets:
-        hit = [k for k in a.keys if k in by_key]
-        if hit:
-            keys = by_key[hit[0]]
-            a = a.with_attributes(
-                automation_condition={hit[0]: training_condition(keys["dataset"], keys["init"])}
-            )
-        out.append(a)
-    return out
-
-
-def training_sensors(
-    recipe: Recipe, profile: Profile, prefix: Sequence[str] = ()
-) -> list[dg.AutomationConditionSensorDefinition]:
-    """One automation condition sensor per stage, so each training run is tagged with its recipe and
-    stage; running by default in the k8s profile, stopped locally."""
-    status = dg.DefaultSensorStatus.RUNNING if profile.sensors_running else dg.DefaultSensorStatus.STOPPED
-    loc = "_".join(prefix) or recipe.name
-    return [
-        dg.AutomationConditionSensorDefinition(
-            name=f"train_{loc}_{stage}".replace("-", "_"),
-            target=dg.AssetSelection.assets(keys["checkpoint"]),
-            run_tags={RECIPE_TAG: recipe.name, STAGE_TAG: stage},
-            default_status=status,
-            description=f"Launches checkpoint/{stage} of recipe '{recipe.name}' when its dataset or "
-            "init_from checkpoint has a new data version",
-        )
-        for stage, keys in stage_keys(recipe, prefix).items()
     ]
 
 

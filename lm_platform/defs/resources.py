@@ -9,6 +9,9 @@ class LMStorage(dg.ConfigurableResource):
     """Storage root for all artifacts (default $LM_PLATFORM_STORAGE or `data/` in the checkout)."""
 
     root: str = ""
+    # Work on a local-disk copy of the exact-dedup index and publish it atomically (single writer; the
+    # k8s profile sets it: SQLite on a network volume shared by pods is unsafe).
+    local_index: bool = False
 
     def layout(self, recipe: str) -> Layout:
         from pathlib import Path

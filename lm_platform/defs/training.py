@@ -11,8 +11,12 @@ from lm_platform.defs.metadata import headline, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe, StageConfig
-from lm_platform.training.job import make_job, trainer_command
+from lm_platform.training.job import make_job, preempted, trainer_command
 from lm_platform.versions import content_version
+
+# A preempted trainer (exit 75, checkpoint written) is retried this many times, resuming from its checkpoint.
+PREEMPTION_RETRIES = 3
+PREEMPTION_RETRY_WAIT_S = 10
 
 CODE = "2"  # packing from tokens/<source>
 SOURCE_COLUMNS = ["source", "docs", "tokens", "blend_tokens", "target_tokens", "share", "ratio"]
@@ -111,9 +115,13 @@ def checkpoint_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
         layout = storage.layout(recipe.name)
         job_file = layout.checkpoint(stage.name).with_suffix(".job.json")
         write_json(job_file, make_job(recipe, stage.name, layout).model_dump(mode="json"))
-        return trainer.run(
-            command=trainer_command(job_file, train.nproc_per_node), context=context
-        ).get_materialize_result()
+        try:
+            run = trainer.run(command=trainer_command(job_file, train.nproc_per_node), context=context)
+        except Exception as err:
+            if preempted(err):  # the step reruns and resumes from the checkpoint the trainer wrote
+                raise dg.RetryRequested(PREEMPTION_RETRIES, PREEMPTION_RETRY_WAIT_S) from err
+            raise
+        return run.get_materialize_result()
 
     return _checkpoint
 

@@ -102,13 +102,13 @@ def trainer_pod_spec(
     _require_k8s(profile)
     stage = recipe.stage(stage_name)
     settings = profile.trainer.for_stage(stage.name)
-    gpus = {profile.trainer.gpu_resource: stage.nproc_per_node}
+    gpus = {profile.trainer.gpu_resource: stage.train.nproc_per_node}
     volumes, mounts = _volumes(profile, settings.shm_size)
     container = {
         "name": TRAINER_CONTAINER,
         "image": profile.image,
         "imagePullPolicy": profile.image_pull_policy,
-        "command": pod_command(profile, job_file, stage.nproc_per_node),
+        "command": pod_command(profile, job_file, stage.train.nproc_per_node),
         "env": base_env(profile),
         "resources": settings.resources.to_k8s(gpus),
         "volumeMounts": mounts,

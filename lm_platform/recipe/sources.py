@@ -39,5 +39,11 @@ class SourceConfig(Strict):
         1,
         ge=1,
         le=10_000,
-        description="Curate in this many shards, each a Dagster partition (1: unpartitioned)",
+        description="Curate in this many shards, each a Dagster partition (1: unpartitioned); a `hf` "
+        "source is also read in these shards, by data file",
     )
+
+    @property
+    def sharded_read(self) -> bool:
+        """Whether the corpus read itself is sharded by the dataset's files (`hf` with shards > 1)."""
+        return self.format == "hf" and self.shards > 1

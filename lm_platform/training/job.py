@@ -3,12 +3,28 @@ the command that runs it (a plain process, or torchrun for several processes).""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe
 from lm_platform.training.config import TrainJob
+
+# The trainer's exit status after SIGTERM once its step checkpoint is written (EX_TEMPFAIL: run it again to
+# resume); equal to `lm_platform.training.train.PREEMPTED_EXIT_CODE` (that module imports torch).
+PREEMPTED_EXIT_CODE = 75
+# How `train.Preempted` begins (the trainer logs it last before exiting 75).
+PREEMPTED_MESSAGE = "stopped by SIGTERM after step"
+_EXIT_75 = re.compile(rf"\b(?:code|exit code|exit_code)[ :=]*{PREEMPTED_EXIT_CODE}\b", re.IGNORECASE)
+
+
+def preempted(error: BaseException | str) -> bool:
+    """Whether a trainer failure is a preemption (exit status 75 after writing a checkpoint): a subprocess
+    launcher's error names the exit status ("failed with code 75"); a pod's error (dagster_k8s names no
+    exit code) carries the pod's last log lines, which end with the trainer's `Preempted` message."""
+    text = str(error)
+    return bool(_EXIT_75.search(text)) or PREEMPTED_MESSAGE in text
 
 
 def make_job(recipe: Recipe, stage_name: str, layout: Layout) -> TrainJob:
