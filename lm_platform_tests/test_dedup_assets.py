@@ -59,7 +59,7 @@ def make_recipe(tmp_path: Path, index: str = "sqlite", on_shortfall: str = "reco
             },
         ],
         "license_allowlist": ["CC0-1.0", "CC-BY-4.0"],
-        "tokenizer": {"vocab_size": 300},
+        "tokenizer": {"vocab_size": 512},
         "model": {},
         "dedup": {"exact": {"index": index, "partitions": 2}, "near": {"threshold": 0.8}},
         "decontamination": {"ngram": 13},
