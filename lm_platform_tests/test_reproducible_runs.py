@@ -27,12 +27,14 @@ from lm_platform_tests.conftest import REPO, isolated_env, write_demo_variant
 pytestmark = pytest.mark.slow
 
 STAGES = ("main", "anneal")
+# Every unpartitioned asset (the evaluations are partitioned by model version and score, not build).
 MATERIALIZE_ALL = """
 import dagster as dg
 from lm_platform.definitions import defs
-job = defs.get_implicit_global_asset_job_def()
+job = dg.define_asset_job("repro", selection=dg.AssetSelection.all() - dg.AssetSelection.groups("evaluation"))
+job_def = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("repro")
 with dg.DagsterInstance.get() as instance:
-    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    result = job_def.execute_in_process(instance=instance, raise_on_error=False)
 raise SystemExit(0 if result.success else 1)
 """
 
@@ -51,6 +53,9 @@ def _trim(mode: str):
             stage["pack"]["seq_len"] = 64
             stage["train"].update(epochs=1, micro_batch_size=4, checkpoint_every=3, keep_last=2)
         raw["generation"]["max_new_tokens"] = 4
+        # Fine-tuning and merges build on the stages' exports; what this test compares ends there.
+        for section in ("finetune", "merges", "exports"):
+            raw.pop(section, None)
         if mode == "train":
             raw["tokenizer"] = {
                 "mode": "train",
