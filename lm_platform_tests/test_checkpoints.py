@@ -185,7 +185,7 @@ def test_cuda_rng_states_are_saved_and_restored(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda s: restored.append([t.clone() for t in s]))
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW(model.parameters())
-    model.save_pretrained = lambda d, **k: None
+    model.save_pretrained = lambda d, **k: (Path(d) / "config.json").write_text("{}")  # no weights needed
     ckpt.save(tmp_path / "c", model, opt, {"step": 1}, tmp_path)
     cpu_before = torch.get_rng_state()
     torch.rand(3)

@@ -18,15 +18,16 @@ def _recipe(tmp_path, en_web_license: str):
         if src["name"] == "en_web":
             src["license"] = en_web_license
     raw["evaluations"] = []
+    for section in ("finetune", "merges", "exports"):  # fine-tuning builds on stages not kept here
+        raw.pop(section, None)
     path = tmp_path / f"recipe_{en_web_license}.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
     return load_recipe(str(path))
 
 
 def _run(tmp_path, recipe):
-    selection = dg.AssetSelection.assets(
-        dg.AssetKey(["blend", "main"])
-    ).upstream() | dg.AssetSelection.assets("tokenizer")
+    # The blend and everything it needs (tokenizer, tokens/*), and the packed dataset after it.
+    selection = dg.AssetSelection.assets(dg.AssetKey(["dataset", "main"])).upstream()
     return dg.materialize(
         build_assets(recipe),
         resources={"storage": LMStorage(root=str(tmp_path / "data")), "trainer": dg.PipesSubprocessClient()},
@@ -47,12 +48,12 @@ def test_disallowed_license_fails_the_blocking_check_and_stops_downstream(tmp_pa
     disallowed = checks["licenses_allowed"].metadata["disallowed"].value
     assert [row["license"] for row in disallowed] == ["CC-BY-NC-4.0"]
     assert "blend/main" in _materialized(result)
-    assert "tokenizer" not in _materialized(result)
-    assert not (tmp_path / "data" / "demo" / "tokenizer").exists()
+    assert "dataset/main" not in _materialized(result)
+    assert not (tmp_path / "data" / "demo" / "dataset" / "main").exists()
 
 
 def test_allowed_licenses_pass_and_downstream_runs(tmp_path):
     result = _run(tmp_path, _recipe(tmp_path, "CC-BY-4.0"))
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert checks["licenses_allowed"].passed is True
-    assert {"blend/main", "tokenizer"} <= _materialized(result)
+    assert {"blend/main", "tokenizer", "dataset/main"} <= _materialized(result)

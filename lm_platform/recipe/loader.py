@@ -218,11 +218,19 @@ def _missing_paths(recipe: Recipe) -> list[str]:
                 if path and not Path(path).is_file():
                     problems.append(f"  languages.{lang}.filters.{j}.{key}: '{path}' does not exist")
     for i, ev in enumerate(recipe.evaluations):
-        if ev.format == "hf":
+        if ev.location is None:  # lm_eval: its tasks name their own data files
+            pass
+        elif ev.format == "hf":
             if is_local_ref(ev.location) and not Path(ev.location).exists():
                 problems.append(f"  evaluations.{i}.location: local dataset '{ev.location}' does not exist")
         elif "://" not in ev.location and not Path(ev.location).is_file():
             problems.append(f"  evaluations.{i}.location: '{ev.location}' does not exist (a JSONL file)")
+        for key in ("dev_location",):
+            path = getattr(ev, key)
+            if path and not Path(path).is_file():
+                problems.append(f"  evaluations.{i}.{key}: '{path}' does not exist (a JSONL file)")
+        if ev.include_path and not Path(ev.include_path).is_dir():
+            problems.append(f"  evaluations.{i}.include_path: '{ev.include_path}' is not a directory")
     for i, s in enumerate(recipe.finetune.instructions if recipe.finetune else ()):
         if not Path(s.location).is_file():
             problems.append(f"  finetune.instructions.{i}.location: '{s.location}' does not exist")
