@@ -24,7 +24,15 @@ import pytest
 
 from lm_platform_tests.conftest import REPO, isolated_env, write_demo_variant
 
-pytestmark = pytest.mark.slow
+# Six materializations of the trimmed demo: several minutes each on 2 cores, so this tier runs on request
+# (LM_PLATFORM_SLOW_TESTS=1) and not in `make test` until a run is brought well under a minute.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.environ.get("LM_PLATFORM_SLOW_TESTS"),
+        reason="slow tier: set LM_PLATFORM_SLOW_TESTS=1 to run the kill-and-rerun reproducibility check",
+    ),
+]
 
 STAGES = ("main", "anneal")
 # Every unpartitioned asset (the evaluations are partitioned by model version and score, not build).
