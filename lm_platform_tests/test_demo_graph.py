@@ -412,7 +412,14 @@ def test_perplexity_eval_scores_the_last_checkpoint_per_language(demo_run):
 
 def test_every_benchmark_scores_the_demo_version_and_the_leaderboard_lists_it(demo_run):
     with demo_run.instance() as instance:
-        assert set(instance.get_dynamic_partitions("demo_models")) == {"main", "anneal"}
+        assert set(instance.get_dynamic_partitions("demo_models")) == {
+            "main",
+            "anneal",
+            "adapter/vi_chat",
+            "adapter/en_alpaca",
+            "merged/instruct",
+            "merged/final",
+        }
     for bench in ("exam_vi", "m3exam_vi", "jcqa_ja", "arc_en", "hellaswag_en", "samples"):
         result = json.loads((demo_run.base / "eval" / bench / "anneal.json").read_text())
         assert result["n"] >= 4 and result["version"] == "anneal" and result["previous_version"] == "main"
@@ -427,8 +434,18 @@ def test_materialize_tokenizer_plus_reruns_tokenizer_and_its_direct_dependents(d
     assert proc.returncode == 0, proc.stderr[-4000:]
     after = {k: latest(demo_run, k).run_id for k in DEMO_KEYS}
     rerun = {k for k in DEMO_KEYS if after[k] != before[k]}
-    # Direct dependents: the packed datasets, and the checkpoints (they ship the tokenizer); not eval.
-    assert rerun == {"tokenizer", "dataset/main", "dataset/anneal", "checkpoint/main", "checkpoint/anneal"}
+    # Direct dependents: each source's tokens, the blends (exact token counts), the packed datasets, and
+    # the checkpoints (they ship the tokenizer); not the evaluations or the fine-tuning.
+    assert rerun == {"tokenizer"} | {
+        f"{kind}/{name}"
+        for kind, names in (
+            ("tokens", SOURCES),
+            ("blend", STAGES),
+            ("dataset", STAGES),
+            ("checkpoint", STAGES),
+        )
+        for name in names
+    }
     assert len({after[k] for k in rerun}) == 1
     # Same inputs, same seed: the re-trained tokenizer packs the same tokens.
     assert (
