@@ -108,6 +108,9 @@ def test_browser_launches_and_shows_scores(demo_run, tmp_path: Path, request) ->
                 args=CHROMIUM_FLAGS,
                 viewport={"width": 1400, "height": 900},
             )
+            # The instance turns Dagster's first-run dialog off (dagster.yaml: nux); the browser also
+            # remembers it as dismissed, as it would after one click on "Skip".
+            browser.add_init_script("window.localStorage.setItem('communityNux', '1');")
             page = browser.new_page()
             page.set_default_timeout(120_000)
             step = iter(range(100))
