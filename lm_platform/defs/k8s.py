@@ -3,55 +3,76 @@ PipesK8sClient on Kubernetes), the executor (in-process locally, `k8s_job_execut
 pods on Kubernetes), and the per-recipe key prefix of multi-recipe workspaces. The automation that
 launches training lives in `defs/automation.py`. The trainer resource stays here rather than in
 `defs/resources.py`, so that only deployments import `dagster_k8s` (and the Kubernetes client), not every
-domain module.
+domain module; and only the k8s profile does: `dagster_k8s` and the Kubernetes client take seconds to
+import, so `K8sTrainer` is defined on first use (a module `__getattr__`) and the executor imports
+`k8s_job_executor` when the profile asks for it. A local code location never loads them.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from dagster_k8s import PipesK8sClient, k8s_job_executor
 
 from lm_platform.deployment.pods import trainer_pod_labels, trainer_pod_spec
 from lm_platform.deployment.profile import Profile
 from lm_platform.recipe.schema import Recipe
 
+if TYPE_CHECKING:
+    from dagster_k8s import PipesK8sClient
+
 KEY_PREFIX_ENV = "LM_PLATFORM_KEY_PREFIX"
 
 
-class K8sTrainer(PipesK8sClient):
-    """`PipesK8sClient` that turns the trainer command of `checkpoint/<stage>` into the stage's GPU pod
-    (spec from the recipe stage and the profile), waits up to the profile's `pod_wait_timeout_seconds`,
-    and deletes the pod when it completes. Logs and metadata come back through the pod's log stream
-    (Pipes)."""
+def _k8s_trainer_class() -> type:
+    """`K8sTrainer`, defined on first use so that importing this module does not import `dagster_k8s`."""
+    if "K8sTrainer" in globals():
+        return globals()["K8sTrainer"]
+    from dagster_k8s import PipesK8sClient
 
-    def __init__(self, profile: Profile, recipe: Recipe, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.profile = profile
-        self.recipe = recipe
+    class K8sTrainer(PipesK8sClient):
+        """`PipesK8sClient` that turns the trainer command of `checkpoint/<stage>` into the stage's GPU pod
+        (spec from the recipe stage and the profile), waits up to the profile's `pod_wait_timeout_seconds`,
+        and deletes the pod when it completes. Logs and metadata come back through the pod's log stream
+        (Pipes)."""
 
-    def run(  # type: ignore[override]
-        self,
-        *,
-        context: dg.AssetExecutionContext | dg.OpExecutionContext,
-        command: Sequence[str],
-        extras: Mapping[str, Any] | None = None,
-        **_: Any,
-    ) -> dg.PipesClientCompletedInvocation:
-        stage = context.asset_key.path[-1]
-        job_file = _job_file(command)
-        return super().run(
-            context=context,
-            extras=extras,
-            namespace=self.profile.namespace,
-            base_pod_meta={"labels": trainer_pod_labels(self.profile, self.recipe, stage)},
-            base_pod_spec=trainer_pod_spec(self.profile, self.recipe, stage, job_file),
-            pod_wait_timeout=self.profile.pod_wait_timeout_seconds,
-            delete_pod_on_completion=True,
-        )
+        def __init__(self, profile: Profile, recipe: Recipe, **kwargs: Any):
+            super().__init__(**kwargs)
+            self.profile = profile
+            self.recipe = recipe
+
+        def run(  # type: ignore[override]
+            self,
+            *,
+            context: dg.AssetExecutionContext | dg.OpExecutionContext,
+            command: Sequence[str],
+            extras: Mapping[str, Any] | None = None,
+            **_: Any,
+        ) -> dg.PipesClientCompletedInvocation:
+            stage = context.asset_key.path[-1]
+            job_file = _job_file(command)
+            return super().run(
+                context=context,
+                extras=extras,
+                namespace=self.profile.namespace,
+                base_pod_meta={"labels": trainer_pod_labels(self.profile, self.recipe, stage)},
+                base_pod_spec=trainer_pod_spec(self.profile, self.recipe, stage, job_file),
+                pod_wait_timeout=self.profile.pod_wait_timeout_seconds,
+                delete_pod_on_completion=True,
+            )
+
+    K8sTrainer.__qualname__ = "K8sTrainer"
+    globals()["K8sTrainer"] = K8sTrainer
+    return K8sTrainer
+
+
+def __getattr__(name: str) -> Any:
+    """`K8sTrainer` (PEP 562), imported from this module as if defined at its top level."""
+    if name == "K8sTrainer":
+        return _k8s_trainer_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _job_file(command: Sequence[str]) -> str:
@@ -61,10 +82,10 @@ def _job_file(command: Sequence[str]) -> str:
     return args[args.index("--job") + 1]
 
 
-def trainer_resource(profile: Profile, recipe: Recipe) -> dg.PipesSubprocessClient | K8sTrainer:
-    """Local: a subprocess. k8s: a pod per stage run."""
+def trainer_resource(profile: Profile, recipe: Recipe) -> dg.PipesSubprocessClient | PipesK8sClient:
+    """Local: a subprocess. k8s: a pod per stage run (a `K8sTrainer`)."""
     if profile.kind == "k8s":
-        return K8sTrainer(profile, recipe)
+        return _k8s_trainer_class()(profile, recipe)
     return dg.PipesSubprocessClient()
 
 
@@ -93,6 +114,8 @@ def executor(profile: Profile, assets: Sequence[dg.AssetsDefinition]) -> dg.Exec
     backfill that runs a run per partition), each with its asset's pod settings. Local: the default."""
     if profile.kind != "k8s":
         return None
+    from dagster_k8s import k8s_job_executor
+
     return k8s_job_executor.configured(executor_config(profile, assets), name="k8s_job_executor")
 
 
