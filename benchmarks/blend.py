@@ -168,13 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"3 sources x {n:,} documents (10x run: {10 * n:,} each); 3 stages; seq_len {SEQ_LEN}")
         print(f"{'round':>5} {'ours tok/s':>12} {'peer tok/s':>12} {'ours RSS MB':>12}")
         ours_rates, peer_rates, rss1, errors = [], [], [], {"ours": [], "peer": []}
+        stage_targets = None  # from the first run of ours (exact token counts), then the same for every run
         for r in range(rounds):
             order = ["ours", "peer"] if r % 2 == 0 else ["peer", "ours"]
             res: dict[str, dict] = {}
-            stage_targets = None
             for which in order:
-                if which == "peer" and stage_targets is None:
-                    stage_targets = measure("ours", src1, tok, work, None)["targets"]  # the same targets
                 res[which] = measure(which, src1, tok, work, stage_targets)
                 stage_targets = res[which]["targets"]
             for which in ("ours", "peer"):

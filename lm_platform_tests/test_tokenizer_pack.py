@@ -9,11 +9,13 @@ import sentencepiece as spm
 from lm_platform.data.documents import DocWriter, make_doc
 from lm_platform.data.pack import INDEX_FILE, is_val, load_split, pack_dataset, token_dtype
 from lm_platform.demo.generate import read_paragraphs
+from lm_platform.recipe.loader import BUNDLED_DIR
 from lm_platform.recipe.schema import TokenizerConfig
 from lm_platform.tokenization.fertility import fertility
 from lm_platform.tokenization.sentencepiece_trainer import train_sentencepiece
 
 TEXTS = {lang: read_paragraphs(lang) for lang in ("vi", "ja", "en")}
+BUNDLED_BASE = BUNDLED_DIR / "demo_data" / "base_tokenizer"  # the demo's byte-level BPE base
 TRICKY = [
     "  leading and  double  spaces ",
     "tabs\tand\nnewlines\n\n",
@@ -102,3 +104,66 @@ def test_pack_keeps_every_token_once_across_shards(tokenizer_dir, tmp_path):
         assert flat[: len(flat) - pad] == expected
         assert set(flat[len(flat) - pad :]) <= {len(tok)} and index["pad_id"] == len(tok)
     assert index["tokens"] == sum(index["sources"]["s"].values()) - index["sources"]["s"]["docs"]
+
+
+def _same_tokenizer(a, b) -> None:
+    assert type(a) is type(b)
+    assert (len(a), a.bos_token_id, a.eos_token_id, a.pad_token_id) == (
+        len(b),
+        b.bos_token_id,
+        b.eos_token_id,
+        b.pad_token_id,
+    )
+    assert a.all_special_ids == b.all_special_ids and a.get_vocab() == b.get_vocab()
+    assert a.init_kwargs == b.init_kwargs
+    for text in [t for ts in TEXTS.values() for t in ts[:3]] + TRICKY:
+        assert a(text)["input_ids"] == b(text)["input_ids"], text
+
+
+def test_load_tokenizer_is_autotokenizer_without_torch(tokenizer_dir, tmp_path):
+    """`hf_compat.load_tokenizer` gives what `AutoTokenizer` gives, for the tokenizers the platform writes
+    (SentencePiece exports, the demo's byte-level base, an EEVE extension of it), and loads them without
+    importing torch (the tokenizer and dataset assets' processes then start seconds sooner)."""
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    from lm_platform.tokenization.eeve import extend_tokenizer
+    from lm_platform.tokenization.hf_compat import load_tokenizer
+
+    base = BUNDLED_BASE
+    extended = tmp_path / "extended"
+    extend_tokenizer(str(base), TEXTS["vi"], extended, "vi", 1024 + 128, min_frequency=2, check=False)
+    dirs = [tokenizer_dir, base, extended]
+    for d in dirs:
+        _same_tokenizer(load_tokenizer(d), AutoTokenizer.from_pretrained(str(d)))
+    code = (
+        "import sys\nfrom lm_platform.tokenization.hf_compat import load_tokenizer\n"
+        + "".join(f"load_tokenizer({str(d)!r})\n" for d in dirs)
+        + "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_load_tokenizer_leaves_model_specific_classes_to_autotokenizer(tokenizer_dir, tmp_path):
+    """A tokenizer whose config names another class (or a model directory with config.json) goes through
+    `AutoTokenizer`, which may pick a class of its own."""
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from lm_platform.tokenization.hf_compat import load_tokenizer
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tokenizer_dir, model_dir)
+    (model_dir / "config.json").write_text(json.dumps({"model_type": "llama"}), encoding="utf-8")
+    _same_tokenizer(load_tokenizer(model_dir), AutoTokenizer.from_pretrained(str(model_dir)))
+    gpt2 = tmp_path / "gpt2"
+    shutil.copytree(BUNDLED_BASE, gpt2)
+    cfg = json.loads((gpt2 / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (gpt2 / "tokenizer_config.json").write_text(json.dumps({**cfg, "tokenizer_class": "GPT2Tokenizer"}))
+    loaded = load_tokenizer(gpt2)
+    assert type(loaded).__name__ == "GPT2Tokenizer"
+    _same_tokenizer(loaded, AutoTokenizer.from_pretrained(str(gpt2)))

@@ -64,9 +64,9 @@ def tokenizer_meta(tokenizer_dir: str | Path) -> TokenizerMeta:
     padding id: always `len(tokenizer)`, one past the last token, never the tokenizer's own pad token.
     Many tokenizers (SmolLM2's, Llama 3's) have none or reuse EOS or a chat token for it; padding with a
     real token would make training ignore that token wherever it occurs."""
-    from transformers import AutoTokenizer
+    from lm_platform.tokenization.hf_compat import load_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tok = load_tokenizer(tokenizer_dir)
     bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     if tok.eos_token_id is None:
         raise ValueError(f"tokenizer {tokenizer_dir}: no eos_token; packing separates documents with it")

@@ -142,17 +142,16 @@ def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
         check_specs=checks,
     )
     def _tokenizer(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
-        from transformers import AutoTokenizer
-
         from lm_platform.tokenization.fertility import fertility_report
+        from lm_platform.tokenization.hf_compat import load_tokenizer
 
         layout = storage.layout(recipe.name)
         texts, sampled = _sample(recipe, layout)
         made, invariant = _make_tokenizer(cfg, texts, layout.tokenizer())
         held_out, measured_on = _held_out(recipe, layout)
         report = fertility_report(
-            AutoTokenizer.from_pretrained(str(layout.tokenizer())),
-            AutoTokenizer.from_pretrained(cfg.base) if cfg.base else None,
+            load_tokenizer(layout.tokenizer()),
+            load_tokenizer(cfg.base) if cfg.base else None,
             held_out,
             measured_on,
             target=[cfg.language] if cfg.language else None,

@@ -107,3 +107,34 @@ def _compat_rope(cfg: dict) -> None:
     kind = rope.get("rope_type", "default")
     if kind != "default" and not cfg.get("rope_scaling"):
         cfg["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
+
+
+# The class names `make_tokenizer_compatible` writes: tokenizer.json is the whole tokenizer.
+_GENERIC_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
+
+
+def load_tokenizer(path: str | Path):
+    """`AutoTokenizer.from_pretrained(path)`, the same tokenizer, without importing torch where it can.
+
+    In transformers 5 `AutoTokenizer` imports the model-config machinery and with it torch (seconds of
+    start-up in every process that only tokenizes: the tokenizer and dataset assets, their benchmarks).
+    A local directory whose `tokenizer_config.json` names the generic class (as every tokenizer this
+    project writes does), with no model `config.json` or custom code beside it, is the tokenizer that
+    `AutoTokenizer` resolves to that class, so it is loaded with that class directly (a test compares
+    the two); anything else (a hub id, a model-specific class such as SmolLM2's `GPT2Tokenizer`) goes
+    through `AutoTokenizer`."""
+    directory = Path(path)
+    config = directory / "tokenizer_config.json"
+    if (
+        (directory / "tokenizer.json").is_file()
+        and config.is_file()
+        and not (directory / "config.json").exists()
+    ):
+        cfg = _read(config)
+        if cfg.get("tokenizer_class") in _GENERIC_CLASSES and "auto_map" not in cfg:
+            from transformers import PreTrainedTokenizerFast
+
+            return PreTrainedTokenizerFast.from_pretrained(str(directory))
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))
