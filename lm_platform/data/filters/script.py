@@ -33,6 +33,9 @@ _VI_BASE = set("ăâđêôơư")
 _VI_TONES = {"\u0300", "\u0301", "\u0303", "\u0309", "\u0323"}  # grave, acute, tilde, hook, dot below
 
 
+_MIN_LOWER = 20
+
+
 def _is_japanese(ch: str) -> bool:
     o = ord(ch)
     return 0x3040 <= o <= 0x30FF or 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or ch == "々"
@@ -74,7 +77,12 @@ def script_ratio(text: str, lang: str) -> float:
         # against, unless they are most of the text.
         if not words or len(latin) < 0.5 * len(words):
             return 0.0
-        return sum(map(_is_vietnamese_syllable, latin)) / len(latin)
+        # Capitalised words are names (and sentence starts): a list of romanised Japanese towns or foreign
+        # players says nothing about the language around it. Lower-case words decide when there are
+        # enough of them (`_MIN_LOWER`); a text of names only is judged on all its words.
+        lower = [w for w in latin if not w.lstrip("([\"'“‘")[:1].isupper()]
+        counted = lower if len(lower) >= _MIN_LOWER else latin
+        return sum(map(_is_vietnamese_syllable, counted)) / len(counted)
     if lang == "en":
         return sum(c.isascii() for c in letters) / len(letters)
     raise ValueError(f"no script rule for language '{lang}' (have: {sorted(SCRIPT_LANGS)})")
