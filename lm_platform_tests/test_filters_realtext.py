@@ -458,3 +458,21 @@ def test_fineweb_counts_a_sentence_end_without_a_space():
     )
     assert f(article) is None
     assert "line_punct" in (f("\n".join(["Trang chủ Tin tức Thể thao Giải trí Liên hệ Đăng nhập"] * 8)) or "")
+
+
+@needs_realtext
+def test_japanese_script_ratio_weighs_a_latin_word_as_a_word():
+    """Leads about Bluetooth, DOHC or ISO 3602 name their subject in Latin letters: each Latin word is one
+    word of the Japanese sentence, not a run of foreign letters. Mostly English text still fails."""
+    import re
+
+    f = _recipe_filter("ja", "ja", "script")
+    latin = [t for t in measured("ja_wiki_leads", 800) if len(re.findall(r"[A-Za-z]+", t)) >= 3]
+    assert len(latin) >= 10 and sum(f(t) is None for t in latin) >= 0.95 * len(latin)
+    english = [s for t in measured("en_web", 100) for s in t.split(". ") if len(s.split()) > 12][:6]
+    lead = next(t for t in measured("ja_wiki_leads", 100) if 60 < len(t) < 120)
+    assert f(". ".join(english) + "\n" + lead) is not None
+    for doc in make_noise(
+        "wrong_language", "ja", apart("ja_aozora"), 15, seed=9, other_lang_texts=apart("en_web")
+    ):
+        assert f(doc) is not None, doc[:80]

@@ -34,6 +34,8 @@ _VI_TONES = {"\u0300", "\u0301", "\u0303", "\u0309", "\u0323"}  # grave, acute, 
 
 
 _MIN_LOWER = 20
+_LATIN_WORD = re.compile(r"[A-Za-z]+")
+_JA_CHARS_PER_WORD = 2  # MeCab words in Japanese prose average about two characters
 
 
 def _is_japanese(ch: str) -> bool:
@@ -69,7 +71,15 @@ def script_ratio(text: str, lang: str) -> float:
     if not letters:
         return 0.0
     if lang == "ja":
-        return sum(map(_is_japanese, letters)) / len(letters)
+        # A Latin-script word (a name, a term, code: "Bluetooth", "ISO") is one word of the sentence, so
+        # it weighs as a Japanese word does (about two characters), not one unit per letter: a lead
+        # about "Bluetooth Basic Rate/Enhanced Data Rate" is Japanese. English text has no kana or kanji.
+        japanese = sum(map(_is_japanese, letters))
+        latin_letters = sum(1 for c in letters if c.isascii())
+        latin_words = len(_LATIN_WORD.findall(text))
+        other = len(letters) - japanese - latin_letters
+        weighed = japanese + other + _JA_CHARS_PER_WORD * latin_words
+        return japanese / weighed if weighed else 0.0
     if lang == "vi":
         words = [w for w in text.split() if any(c.isalpha() for c in w)]
         latin = [w for w in words if _is_latin_word(w)]
