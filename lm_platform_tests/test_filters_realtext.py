@@ -102,7 +102,7 @@ def test_recipe_heuristics_remove_noise_made_from_real_text(lang, recipe, source
     for kind in NOISE_TYPES:
         docs = make_noise(kind, lang, texts, 15, seed=1, other_lang_texts=other)
         removed = sum(ch.filter(t)[1] is not None for t in docs) / len(docs)
-        floor = {("word_salad", "vi"): 0.3, ("word_salad", "ja"): 0.8}.get((kind, lang), 0.9)
+        floor = {("word_salad", "vi"): 0.3}.get((kind, lang), 0.9)
         assert removed >= floor, (kind, removed)
 
 
@@ -344,3 +344,135 @@ def test_minimum_lengths_are_documented_choices():
     assert ja.min_chars <= 50  # one- to three-sentence Wikipedia leads count as documents
     docs = (Path(__file__).resolve().parents[1] / "docs" / "filters.md").read_text(encoding="utf-8")
     assert "min_chars: 50" in docs and "## prose" in docs and "## perplexity" in docs
+
+
+# ---- causes found on the full development sample (issue 13's acceptance run) ----------------------
+
+
+def _recipe_filter(recipe: str, lang: str, name: str):
+    cfg = load_recipe(recipe).languages[lang]
+    return build_filter(next(f for f in cfg.filters if f.name == name), lang)
+
+
+@needs_realtext
+def test_repetition_counts_a_punctuation_ruler_as_one_word():
+    """A ruler of asterisks or underscores (an e-mail signature, a legal notice) is one whitespace word
+    in Gopher's definition, not a 4-gram said 45 times; headings' "==" marks likewise."""
+    import re
+
+    en = _recipe_filter("vi", "en", "gopher_repetition")
+    mails = [t for t in measured("en_web", 200) if re.search(r"([*_=#~-])\1{19,}", t)]
+    assert mails and all(en(t) is None for t in mails), [en(t) for t in mails]
+    vi = _recipe_filter("vi", "vi", "gopher_repetition")
+    short = [t for t in measured("vi_wiki", 500) if t.count("\n== ") >= 2 and 300 <= len(t) < 1500]
+    assert len(short) >= 20 and sum(vi(t) is None for t in short) >= 0.95 * len(short)
+    # Repetition and keyword spam made from the same real text still go.
+    for kind in ("repetition", "keyword_spam"):
+        docs = make_noise(kind, "en", apart("en_books", "en_web"), 15, seed=5)
+        assert sum(en(d) is not None for d in docs) >= 0.9 * len(docs), kind
+
+
+@needs_realtext
+def test_line_shares_judge_documents_with_enough_lines():
+    """One quote elided with "..." in a two-paragraph post is not a page of teasers."""
+    gq = _recipe_filter("vi", "en", "gopher_quality")
+    few = [
+        t
+        for t in measured("en_web", 200)
+        if len(t) >= 300
+        and len([ln for ln in t.splitlines() if ln.strip()]) < 5
+        and any(ln.rstrip().endswith(("...", "…")) for ln in t.splitlines())
+    ]
+    assert few and all(gq(t) is None for t in few), [gq(t) for t in few]
+    # Teasers cut off with an ellipsis, one per line, from real sentences: dropped.
+    sentences = [s for t in measured("en_web", 200) for s in t.split(". ") if len(s.split()) > 12][:12]
+    teasers = "\n".join(" ".join(s.split()[:10]) + " ..." for s in sentences)
+    assert "ellipsis" in (gq(teasers) or "")
+
+
+@needs_realtext
+def test_one_out_of_order_pair_is_not_word_salad():
+    """A phrasal verb ("coming in for") puts one preposition before another: a short post with eight
+    heads and that one pair is prose; word salad has many such pairs."""
+    f = build_filter(ProseFilter(min_prose_char_share=None), "en")
+    one_pair = []
+    for t in measured("en_web", 200):
+        words = [w.strip(".,;:!?()[]\"'“”‘’«»") for w in t.split()]
+        r, n = function_word_disorder([w for w in words if w], "en")
+        if n >= 8 and round(r * n) == 1 and r > 0.1:
+            one_pair.append(t)
+    assert one_pair and all(f(t) is None for t in one_pair)
+    salad = make_noise("word_salad", "en", apart("en_books", "en_web"), 20, seed=6)
+    assert sum(f(d) is not None for d in salad) >= 0.9 * len(salad)
+
+
+@needs_realtext
+def test_japanese_word_order_sees_endings_and_particles_after_breaks():
+    """Japanese salad: a past ending after a particle ("はた"), a particle opening a clause ("、の"); real
+    literature and one- to three-sentence leads have (almost) none, "をも" included."""
+    ch = chain("ja", "ja")
+    prose = next(f for f in ch.text if f.name == "prose")
+    salad = make_noise("word_salad", "ja", apart("ja_aozora", "ja_wiki_leads"), 40, seed=7)
+    assert sum(prose.check(Doc(t, "ja")) is not None for t in salad) >= 0.95 * len(salad)
+    for name in ("ja_aozora", "ja_wiki_leads"):
+        clean = measured(name, 200)
+        assert sum(prose.check(Doc(t, "ja")) is None for t in clean) >= 0.99 * len(clean), name
+    r, n = function_word_disorder(
+        split_words("戯曲・脚本をもドラマと言う。劇的な事件をもドラマと言う。", "ja"), "ja"
+    )
+    assert r == 0 and n >= 2
+
+
+@needs_realtext
+def test_vietnamese_script_ratio_leaves_names_out():
+    """A list of romanised Japanese towns or foreign players is names: the lower-case words around them
+    decide whether the article is Vietnamese. English and Japanese text still fail."""
+    f = _recipe_filter("vi", "vi", "script")
+    named = []
+    for t in measured("vi_wiki", 500):
+        latin = [w for w in t.split() if w[:1].isalpha() and w[:1].isascii() or w[:1] in "ĐÁÀÂÔÊ"]
+        if latin and sum(w[:1].isupper() for w in latin) > 0.4 * len(latin):
+            named.append(t)
+    assert len(named) >= 5 and all(f(t) is None for t in named), [f(t) for t in named]
+    towns = ", ".join(["Agui", "Arimatsu", "Fujigaoka", "Fusō", "Haruhi", "Hazu", "Higashiura", "Kanie"] * 20)
+    lead = next(t for t in measured("vi_wiki", 200) if 300 < len(t) < 2000 and f(t) is None)
+    assert f(lead.split("\n")[0] + "\n" + towns) is None
+    for doc in make_noise(
+        "wrong_language", "vi", apart("vi_wiki"), 15, seed=8, other_lang_texts=apart("en_web")
+    ):
+        assert f(doc) is not None, doc[:80]
+
+
+def test_fineweb_counts_a_sentence_end_without_a_space():
+    from lm_platform.data.filters.fineweb import _run_on_sentence_end
+    from lm_platform.recipe.filters import FineWebFilter
+
+    assert _run_on_sentence_end("là tay vợt người Hà Lan.Vào năm 1996 anh đã giành chức vô địch")
+    assert not _run_on_sentence_end("Hypena decorata J.B. Smith, 1884 (U.S.A)")
+    f = build_filter(FineWebFilter(count_by="chars"), "vi")
+    article = (
+        "Richard Krajicek là tay vợt chuyên nghiệp người Hà Lan.Vào năm 1996 anh đã giành chức vô địch "
+        "Wimbledon sau khi đánh bại MaliVai Washington trong trận chung kết\n"
+        "Anh bắt đầu làm quen với quần vợt ở tuổi lên 4.Anh bắt đầu chơi quần vợt chuyên nghiệp năm 1989 "
+        "và giành danh hiệu đầu tiên tại Hong Kong năm 1991"
+    )
+    assert f(article) is None
+    assert "line_punct" in (f("\n".join(["Trang chủ Tin tức Thể thao Giải trí Liên hệ Đăng nhập"] * 8)) or "")
+
+
+@needs_realtext
+def test_japanese_script_ratio_weighs_a_latin_word_as_a_word():
+    """Leads about Bluetooth, DOHC or ISO 3602 name their subject in Latin letters: each Latin word is one
+    word of the Japanese sentence, not a run of foreign letters. Mostly English text still fails."""
+    import re
+
+    f = _recipe_filter("ja", "ja", "script")
+    latin = [t for t in measured("ja_wiki_leads", 800) if len(re.findall(r"[A-Za-z]+", t)) >= 3]
+    assert len(latin) >= 10 and sum(f(t) is None for t in latin) >= 0.95 * len(latin)
+    english = [s for t in measured("en_web", 100) for s in t.split(". ") if len(s.split()) > 12][:6]
+    lead = next(t for t in measured("ja_wiki_leads", 100) if 60 < len(t) < 120)
+    assert f(". ".join(english) + "\n" + lead) is not None
+    for doc in make_noise(
+        "wrong_language", "ja", apart("ja_aozora"), 15, seed=9, other_lang_texts=apart("en_web")
+    ):
+        assert f(doc) is not None, doc[:80]

@@ -4,9 +4,11 @@ the version `kubectl version --client` reports (kubernetes-validate ships the sc
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -401,7 +403,7 @@ def test_k8s_trainer_passes_the_stage_pod_timeout_and_deletion(profile, monkeypa
     import dagster as dg
     from dagster_k8s import PipesK8sClient
 
-    from lm_platform.defs.k8s import K8sTrainer
+    from lm_platform.defs.k8s_trainer import K8sTrainer
     from lm_platform.training.job import trainer_command
 
     seen = {}
@@ -419,3 +421,31 @@ def test_k8s_trainer_passes_the_stage_pod_timeout_and_deletion(profile, monkeypa
     assert seen["base_pod_meta"]["labels"]["lm-platform.dev/stage"] == "eeve_4"
     with pytest.raises(ValueError, match="not a trainer command"):
         K8sTrainer(profile, recipe).run(context=Ctx(), command=["python", "x.py"])
+
+
+def test_local_code_location_forks_steps_and_never_loads_the_kubernetes_client():
+    """Locally each step process is forked from a server that imported Dagster and the platform once
+    (not a fresh interpreter per step), and neither the code location nor a step loads `dagster_k8s`
+    or the Kubernetes client: that import is for the k8s profile only."""
+    code = (
+        "import sys, json\n"
+        "from lm_platform.definitions import defs\n"
+        "ex = defs.executor\n"
+        "print(json.dumps({'name': ex.name, 'config': ex.apply_config_mapping({}).value['config'],\n"
+        "  'k8s': sorted(m for m in ('kubernetes', 'dagster_k8s') if m in sys.modules)}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LM_PLATFORM_PROFILE"}
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=REPO
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    got = json.loads(out)
+    assert got["name"] == "multiprocess_forkserver"
+    assert got["config"]["start_method"]["forkserver"]["preload_modules"] == [
+        "dagster",
+        "lm_platform.defs.deployment",
+    ]
+    assert got["k8s"] == []

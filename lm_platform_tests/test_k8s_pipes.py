@@ -15,7 +15,7 @@ import pytest
 from dagster_k8s.client import DagsterKubernetesClient
 
 from lm_platform.defs.deployment import build_deployment_definitions
-from lm_platform.defs.k8s import K8sTrainer
+from lm_platform.defs.k8s_trainer import K8sTrainer
 from lm_platform.defs.resources import LMStorage
 from lm_platform.deployment.profile import parse_profile
 from lm_platform.paths import Layout

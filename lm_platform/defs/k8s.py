@@ -3,89 +3,30 @@ PipesK8sClient on Kubernetes), the executor (in-process locally, `k8s_job_execut
 pods on Kubernetes), and the per-recipe key prefix of multi-recipe workspaces. The automation that
 launches training lives in `defs/automation.py`. The trainer resource stays here rather than in
 `defs/resources.py`, so that only deployments import `dagster_k8s` (and the Kubernetes client), not every
-domain module; and only the k8s profile does: `dagster_k8s` and the Kubernetes client take seconds to
-import, so `K8sTrainer` is defined on first use (a module `__getattr__`) and the executor imports
-`k8s_job_executor` when the profile asks for it. A local code location never loads them.
+domain module.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
 
-from lm_platform.deployment.pods import trainer_pod_labels, trainer_pod_spec
 from lm_platform.deployment.profile import Profile
 from lm_platform.recipe.schema import Recipe
-
-if TYPE_CHECKING:
-    from dagster_k8s import PipesK8sClient
 
 KEY_PREFIX_ENV = "LM_PLATFORM_KEY_PREFIX"
 
 
-def _k8s_trainer_class() -> type:
-    """`K8sTrainer`, defined on first use so that importing this module does not import `dagster_k8s`."""
-    if "K8sTrainer" in globals():
-        return globals()["K8sTrainer"]
-    from dagster_k8s import PipesK8sClient
-
-    class K8sTrainer(PipesK8sClient):
-        """`PipesK8sClient` that turns the trainer command of `checkpoint/<stage>` into the stage's GPU pod
-        (spec from the recipe stage and the profile), waits up to the profile's `pod_wait_timeout_seconds`,
-        and deletes the pod when it completes. Logs and metadata come back through the pod's log stream
-        (Pipes)."""
-
-        def __init__(self, profile: Profile, recipe: Recipe, **kwargs: Any):
-            super().__init__(**kwargs)
-            self.profile = profile
-            self.recipe = recipe
-
-        def run(  # type: ignore[override]
-            self,
-            *,
-            context: dg.AssetExecutionContext | dg.OpExecutionContext,
-            command: Sequence[str],
-            extras: Mapping[str, Any] | None = None,
-            **_: Any,
-        ) -> dg.PipesClientCompletedInvocation:
-            stage = context.asset_key.path[-1]
-            job_file = _job_file(command)
-            return super().run(
-                context=context,
-                extras=extras,
-                namespace=self.profile.namespace,
-                base_pod_meta={"labels": trainer_pod_labels(self.profile, self.recipe, stage)},
-                base_pod_spec=trainer_pod_spec(self.profile, self.recipe, stage, job_file),
-                pod_wait_timeout=self.profile.pod_wait_timeout_seconds,
-                delete_pod_on_completion=True,
-            )
-
-    K8sTrainer.__qualname__ = "K8sTrainer"
-    globals()["K8sTrainer"] = K8sTrainer
-    return K8sTrainer
-
-
-def __getattr__(name: str) -> Any:
-    """`K8sTrainer` (PEP 562), imported from this module as if defined at its top level."""
-    if name == "K8sTrainer":
-        return _k8s_trainer_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _job_file(command: Sequence[str]) -> str:
-    args = list(command)
-    if "--job" not in args or args.index("--job") + 1 >= len(args):
-        raise ValueError(f"not a trainer command (no --job FILE): {args}")
-    return args[args.index("--job") + 1]
-
-
-def trainer_resource(profile: Profile, recipe: Recipe) -> dg.PipesSubprocessClient | PipesK8sClient:
-    """Local: a subprocess. k8s: a pod per stage run (a `K8sTrainer`)."""
+def trainer_resource(profile: Profile, recipe: Recipe) -> dg.PipesClient:
+    """Local: a subprocess. k8s: a pod per stage run (`defs/k8s_trainer.py`: imported only here, so a
+    local code location and each of its step processes never load the Kubernetes client)."""
     if profile.kind == "k8s":
-        return _k8s_trainer_class()(profile, recipe)
+        from lm_platform.defs.k8s_trainer import K8sTrainer
+
+        return K8sTrainer(profile, recipe)
     return dg.PipesSubprocessClient()
 
 
@@ -109,11 +50,21 @@ def executor_config(profile: Profile, assets: Sequence[dg.AssetsDefinition]) -> 
     }
 
 
-def executor(profile: Profile, assets: Sequence[dg.AssetsDefinition]) -> dg.ExecutorDefinition | None:
+# Local runs: one process per step (as Dagster's default executor), forked from a server process that
+# imported the code location once, instead of a fresh interpreter per step that imports Dagster and the
+# platform again (seconds of CPU per step: most of a small step's time). The preloaded modules are
+# imports only: the code location itself (which reads the recipe) is still built in each step process.
+LOCAL_EXECUTOR = dg.multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": ["dagster", "lm_platform.defs.deployment"]}}},
+    name="multiprocess_forkserver",
+)
+
+
+def executor(profile: Profile, assets: Sequence[dg.AssetsDefinition]) -> dg.ExecutorDefinition:
     """k8s: `k8s_job_executor`, one pod per step (one per partition of a sharded curated/<source> in a
-    backfill that runs a run per partition), each with its asset's pod settings. Local: the default."""
+    backfill that runs a run per partition), each with its asset's pod settings. Local: `LOCAL_EXECUTOR`."""
     if profile.kind != "k8s":
-        return None
+        return LOCAL_EXECUTOR
     from dagster_k8s import k8s_job_executor
 
     return k8s_job_executor.configured(executor_config(profile, assets), name="k8s_job_executor")

@@ -3,10 +3,11 @@ lines ending in terminal punctuation, share of short lines, characters in duplic
 newlines per word (list-like pages). Hard-wrapped text is judged by paragraph; `count_by: chars`
 weighs each line by its length, so an article's headings and list items do not outvote its prose, and
 counts a paragraph as punctuated when a sentence ends inside it (informal text often drops the last full
-stop)."""
+stop; a full stop with no space before the next sentence's capital counts too)."""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field
@@ -33,6 +34,15 @@ class FineWebFilter(StrictConfig):
     )
 
 
+_TIGHT_END = re.compile(r"[^\W\d_][.!?][^\W\d_]")
+
+
+def _run_on_sentence_end(line: str) -> bool:
+    """A sentence ends inside the line without a space after its full stop ("người Hà Lan.Vào năm"):
+    a lower-case letter, the mark, an upper-case letter (so "U.S." and "J.B." do not count)."""
+    return any(m[0][0].islower() and m[0][2].isupper() for m in _TIGHT_END.finditer(line))
+
+
 class FineWeb(Filter):
     name = "fineweb"
 
@@ -48,7 +58,11 @@ class FineWeb(Filter):
             punctuated = [ln for ln in lines if ln.endswith(stop)]
         else:  # a paragraph whose sentences end inside it is punctuated, whatever its last character
             inner = tuple(f"{ch} " for ch in stop if ch in ".!?") + tuple(ch for ch in stop if ch in "。！？")
-            punctuated = [ln for ln in lines if ln.endswith(stop) or any(m in ln for m in inner)]
+            punctuated = [
+                ln
+                for ln in lines
+                if ln.endswith(stop) or any(m in ln for m in inner) or _run_on_sentence_end(ln)
+            ]
         ratio = sum(map(weight, punctuated)) / total
         if ratio < c.line_punct_thr and not (ratio == 0 and c.line_punct_exclude_zero):
             return f"line_punct_ratio: {ratio:.2f} < {c.line_punct_thr}"

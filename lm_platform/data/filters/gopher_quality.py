@@ -27,6 +27,9 @@ class GopherQualityFilter(StrictConfig):
     max_symbol_word_ratio: float | None = 0.1
     max_bullet_lines_ratio: float | None = 0.9
     max_ellipsis_lines_ratio: float | None = 0.3
+    min_lines_for_line_ratios: int = Field(
+        5, ge=1, description="Bullet and ellipsis line shares judge documents of at least this many lines"
+    )
     min_alpha_words_ratio: float | None = 0.8
     min_stop_words: int | None = 2
     stop_words: tuple[str, ...] | None = Field(None, description="Default: a short list per language")
@@ -83,11 +86,15 @@ class GopherQuality(Filter):
             if (text.count("...") + text.count("…")) / n_words > c.max_symbol_word_ratio:
                 return "gopher_too_many_ellipsis"
         lines = doc.lines or [""]
-        if c.max_bullet_lines_ratio is not None:
+        # A share of lines needs lines: in a two-paragraph post, one quote elided with "..." is 50 %.
+        # Pages of teasers and bullets have many lines (and the prose filter judges short pages).
+        if sum(1 for ln in lines if ln.strip()) < c.min_lines_for_line_ratios:
+            lines = []
+        if c.max_bullet_lines_ratio is not None and lines:
             bullets = sum(ln.lstrip().startswith(("•", "-")) for ln in lines) / len(lines)
             if bullets > c.max_bullet_lines_ratio:
                 return f"gopher_too_many_bullets: {bullets:.2f}"
-        if c.max_ellipsis_lines_ratio is not None:
+        if c.max_ellipsis_lines_ratio is not None and lines:
             ell = sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / len(lines)
             if ell > c.max_ellipsis_lines_ratio:
                 return f"gopher_too_many_end_ellipsis: {ell:.2f}"

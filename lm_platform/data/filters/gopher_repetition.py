@@ -1,5 +1,7 @@
 """Gopher repetition rules (Rae et al. 2021, table A1), with datatrove's definitions and defaults:
-duplicate lines and paragraphs, the most frequent n-grams, and characters inside repeated n-grams."""
+duplicate lines and paragraphs, the most frequent n-grams, and characters inside repeated n-grams.
+N-grams are over words with a run of one repeated punctuation mark counted once (a whitespace word, as in
+Gopher), and a most frequent n-gram counts only from three occurrences."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Literal
 import numpy as np
 
 from lm_platform.data.filters.base import Filter
-from lm_platform.data.text import Doc
+from lm_platform.data.text import Doc, is_symbol
 from lm_platform.recipe.base import StrictConfig
 
 
@@ -105,6 +107,18 @@ class _Grams:
         return chars
 
 
+def collapse_symbol_runs(words: list[str]) -> list[str]:
+    """Words with each run of one repeated punctuation token kept once. Gopher's words are whitespace
+    tokens, so a ruler of 48 asterisks or underscores (an e-mail signature, a legal notice) is one word;
+    our tokenizer cuts it into one token per character, and a single ruler became a 4-gram said 45 times."""
+    out: list[str] = []
+    for w in words:
+        if out and w == out[-1] and is_symbol(w):
+            continue
+        out.append(w)
+    return out
+
+
 def top_ngram_chars(words: list[str], n: int) -> int:
     """Characters covered by the most frequent n-gram (joined with spaces) times its count, when it
     occurs at least three times."""
@@ -136,7 +150,7 @@ class GopherRepetition(Filter):
             return f"dup_line_frac: {n / len(lines):.2f}"
         if c.dup_line_char_frac is not None and chars / len(text) > c.dup_line_char_frac:
             return f"dup_line_char_frac: {chars / len(text):.2f}"
-        grams = _Grams(doc.words)
+        grams = _Grams(collapse_symbol_runs(doc.words))
         for n_, frac in c.top_n_grams:
             share = grams.top_chars(n_) / len(text)
             if share > frac:

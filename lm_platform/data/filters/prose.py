@@ -11,7 +11,11 @@ Two signals, each per language:
   English, plural markers, classifiers and prepositions in Vietnamese, case and topic particles in
   Japanese) followed instead by another function word. Real sentences almost never do that; words
   shuffled across documents do it at about the rate function words occur (word salad keeps every
-  word's frequency, so stop-word counts alone cannot see it).
+  word's frequency, so stop-word counts alone cannot see it). Japanese also counts a past or
+  conjunctive ending right after a particle ("はた", "にて" is one word) and a case or topic particle
+  opening a sentence, a clause after a comma or a quotation ("。は", "、の"). One such pair is not
+  enough: a document needs `min_disordered_pairs` of them, so a phrasal verb ("coming in for") or a
+  short text's single accident does not decide.
 """
 
 from __future__ import annotations
@@ -36,6 +40,11 @@ class ProseFilter(StrictConfig):
     min_sentence_chars: int = Field(12, ge=1, description="Characters a sentence line has at least (ja)")
     max_function_word_disorder: float | None = Field(0.1, ge=0, le=1)
     min_function_heads: int = Field(8, ge=1, description="Judge word order only with this many heads")
+    min_disordered_pairs: int = Field(
+        2,
+        ge=1,
+        description="Out-of-order pairs a document needs at least: one is a phrasal verb ('coming in for')",
+    )
 
 
 # Function words that open a phrase and want a content word next, and the function words that cannot
@@ -123,6 +132,12 @@ _VI_BAD = frozenset(
     ]
 )
 _JA_PARTICLES = frozenset(["を", "が", "に", "で", "へ", "は", "も", "の", "と", "。"])
+# Past and conjunctive endings and auxiliaries bind to a verb or adjective stem, never to a particle.
+_JA_ENDINGS = frozenset(["た", "て", "ます", "れる", "られる", "だ"])
+# Case and topic particles close a noun phrase, so none opens a sentence, a clause after a comma or a
+# quotation; が, で and と can (conjunctions "が、", "で、", a quoted thought "…、と思った") and are left out.
+_JA_AFTER_BREAK = frozenset(["を", "は", "に", "へ", "の", "も"])
+_JA_BREAKS = ("。", "、", "「", "『", "（")
 HEADS: dict[str, dict[str, frozenset[str]]] = {
     "en": {
         **dict.fromkeys(("the", "a", "an"), _EN_ARTICLE_BAD),
@@ -132,10 +147,12 @@ HEADS: dict[str, dict[str, frozenset[str]]] = {
         **dict.fromkeys(("các", "những", "mỗi", "mọi", "vài", "của"), _VI_BAD),
         "một": _VI_BAD - {"trong", "khi"},  # một trong (one of), một khi (once)
     },
-    "ja": {  # case particles follow a noun phrase; a sentence does not end on one
-        **dict.fromkeys(("を", "が"), _JA_PARTICLES),
-        "は": frozenset(["を", "が", "に", "で", "へ", "は", "も", "の", "。"]),
-        **dict.fromkeys(("に", "で", "へ"), frozenset(["を", "が", "に", "で", "へ", "。"])),
+    "ja": {  # case particles follow a noun phrase; a sentence does not end on one ("をも" is emphatic を)
+        "を": (_JA_PARTICLES - {"も"}) | _JA_ENDINGS,
+        "が": _JA_PARTICLES | _JA_ENDINGS,
+        "は": frozenset(["を", "が", "に", "で", "へ", "は", "も", "の", "。"]) | _JA_ENDINGS,
+        **dict.fromkeys(("に", "で", "へ"), frozenset(["を", "が", "に", "で", "へ", "。"]) | _JA_ENDINGS),
+        **dict.fromkeys(_JA_BREAKS, _JA_AFTER_BREAK),
     },
 }
 _SENTENCE_END = {
@@ -154,7 +171,8 @@ def function_word_disorder(words: list[str], lang: str) -> tuple[float, int]:
     heads = HEADS.get(lang)
     if not heads:
         return 0.0, 0
-    keys = [_word_key(w, lang) for w in words if not is_symbol(w) or w == "。"]
+    kept = _JA_BREAKS if lang == "ja" else ()
+    keys = [_word_key(w, lang) for w in words if not is_symbol(w) or w in kept]
     n = bad = 0
     for cur, nxt in zip(keys, keys[1:], strict=False):
         follow = heads.get(cur)
@@ -199,7 +217,12 @@ class Prose(Filter):
             if self.lang != "ja":
                 words = [w.strip(".,;:!?()[]\"'“”‘’«»") for w in words]
             disorder, heads = function_word_disorder([w for w in words if w], self.lang)
-            if heads >= c.min_function_heads and disorder > c.max_function_word_disorder:
+            pairs = round(disorder * heads)
+            if (
+                heads >= c.min_function_heads
+                and pairs >= c.min_disordered_pairs
+                and disorder > c.max_function_word_disorder
+            ):
                 return (
                     f"word_order: {disorder:.2f} of {heads} function words followed by a function word "
                     f"> {c.max_function_word_disorder}"

@@ -33,6 +33,11 @@ _VI_BASE = set("ăâđêôơư")
 _VI_TONES = {"\u0300", "\u0301", "\u0303", "\u0309", "\u0323"}  # grave, acute, tilde, hook, dot below
 
 
+_MIN_LOWER = 20
+_LATIN_WORD = re.compile(r"[A-Za-z]+")
+_JA_CHARS_PER_WORD = 2  # MeCab words in Japanese prose average about two characters
+
+
 def _is_japanese(ch: str) -> bool:
     o = ord(ch)
     return 0x3040 <= o <= 0x30FF or 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or ch == "々"
@@ -66,7 +71,15 @@ def script_ratio(text: str, lang: str) -> float:
     if not letters:
         return 0.0
     if lang == "ja":
-        return sum(map(_is_japanese, letters)) / len(letters)
+        # A Latin-script word (a name, a term, code: "Bluetooth", "ISO") is one word of the sentence, so
+        # it weighs as a Japanese word does (about two characters), not one unit per letter: a lead
+        # about "Bluetooth Basic Rate/Enhanced Data Rate" is Japanese. English text has no kana or kanji.
+        japanese = sum(map(_is_japanese, letters))
+        latin_letters = sum(1 for c in letters if c.isascii())
+        latin_words = len(_LATIN_WORD.findall(text))
+        other = len(letters) - japanese - latin_letters
+        weighed = japanese + other + _JA_CHARS_PER_WORD * latin_words
+        return japanese / weighed if weighed else 0.0
     if lang == "vi":
         words = [w for w in text.split() if any(c.isalpha() for c in w)]
         latin = [w for w in words if _is_latin_word(w)]
@@ -74,7 +87,12 @@ def script_ratio(text: str, lang: str) -> float:
         # against, unless they are most of the text.
         if not words or len(latin) < 0.5 * len(words):
             return 0.0
-        return sum(map(_is_vietnamese_syllable, latin)) / len(latin)
+        # Capitalised words are names (and sentence starts): a list of romanised Japanese towns or foreign
+        # players says nothing about the language around it. Lower-case words decide when there are
+        # enough of them (`_MIN_LOWER`); a text of names only is judged on all its words.
+        lower = [w for w in latin if not w.lstrip("([\"'“‘")[:1].isupper()]
+        counted = lower if len(lower) >= _MIN_LOWER else latin
+        return sum(map(_is_vietnamese_syllable, counted)) / len(counted)
     if lang == "en":
         return sum(c.isascii() for c in letters) / len(letters)
     raise ValueError(f"no script rule for language '{lang}' (have: {sorted(SCRIPT_LANGS)})")
