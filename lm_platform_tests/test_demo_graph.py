@@ -428,15 +428,15 @@ def test_every_benchmark_scores_the_demo_version_and_the_leaderboard_lists_it(de
     assert [r["version"] for r in board] == ["anneal"] and "exam_vi" in board[0]
 
 
-def test_materialize_tokenizer_plus_reruns_tokenizer_and_its_direct_dependents(demo_run):
-    before = {k: latest(demo_run, k).run_id for k in DEMO_KEYS}
-    proc = demo_run.dagster("asset", "materialize", "--select", "tokenizer+", "-m", "lm_platform.definitions")
+def test_tokenizer_plus_selects_the_tokenizer_and_its_direct_dependents_and_a_rerun_is_identical(demo_run):
+    """`--select 'tokenizer+'` (the README's example) names the tokenizer and what reads it directly; the
+    tokenizer rematerialized on the same inputs reports the same data version and writes the same file.
+    (A full rerun of everything downstream, killed or not, is test_reproducible_runs.py's.)"""
+    proc = demo_run.dagster("asset", "list", "--select", "tokenizer+", "-m", "lm_platform.definitions")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    after = {k: latest(demo_run, k).run_id for k in DEMO_KEYS}
-    rerun = {k for k in DEMO_KEYS if after[k] != before[k]}
     # Direct dependents: each source's tokens, the blends (exact token counts), the packed datasets, and
     # the checkpoints (they ship the tokenizer); not the evaluations or the fine-tuning.
-    assert rerun == {"tokenizer"} | {
+    assert set(proc.stdout.split()) == {"tokenizer"} | {
         f"{kind}/{name}"
         for kind, names in (
             ("tokens", SOURCES),
@@ -446,12 +446,15 @@ def test_materialize_tokenizer_plus_reruns_tokenizer_and_its_direct_dependents(d
         )
         for name in names
     }
-    assert len({after[k] for k in rerun}) == 1
-    # Same inputs, same seed: the re-trained tokenizer packs the same tokens.
-    assert (
-        latest(demo_run, "dataset/main").asset_materialization.metadata["tokens"].value
-        == json.loads((demo_run.base / "dataset" / "main" / "index.json").read_text())["tokens"]
-    )
+    tokenizer_json = demo_run.base / "tokenizer" / "tokenizer.json"
+    before, before_bytes = latest(demo_run, "tokenizer"), tokenizer_json.read_bytes()
+    proc = demo_run.dagster("asset", "materialize", "--select", "tokenizer", "-m", "lm_platform.definitions")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    after = latest(demo_run, "tokenizer")
+    assert after.run_id != before.run_id
+    assert tokenizer_json.read_bytes() == before_bytes
+    version = "dagster/data_version"
+    assert after.asset_materialization.tags[version] == before.asset_materialization.tags[version]
 
 
 def test_no_temporary_files_left_behind(demo_run):
