@@ -22,6 +22,11 @@ export LM_PLATFORM_KENLM_BIN := $(KENLM_BIN)
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# The local executor runs as many steps at once as there are cores, so each step process (and the trainer
+# it launches) does its math on one thread (torch, NumPy) instead of every process spreading over every
+# core: on 2 cores, two steps of two threads each made the demo's LoRA steps three times slower.
+# Override with OMP_NUM_THREADS=N (a GPU machine, or one stage training alone on many cores).
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: install kenlm postgres tf4 browser demo test ui lint format clean dagster-home
 
@@ -68,8 +73,11 @@ demo: install dagster-home
 	$(VENV)/bin/dagster asset materialize --select 'key:"eval/leaderboard"' -m lm_platform.definitions
 	$(PY) -m lm_platform.defs.summary
 
+# Two pytest workers (pytest-xdist): one materializes the shared demo and runs the tests that read it,
+# the other runs the rest, a test file at a time (conftest.py groups them). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 ui: install dagster-home
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

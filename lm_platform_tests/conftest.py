@@ -42,6 +42,7 @@ def isolated_env(home: Path, storage: Path) -> dict[str, str]:
     storage.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+    env.setdefault("OMP_NUM_THREADS", "1")  # as the Makefile sets it for `make demo`
     env.update(
         DAGSTER_HOME=str(home),
         LM_PLATFORM_STORAGE=str(storage),
@@ -102,3 +103,12 @@ def demo_recipe():
     from lm_platform.recipe import load_recipe
 
     return load_recipe("demo")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Groups for `pytest -n N --dist loadgroup` (`make test`): every test that reads the materialized demo
+    runs in one worker, so the demo is materialized once; every other test file stays whole in one worker
+    (its module fixtures, servers and clusters started once)."""
+    for item in items:
+        group = "demo_run" if "demo_run" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
