@@ -74,10 +74,10 @@ demo: install dagster-home
 	$(PY) -m lm_platform.defs.summary
 
 # Two pytest workers (pytest-xdist): one materializes the shared demo and runs the tests that read it,
-# the other runs the rest, a test file at a time (conftest.py groups them). TEST_WORKERS=0: one process.
+# the other runs the rest, a test file at a time (conftest.py schedules them). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 ui: install dagster-home
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -105,10 +105,28 @@ def demo_recipe():
     return load_recipe("demo")
 
 
+# The test files that read the materialized demo (the session fixture `demo_run`). `make test` runs two
+# pytest-xdist workers; all of these go to one of them, so the demo is materialized once.
+DEMO_FILES = frozenset({"test_browser.py", "test_demo_graph.py"})
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Groups for `pytest -n N --dist loadgroup` (`make test`): every test that reads the materialized demo
-    runs in one worker, so the demo is materialized once; every other test file stays whole in one worker
-    (its module fixtures, servers and clusters started once)."""
-    for item in items:
-        group = "demo_run" if "demo_run" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+    outside = sorted({item.path.name for item in items if "demo_run" in getattr(item, "fixturenames", ())})
+    outside = [name for name in outside if name not in DEMO_FILES]
+    if outside:
+        raise pytest.UsageError(f"conftest.DEMO_FILES must list every file that uses demo_run: add {outside}")
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist: each test file whole in one worker (its module fixtures, servers and clusters
+    started once), and the demo's readers together (xdist's own `loadgroup` cannot group across files
+    under pytest 9.2, whose node ids it no longer rewrites)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class DemoScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "demo_run" if Path(path).name in DEMO_FILES else path
+
+    return DemoScheduling(config, log)

@@ -214,7 +214,7 @@ def test_preempted_trainer_pod_is_retried(tmp_path, monkeypatch, demo_recipe, st
     said = f"print('{PREEMPTED_MESSAGE} 6; checkpoint x')" if status == 75 else "print('boom')"
     command = [sys.executable, "-c", f"import sys; {said}; sys.exit({status})"]
     spec = {"containers": [{"name": "trainer", "image": "lm:1", "command": command}]}
-    monkeypatch.setattr("lm_platform.defs.k8s.trainer_pod_spec", lambda *a, **k: spec)
+    monkeypatch.setattr("lm_platform.defs.k8s_trainer.trainer_pod_spec", lambda *a, **k: spec)
     monkeypatch.setattr(training_defs, "make_job", lambda *a, **k: Profile())
     monkeypatch.setattr(training_defs, "PREEMPTION_RETRY_WAIT_S", 0)
     k8s = Profile(kind="k8s", image="lm:1", storage={"pvc": "lm-data", "mount_path": str(tmp_path)})

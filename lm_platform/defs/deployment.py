@@ -14,11 +14,20 @@ from lm_platform.defs.k8s import (
     fan_out_partitions,
     key_prefix,
     prefixed,
-    trainer_resource,
 )
 from lm_platform.defs.resources import LMStorage
 from lm_platform.deployment.profile import Profile, load_profile
 from lm_platform.recipe.schema import Recipe
+
+
+def trainer_resource(profile: Profile, recipe: Recipe) -> dg.PipesClient:
+    """Local: a subprocess. k8s: a pod per stage run (`defs/k8s_trainer.py`: imported only here, so a
+    local code location and each of its step processes never load the Kubernetes client)."""
+    if profile.kind == "k8s":
+        from lm_platform.defs.k8s_trainer import K8sTrainer
+
+        return K8sTrainer(profile, recipe)
+    return dg.PipesSubprocessClient()
 
 
 def build_deployment_definitions(

@@ -20,16 +20,6 @@ from lm_platform.recipe.schema import Recipe
 KEY_PREFIX_ENV = "LM_PLATFORM_KEY_PREFIX"
 
 
-def trainer_resource(profile: Profile, recipe: Recipe) -> dg.PipesClient:
-    """Local: a subprocess. k8s: a pod per stage run (`defs/k8s_trainer.py`: imported only here, so a
-    local code location and each of its step processes never load the Kubernetes client)."""
-    if profile.kind == "k8s":
-        from lm_platform.defs.k8s_trainer import K8sTrainer
-
-        return K8sTrainer(profile, recipe)
-    return dg.PipesSubprocessClient()
-
-
 def op_name(key: dg.AssetKey) -> str:
     """The op (step) name Dagster gives an asset: its key parts joined by '__'."""
     return "__".join(key.path)
