@@ -58,3 +58,39 @@ def test_bad_input_names_the_problem(tmp_path):
         sample_documents({"s": ["a"]}, max_docs=5, mixture={"nope": 1.0})
     with pytest.raises(ValueError, match="no such document file"):
         sample_documents({"s": tmp_path / "missing.parquet"}, max_docs=5)
+
+
+def test_documents_outside_the_license_allowlist_never_enter_the_sample(tmp_path):
+    """Per document: a source may mix licenses (manifests), and the tokenizer trains before any blend's
+    license check, so the sample itself leaves out what the allowlist does not allow."""
+    with DocWriter(tmp_path / "mixed.parquet") as w:
+        w.write_all(
+            make_doc(f"m/{i}", f"doc {i}", "m", "CC-BY-NC-4.0" if i % 3 == 0 else "CC0-1.0", "en")
+            for i in range(30)
+        )
+    s = sample_documents({"m": tmp_path / "mixed.parquet"}, max_docs=100, licenses=["CC0-1.0"])
+    assert sorted(s.texts) == sorted(f"doc {i}" for i in range(30) if i % 3)
+    assert s.sources["m"]["docs_excluded_license"] == 10 and s.sources["m"]["docs_taken"] == 20
+    assert len(sample_documents({"m": tmp_path / "mixed.parquet"}, max_docs=100).texts) == 30
+
+
+def test_the_tokenizer_asset_samples_only_allowlisted_documents(tmp_path):
+    from lm_platform.defs.tokenizer import _sample
+    from lm_platform.paths import Layout
+    from lm_platform.recipe import load_recipe
+
+    recipe = load_recipe("demo")
+    layout = Layout(tmp_path, recipe.name)
+    allowed = recipe.license_allowlist[0]
+    for src in recipe.tokenizer_sources():
+        layout.deduped(src.name).parent.mkdir(parents=True, exist_ok=True)
+        with DocWriter(layout.deduped(src.name)) as w:
+            w.write_all(
+                make_doc(f"{src.name}/{i}", f"{src.name} {i}", src.name, lic, src.language)
+                for i, lic in enumerate([allowed, "LicenseRef-Not-Allowed"] * 5)
+            )
+    texts, stats = _sample(recipe, layout)
+    assert sorted(texts()) == sorted(
+        f"{s.name} {i}" for s in recipe.tokenizer_sources() for i in range(0, 10, 2)
+    )
+    assert all(v["docs_excluded_license"] == 5 for v in stats.values())

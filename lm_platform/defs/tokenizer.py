@@ -17,7 +17,7 @@ from lm_platform.versions import content_version
 
 CHECK = "fertility_not_worse_than_base"
 INVARIANT_CHECK = "other_languages_unchanged"
-CODE = "2"  # this module's assets: tokenizer from the sample, tokens/<source>
+CODE = "3"  # this module's assets: tokenizer from the sample, tokens/<source>
 
 
 def _sample(recipe: Recipe, layout: Layout) -> tuple[Callable[[], Iterator[str]], dict]:
@@ -28,7 +28,7 @@ def _sample(recipe: Recipe, layout: Layout) -> tuple[Callable[[], Iterator[str]]
 
     s = recipe.tokenizer.sample
     paths = {src.name: layout.deduped(src.name) for src in recipe.tokenizer_sources()}
-    sample = sample_documents(paths, s.max_chars, s.max_docs, s.seed, s.mixture)
+    sample = sample_documents(paths, s.max_chars, s.max_docs, s.seed, s.mixture, recipe.license_allowlist)
     return (lambda: iter(sample.texts)), sample.sources
 
 

@@ -9,6 +9,9 @@ Sources are named: `{name: paths_or_iterable}`, where a path is a Parquet docume
 project's schema: `id`, `text`, ...), a JSONL file or a directory of them, and an iterable yields
 documents (dicts with `text` and maybe `id`) or plain strings. With `mixture` ({name: share}), each
 source's cap is its share of the total; a source with less text than its share gives what it has.
+With `licenses`, a document whose `license` field is not among them never enters the sample (the recipe's
+license allowlist: the blends' blocking check stops such text from reaching a dataset, and the tokenizer,
+which trains before any blend, must not learn from it either); they are counted as `docs_excluded_license`.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ def _iter_file(path: Path) -> Iterator[dict]:
         names = set(pf.schema_arrow.names)
         if "text" not in names:
             raise ValueError(f"{path}: a document file needs a 'text' column (has {sorted(names)})")
-        columns = ["id", "text"] if "id" in names else ["text"]
+        columns = [c for c in ("id", "text", "license") if c in names]
         for batch in pf.iter_batches(batch_size=1024, columns=columns):
             yield from batch.to_pylist()
     elif path.suffix == ".jsonl":
@@ -101,10 +104,13 @@ def sample_documents(
     max_docs: int | None = None,
     seed: int = 0,
     mixture: Mapping[str, float] | None = None,
+    licenses: Iterable[str] | None = None,
 ) -> Sample:
     """Sample texts from `sources` under `max_chars` characters and `max_docs` documents in all (None:
     no cap of that kind), split between sources by `mixture` shares when given (sources it does not
-    name are not read). Deterministic for a seed; see the module docstring."""
+    name are not read), leaving out documents whose `license` is not in `licenses` (when given).
+    Deterministic for a seed; see the module docstring."""
+    allowed = None if licenses is None else frozenset(licenses)
     named: dict[str, Source] = dict(sources) if isinstance(sources, Mapping) else {"all": sources}
     if mixture is not None:
         unknown = sorted(set(mixture) - set(named))
@@ -134,11 +140,20 @@ def sample_documents(
         group = name if shares is not None else "*"
         share = shares[name] if shares is not None else 1.0
         groups.setdefault(group, [cap(max_chars, share), cap(max_docs, share), [], 0])
-        stats[name] = {"docs_seen": 0, "chars_seen": 0, "docs_taken": 0, "chars_taken": 0}
+        stats[name] = {
+            "docs_seen": 0,
+            "chars_seen": 0,
+            "docs_taken": 0,
+            "chars_taken": 0,
+            "docs_excluded_license": 0,
+        }
         g = groups[group]
         for n, doc in enumerate(_iter_source(named[name])):
             text = doc.get("text")
             if not isinstance(text, str) or not text:
+                continue
+            if allowed is not None and doc.get("license") not in allowed:
+                stats[name]["docs_excluded_license"] += 1
                 continue
             stats[name]["docs_seen"] += 1
             stats[name]["chars_seen"] += len(text)
