@@ -1,9 +1,8 @@
-"""The deployment profile in Dagster terms: the trainer resource (PipesSubprocessClient locally,
-PipesK8sClient on Kubernetes), the executor (in-process locally, `k8s_job_executor` with per-asset step
-pods on Kubernetes), and the per-recipe key prefix of multi-recipe workspaces. The automation that
-launches training lives in `defs/automation.py`. The trainer resource stays here rather than in
-`defs/resources.py`, so that only deployments import `dagster_k8s` (and the Kubernetes client), not every
-domain module.
+"""The deployment profile in Dagster terms: the executor (locally, steps forked from a preloaded
+forkserver; on Kubernetes, `k8s_job_executor` with per-asset step pods), the partition fan-out, and the
+per-recipe key prefix of multi-recipe workspaces. The trainer resource is chosen in `defs/deployment.py`
+(`K8sTrainer` lives in `defs/k8s_trainer.py`); `dagster_k8s` and the Kubernetes client are imported only
+for the k8s profile. The automation that launches training lives in `defs/automation.py`.
 """
 
 from __future__ import annotations
