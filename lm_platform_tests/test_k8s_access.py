@@ -227,27 +227,47 @@ def _endpoints() -> dict[str, Endpoint]:
     return {e.name: e for e in eps}
 
 
-def _intended(ui_port_proxy: int, code_port: int) -> set[tuple[str, str, int, str]]:
-    """The matrix of deploy/README.md ("Who reaches what"): (from, to, port, protocol)."""
-    ui = {("webserver", ui_port_proxy), ("webserver-read-only", ui_port_proxy)}
-    to = {
-        "webserver": {("postgres", 5432), ("code-location", code_port), ("outside", 443), ("outside", 6443)},
-        "webserver-read-only": {("postgres", 5432), ("code-location", code_port), ("outside", 443)},
-        "daemon": {("postgres", 5432), ("code-location", code_port), ("outside", 443), ("outside", 6443)},
-        "code-location": {("postgres", 5432)},
-        "run-worker": {("postgres", 5432), ("outside", 443), ("outside", 6443)},
-        "step": {("postgres", 5432), ("outside", 443), ("outside", 6443)},
-        "trainer": {("outside", 443)},
-        "postgres": set(),
-        "other-pod": set(),
-        # From other namespaces and from outside: only the authenticating proxies.
-        "other-namespace": ui,
-        "outside": ui,
-    }
-    out = {(src, dst, port, "TCP") for src, dsts in to.items() for dst, port in dsts}
-    for src in to:
-        if src not in ("other-namespace", "outside"):  # every pod of the namespace resolves names
-            out |= {(src, "kube-dns", 53, "UDP"), (src, "kube-dns", 53, "TCP")}
+# deploy/README.md's "Who reaches what" table, read as the intended matrix: its columns and rows name
+# these destinations (port, protocol) and sources.
+COLUMNS = {
+    "Postgres 5432": [("postgres", 5432, "TCP")],
+    "code location 3030": [("code-location", None, "TCP")],  # the port of the values' code locations
+    "UI proxy 4180": [("webserver", 4180, "TCP"), ("webserver-read-only", 4180, "TCP")],
+    "webserver 80": [("webserver", 80, "TCP"), ("webserver-read-only", 80, "TCP")],
+    "DNS 53": [("kube-dns", 53, "UDP"), ("kube-dns", 53, "TCP")],
+    "HTTPS out 443": [("outside", 443, "TCP")],
+    "Kubernetes API 6443": [("outside", 6443, "TCP")],
+}
+ROWS = {
+    "webserver": ["webserver"],
+    "read-only webserver": ["webserver-read-only"],
+    "daemon": ["daemon"],
+    "code location": ["code-location"],
+    "run worker": ["run-worker"],
+    "step": ["step"],
+    "trainer": ["trainer"],
+    "Postgres, any other pod of the namespace": ["postgres", "other-pod"],
+    "other namespaces, outside the cluster": ["other-namespace", "outside"],
+}
+
+
+def _intended(code_port: int) -> set[tuple[str, str, int, str]]:
+    text = (DEPLOY / "README.md").read_text()
+    section = text.split("\n## Who reaches what\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[0] == "from \\ to" and header[1:] == list(COLUMNS), header
+    out, rows = set(), set()
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows.add(cells[0])
+        for column, cell in zip(header[1:], cells[1:], strict=True):
+            if cell.startswith("yes"):
+                for src in ROWS[cells[0]]:
+                    out |= {(src, dst, port or code_port, proto) for dst, port, proto in COLUMNS[column]}
+            else:
+                assert cell == "", f"README cell {cells[0]!r} x {column!r}: {cell!r} (yes... or empty)"
+    assert rows == set(ROWS), rows
     return out
 
 
@@ -255,8 +275,8 @@ def _intended(ui_port_proxy: int, code_port: int) -> set[tuple[str, str, int, st
     "ipblock_matches_pods", [False, True], ids=["ipblock-outside-only", "ipblock-pods-too"]
 )
 def test_network_policies_allow_exactly_the_intended_matrix(policies, ipblock_matches_pods):
-    """Every source x every listening port: what the policies allow equals the intended matrix. Whether
-    an ipBlock also matches pod addresses is up to the network plugin; the matrix holds either way."""
+    """Every source x every listening port: what the policies allow equals deploy/README.md's table.
+    Whether an ipBlock also matches pod addresses is up to the network plugin; it holds either way."""
     eps = _endpoints()
     allowed = set()
     for src in eps.values():
@@ -268,8 +288,7 @@ def test_network_policies_allow_exactly_the_intended_matrix(policies, ipblock_ma
             for port, proto in dst.ports:
                 if reaches(policies, src, dst, port, proto, ipblock_matches_pods):
                     allowed.add((src.name, dst.name, port, proto))
-    proxy_port = eps["webserver"].ports[1][0]
-    intended = _intended(proxy_port, eps["code-location"].ports[0][0])
+    intended = _intended(eps["code-location"].ports[0][0])
     assert allowed - intended == set(), f"allowed but not intended: {sorted(allowed - intended)}"
     assert intended - allowed == set(), f"intended but not allowed: {sorted(intended - allowed)}"
     # In words: the UI is reached only through the proxy; Postgres only by Dagster's own processes.
