@@ -473,3 +473,13 @@ def test_local_ui_stays_on_loopback():
     recipe = makefile.split("\nui:", 1)[1].split("\n\n", 1)[0]
     assert "-h 127.0.0.1" in recipe
     assert "127.0.0.1" in (REPO / "README.md").read_text().split("## Using it", 1)[1]
+
+
+def test_example_ingress_validates_and_routes_only_to_the_proxies():
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "examples" / "ui-ingress.yaml").read_text()) if d]
+    backends = set()
+    for doc in docs:
+        validate(doc)
+        for rule in doc["spec"]["rules"]:
+            backends |= {p["backend"]["service"]["name"] for p in rule["http"]["paths"]}
+    assert backends == {"lm-platform-ui", "lm-platform-ui-read-only"}
