@@ -4,6 +4,8 @@ of both webservers) and the read-only webserver in the Helm values; the local de
 
 from __future__ import annotations
 
+import copy
+import functools
 import inspect
 import ipaddress
 import re
@@ -25,6 +27,7 @@ RELEASE = "dagster"  # the Helm release name of deploy/README.md's `helm upgrade
 VALUES = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
 
 
+@functools.cache
 def _render() -> list[dict]:
     out = subprocess.run(
         ["kubectl", "kustomize", str(DEPLOY / "k8s" / "base")], capture_output=True, text=True, check=True
@@ -36,7 +39,7 @@ def _render() -> list[dict]:
 def rendered() -> list[dict]:
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl is not installed (kubectl kustomize renders deploy/k8s/base)")
-    return _render()
+    return copy.deepcopy(_render())
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +47,7 @@ def policies() -> list[dict]:
     """The NetworkPolicies as kustomize renders them; without kubectl, as written (this kustomization
     only sets their namespace and adds a metadata label, which changes nothing they select)."""
     if shutil.which("kubectl"):
-        docs = _render()
+        docs = copy.deepcopy(_render())
     else:
         raw = yaml.safe_load_all((DEPLOY / "k8s" / "base" / "networkpolicy.yaml").read_text())
         docs = [{**d, "metadata": {**d["metadata"], "namespace": NAMESPACE}} for d in raw if d]
