@@ -232,19 +232,35 @@ def test_kustomize_base_renders_and_every_object_validates():
         ["kubectl", "kustomize", str(DEPLOY / "k8s" / "base")], capture_output=True, text=True, check=True
     )
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
-    kinds = sorted(d["kind"] for d in docs)
-    assert kinds == [
-        "ConfigMap",
-        "Namespace",
-        "PersistentVolumeClaim",
-        "Role",
-        "RoleBinding",
-        "Secret",
-        "ServiceAccount",
-    ]
+    kinds = {
+        k: sorted(d["metadata"]["name"] for d in docs if d["kind"] == k) for k in {d["kind"] for d in docs}
+    }
+    assert kinds == {
+        "ConfigMap": ["lm-platform-oauth2-proxy", "lm-platform-profile"],
+        "Namespace": ["lm-platform"],
+        "NetworkPolicy": [
+            "allow-dns",
+            "code-location",
+            "daemon",
+            "default-deny",
+            "postgres",
+            "run-worker",
+            "step",
+            "trainer",
+            "webserver",
+            "webserver-read-only",
+        ],
+        "PersistentVolumeClaim": ["lm-platform-data"],
+        "Role": ["lm-platform-launcher"],
+        "RoleBinding": ["lm-platform-launcher"],
+        "Secret": ["lm-platform-hub", "lm-platform-oauth2-proxy"],
+        "Service": ["lm-platform-ui", "lm-platform-ui-read-only"],
+        "ServiceAccount": ["lm-platform"],
+    }
     for doc in docs:
         validate(doc)
-    by_kind = {d["kind"]: d for d in docs}
+        assert doc["kind"] == "Namespace" or doc["metadata"]["namespace"] == "lm-platform"
+    by_kind = {d["kind"]: d for d in docs if d["metadata"]["name"] != "lm-platform-oauth2-proxy"}
     assert by_kind["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
     rules = {(r["resources"][0], v) for r in by_kind["Role"]["rules"] for v in r["verbs"]}
     assert {("pods", "create"), ("pods", "delete"), ("pods/log", "get"), ("jobs", "create")} <= rules
