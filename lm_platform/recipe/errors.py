@@ -63,7 +63,7 @@ def validation_problems(exc: ValidationError, raw: Any) -> list[Problem]:
     """The user's mistakes in a pydantic ValidationError of `Recipe.model_validate(raw)`."""
     problems = []
     for err in exc.errors():
-        loc = _user_loc(tuple(err["loc"]), raw)
+        loc = _user_loc(tuple(err["loc"]), raw, keep_last=err["type"] in ("extra_forbidden", "missing"))
         problems.append(_translate(err, loc, raw))
     # No cascades: an error whose field holds another error only repeats it (a tuple whose one item
     # failed is "too short"); keep the innermost.
@@ -80,10 +80,10 @@ def validation_problems(exc: ValidationError, raw: Any) -> list[Problem]:
     return out
 
 
-def _user_loc(loc: Loc, raw: Any) -> Loc:
+def _user_loc(loc: Loc, raw: Any, keep_last: bool) -> Loc:
     """The path as the recipe spells it: pydantic's union tags ('length' in filters.1.length.min_chars)
-    and type labels are not keys of the mapping, so they are dropped (the last element stays: an unknown
-    or missing key is named there)."""
+    and type labels are not keys of the mapping, so they are dropped (with `keep_last`, the last element
+    stays: an unknown or missing key is named there)."""
     out: list[str | int] = []
     node = raw
     for i, part in enumerate(loc):
@@ -91,7 +91,7 @@ def _user_loc(loc: Loc, raw: Any) -> Loc:
         in_list = isinstance(node, list | tuple) and isinstance(part, int) and 0 <= part < len(node)
         if in_list or (isinstance(node, dict) and part in node):
             node = node[part]
-        elif last:
+        elif last and keep_last:
             node = None
         else:
             continue
