@@ -50,6 +50,11 @@ MISTAKES = [
         "stages.1.train.micro_batch_sise",
         ["unknown key 'micro_batch_sise'", "did you mean 'micro_batch_size'?"],
     ),
+    (  # a misspelt required key is one mistake, not also a missing 'license'
+        lambda r: _rename(r["sources"][1], "license", "licence"),
+        "sources.1.licence",
+        ["unknown key 'licence'", "did you mean 'license'?"],
+    ),
     (
         _misspell_filter,
         "languages.vi.filters.{gopher_quality}.name",

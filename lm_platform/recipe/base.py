@@ -25,7 +25,7 @@ _Strict = Strict
 StrictConfig = Strict
 
 
-def near_name(value: str, choices: Iterable[str], cutoff: float = 0.7) -> str | None:
+def near_name(value: str, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
     """The choice `value` was most likely meant to be (a different case, or a close spelling), or None."""
     choices = [c for c in choices if isinstance(c, str)]
     if not isinstance(value, str) or not value or not choices:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from lm_platform.recipe.base import did_you_mean, near_name
 
 Loc = tuple[str | int, ...]
+MISSING = "required, but missing"
 _PATH = re.compile(r"^([A-Za-z_][\w-]*(?:\.[\w-]+)*): (.+)$", re.S)
 
 
@@ -29,6 +30,7 @@ class Problem:
 
     loc: Loc
     message: str
+    meant: str | None = None  # for an unknown key: the known key it was probably meant to be
 
     @classmethod
     def parse(cls, text: str) -> Problem:
@@ -66,12 +68,15 @@ def validation_problems(exc: ValidationError, raw: Any) -> list[Problem]:
         loc = _user_loc(tuple(err["loc"]), raw, keep_last=err["type"] in ("extra_forbidden", "missing"))
         problems.append(_translate(err, loc, raw))
     # No cascades: an error whose field holds another error only repeats it (a tuple whose one item
-    # failed is "too short"); keep the innermost.
+    # failed is "too short"); keep the innermost. A misspelt required key is one mistake, not also a
+    # missing key: the unknown key's line names the one it meant.
     locs = [p.loc for p in problems]
+    meant = {p.loc[:-1] + (p.meant,) for p in problems if p.meant}
     kept = [
         p
         for p in problems
         if not any(len(other) > len(p.loc) and other[: len(p.loc)] == p.loc for other in locs)
+        and not (p.message == MISSING and p.loc in meant)
     ]
     out: list[Problem] = []
     for p in kept:
@@ -126,10 +131,10 @@ def _translate(err: dict, loc: Loc, raw: Any) -> Problem:
         key = str(loc[-1])
         near = near_name(key, known)
         if near:
-            return Problem(loc, f"unknown key '{key}'; did you mean '{near}'?")
+            return Problem(loc, f"unknown key '{key}'; did you mean '{near}'?", meant=near)
         return Problem(loc, f"unknown key '{key}' (known: {', '.join(known)})" if known else "unknown key")
     if kind == "missing":
-        return Problem(loc, "required, but missing")
+        return Problem(loc, MISSING)
     if kind == "union_tag_invalid":
         tag, disc = ctx.get("tag"), str(ctx.get("discriminator", "")).strip("'")
         choices = _choices(str(ctx.get("expected_tags", "")))
@@ -139,7 +144,7 @@ def _translate(err: dict, loc: Loc, raw: Any) -> Problem:
         return Problem((*loc, disc), f"unknown {what} '{tag}'{hint}")
     if kind == "union_tag_not_found":
         disc = str(ctx.get("discriminator", "")).strip("'")
-        return Problem((*loc, disc), "required, but missing")
+        return Problem((*loc, disc), MISSING)
     if kind == "too_short":
         n = ctx.get("min_length", 1)
         return Problem(loc, f"needs at least {n} item{'s' if n != 1 else ''}")
@@ -157,10 +162,10 @@ def _translate(err: dict, loc: Loc, raw: Any) -> Problem:
             if isinstance(node, dict) and head[0] in node:
                 return Problem(loc + head, m.group(2))
         return Problem(loc, text)
-    text = msg.removeprefix("Input should be ").removeprefix("Value error, ")
-    if msg.startswith("Input should be") and not isinstance(value, dict | list):
-        return Problem(loc, f"{_show(value)} should be {text}")
-    return Problem(loc, text[:1].lower() + text[1:] if msg.startswith("Input should") else text)
+    if msg.startswith("Input should be "):
+        shown = "" if isinstance(value, dict | list) else f"{_show(value)} "
+        return Problem(loc, f"{shown}should be {msg.removeprefix('Input should be ')}")
+    return Problem(loc, msg.removeprefix("Value error, "))
 
 
 @functools.cache
