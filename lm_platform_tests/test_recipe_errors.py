@@ -296,3 +296,12 @@ def test_a_code_location_fails_with_the_short_message(tmp_path):
     )
     assert run.returncode == 1
     assert (run.stdout + run.stderr).strip() == expected
+
+
+def test_check_names_deprecated_fields_and_still_passes(tmp_path, capsys):
+    def flat_lr(raw):
+        raw["stages"][0]["lr"] = raw["stages"][0]["train"].pop("lr")
+
+    path = write_demo_variant(tmp_path, flat_lr)
+    assert main(["check", str(path)]) == 0
+    assert capsys.readouterr().out == f"{path}: stages.0.lr is deprecated: use stages.0.train.lr\n"
