@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lm_platform.cli import main
 from lm_platform.recipe import RecipeError, load_recipe
@@ -101,7 +102,7 @@ MISTAKES = [
 @pytest.mark.parametrize(("mutate", "field", "says"), MISTAKES)
 def test_each_mistake_is_one_line_naming_the_field_and_the_near_name(tmp_path, capsys, mutate, field, says):
     path = write_demo_variant(tmp_path, mutate, "broken.yaml")
-    raw = __import__("yaml").safe_load(path.read_text(encoding="utf-8"))
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     field = field.format(
         gopher_quality=_filter(raw, "vi", "gopher_qualty") if "{gopher_quality}" in field else "",
         length=_filter(raw, "vi", "length") if "{length}" in field else "",
