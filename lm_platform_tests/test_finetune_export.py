@@ -143,7 +143,7 @@ def _demo_raw():
         (lambda r: r["exports"][0].update(model="relative/dir/x"), r"exports\.0\.model"),
         (
             lambda r: r["finetune"]["instructions"][0].update(license="LicenseRef-Proprietary"),
-            r"not on the license_allowlist",
+            r"finetune\.instructions\.0\.license: licenses not on the allowlist: \['LicenseRef-Proprietary'\]",
         ),
         (
             lambda r: r["finetune"]["instructions"][0].update(location="missing.jsonl"),

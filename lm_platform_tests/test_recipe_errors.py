@@ -164,6 +164,22 @@ def test_several_mistakes_give_one_line_each_and_no_cascade(tmp_path):
     ]  # and not "stages: needs at least 1 item", which only followed from the stages' own mistakes
 
 
+def test_several_cross_reference_mistakes_give_one_line_each(tmp_path):
+    def mutate(raw):
+        raw["sources"][3]["license"] = "CC-BY-NC-4.0"
+        _rename(raw["stages"][0]["blend"]["mixture"], "vi_news", "vi_newz")
+        raw["stages"][0]["blend"]["source_max_epochs"] = {
+            "vi_news": 2
+        }  # follows from the rename: not reported
+        raw["stages"][1]["init_from"] = "mian"
+
+    path = write_demo_variant(tmp_path, mutate)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(str(path))
+    fields = [p.removeprefix(f"{path}:").split(": ")[1] for p in err.value.problems]
+    assert fields == ["sources.3.license", "stages.0.blend.mixture.vi_newz", "stages.1.init_from"]
+
+
 def test_the_check_command_prints_only_the_mistakes_and_exits_non_zero(tmp_path):
     broken = write_demo_variant(tmp_path, lambda r: r["sources"][1].update(license="CC-BY-SA"), "b.yaml")
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -66,7 +66,8 @@ def validation_problems(exc: ValidationError, raw: Any) -> list[Problem]:
     problems = []
     for err in exc.errors():
         loc = _user_loc(tuple(err["loc"]), raw, keep_last=err["type"] in ("extra_forbidden", "missing"))
-        problems.append(_translate(err, loc, raw))
+        found = _translate(err, loc, raw)
+        problems += found if isinstance(found, list) else [found]
     # No cascades: an error whose field holds another error only repeats it (a tuple whose one item
     # failed is "too short"); keep the innermost. A misspelt required key is one mistake, not also a
     # missing key: the unknown key's line names the one it meant.
@@ -123,7 +124,7 @@ def _choices(expected: str) -> list[str]:
     return re.findall(r"'([^']*)'", expected)
 
 
-def _translate(err: dict, loc: Loc, raw: Any) -> Problem:
+def _translate(err: dict, loc: Loc, raw: Any) -> Problem | list[Problem]:
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     msg = err["msg"]
     if kind == "extra_forbidden":
@@ -144,7 +145,8 @@ def _translate(err: dict, loc: Loc, raw: Any) -> Problem:
         return Problem((*loc, disc), f"unknown {what} '{tag}'{hint}")
     if kind == "union_tag_not_found":
         disc = str(ctx.get("discriminator", "")).strip("'")
-        return Problem((*loc, disc), MISSING)
+        tags = _known_tags(loc, raw, disc)
+        return Problem((*loc, disc), MISSING + (f" (one of: {', '.join(tags)})" if tags else ""))
     if kind == "too_short":
         n = ctx.get("min_length", 1)
         return Problem(loc, f"needs at least {n} item{'s' if n != 1 else ''}")
@@ -153,15 +155,17 @@ def _translate(err: dict, loc: Loc, raw: Any) -> Problem:
         return Problem(
             loc, f"{_show(value)} is not one of {ctx.get('expected')}" + did_you_mean(str(value), choices)
         )
-    if kind == "value_error":
-        text = msg.removeprefix("Value error, ")
-        m = _PATH.match(text)
+    if kind == "value_error":  # a validator's message: one mistake a line, each may start with its path
         node = _at(raw, loc)
-        if m:
-            head = _split(m.group(1))
-            if isinstance(node, dict) and head[0] in node:
-                return Problem(loc + head, m.group(2))
-        return Problem(loc, text)
+        out = []
+        for text in msg.removeprefix("Value error, ").splitlines():
+            m = _PATH.match(text)
+            head = _split(m.group(1)) if m else ()
+            if m and isinstance(node, dict) and head[0] in node:
+                out.append(Problem(loc + head, m.group(2)))
+            else:
+                out.append(Problem(loc, text))
+        return out
     if msg.startswith("Input should be "):
         shown = "" if isinstance(value, dict | list) else f"{_show(value)} "
         return Problem(loc, f"{shown}should be {msg.removeprefix('Input should be ')}")
@@ -175,14 +179,14 @@ def _schema() -> dict:
     return recipe_json_schema()
 
 
-def _known_keys(loc: Loc, raw: Any) -> list[str]:
-    """The keys the recipe's schema allows in the mapping at `loc` (for "did you mean")."""
+def _node(loc: Loc, raw: Any) -> dict | None:
+    """The recipe schema's node for the value at `loc` (unions left unresolved at the last step)."""
     schema = _schema()
     node: dict | None = schema
     for depth, part in enumerate(loc):
         node = _object_branch(_resolve(schema, node), _at(raw, loc[:depth]))
         if node is None:
-            return []
+            return None
         if isinstance(part, int):
             node = node.get("items") if isinstance(node.get("items"), dict) else None
         elif part in node.get("properties", {}):
@@ -190,9 +194,23 @@ def _known_keys(loc: Loc, raw: Any) -> list[str]:
         elif isinstance(node.get("additionalProperties"), dict):
             node = node["additionalProperties"]
         else:
-            return []
-    node = _object_branch(_resolve(schema, node), _at(raw, loc))
+            return None
+    return _resolve(schema, node)
+
+
+def _known_keys(loc: Loc, raw: Any) -> list[str]:
+    """The keys the recipe's schema allows in the mapping at `loc` (for "did you mean")."""
+    node = _object_branch(_node(loc, raw), _at(raw, loc))
     return list((node or {}).get("properties", {}))
+
+
+def _known_tags(loc: Loc, raw: Any, disc: str) -> list[str]:
+    """The values of a union's discriminator at `loc` (the filter names)."""
+    node = _node(loc, raw) or {}
+    branches = [_resolve(_schema(), b) for b in node.get("oneOf") or node.get("anyOf") or ()]
+    return [
+        b["properties"][disc]["const"] for b in branches if "const" in b.get("properties", {}).get(disc, {})
+    ]
 
 
 def _resolve(schema: dict, node: dict | None) -> dict | None:

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from lm_platform.recipe.base import NAME_PATTERN, Strict
-from lm_platform.recipe.licenses import SpdxLicense
+from lm_platform.recipe.licenses import SpdxLicense, not_on_allowlist
 
 MODEL_KINDS = ("checkpoint", "adapter", "merged")
 
@@ -178,7 +178,8 @@ def check_finetune(
                 )
             if s.license not in allowlist:
                 raise ValueError(
-                    f"finetune.instructions.{i}.license: '{s.license}' is not on the license_allowlist"
+                    f"finetune.instructions.{i}.license: {not_on_allowlist([s.license])} "
+                    f"(allowlist: {', '.join(allowlist)})"
                 )
         adapters = names
     earlier: list[str] = []
