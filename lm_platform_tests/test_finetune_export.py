@@ -142,8 +142,8 @@ def _demo_raw():
         (lambda r: r["merges"][0]["models"][0].update(epsilon=0.1), r"only della methods take epsilon"),
         (lambda r: r["exports"][0].update(model="relative/dir/x"), r"exports\.0\.model"),
         (
-            lambda r: r["finetune"]["instructions"][0].update(license="Proprietary"),
-            r"not on the license_allowlist",
+            lambda r: r["finetune"]["instructions"][0].update(license="LicenseRef-Proprietary"),
+            r"finetune\.instructions\.0\.license: licenses not on the allowlist: \['LicenseRef-Proprietary'\]",
         ),
         (
             lambda r: r["finetune"]["instructions"][0].update(location="missing.jsonl"),

@@ -118,15 +118,19 @@ def test_missing_local_tokenizer_base_fails_at_load_time(tmp_path):
             "languages.vi.filters.2",
             "no_such_filter",
         ),
-        (lambda r: r["sources"][0].update(license="not a license!"), "sources.0.license", "pattern"),
+        (
+            lambda r: r["sources"][0].update(license="not a license!"),
+            "sources.0.license",
+            "not an SPDX license identifier",
+        ),
         (lambda r: r["sources"][1].update(language="fr"), "sources.1.language", "'fr'"),
         (lambda r: r["stages"][0].update(init_from="anneal"), "stages.0.init_from", "earlier stage"),
         (lambda r: r["stages"][0]["train"].update(lr=-1), "stages.0.train.lr", "greater than 0"),
         (lambda r: r["stages"][0]["pack"].update(seq_len=0), "stages.0.pack.seq_len", "greater than 0"),
         (lambda r: r["stages"][0].update(lr=-1), "stages.0.lr and stages.0.train.lr are both given", ""),
         (lambda r: r["model"].update(num_heads=3), "model", "divisible"),
-        (lambda r: r["sources"][0].pop("license"), "sources.0.license", "Field required"),
-        (lambda r: r["sources"][0].update(colour="red"), "sources.0.colour", "Extra inputs"),
+        (lambda r: r["sources"][0].pop("license"), "sources.0.license", "required, but missing"),
+        (lambda r: r["sources"][0].update(colour="red"), "sources.0.colour", "unknown key 'colour'"),
     ],
 )
 def test_broken_recipe_names_the_field(tmp_path, mutate, field, reason):

@@ -9,6 +9,7 @@ from lm_platform.data.dataset_card import CARD_FILE, write_dataset_card
 from lm_platform.data.pack import boundary_tokens, tokenizer_meta
 from lm_platform.defs.metadata import headline, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
+from lm_platform.recipe.licenses import not_on_allowlist
 from lm_platform.recipe.schema import Recipe, StageConfig
 from lm_platform.versions import content_version
 
@@ -36,7 +37,7 @@ def _license_check(manifest, allowed: set[str]) -> dg.AssetCheckResult:
             "disallowed": dg.MetadataValue.json(bad),
             "allowlist": dg.MetadataValue.json(sorted(allowed)),
         },
-        description=None if not bad else f"licenses not on the allowlist: {[b['license'] for b in bad]}",
+        description=None if not bad else not_on_allowlist(b["license"] for b in bad),
     )
 
 

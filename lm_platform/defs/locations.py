@@ -11,7 +11,7 @@ def __getattr__(name: str) -> dg.Definitions:
     if name.startswith("__"):
         raise AttributeError(name)
     from lm_platform.defs.deployment import build_deployment_definitions
-    from lm_platform.recipe import load_recipe
+    from lm_platform.defs.recipe_load import location_recipe
 
-    recipe = load_recipe(name)
+    recipe = location_recipe(name)
     return build_deployment_definitions(recipe, prefix=[recipe.name])

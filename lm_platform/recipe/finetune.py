@@ -12,7 +12,8 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from lm_platform.recipe.base import NAME_PATTERN, SPDX_PATTERN, Strict
+from lm_platform.recipe.base import NAME_PATTERN, Strict
+from lm_platform.recipe.licenses import SpdxLicense, not_on_allowlist
 
 MODEL_KINDS = ("checkpoint", "adapter", "merged")
 
@@ -52,7 +53,7 @@ class InstructionSet(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     location: str
     format: Literal["alpaca", "chat"]
-    license: str = Field(pattern=SPDX_PATTERN)
+    license: SpdxLicense
     language: str
     origin: str = ""
     lora: LoraConfig | None = Field(None, description="Overrides finetune.lora for this set")
@@ -136,7 +137,7 @@ class ExportConfig(Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="'auto': the model's own dtype"
     )
-    license: str | None = Field(None, description="The license the card declares (default: derived)")
+    license: SpdxLicense | None = Field(None, description="The license the card declares (default: derived)")
     hub: HubConfig | None = None
 
 
@@ -177,7 +178,8 @@ def check_finetune(
                 )
             if s.license not in allowlist:
                 raise ValueError(
-                    f"finetune.instructions.{i}.license: '{s.license}' is not on the license_allowlist"
+                    f"finetune.instructions.{i}.license: {not_on_allowlist([s.license])} "
+                    f"(allowlist: {', '.join(allowlist)})"
                 )
         adapters = names
     earlier: list[str] = []

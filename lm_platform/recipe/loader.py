@@ -1,4 +1,8 @@
-"""Load a recipe by bundled name or path, resolve its relative paths, and report errors by field."""
+"""Load a recipe by bundled name or path, resolve its relative paths, and report errors by field.
+
+Every mistake is one line, `<file>:<line>: <field path>: <what is wrong>`, ending with the near name
+where one exists ("did you mean ..."); `lm_platform.recipe.errors` turns validation errors into those
+lines."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from lm_platform.recipe.errors import Problem, format_problems, validation_problems
+from lm_platform.recipe.licenses import not_on_allowlist, spdx_problem
 from lm_platform.recipe.schema import Recipe
 from lm_platform.recipe.training import upgrade_flat_stage_keys
 
@@ -19,7 +25,12 @@ RECIPE_ENV = "LM_PLATFORM_RECIPE"
 
 
 class RecipeError(ValueError):
-    """A recipe that cannot be used; the message names the file and each bad field."""
+    """A recipe that cannot be used. The message is one line per mistake (`problems`), each naming the
+    file, its line where known, the field path and what is wrong."""
+
+    @property
+    def problems(self) -> list[str]:
+        return str(self).splitlines()
 
 
 class RecipeDeprecationWarning(FutureWarning):
@@ -50,32 +61,34 @@ def load_recipe(name_or_path: str | None = None) -> Recipe:
     Default: $LM_PLATFORM_RECIPE, else the bundled demo.
     """
     path = recipe_path(name_or_path or os.environ.get(RECIPE_ENV) or DEFAULT_RECIPE)
+    text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        what = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise RecipeError(f"{where}: not valid YAML: {what}") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping at the top level, got {type(raw).__name__}")
-    return parse_recipe(raw, base_dir=path.parent, origin=str(path))
+    return parse_recipe(raw, base_dir=path.parent, origin=str(path), text=text)
 
 
-def parse_recipe(raw: dict[str, Any], base_dir: Path, origin: str = "<recipe>") -> Recipe:
+def parse_recipe(
+    raw: dict[str, Any], base_dir: Path, origin: str = "<recipe>", text: str | None = None
+) -> Recipe:
     """Validate a recipe mapping; local paths are resolved against `base_dir`. Renamed fields load with a
-    `RecipeDeprecationWarning` naming their new place."""
+    `RecipeDeprecationWarning` naming their new place. `text` (the YAML the mapping came from) lets each
+    error name its line."""
     raw = _upgrade(raw, origin)
     raw = _resolve_paths(raw, base_dir)
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"  {loc or '<root>'}: {msg}")
-        raise RecipeError(f"{origin}: invalid recipe\n" + "\n".join(lines)) from None
-    missing = _missing_paths(recipe)
-    if missing:
-        raise RecipeError(f"{origin}: invalid recipe\n" + "\n".join(missing))
+        raise RecipeError(format_problems(validation_problems(exc, raw), origin, text)) from None
+    problems = _file_problems(recipe)
+    if problems:
+        raise RecipeError(format_problems(problems, origin, text))
     return recipe
 
 
@@ -89,7 +102,7 @@ def _upgrade(raw: dict[str, Any], origin: str) -> dict[str, Any]:
         try:
             upgraded, moved = upgrade_flat_stage_keys(stage, f"stages.{i}")
         except ValueError as exc:
-            raise RecipeError(f"{origin}: invalid recipe\n  {exc}") from None
+            raise RecipeError(f"{origin}: {exc}") from None
         stages.append(upgraded)
         messages += moved
     for message in messages:
@@ -197,8 +210,10 @@ def _resolve_filter_paths(cfg: Any, base_dir: Path) -> Any:
     return {**cfg, "filters": filters}
 
 
-def _missing_paths(recipe: Recipe) -> list[str]:
-    """Local files the recipe names that do not exist: found at load time, before any work starts.
+def _file_problems(recipe: Recipe) -> list[Problem]:
+    """Local files the recipe names that do not exist, and license manifests naming a license that is
+    not an SPDX id or (for a source that is trained on) not on the allowlist: found at load time, before
+    any work starts.
 
     Sources' and evaluation sets' locations, license manifests, filter files (word lists, KenLM and
     SentencePiece models), and local tokenizer and model directories; each problem names its field."""
@@ -206,38 +221,86 @@ def _missing_paths(recipe: Recipe) -> list[str]:
     for i, src in enumerate(recipe.sources):
         if src.format == "hf":
             if is_local_ref(src.location) and not Path(src.location).exists():
-                problems.append(f"  sources.{i}.location: local dataset '{src.location}' does not exist")
+                problems.append(
+                    Problem.parse(f"sources.{i}.location: local dataset '{src.location}' does not exist")
+                )
         elif "://" not in src.location and not Path(src.location).exists():
-            problems.append(f"  sources.{i}.location: '{src.location}' does not exist")
+            problems.append(Problem.parse(f"sources.{i}.location: '{src.location}' does not exist"))
         if src.license_manifest and not Path(src.license_manifest).is_file():
-            problems.append(f"  sources.{i}.license_manifest: '{src.license_manifest}' does not exist")
+            problems.append(
+                Problem.parse(f"sources.{i}.license_manifest: '{src.license_manifest}' does not exist")
+            )
+        elif src.license_manifest:
+            problems += _manifest_problems(recipe, i)
     for lang, cfg in recipe.languages.items():
         for j, flt in enumerate(cfg.filters):
             for key in FILTER_PATH_KEYS:
                 path = getattr(flt, key, None)
                 if path and not Path(path).is_file():
-                    problems.append(f"  languages.{lang}.filters.{j}.{key}: '{path}' does not exist")
+                    problems.append(
+                        Problem.parse(f"languages.{lang}.filters.{j}.{key}: '{path}' does not exist")
+                    )
     for i, ev in enumerate(recipe.evaluations):
         if ev.location is None:  # lm_eval: its tasks name their own data files
             pass
         elif ev.format == "hf":
             if is_local_ref(ev.location) and not Path(ev.location).exists():
-                problems.append(f"  evaluations.{i}.location: local dataset '{ev.location}' does not exist")
+                problems.append(
+                    Problem.parse(f"evaluations.{i}.location: local dataset '{ev.location}' does not exist")
+                )
         elif "://" not in ev.location and not Path(ev.location).is_file():
-            problems.append(f"  evaluations.{i}.location: '{ev.location}' does not exist (a JSONL file)")
+            problems.append(
+                Problem.parse(f"evaluations.{i}.location: '{ev.location}' does not exist (a JSONL file)")
+            )
         for key in ("dev_location",):
             path = getattr(ev, key)
             if path and not Path(path).is_file():
-                problems.append(f"  evaluations.{i}.{key}: '{path}' does not exist (a JSONL file)")
+                problems.append(
+                    Problem.parse(f"evaluations.{i}.{key}: '{path}' does not exist (a JSONL file)")
+                )
         if ev.include_path and not Path(ev.include_path).is_dir():
-            problems.append(f"  evaluations.{i}.include_path: '{ev.include_path}' is not a directory")
+            problems.append(
+                Problem.parse(f"evaluations.{i}.include_path: '{ev.include_path}' is not a directory")
+            )
     for i, s in enumerate(recipe.finetune.instructions if recipe.finetune else ()):
         if not Path(s.location).is_file():
-            problems.append(f"  finetune.instructions.{i}.location: '{s.location}' does not exist")
+            problems.append(
+                Problem.parse(f"finetune.instructions.{i}.location: '{s.location}' does not exist")
+            )
     base = recipe.tokenizer.base
     if base and is_local_ref(base) and not Path(base).is_dir():
-        problems.append(f"  tokenizer.base: '{base}' is not a directory (a local HF tokenizer is one)")
+        problems.append(
+            Problem.parse(f"tokenizer.base: '{base}' is not a directory (a local HF tokenizer is one)")
+        )
     model_base = recipe.model.base
     if model_base and is_local_ref(model_base) and not Path(model_base).is_dir():
-        problems.append(f"  model.base: '{model_base}' is not a directory (a local HF checkpoint is one)")
+        problems.append(
+            Problem.parse(f"model.base: '{model_base}' is not a directory (a local HF checkpoint is one)")
+        )
+    return problems
+
+
+def _manifest_problems(recipe: Recipe, i: int) -> list[Problem]:
+    """A license manifest's licenses: SPDX ids, and on the allowlist unless the source is not trained on."""
+    from lm_platform.data.readers import load_license_manifest
+
+    src = recipe.sources[i]
+    where = f"sources.{i}.license_manifest"
+    try:
+        manifest = load_license_manifest(src.license_manifest)
+    except ValueError as exc:
+        return [Problem.parse(f"{where}: {exc}")]
+    problems = []
+    for lic in sorted(set(manifest.values())):
+        files = sorted(f for f, v in manifest.items() if v == lic)
+        shown = f"'{files[0]}'" + (f" and {len(files) - 1} more" if len(files) > 1 else "")
+        problem = spdx_problem(lic)
+        if problem:
+            problems.append(Problem.parse(f"{where}: {shown}: {problem}"))
+        elif lic not in recipe.license_allowlist and not src.exclude_from_training:
+            problems.append(
+                Problem.parse(
+                    f"{where}: {shown}: {not_on_allowlist([lic])} (allowlist: {', '.join(recipe.license_allowlist)})"
+                )
+            )
     return problems

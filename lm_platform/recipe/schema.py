@@ -7,12 +7,12 @@ function of the recipe and its inputs, so a recipe error must surface here, befo
 
 from __future__ import annotations
 
-import re
+from contextlib import contextmanager
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lm_platform.recipe.base import NAME_PATTERN, SPDX_PATTERN, _Strict
+from lm_platform.recipe.base import NAME_PATTERN, SPDX_PATTERN, _Strict, did_you_mean, unknown
 
 # Curation settings (filters, PII, reference model, per-language config) live in recipe/filters.py, each
 # filter's in its own module; re-exported here so that `from lm_platform.recipe.schema import
@@ -40,6 +40,7 @@ from lm_platform.recipe.filters import (  # noqa: E402, F401
     check_language_lm,
 )
 from lm_platform.recipe.finetune import ExportConfig, FinetuneConfig, MergeConfig, check_finetune
+from lm_platform.recipe.licenses import SpdxLicense, not_on_allowlist
 from lm_platform.recipe.sources import SourceConfig
 from lm_platform.recipe.training import (
     BlendConfig,
@@ -257,7 +258,11 @@ class Recipe(_Strict):
     seed: int = 0
     languages: dict[str, LanguageConfig]
     sources: tuple[SourceConfig, ...] = Field(min_length=1)
-    license_allowlist: tuple[str, ...] = Field(min_length=1)
+    license_allowlist: tuple[SpdxLicense, ...] = Field(
+        min_length=1,
+        description="SPDX ids a source may carry and still be trained on (sources marked "
+        "exclude_from_training are exempt)",
+    )
     tokenizer: TokenizerConfig
     model: ModelConfig
     stages: tuple[StageConfig, ...] = Field(min_length=1)
@@ -271,76 +276,115 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _cross_references(self) -> Recipe:
+        """Every reference between sections, each mistake reported (one line each); a stage whose mixture
+        names an unknown source is not checked further (what follows would only repeat it)."""
+        problems: list[str] = []
+
+        @contextmanager
+        def check():
+            try:
+                yield
+            except ValueError as exc:
+                problems.append(str(exc))
+
         names = [s.name for s in self.sources]
-        _unique("sources", names)
-        _unique("stages", [s.name for s in self.stages])
-        _unique("evaluations", [e.name for e in self.evaluations])
+        for what, listed in (("sources", names), ("stages", [s.name for s in self.stages])):
+            with check():
+                _unique(what, listed)
+        with check():
+            _unique("evaluations", [e.name for e in self.evaluations])
         for i, src in enumerate(self.sources):
             if src.language not in self.languages:
-                raise ValueError(
-                    f"sources.{i}.language: '{src.language}' has no entry in 'languages' "
-                    f"(known: {sorted(self.languages)})"
+                problems.append(
+                    f"sources.{i}.language: '{src.language}' has no entry in 'languages'"
+                    + (did_you_mean(src.language, self.languages) or f" (known: {', '.join(self.languages)})")
+                )
+            if src.license not in self.license_allowlist and not src.exclude_from_training:
+                problems.append(
+                    f"sources.{i}.license: {not_on_allowlist([src.license])} "
+                    f"(allowlist: {', '.join(self.license_allowlist)}); add it to license_allowlist, or mark the "
+                    "source 'exclude_from_training: true'"
                 )
         for lang, cfg in self.languages.items():
             if any(f.name == "script" for f in cfg.filters) and lang not in SCRIPT_LANGS:
-                raise ValueError(
+                problems.append(
                     f"languages.{lang}.filters: the script filter has no rule for '{lang}' "
                     f"(have: {sorted(SCRIPT_LANGS)})"
                 )
-        for i, lic in enumerate(self.license_allowlist):
-            if not re.match(SPDX_PATTERN, lic):
-                raise ValueError(f"license_allowlist.{i}: '{lic}' is not an SPDX identifier")
+        excluded = [s.name for s in self.sources if s.exclude_from_training]
         seen: list[str] = []
         for i, stage in enumerate(self.stages):
-            _check_stage_mixture(i, stage, names)
-            for src in stage.blend.mixture:
-                if src not in names and src not in stage.blend.groups:
-                    raise ValueError(f"stages.{i}.blend.mixture: unknown source '{src}' (known: {names})")
+            unknown_sources = [
+                f"stages.{i}.blend.mixture.{src}: " + unknown("source", src, [*names, *stage.blend.groups])
+                for src in stage.blend.mixture
+                if src not in names and src not in stage.blend.groups
+            ]
+            problems += unknown_sources
+            with check():
+                if not unknown_sources:
+                    _check_stage_mixture(i, stage, names)
+                    for src in stage.blend.mixture_sources():
+                        if src in excluded:
+                            raise ValueError(
+                                f"stages.{i}.blend.mixture: source '{src}' is marked exclude_from_training"
+                            )
             if stage.init_from != "model" and stage.init_from not in seen:
-                raise ValueError(
-                    f"stages.{i}.init_from: '{stage.init_from}' is neither 'model' nor an earlier stage "
-                    f"(earlier: {seen})"
+                later = stage.init_from in [s.name for s in self.stages]
+                problems.append(
+                    f"stages.{i}.init_from: '{stage.init_from}' is "
+                    + ("a later stage" if later else "not a stage")
+                    + f" (a stage starts from 'model' or an earlier stage: {', '.join(['model', *seen])})"
+                    + ("" if later else did_you_mean(stage.init_from, ["model", *seen]))
                 )
             seen.append(stage.name)
-        for lang, cfg in self.languages.items():
-            check_language_lm(lang, cfg, self.sources)
-        stage_names = [s.name for s in self.stages]
-        if self.tokenizer.language is not None and self.tokenizer.language not in self.languages:
-            raise ValueError(f"tokenizer.language: '{self.tokenizer.language}' has no entry in 'languages'")
-        for src in self.tokenizer.sample.mixture or {}:
-            if src not in names:
-                raise ValueError(f"tokenizer.sample.mixture: unknown source '{src}' (known: {names})")
-        for i, stage in enumerate(self.stages):
             every = stage.train.checkpoint_every
             if stage.eval_every and every and stage.eval_every % every:
-                raise ValueError(
+                problems.append(
                     f"stages.{i}.eval_every: {stage.eval_every} is not a multiple of train.checkpoint_every "
                     f"({every}); those steps would never be written"
                 )
             if stage.eval_every and not every:
-                raise ValueError(
+                problems.append(
                     f"stages.{i}.eval_every: needs train.checkpoint_every (no step checkpoints are written)"
                 )
+        for lang, cfg in self.languages.items():
+            with check():
+                check_language_lm(lang, cfg, self.sources)
+        stage_names = [s.name for s in self.stages]
+        if self.tokenizer.language is not None and self.tokenizer.language not in self.languages:
+            problems.append(
+                f"tokenizer.language: '{self.tokenizer.language}' has no entry in 'languages'"
+                + did_you_mean(self.tokenizer.language, self.languages)
+            )
+        for src in self.tokenizer.sample.mixture or {}:
+            if src not in names:
+                problems.append(f"tokenizer.sample.mixture.{src}: " + unknown("source", src, names))
+            elif src in excluded:
+                problems.append(f"tokenizer.sample.mixture.{src}: the source is marked exclude_from_training")
         for i, ev in enumerate(self.evaluations):
             if ev.stage is not None and ev.stage not in stage_names:
-                raise ValueError(f"evaluations.{i}.stage: unknown stage '{ev.stage}'")
+                problems.append(f"evaluations.{i}.stage: " + unknown("stage", ev.stage, stage_names))
             if ev.language is not None and ev.language not in self.languages:
-                raise ValueError(f"evaluations.{i}.language: '{ev.language}' has no entry in 'languages'")
+                problems.append(
+                    f"evaluations.{i}.language: '{ev.language}' has no entry in 'languages'"
+                    + did_you_mean(ev.language, self.languages)
+                )
         if self.decontamination is not None and self.decontamination.evaluations is not None:
             evals = [e.name for e in self.evaluations]
             for j, name in enumerate(self.decontamination.evaluations):
                 if name not in evals:
-                    raise ValueError(
-                        f"decontamination.evaluations.{j}: unknown evaluation '{name}' (known: {evals})"
-                    )
-        check_finetune(
-            self.finetune,
-            self.merges,
-            self.exports,
-            stage_names,
-            list(self.languages),
-            self.license_allowlist,
-        )
+                    problems.append(f"decontamination.evaluations.{j}: " + unknown("evaluation", name, evals))
+        with check():
+            check_finetune(
+                self.finetune,
+                self.merges,
+                self.exports,
+                stage_names,
+                list(self.languages),
+                self.license_allowlist,
+            )
+        if problems:
+            raise ValueError("\n".join(problems))  # one line per mistake (recipe/errors.py splits them)
         return self
 
     # Convenience lookups used by the shell and the core alike.
@@ -364,13 +408,15 @@ class Recipe(_Strict):
 
     def tokenizer_sources(self) -> list[SourceConfig]:
         """The sources the tokenizer's training sample is drawn from: those its `sample.mixture` names,
-        else, for 'extend', the target language's sources, else every source."""
+        else, for 'extend', the target language's sources, else every source; never one marked
+        `exclude_from_training`."""
         cfg = self.tokenizer
+        trained = [s for s in self.sources if not s.exclude_from_training]
         if cfg.sample.mixture:
-            return [s for s in self.sources if s.name in cfg.sample.mixture]
+            return [s for s in trained if s.name in cfg.sample.mixture]
         if cfg.mode == "extend":
-            return [s for s in self.sources if s.language == cfg.language]
-        return list(self.sources)
+            return [s for s in trained if s.language == cfg.language]
+        return trained
 
     def eval_stage(self, ev: EvalConfig) -> StageConfig:
         return self.stage(ev.stage or self.stages[-1].name)
@@ -397,7 +443,7 @@ def _check_stage_mixture(i: int, stage: StageConfig, sources: list[str]) -> None
             raise ValueError(f"{where}.groups.{group}: a group needs at least one source")
         for src in members:
             if src not in sources:
-                raise ValueError(f"{where}.groups.{group}: unknown source '{src}' (known: {sources})")
+                raise ValueError(f"{where}.groups.{group}: " + unknown("source", src, sources))
         if group not in blend.mixture:
             raise ValueError(f"{where}.groups.{group}: the group is not used in the mixture")
     used = blend.mixture_sources()

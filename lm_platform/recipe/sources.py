@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from lm_platform.recipe.base import NAME_PATTERN, SPDX_PATTERN, Strict
+from lm_platform.recipe.base import NAME_PATTERN, Strict
+from lm_platform.recipe.licenses import SpdxLicense
 
 
 class SourceConfig(Strict):
@@ -15,7 +16,9 @@ class SourceConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     location: str
     format: Literal["jsonl", "parquet", "text_dir", "pdf_dir", "hf"]
-    license: str = Field(pattern=SPDX_PATTERN, description="SPDX identifier of the source's license")
+    license: SpdxLicense = Field(
+        description="SPDX identifier of the source's license (LicenseRef-<name>: custom)"
+    )
     language: str
     origin: str = Field("", description="Where the text comes from (URL or description)")
     text_field: str = "text"
@@ -33,6 +36,11 @@ class SourceConfig(Strict):
     )
     license_manifest: str | None = Field(
         None, description="pdf_dir/text_dir: a JSON or CSV sidecar mapping file names to SPDX licenses"
+    )
+    exclude_from_training: bool = Field(
+        False,
+        description="Read, curated and deduplicated (e.g. the text a reference LM learns from), but never in the "
+        "tokenizer's sample or a stage's blend; its license need not be on the license_allowlist",
     )
     priority: int = Field(0, description="Dedup keeps the copy from the source with the higher priority")
     shards: int = Field(
