@@ -22,6 +22,7 @@ def _only_english_scored(raw: dict) -> None:
         cfg = raw["languages"][lang]
         cfg.pop("reference_lm")
         cfg["filters"] = [f for f in cfg["filters"] if f["name"] != "perplexity"]
+    raw["languages"]["en"].pop("quality", None)  # its negatives (en_web) are dropped too
 
 
 def _recipe(tmp_path, band):

@@ -40,6 +40,7 @@ from lm_platform.recipe.filters import (  # noqa: E402, F401
     check_language_lm,
 )
 from lm_platform.recipe.finetune import ExportConfig, FinetuneConfig, MergeConfig, check_finetune
+from lm_platform.recipe.quality import QualityBucket, QualityModelConfig, SourceQuality, check_quality  # noqa: F401
 from lm_platform.recipe.sources import SourceConfig
 from lm_platform.recipe.training import (
     BlendConfig,
@@ -304,6 +305,7 @@ class Recipe(_Strict):
             seen.append(stage.name)
         for lang, cfg in self.languages.items():
             check_language_lm(lang, cfg, self.sources)
+        check_quality(self)
         stage_names = [s.name for s in self.stages]
         if self.tokenizer.language is not None and self.tokenizer.language not in self.languages:
             raise ValueError(f"tokenizer.language: '{self.tokenizer.language}' has no entry in 'languages'")

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from lm_platform.recipe.base import NAME_PATTERN, SPDX_PATTERN, Strict
+from lm_platform.recipe.quality import SourceQuality
 
 
 class SourceConfig(Strict):
@@ -41,6 +42,12 @@ class SourceConfig(Strict):
         le=10_000,
         description="Curate in this many shards, each a Dagster partition (1: unpartitioned); a `hf` "
         "source is also read in these shards, by data file",
+    )
+
+    quality: SourceQuality | None = Field(
+        None,
+        description="Score the curated documents with the language's quality model (a `quality` column), "
+        "optionally keeping only the top share (recipe/quality.py)",
     )
 
     @property
