@@ -247,8 +247,9 @@ def curate(
     gate = PerplexityGate(ppl, reference_lm, lang) if ppl is not None else None
     step = next((s for s in chain.steps if s.step == "perplexity"), None)
     qstep = FunnelStep("quality") if quality is not None else None
-    if qstep is not None:
-        chain.steps.insert(len(chain.steps) - (chain.redactor is not None), qstep)
+    if qstep is not None:  # a top share is decided after the pass, so it is the funnel's last step
+        last = quality is not None and quality.cfg.keep_top_share is not None
+        chain.steps.insert(len(chain.steps) - (chain.redactor is not None and not last), qstep)
     licenses: dict[str, int] = {}
     docs_in = chars_out = scored = kept_at_random = 0
     out_path = Path(out_path)

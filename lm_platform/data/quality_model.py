@@ -1,10 +1,9 @@
 """The quality model: a linear classifier over hashed word and character n-grams (DCLM-style), trained per
 language on high-quality sources (positives) against a seeded sample of web sources (negatives).
 
-Features: the first `max_chars` characters, lower-cased with digits folded to 0; word n-grams (words are
-runs of letters and digits; for Japanese, Chinese and Thai, runs of one script) and character n-grams
-inside word bounds, each kind hashed (scikit-learn's `HashingVectorizer`, signed MurmurHash3, no
-vocabulary) into 2**hash_bits columns. Classifier: L2 logistic regression (liblinear), classes balanced.
+Features (`Featurizer`): the first `max_chars` characters, lower-cased, digits folded to 0; word n-grams
+(words are runs of letters and digits; for Japanese, Chinese and Thai, runs of one script) and character
+n-grams, each kind hashed (no vocabulary) into 2**hash_bits columns of l2-normalised counts. Classifier: L2 logistic regression (liblinear), classes balanced.
 The model on disk is the weight vector (`weights.npy`) and a JSON file of the feature settings,
 intercept, metrics and top features; never a pickle. A document's score is the model's probability of
 the high-quality class.
@@ -22,6 +21,7 @@ import heapq
 import json
 import re
 import time
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,49 +37,50 @@ MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.npy"
 CHAR_LANGUAGES = ("ja", "zh", "th")
 _DIGITS = re.compile(r"\d")
-_WORD = r"(?u)\b\w+\b"
+_SPACES = re.compile(r"\s+")
+_WORD = re.compile(r"\w+")
 # A run of one script (kanji, hiragana, katakana, Thai, Latin letters, digits).
-_SCRIPT_RUN = (
+_SCRIPT_RUN = re.compile(
     r"[\u4e00-\u9fff\u3400-\u4dbf々〆]+|[\u3040-\u309f]+|[\u30a0-\u30ffー]+|[\u0e00-\u0e7f]+|[^\W\d_]+|\d+"
 )
+# 64-bit constants of the character n-gram hash (a polynomial rolling hash, then a SplitMix64 finaliser).
+_PRIME = np.uint64(0x100000001B3)
+_GOLDEN = 0x9E3779B97F4A7C15  # salt per n-gram length: n x this, mod 2**64
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
 def prepare(text: str, max_chars: int) -> str:
-    """What the features see: the start of the document, lower-cased, digits folded."""
-    return _DIGITS.sub("0", text[:max_chars].lower())
+    """What the features see: the start of the document, lower-cased, digits folded to 0, each run of
+    white space one space."""
+    return _SPACES.sub(" ", _DIGITS.sub("0", text[:max_chars].lower())).strip()
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> np.uint64(30))
+    h = h * _MIX1
+    h = h ^ (h >> np.uint64(27))
+    h = h * _MIX2
+    return h ^ (h >> np.uint64(31))
 
 
 class Featurizer:
-    """Hashed word and character n-grams of a language's documents (stateless: settings only)."""
+    """Hashed word n-grams and character n-grams of a language's documents (stateless: settings only).
+
+    Words are runs of letters and digits (for Japanese, Chinese and Thai: runs of one script), hashed with
+    CRC-32 and a 64-bit mixer; character n-grams run over the prepared text, hashed all at once with
+    NumPy (a rolling polynomial hash per length, then a 64-bit mixer), so that scoring one document stays a
+    small share of curation's time. Each kind's counts are l2-normalised; kind k's columns start at k x n.
+    """
 
     def __init__(
         self, lang: str, word_ngrams: int, char_ngrams: Sequence[int], hash_bits: int, max_chars: int
     ):
-        from sklearn.feature_extraction._hashing_fast import transform  # HashingVectorizer's own hashing
-        from sklearn.feature_extraction.text import HashingVectorizer
-
-        self._hash = transform
-
         self.lang, self.max_chars = lang, max_chars
         self.n = 2**hash_bits
-        common = dict(n_features=self.n, alternate_sign=False, norm="l2", lowercase=False, dtype=np.float32)
-        self.vectorizers = []
-        if word_ngrams:
-            pattern = _SCRIPT_RUN if lang in CHAR_LANGUAGES else _WORD
-            self.vectorizers.append(
-                (
-                    "word",
-                    HashingVectorizer(
-                        analyzer="word", token_pattern=pattern, ngram_range=(1, word_ngrams), **common
-                    ),
-                )
-            )
-        if char_ngrams[1]:
-            lo = max(1, char_ngrams[0])
-            self.vectorizers.append(
-                ("char", HashingVectorizer(analyzer="char_wb", ngram_range=(lo, char_ngrams[1]), **common))
-            )
-        self._analyzers = [v.build_analyzer() for _k, v in self.vectorizers]
+        self.word_ngrams = word_ngrams
+        self.char_range = (max(1, char_ngrams[0]), char_ngrams[1]) if char_ngrams[1] else None
+        self.word_re = _SCRIPT_RUN if lang in CHAR_LANGUAGES else _WORD
+        self.kinds = (["word"] if word_ngrams else []) + (["char"] if self.char_range else [])
 
     @classmethod
     def from_config(cls, lang: str, cfg: QualityModelConfig) -> Featurizer:
@@ -87,46 +88,111 @@ class Featurizer:
 
     @property
     def width(self) -> int:
-        return self.n * len(self.vectorizers)
+        return self.n * len(self.kinds)
+
+    def word_grams(self, prepared: str) -> list[str]:
+        words = self.word_re.findall(prepared)
+        grams = list(words)
+        for k in range(2, self.word_ngrams + 1):
+            grams += [" ".join(words[i : i + k]) for i in range(len(words) - k + 1)]
+        return grams
+
+    def _word_columns(self, grams: list[str]) -> np.ndarray:
+        crc = np.fromiter((zlib.crc32(g.encode("utf-8")) for g in grams), dtype=np.uint64, count=len(grams))
+        return (_mix(crc) % np.uint64(self.n)).astype(np.int64)
+
+    def _char_hashes(self, prepared: str) -> list[np.ndarray]:
+        """Per n-gram length, the hash of every character n-gram of the text (position i: text[i:i+n])."""
+        assert self.char_range is not None
+        lo, hi = self.char_range
+        codes = np.frombuffer(prepared.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+        out, h = [], codes + np.uint64(1)
+        for n in range(1, hi + 1):
+            if n > 1:
+                h = h[:-1] * _PRIME + codes[n - 1 :] + np.uint64(1)
+            if n >= lo and len(h):
+                out.append(_mix(h + np.uint64((_GOLDEN * n) % 2**64)))
+        return out
+
+    def _columns(self, prepared: str) -> list[np.ndarray]:
+        """Per kind, the column of each of the document's n-grams (with repeats)."""
+        cols = []
+        for kind in self.kinds:
+            if kind == "word":
+                cols.append(self._word_columns(self.word_grams(prepared)))
+            else:
+                hashes = self._char_hashes(prepared)
+                cols.append(
+                    (np.concatenate(hashes) % np.uint64(self.n)).astype(np.int64)
+                    if hashes
+                    else np.zeros(0, np.int64)
+                )
+        return cols
+
+    def features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(columns, values) of one document: l2-normalised counts per kind."""
+        cols, vals = [], []
+        for k, idx in enumerate(self._columns(prepare(text, self.max_chars))):
+            if not len(idx):
+                continue
+            c, counts = np.unique(idx, return_counts=True)
+            counts = counts.astype(np.float64)
+            cols.append(c + k * self.n)
+            vals.append(counts / np.sqrt(counts @ counts))
+        if not cols:
+            return np.zeros(0, np.int64), np.zeros(0)
+        return np.concatenate(cols), np.concatenate(vals)
 
     def transform(self, texts: Sequence[str]):
+        """A CSR matrix of the documents' features (one row each)."""
         import scipy.sparse as sp
 
-        prepared = [prepare(t, self.max_chars) for t in texts]
-        return sp.hstack([v.transform(prepared) for _k, v in self.vectorizers], format="csr")
+        indptr, indices, data = [0], [], []
+        for text in texts:
+            c, v = self.features(text)
+            indices.append(c)
+            data.append(v)
+            indptr.append(indptr[-1] + len(c))
+        return sp.csr_matrix(
+            (
+                np.concatenate(data) if data else np.zeros(0),
+                np.concatenate(indices) if indices else np.zeros(0, np.int64),
+                indptr,
+            ),
+            shape=(len(texts), self.width),
+        )
 
     def margin(self, text: str, weights: np.ndarray) -> float:
-        """`transform([text]) @ weights` for one document, without building a matrix (the same hashed,
-        l2-normalised counts per n-gram kind): curation scores one document at a time."""
-        prepared = prepare(text, self.max_chars)
-        total = 0.0
-        for j, analyze in enumerate(self._analyzers):
-            grams = analyze(prepared)
-            if not grams:
-                continue
-            idx = np.asarray(
-                self._hash([[(g, 1) for g in grams]], self.n, np.float32, False, 0)[0], dtype=np.int64
-            )
-            cols, counts = np.unique(idx, return_counts=True)
-            counts = counts.astype(np.float64)
-            total += float(weights[j * self.n + cols] @ counts) / float(np.sqrt(counts @ counts))
-        return total
+        """`transform([text]) @ weights` for one document, without building a matrix."""
+        c, v = self.features(text)
+        return float(weights[c] @ v)
 
     def names_of(self, columns: Iterable[int], texts: Iterable[str]) -> dict[int, str]:
         """The most frequent n-gram of `texts` hashed to each of `columns` (hashing keeps no vocabulary)."""
-        from sklearn.utils import murmurhash3_32
-
-        wanted = set(columns)
-        counts: dict[int, dict[str, int]] = {c: {} for c in wanted}
-        analyzers = [(k, v.build_analyzer()) for k, v in self.vectorizers]
+        wanted = np.array(sorted(set(columns)), dtype=np.int64)
+        counts: dict[int, dict[str, int]] = {}
         for text in texts:
             prepared = prepare(text, self.max_chars)
-            for j, (kind, analyze) in enumerate(analyzers):
-                for gram in set(analyze(prepared)):
-                    col = j * self.n + abs(murmurhash3_32(gram, seed=0)) % self.n
-                    if col in wanted:
-                        label = f"{kind}:{gram}"
-                        counts[col][label] = counts[col].get(label, 0) + 1
+            seen: set[tuple[int, str]] = set()
+            for k, kind in enumerate(self.kinds):
+                if kind == "word":
+                    grams = self.word_grams(prepared)
+                    idx = self._word_columns(grams)
+                    labels = [f"word:{g}" for g in grams]
+                    hits = np.flatnonzero(np.isin(idx + k * self.n, wanted))
+                    seen |= {(int(idx[i]) + k * self.n, labels[i]) for i in hits}
+                else:
+                    lo, _hi = self.char_range
+                    for j, h in enumerate(self._char_hashes(prepared)):
+                        n = lo + j
+                        idx = (h % np.uint64(self.n)).astype(np.int64) + k * self.n
+                        seen |= {
+                            (int(idx[i]), f"char:{prepared[i : i + n]}")
+                            for i in np.flatnonzero(np.isin(idx, wanted))
+                        }
+            for col, label in seen:
+                per = counts.setdefault(col, {})
+                per[label] = per.get(label, 0) + 1
         return {c: max(v, key=v.get) for c, v in counts.items() if v}
 
 
