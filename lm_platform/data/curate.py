@@ -16,11 +16,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lm_platform.atomic import write_json
 from lm_platform.data.documents import DocWriter, iter_docs
 from lm_platform.data.filters import Filter, build_filter
 from lm_platform.data.normalize import normalize_text
 from lm_platform.data.pii import PiiCounts, Redactor
 from lm_platform.data.quality_model import QualityStep
+from lm_platform.data.quality_model import report_path as quality_report_path
 from lm_platform.data.reference_lm import (
     INFO_FILE,
     PerplexityScorer,
@@ -307,6 +309,9 @@ def curate(
             for lic, n in dropped["licenses"].items():
                 licenses[lic] -= n
             licenses = {k: v for k, v in licenses.items() if v}
+    qreport = [quality.summary(qstep.docs_out, dropped)] if quality is not None and qstep is not None else []
+    if qreport:
+        write_json(quality_report_path(out_path), qreport[0])
     return CurationResult(
         docs_in,
         docs_out,
@@ -316,7 +321,7 @@ def curate(
         licenses,
         chain.pii.as_dict() if chain.redactor else {},
         [gate.summary(scored, kept_at_random)] if gate is not None else [],
-        [quality.summary(qstep.docs_out, dropped)] if quality is not None and qstep is not None else [],
+        qreport,
     )
 
 

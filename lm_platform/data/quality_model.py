@@ -535,3 +535,43 @@ def build_quality_model(
     return train_quality_model(
         texts(positives), texts(negatives), out_dir, lang, cfg, (list(positives), list(negatives)), log=log
     )
+
+
+REPORT_SUFFIX = ".quality.json"
+
+
+def report_path(curated_file: str | Path) -> Path:
+    """Beside a curated file (`curated/<source>.parquet`, or a shard's), its quality step's report."""
+    curated_file = Path(curated_file)
+    return curated_file.with_name(curated_file.stem + REPORT_SUFFIX)
+
+
+def read_reports(curated_dir: str | Path, source: str) -> list[dict]:
+    """The quality reports of a source's curated files (one per shard), in shard order."""
+    curated_dir = Path(curated_dir)
+    files = sorted((curated_dir / source).glob(f"*{REPORT_SUFFIX}")) or [
+        curated_dir / f"{source}{REPORT_SUFFIX}"
+    ]
+    return [json.loads(f.read_text(encoding="utf-8")) for f in files if f.is_file()]
+
+
+def describe(source: str, reports: list[dict]) -> str:
+    """One line on a source's quality step: rule, kept of scored, threshold, median score, model AUC."""
+    if not reports:
+        return f"{source}: quality scores declared, no curation report yet"
+    scored = sum(r["scored"] for r in reports)
+    kept = sum(r["kept"] for r in reports)
+    thresholds = [r["threshold"] for r in reports if r.get("threshold") is not None]
+    medians = [r["scores"].get("p50") for r in reports if r["scores"].get("n")]
+    parts = [
+        f"{source}: {reports[0]['rule']}",
+        f"kept {kept:,} of {scored:,} scored ({kept / scored:.1%})" if scored else "nothing scored",
+    ]
+    if thresholds:
+        parts.append(
+            f"threshold {min(thresholds):.3f}" + (f"-{max(thresholds):.3f}" if len(thresholds) > 1 else "")
+        )
+    if medians:
+        parts.append(f"median score {float(np.median(medians)):.3f}")
+    parts.append(f"model held-out AUC {reports[0].get('model_auc')}")
+    return ", ".join(parts)

@@ -95,7 +95,12 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
             quality_scores={s: layout.deduped(s) for s in cfg.quality_weighting},
         )
         card = write_dataset_card(
-            recipe, stage.name, manifest, layout.dedup_dir() / "figures", out / CARD_FILE
+            recipe,
+            stage.name,
+            manifest,
+            layout.dedup_dir() / "figures",
+            out / CARD_FILE,
+            curated_dir=layout.curated(sources[0]).parent,
         )
         if manifest["shortfall"]["tokens"]:
             context.log.warning(
