@@ -113,7 +113,7 @@ def _english(max_chars: int = 200) -> LanguageConfig:
 def _corpus(path: Path) -> list[tuple[str, str, str]]:
     docs = _demo_docs("en_web.jsonl.gz") + _demo_docs("en_books.jsonl")[:40]
     with DocWriter(path) as w:
-        for i, t, label in docs:
+        for i, t, _label in docs:
             w.write(make_doc(i, t, "mix", "CC0-1.0" if i.startswith("en_books") else "CC-BY-4.0", "en"))
     return docs
 
