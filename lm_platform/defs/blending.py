@@ -56,6 +56,7 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
     sources = cfg.mixture_sources()
     # The card's dedup figures come from deduped/*; the boundary tokens per document from the tokenizer.
     deps = [dg.AssetKey([kind, s]) for kind in ("tokens", "deduped") for s in sources]
+    weighting = {s: [(b.top_share, b.weight) for b in bs] for s, bs in cfg.quality_weighting.items()}
 
     @dg.asset(
         key=key,
@@ -89,19 +90,11 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
             epoch_caps={s: cfg.epoch_cap(s) for s in sources},
             on_shortfall=cfg.on_shortfall,
             stage=stage.name,
-            quality_weighting={
-                s: [(b.top_share, b.weight) for b in buckets] for s, buckets in cfg.quality_weighting.items()
-            },
-            quality_scores={s: layout.deduped(s) for s in cfg.quality_weighting},
+            quality_weighting=weighting,
+            quality_scores={s: layout.deduped(s) for s in weighting},
         )
-        card = write_dataset_card(
-            recipe,
-            stage.name,
-            manifest,
-            layout.dedup_dir() / "figures",
-            out / CARD_FILE,
-            curated_dir=layout.curated(sources[0]).parent,
-        )
+        figures, curated = layout.dedup_dir() / "figures", layout.curated(sources[0]).parent
+        card = write_dataset_card(recipe, stage.name, manifest, figures, out / CARD_FILE, curated_dir=curated)
         if manifest["shortfall"]["tokens"]:
             context.log.warning(
                 f"blend/{stage.name}: {manifest['shortfall']['tokens']:,} tokens short of the target"
