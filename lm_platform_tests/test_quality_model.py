@@ -105,6 +105,7 @@ def _english(max_chars: int = 200) -> LanguageConfig:
     return LanguageConfig.model_validate(
         {
             "filters": [{"name": "length", "min_chars": max_chars}],
+            "pii": {},
             "quality": {"positives": ["a"], "negatives": ["b"]},
         }
     )
@@ -132,6 +133,7 @@ def test_curation_keeps_exactly_the_top_share_and_lists_the_rest(model_dir, tmp_
     scored = funnel["quality"].docs_in
     assert scored == funnel["length"].docs_out  # every document that passed the filters is scored
     assert funnel["quality"].docs_out == len(kept) == res.docs_out == round(0.7 * scored)
+    assert res.funnel[-1].step == "quality" and funnel["pii"].docs_in == scored  # redacted, then selected
     dropped = [d for d in excluded if d["filter"] == "quality"]
     assert len(dropped) == scored - len(kept) == res.excluded_by_filter["quality"]
     assert min(d["quality"] for d in kept) >= max(float(d["reason"].split()[1]) for d in dropped)

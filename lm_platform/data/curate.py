@@ -249,9 +249,8 @@ def curate(
     gate = PerplexityGate(ppl, reference_lm, lang) if ppl is not None else None
     step = next((s for s in chain.steps if s.step == "perplexity"), None)
     qstep = FunnelStep("quality") if quality is not None else None
-    if qstep is not None:  # a top share is decided after the pass, so it is the funnel's last step
-        last = quality is not None and quality.cfg.keep_top_share is not None
-        chain.steps.insert(len(chain.steps) - (chain.redactor is not None and not last), qstep)
+    if qstep is not None:  # before PII redaction (`Curator.redact` counts into the last step)
+        chain.steps.insert(len(chain.steps) - (chain.redactor is not None), qstep)
     licenses: dict[str, int] = {}
     docs_in = chars_out = scored = kept_at_random = 0
     out_path = Path(out_path)
@@ -300,7 +299,9 @@ def curate(
     if quality is not None and qstep is not None:
         qstep.seconds = quality.seconds
         dropped = quality.select(out_path, excluded_path, max_excluded_per_filter)
-        if dropped:  # keep_top_share: the step's kept documents are known only after the pass
+        if dropped:  # keep_top_share: decided after the pass, so the funnel's last step
+            chain.steps.remove(qstep)
+            chain.steps.append(qstep)
             docs_out -= dropped["docs"]
             chars_out -= dropped["chars"]
             qstep.docs_out -= dropped["docs"]
