@@ -368,12 +368,12 @@ class QualityScorer:
         return float(_sigmoid(self.featurizer.margin(text, self.weights) + self.intercept))
 
 
-def tie_break(doc_id: str, seed: int) -> int:
+def tie_break(doc_id: str, seed: int | str) -> int:
     """A document's fixed place among equal scores."""
     return int.from_bytes(hashlib.blake2b(f"{seed}:{doc_id}".encode(), digest_size=8).digest(), "big")
 
 
-def rank(scores: Sequence[float], ids: Sequence[str], seed: int) -> np.ndarray:
+def rank(scores: Sequence[float], ids: Sequence[str], seed: int | str) -> np.ndarray:
     """Row indices best first: by score, ties by a seeded hash of the id."""
     ties = np.array([tie_break(i, seed) for i in ids], dtype=np.uint64)
     return np.lexsort((ties, -np.asarray(scores, dtype=np.float64)))
@@ -389,7 +389,7 @@ def top_share_mask(scores: Sequence[float], ids: Sequence[str], share: float, se
 
 
 def quality_buckets(
-    scores: Sequence[float], ids: Sequence[str], top_shares: Sequence[float], seed: int
+    scores: Sequence[float], ids: Sequence[str], top_shares: Sequence[float], seed: int | str
 ) -> np.ndarray:
     """Each document's bucket: 0 for the best `top_shares[0]` of the documents (round(share x n)), 1 up
     to `top_shares[1]`, ..., len(top_shares) for the rest."""
