@@ -22,6 +22,12 @@ are held apart as material for the project's seeded noise generator (lm_platform
   out). The chains decide differently (different rules and thresholds), so both keep rates are shown
   side by side: this is not equivalent work, it is what a user gets from either chain on this text.
 
+- Quality model (benchmarks/_quality.py): a model per language trained on held-apart documents (clean
+  text against the generator's noise of seed 1), its filter (`min_score`) on the web-like sets only, the
+  score distributions of every clean set and noise kind, and the CPU time of scoring every measured
+  document as a share of the chain's (RESULT: `quality_cost_share`; `quality_min_auc`, report-only).
+  `--no-quality` leaves it out.
+
 RESULT: ours/peer in docs/s; `min_keep` is the lowest keep rate above the minimum length across sets;
 `min_noise_recall` the lowest removal rate across noise kinds and languages.
 
@@ -42,6 +48,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from benchmarks._quality import QualityBench
 
 # ../shared beside the repository; LM_PLATFORM_SHARED points elsewhere (a git worktree, a CI cache).
 SHARED = Path(os.environ.get("LM_PLATFORM_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
@@ -192,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=int, default=None, help="throughput rounds (default 1: the keep-rate pass, timed)"
     )
     ap.add_argument("--no-perplexity", action="store_true", help="heuristic filters only")
+    ap.add_argument("--no-quality", action="store_true", help="no quality model (benchmarks/_quality.py)")
     ap.add_argument(
         "--ours-only",
         action="store_true",
@@ -210,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     chain_map = chains()
     with tempfile.TemporaryDirectory() as tmp:
         gates = {} if args.no_perplexity else reference_scorers(apart, chain_map, Path(tmp))
+        # The quality model per language, its filter on the web-like sets, its scores and cost (_quality.py).
+        langs = sorted({lang for _r, lang in SETS.values()})
+        qb = None if args.no_quality else QualityBench(apart, langs, n_noise, args.quick)
         print(
             f"\n{'set':<14} {'recipe/lang':<8} {'docs':>5} {'kept':>5} {'keep':>6} {'>=min':>5} "
             f"{'keep>=min':>9} {'datatrove keep':>14}  top reasons (ours)"
@@ -233,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.process_time()
                 why = judge(chain, gate, d.text)
                 ours_cpu += time.process_time() - t0
+                if qb is not None:
+                    why = qb.judge(name, lang, d.text, why is None) or why
                 long_enough = len(d.text) >= floor
                 n_min += long_enough
                 if why is None:
@@ -269,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                 gate = gates.get((recipe_name, lang))
                 others = [d.text for other, docs in apart.items() if other != lang for d in docs]
                 docs = make_noise(kind, lang, [d.text for d in apart[lang]], n_noise, 0, others)
+                if qb is not None:
+                    qb.score_noise(kind, lang, docs)
                 removed = 0
                 for t in docs:
                     if judge(chain, gate, t) is not None:
@@ -280,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                 row += f"{recall[(kind, lang)]:>10.3f}"
             print(row)
 
+        qfields = qb.report(ours_cpu, SETS) if qb is not None else "quality=off"
         if args.ours_only:
             print(
                 f"\n(--ours-only: a tuning aid; no datatrove, no throughput, no RESULT line) "
@@ -315,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         f"higher_is_better=true min_keep={min_keep:.3f} min_noise_recall={recall[worst]:.3f} "
         f"worst_noise={worst[0]}/{worst[1]} ours_mb_s={ours * mb / len(all_docs):.3f} "
         f"peer_mb_s={peer * mb / len(all_docs):.3f} perplexity={'on' if gates else 'off'} "
-        f"docs={len(all_docs)}"
+        f"docs={len(all_docs)} {qfields}"
     )
     return 0
 

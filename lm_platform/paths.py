@@ -71,6 +71,9 @@ class Layout:
     def reference_lm(self, lang: str) -> Path:
         return self.base / "reference_lm" / lang
 
+    def quality_model(self, lang: str) -> Path:
+        return self.base / "quality_model" / lang
+
     def blend(self, stage: str) -> Path:
         return self.base / "blend" / stage
 

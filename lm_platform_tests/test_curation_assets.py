@@ -22,6 +22,8 @@ def _only_english_scored(raw: dict) -> None:
         cfg = raw["languages"][lang]
         cfg.pop("reference_lm")
         cfg["filters"] = [f for f in cfg["filters"] if f["name"] != "perplexity"]
+    raw["languages"]["en"].pop("quality", None)  # its negatives (en_web) are dropped too
+    raw["stages"][0]["blend"].pop("quality_weighting", None)
 
 
 def _recipe(tmp_path, band):

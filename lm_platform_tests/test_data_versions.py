@@ -26,8 +26,9 @@ def graph(tmp_path_factory):
     for i, (src, lang) in enumerate(SOURCES.items()):
         paras = read_paragraphs(lang)[i % 2 :: 2]
         with DocWriter(layout.deduped(src)) as w:
-            w.write_all(
-                make_doc(f"{src}/{j}", t, src, recipe.source(src).license, lang) for j, t in enumerate(paras)
+            w.write_all(  # en_web is scored by the quality model in the demo (blend/main weights by it)
+                {**make_doc(f"{src}/{j}", t, src, recipe.source(src).license, lang), "quality": (j % 10) / 10}
+                for j, t in enumerate(paras)
             )
     assets = [
         a

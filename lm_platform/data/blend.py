@@ -319,13 +319,21 @@ def blend_tokens(
     epoch_caps: dict[str, float] | None = None,
     on_shortfall: str = "record",
     stage: str = "",
+    quality_weighting: dict[str, list[tuple[float, float]]] | None = None,
+    quality_scores: dict[str, str | Path] | None = None,
 ) -> TokenBlendResult:
     """Select documents from tokenized sources (source -> `tokens/<source>` directory) to reach
     `target_tokens` packed tokens (each document's tokens plus `boundary_tokens`: 2 for BOS + EOS, 1
     where BOS is EOS), split by `ratios` (sources or groups) as `blend` does, but on exact counts: each
     source's target is met within one document. Writes `documents.parquet` (source, doc, pass, tokens:
     a document list, no text) and `manifest.json` into `out_dir`. Memory: a few integers per document
-    (Polars reads only the count and license columns of each `docs.parquet`)."""
+    (Polars reads only the count and license columns of each `docs.parquet`).
+
+    `quality_weighting` (source -> [(cumulative top share, weight), ...]) splits a source's target among
+    buckets of its documents ranked by their `quality` score (read from `quality_scores`: source -> the
+    deduplicated Parquet the source was tokenized from), in proportion to weight x available tokens, and
+    selects each bucket as a source of its own (epoch cap: the source's x max(1, weight)); the source's
+    total stays its mixture target, met within one document."""
     import polars as pl
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -360,8 +368,16 @@ def blend_tokens(
     rows_out = []
     shares: dict[str, dict] = {}
     license_tables = []
+    quality_weighting = quality_weighting or {}
     for s in sources:
-        rows, passes = _select_exact(sizes[s], targets[s], caps[s], f"{seed}:{s}")
+        if s in quality_weighting:
+            scores, ids = _quality_scores(tokens_dirs[s], (quality_scores or {}).get(s), s, stage)
+            rows, passes, buckets = _select_weighted(
+                sizes[s], targets[s], caps[s], f"{seed}:{s}", scores, ids, quality_weighting[s]
+            )
+        else:
+            rows, passes = _select_exact(sizes[s], targets[s], caps[s], f"{seed}:{s}")
+            buckets = None
         taken = sizes[s][rows]
         rows_out.append(
             pa.table(
@@ -405,6 +421,8 @@ def blend_tokens(
             "epochs": taken_tokens / available[s] if available[s] else 0.0,
             "exhausted": per_source[s] > 0 and targets[s] >= capacity[s],
         }
+        if buckets is not None:
+            shares[s]["quality_buckets"] = buckets
     total = sum(r["taken_tokens"] for r in shares.values())
     for r in shares.values():
         r["share"] = r["taken_tokens"] / total if total else 0.0
@@ -469,6 +487,80 @@ def _integer_targets(targets: dict[str, float], capacity: dict[str, int], total:
             out[s] += 1
         i += 1
     return out
+
+
+def _quality_scores(tokens_dir, deduped, source: str, stage: str) -> tuple[np.ndarray, list[str]]:
+    """The `quality` score and id of each document of `tokens/<source>` (docs.parquet order), from the
+    deduplicated file it was tokenized from."""
+    import polars as pl
+
+    from lm_platform.data.tokens import DOCS_FILE
+
+    if deduped is None:
+        raise ValueError(f"stage '{stage}': quality_weighting.{source} needs the source's quality scores")
+    docs = pl.read_parquet(Path(tokens_dir) / DOCS_FILE, columns=["doc", "id"])
+    try:
+        quality = pl.read_parquet(deduped, columns=["quality"])["quality"]
+    except Exception as exc:  # an older file without the column
+        raise ValueError(f"{deduped}: no 'quality' column ({exc}); rematerialize curated/{source}") from exc
+    scores = quality.to_numpy()[docs["doc"].to_numpy()]
+    if quality.null_count() or np.isnan(scores).any():
+        raise ValueError(
+            f"{deduped}: documents without a quality score; stage '{stage}' weights '{source}' by quality, "
+            f"so sources[{source}].quality must be set and curated/{source} rematerialized"
+        )
+    return scores.astype(np.float64), docs["id"].to_list()
+
+
+def _select_weighted(
+    sizes: np.ndarray,
+    target: int,
+    cap: float,
+    seed: str,
+    scores: np.ndarray,
+    ids: list[str],
+    buckets: list[tuple[float, float]],
+) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """`_select_exact` by quality bucket: the target split among the buckets in proportion to weight x
+    available tokens (a bucket that runs dry passes its share on), each selected as a source of its own,
+    in order, each bucket's target corrected by what the previous ones over- or undershot, so that the
+    total lands within one document of `target`. Returns rows, passes and a report per bucket."""
+    from lm_platform.data.quality_model import quality_buckets
+
+    weights = [float(w) for _s, w in buckets] + [1.0]
+    bucket = quality_buckets(scores, ids, [float(s) for s, _w in buckets], seed)
+    members = [np.flatnonzero(bucket == b) for b in range(len(weights))]
+    avail = {b: int(sizes[m].sum()) for b, m in enumerate(members)}
+    caps = {b: cap * max(1.0, weights[b]) for b in avail}
+    capacity = {b: math.floor(avail[b] * caps[b]) for b in avail}
+    ratios = {b: weights[b] * avail[b] for b in avail}
+    targets = _integer_targets(
+        _allocate_positive(ratios, {b: float(c) for b, c in capacity.items()}, target), capacity, target
+    )
+    rows, passes, report = [], [], []
+    carry = 0
+    for b, m in enumerate(members):
+        want = max(0, min(capacity[b], targets[b] + carry))
+        r, p = _select_exact(sizes[m], want, caps[b], f"{seed}:q{b}")
+        taken = int(sizes[m][r].sum())
+        carry = targets[b] + carry - taken
+        rows.append(m[r])
+        passes.append(p)
+        report.append(
+            {
+                "bucket": b,
+                "top_share": buckets[b][0] if b < len(buckets) else 1.0,
+                "weight": weights[b],
+                "docs": len(m),
+                "min_score": round(float(scores[m].min()), 4) if len(m) else None,
+                "available_tokens": avail[b],
+                "target_tokens": int(targets[b]),
+                "taken_tokens": taken,
+                "taken_docs": len(r),
+                "epochs": round(taken / avail[b], 4) if avail[b] else 0.0,
+            }
+        )
+    return np.concatenate(rows).astype(np.int64), np.concatenate(passes).astype(np.int32), report
 
 
 def read_document_list(blend_dir: str | Path):

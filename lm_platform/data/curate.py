@@ -16,10 +16,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lm_platform.atomic import write_json
 from lm_platform.data.documents import DocWriter, iter_docs
 from lm_platform.data.filters import Filter, build_filter
 from lm_platform.data.normalize import normalize_text
 from lm_platform.data.pii import PiiCounts, Redactor
+from lm_platform.data.quality_model import QualityStep
+from lm_platform.data.quality_model import report_path as quality_report_path
 from lm_platform.data.reference_lm import (
     INFO_FILE,
     PerplexityScorer,
@@ -61,6 +64,7 @@ class CurationResult:
     licenses: dict[str, int] = field(default_factory=dict)
     pii: dict[str, int] = field(default_factory=dict)
     perplexity_gates: list[dict[str, float | None]] = field(default_factory=list)
+    quality: list[dict] = field(default_factory=list)  # per curated file: scores, rule, threshold, kept share
 
     @property
     def keep_rate(self) -> float:
@@ -224,6 +228,7 @@ def curate(
     max_excluded_per_filter: int = 1000,
     shard: tuple[int, int] | None = None,
     reference_lm: str | Path | None = None,
+    quality: QualityStep | None = None,
 ) -> CurationResult:
     """Normalise, filter and redact the documents of `in_path` into `out_path`; samples of excluded
     documents (up to `max_excluded_per_filter` per filter) go to `excluded_path` with their reason.
@@ -234,11 +239,18 @@ def curate(
     With a `perplexity` filter (the language's last), every document that passes the others is scored by
     the KenLM model (`reference_lm`: the directory the reference_lm asset wrote, unless the filter names
     its own model) and kept when its perplexity is under the filter's absolute threshold: one pass, and
-    the same decision for a document whatever shard it is in."""
+    the same decision for a document whatever shard it is in.
+
+    With `quality` (the source declares `quality`), every document that passes scores with the language's
+    quality model into the `quality` column, and the source's rule keeps it (`min_score`) or keeps
+    exactly its top share of this file (`keep_top_share`: decided after the pass, `QualityStep.select`)."""
     chain = Curator(lang, cfg)
     ppl = cfg.perplexity
     gate = PerplexityGate(ppl, reference_lm, lang) if ppl is not None else None
     step = next((s for s in chain.steps if s.step == "perplexity"), None)
+    qstep = FunnelStep("quality") if quality is not None else None
+    if qstep is not None:  # before PII redaction (`Curator.redact` counts into the last step)
+        chain.steps.insert(len(chain.steps) - (chain.redactor is not None), qstep)
     licenses: dict[str, int] = {}
     docs_in = chars_out = scored = kept_at_random = 0
     out_path = Path(out_path)
@@ -268,19 +280,49 @@ def curate(
                 kept_at_random += score > gate.threshold
                 step.docs_out += 1
                 step.chars_out += len(text)
+            q = None
+            if quality is not None and qstep is not None:
+                qstep.docs_in += 1
+                qstep.chars_in += len(text)
+                q = quality.score(text)
+                reason = quality.check(q)
+                if reason is not None:
+                    excluded.add(doc, "quality", reason, text)
+                    continue
+                qstep.docs_out += 1
+                qstep.chars_out += len(text)
             text = chain.redact(text)
-            out.write({**doc, "text": text, "perplexity": score})
+            out.write({**doc, "text": text, "perplexity": score, "quality": q})
             chars_out += len(text)
             licenses[doc["license"]] = licenses.get(doc["license"], 0) + 1
+    docs_out = out.count
+    if quality is not None and qstep is not None:
+        qstep.seconds = quality.seconds
+        dropped = quality.select(out_path, excluded_path, max_excluded_per_filter)
+        if dropped:  # keep_top_share: decided after the pass, so the funnel's last step
+            chain.steps.remove(qstep)
+            chain.steps.append(qstep)
+            docs_out -= dropped["docs"]
+            chars_out -= dropped["chars"]
+            qstep.docs_out -= dropped["docs"]
+            qstep.chars_out -= dropped["chars"]
+            excluded.counts["quality"] = excluded.counts.get("quality", 0) + dropped["docs"]
+            for lic, n in dropped["licenses"].items():
+                licenses[lic] -= n
+            licenses = {k: v for k, v in licenses.items() if v}
+    qreport = [quality.summary(qstep.docs_out, dropped)] if quality is not None and qstep is not None else []
+    if qreport:
+        write_json(quality_report_path(out_path), qreport[0])
     return CurationResult(
         docs_in,
-        out.count,
+        docs_out,
         chars_out,
         chain.steps,
         excluded.counts,
         licenses,
         chain.pii.as_dict() if chain.redactor else {},
         [gate.summary(scored, kept_at_random)] if gate is not None else [],
+        qreport,
     )
 
 
@@ -335,4 +377,5 @@ def merge_results(results: list[CurationResult]) -> CurationResult:
         add(r.licenses for r in results),
         add(r.pii for r in results),
         [b for r in results for b in r.perplexity_gates],
+        [q for r in results for q in r.quality],
     )

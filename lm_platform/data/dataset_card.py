@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_platform.atomic import atomic_path, read_json
+from lm_platform.data.quality_model import describe, read_reports
 from lm_platform.recipe.schema import Recipe
 
 CARD_FILE = "README.md"
@@ -24,8 +25,15 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
     return out
 
 
-def dataset_card(recipe: Recipe, stage: str, manifest: dict, dedup: dict[str, dict] | None = None) -> str:
-    """Markdown card: sources (ratio, target, taken, epochs), licenses, filters per language, dedup and
+def dataset_card(
+    recipe: Recipe,
+    stage: str,
+    manifest: dict,
+    dedup: dict[str, dict] | None = None,
+    quality: dict[str, list[dict]] | None = None,
+) -> str:
+    """Markdown card: sources (ratio, target, taken, epochs), licenses, filters per language, the quality
+    model's step and buckets (`quality`: source -> its curated files' quality reports), dedup and
     decontamination figures per source (`dedup`: source -> figures from the deduped stage)."""
     cfg = recipe.stage(stage)
     lines = [
@@ -103,6 +111,7 @@ def dataset_card(recipe: Recipe, stage: str, manifest: dict, dedup: dict[str, di
             for f in lc.filters
         )
         lines.append(f"- `{lang}`: {lc.unicode_form}; {filters or 'no filters'}")
+    lines += _quality_section(manifest, quality or {})
     near = recipe.dedup.near
     dc = recipe.decontamination
     lines += [
@@ -147,17 +156,48 @@ def dataset_card(recipe: Recipe, stage: str, manifest: dict, dedup: dict[str, di
     return "\n".join(lines)
 
 
+def _quality_section(manifest: dict, quality: dict[str, list[dict]]) -> list[str]:
+    """The quality model's step per scored source (rule, kept share, threshold, scores) and the blend's
+    quality buckets."""
+    buckets = [
+        {"source": r["source"], **b} for r in manifest["sources"] for b in r.get("quality_buckets", [])
+    ]
+    if not quality and not buckets:
+        return []
+    lines = ["", "## Quality model", ""]
+    lines += [f"- {describe(source, reports)}" for source, reports in quality.items()]
+    if buckets:
+        lines += ["", "Blend weighting by quality bucket (best first; the last bucket is the rest):", ""]
+        lines += _table(
+            buckets,
+            ["source", "bucket", "top_share", "weight", "min_score", "available_tokens", "target_tokens",
+             "taken_tokens", "epochs"],
+        )  # fmt: skip
+    return lines
+
+
 def write_dataset_card(
-    recipe: Recipe, stage: str, manifest: dict, figures_dir: str | Path, out: str | Path
+    recipe: Recipe,
+    stage: str,
+    manifest: dict,
+    figures_dir: str | Path,
+    out: str | Path,
+    curated_dir: str | Path | None = None,
 ) -> Path:
     """Write the card of a blend to `out` (atomically), with the dedup figures the deduped stage left in
-    `figures_dir` (`<source>.json`) for the stage's sources."""
+    `figures_dir` (`<source>.json`) for the stage's sources, and the quality reports of its scored sources'
+    curated files under `curated_dir`."""
     figures_dir = Path(figures_dir)
     figures = {
         s: read_json(figures_dir / f"{s}.json")
         for s in recipe.stage(stage).blend.mixture_sources()
         if (figures_dir / f"{s}.json").exists()
     }
+    quality = {
+        s: read_reports(curated_dir, s)
+        for s in recipe.stage(stage).blend.mixture_sources()
+        if curated_dir is not None and recipe.source(s).quality is not None
+    }
     with atomic_path(out) as tmp:
-        tmp.write_text(dataset_card(recipe, stage, manifest, figures), encoding="utf-8")
+        tmp.write_text(dataset_card(recipe, stage, manifest, figures, quality), encoding="utf-8")
     return Path(out)

@@ -1,7 +1,8 @@
 """Documents on disk: Parquet (zstd) with one fixed schema, written in batches and atomically.
 
 Schema: id, text, source, license, lang, url (nullable), meta (a JSON object as a string), perplexity
-(nullable: the KenLM score that curation's perplexity filter gives a document).
+(nullable: the KenLM score that curation's perplexity filter gives a document), quality (nullable: the
+quality model's score, for sources that declare `quality`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ SCHEMA = pa.schema(
         ("url", pa.string()),
         ("meta", pa.string()),
         ("perplexity", pa.float64()),
+        ("quality", pa.float64()),
     ]
 )
 COLUMNS = tuple(SCHEMA.names)

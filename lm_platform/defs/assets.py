@@ -1,6 +1,6 @@
 """The whole asset graph of one recipe: each domain module's assets, concatenated.
 
-One module per domain (`corpus`, `curation`, `dedup`, `blending`, `tokenizer`, `training`, `evaluation`,
+One module per domain (`corpus`, `quality`, `curation`, `dedup`, `blending`, `tokenizer`, `training`, `evaluation`,
 `finetune`); each has a `build(recipe)` returning its assets (with their checks). Nothing else happens
 here: a new stage of the graph is a new domain module and one line below.
 """
@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import dagster as dg
 
-from lm_platform.defs import blending, corpus, curation, dedup, evaluation, finetune, tokenizer, training
+from lm_platform.defs import (
+    blending,
+    corpus,
+    curation,
+    dedup,
+    evaluation,
+    finetune,
+    quality,
+    tokenizer,
+    training,
+)
 from lm_platform.recipe.schema import Recipe
 
-DOMAINS = (corpus, curation, dedup, blending, tokenizer, training, evaluation, finetune)
+DOMAINS = (corpus, quality, curation, dedup, blending, tokenizer, training, evaluation, finetune)
 
 
 def build_assets(recipe: Recipe) -> list[dg.AssetsDefinition]:

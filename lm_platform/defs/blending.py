@@ -41,6 +41,15 @@ def _license_check(manifest, allowed: set[str]) -> dg.AssetCheckResult:
     )
 
 
+def _quality_buckets(manifest) -> dict:
+    """The quality buckets of the sources the stage weights by quality, as one table."""
+    rows = [{"source": r["source"], **b} for r in manifest["sources"] for b in r.get("quality_buckets", [])]
+    if not rows:
+        return {}
+    columns = ["source", "bucket", "top_share", "weight", "min_score", "available_tokens", "target_tokens"]
+    return {"quality_buckets": table(rows, [*columns, "taken_tokens", "epochs"])}
+
+
 def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
     key = dg.AssetKey(["blend", stage.name])
     allowed = set(recipe.license_allowlist)
@@ -48,6 +57,7 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
     sources = cfg.mixture_sources()
     # The card's dedup figures come from deduped/*; the boundary tokens per document from the tokenizer.
     deps = [dg.AssetKey([kind, s]) for kind in ("tokens", "deduped") for s in sources]
+    weighting = {s: [(b.top_share, b.weight) for b in bs] for s, bs in cfg.quality_weighting.items()}
 
     @dg.asset(
         key=key,
@@ -81,10 +91,11 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
             epoch_caps={s: cfg.epoch_cap(s) for s in sources},
             on_shortfall=cfg.on_shortfall,
             stage=stage.name,
+            quality_weighting=weighting,
+            quality_scores={s: layout.deduped(s) for s in weighting},
         )
-        card = write_dataset_card(
-            recipe, stage.name, manifest, layout.dedup_dir() / "figures", out / CARD_FILE
-        )
+        figures, curated = layout.dedup_dir() / "figures", layout.curated(sources[0]).parent
+        card = write_dataset_card(recipe, stage.name, manifest, figures, out / CARD_FILE, curated_dir=curated)
         if manifest["shortfall"]["tokens"]:
             context.log.warning(
                 f"blend/{stage.name}: {manifest['shortfall']['tokens']:,} tokens short of the target"
@@ -97,6 +108,7 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
             sources=table(manifest["sources"], SOURCE_COLUMNS),
             licenses=table(manifest["licenses"], ["license", "docs", "tokens", "share"]),
             shortfall_tokens=manifest["shortfall"]["tokens"],
+            **_quality_buckets(manifest),
             dataset_card=dg.MetadataValue.md(card.read_text(encoding="utf-8")),
             path=out / DOCLIST_FILE,
             data_version=content_version(out),

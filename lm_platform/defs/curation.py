@@ -4,6 +4,7 @@ redacted (group `curation`), with the keep-rate check."""
 import dagster as dg
 
 from lm_platform.data.curate import CurationResult, build_reference_lm, curate, merge_results
+from lm_platform.data.quality_model import QualityStep
 from lm_platform.defs.metadata import headline, licenses_table, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.paths import Layout
@@ -60,6 +61,8 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
     deps = [dg.AssetKey(["corpus", src.name])]
     if lang_cfg.uses_reference_lm:
         deps.append(dg.AssetKey(["reference_lm", src.language]))
+    if src.quality is not None:
+        deps.append(dg.AssetKey(["quality_model", src.language]))
     low, high = lang_cfg.expected_keep_rate
     # A sharded source is a partitioned asset, one partition per shard; a backfill of a range runs as
     # one run (or fans out, one run per partition, with the daemon / k8s executor).
@@ -107,6 +110,7 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
                 if res.perplexity_gates
                 else {}
             ),
+            **({"quality": dg.MetadataValue.json(res.quality)} if res.quality else {}),
         )
 
     return _curated
@@ -117,10 +121,22 @@ def _curate(recipe: Recipe, src: SourceConfig, layout: Layout, context: dg.Asset
     documents are and where the excluded samples are."""
     lang_cfg = recipe.languages[src.language]
     reference = layout.reference_lm(src.language) if lang_cfg.uses_reference_lm else None
+
+    def quality():  # a fresh step per curated file: its scores and kept share are the file's
+        if src.quality is None:
+            return None
+        return QualityStep.load(layout.quality_model(src.language), src.quality)
+
     if src.shards == 1:
         out_path, excluded = layout.curated(src.name), layout.excluded(src.name)
         res = curate(
-            layout.corpus(src.name), out_path, excluded, src.language, lang_cfg, reference_lm=reference
+            layout.corpus(src.name),
+            out_path,
+            excluded,
+            src.language,
+            lang_cfg,
+            reference_lm=reference,
+            quality=quality(),
         )
         return res, out_path, excluded
     keys = context.partition_keys
@@ -134,6 +150,7 @@ def _curate(recipe: Recipe, src: SourceConfig, layout: Layout, context: dg.Asset
             lang_cfg,
             shard=None if src.sharded_read else (shard_keys.index(k), src.shards),
             reference_lm=reference,
+            quality=quality(),
         )
         for k in keys
     ]

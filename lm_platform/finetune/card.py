@@ -11,6 +11,9 @@ from importlib import metadata as pkg_metadata
 from pathlib import Path
 from typing import Any
 
+from lm_platform.data.quality_model import describe as quality_describe
+from lm_platform.data.quality_model import read_reports as quality_reports
+
 SHARE_ALIKE = ("-SA", "ODbL", "GPL")
 ATTRIBUTION = ("CC-BY", "ODC-By")
 PACKAGES = (
@@ -224,6 +227,9 @@ def model_card(
     lines += ["## Filters", ""]
     for lang, cfg in recipe.languages.items():
         lines.append(f"- {lang}: " + ", ".join(f.name for f in cfg.filters))
+    for src in sorted({s for st in lin.stages for s in st["sources"]}):  # the quality model's step
+        if getattr(recipe.source(src), "quality", None) is not None:
+            lines.append("- quality " + quality_describe(src, quality_reports(base / "curated", src)))
     lines += ["", "## Deduplication", ""]
     figs = base / "dedup" / "figures"
     used = sorted({s for st in lin.stages for s in st["sources"]})

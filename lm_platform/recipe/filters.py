@@ -27,6 +27,7 @@ from lm_platform.data.filters.prose import ProseFilter
 from lm_platform.data.filters.script import SCRIPT_LANGS, ScriptFilter
 from lm_platform.data.filters.url_domain import UrlDomainFilter
 from lm_platform.recipe.base import StrictConfig
+from lm_platform.recipe.quality import QualityModelConfig
 
 if TYPE_CHECKING:
     from lm_platform.recipe.sources import SourceConfig
@@ -81,6 +82,9 @@ class LanguageConfig(StrictConfig):
     )
     reference_lm: ReferenceLMConfig | None = Field(
         None, description="KenLM model for the 'perplexity' filter (asset reference_lm/<lang>)"
+    )
+    quality: QualityModelConfig | None = Field(
+        None, description="The language's quality model (asset quality_model/<lang>; recipe/quality.py)"
     )
 
     @property

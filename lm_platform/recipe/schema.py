@@ -41,6 +41,7 @@ from lm_platform.recipe.filters import (  # noqa: E402, F401
 )
 from lm_platform.recipe.finetune import ExportConfig, FinetuneConfig, MergeConfig, check_finetune
 from lm_platform.recipe.licenses import SpdxLicense, not_on_allowlist
+from lm_platform.recipe.quality import QualityBucket, QualityModelConfig, SourceQuality, check_quality  # noqa: F401
 from lm_platform.recipe.sources import SourceConfig
 from lm_platform.recipe.training import (
     BlendConfig,
@@ -350,6 +351,8 @@ class Recipe(_Strict):
         for lang, cfg in self.languages.items():
             with check():
                 check_language_lm(lang, cfg, self.sources)
+        with check():
+            check_quality(self)
         stage_names = [s.name for s in self.stages]
         if self.tokenizer.language is not None and self.tokenizer.language not in self.languages:
             problems.append(

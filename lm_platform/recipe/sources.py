@@ -8,6 +8,7 @@ from pydantic import Field
 
 from lm_platform.recipe.base import NAME_PATTERN, Strict
 from lm_platform.recipe.licenses import SpdxLicense
+from lm_platform.recipe.quality import SourceQuality
 
 
 class SourceConfig(Strict):
@@ -49,6 +50,12 @@ class SourceConfig(Strict):
         le=10_000,
         description="Curate in this many shards, each a Dagster partition (1: unpartitioned); a `hf` "
         "source is also read in these shards, by data file",
+    )
+
+    quality: SourceQuality | None = Field(
+        None,
+        description="Score the curated documents with the language's quality model (a `quality` column), "
+        "optionally keeping only the top share (recipe/quality.py)",
     )
 
     @property

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from lm_platform.recipe.base import NAME_PATTERN, Strict
+from lm_platform.recipe.quality import QualityBucket
 from lm_platform.training.config import TrainConfig
 
 
@@ -30,6 +31,11 @@ class BlendConfig(Strict):
     upsample: bool = Field(False, description="Repeat sources (up to their epoch cap) to meet the target")
     max_epochs: float = Field(4.0, ge=1, description="Epoch cap per source when upsampling")
     source_max_epochs: dict[str, float] = Field(default_factory=dict, description="Per-source epoch caps")
+    quality_weighting: dict[str, tuple[QualityBucket, ...]] = Field(
+        default_factory=dict,
+        description="source -> buckets by quality rank (cumulative top shares, best first) and their sampling "
+        "weights: within the source's share of the stage, its top buckets are drawn `weight` times as often",
+    )
     on_shortfall: Literal["record", "error"] = Field(
         "record",
         description="When the sources cannot meet target_tokens: 'record' blends what there is and "
