@@ -48,16 +48,18 @@ class TokenHasher:
 
     def __call__(self, words: Sequence[str]) -> np.ndarray:
         cache = self._cache
-        out = np.empty(len(words), dtype=np.uint64)
-        for i, w in enumerate(words):
-            h = cache.get(w)
-            if h is None:
-                h = int.from_bytes(hashlib.blake2b(w.encode("utf-8"), digest_size=8).digest(), "little")
-                if len(cache) >= self._max:
-                    cache.clear()
-                cache[w] = h
-            out[i] = h
-        return out
+        values = list(map(cache.get, words))  # the common case (every word seen before) stays in C
+        if None in values:
+            if len(cache) + len(values) > self._max:
+                cache.clear()
+            for i, (w, h) in enumerate(zip(words, values, strict=True)):
+                if h is None:
+                    h = cache.get(w)
+                    if h is None:
+                        h = int.from_bytes(hashlib.blake2b(w.encode("utf-8"), digest_size=8).digest(), "little")
+                        cache[w] = h
+                    values[i] = h
+        return np.array(values, dtype=np.uint64) if values else np.empty(0, dtype=np.uint64)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
