@@ -397,7 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         "sig": no_partner(sig_removed, sig_pairs, texts),
         "peer": no_partner(peer_removed, peer_pairs, texts),
     }
-    missed = {k: len(v & misses) for k, v in (("ours", ours_removed), ("sig", sig_removed), ("peer", peer_removed))}
+    missed = {
+        k: len(v & misses) for k, v in (("ours", ours_removed), ("sig", sig_removed), ("peer", peer_removed))
+    }
     print(
         f"{'':>20} {'docs/s':>9} {'removed':>7} {'precision':>9} {'recall':>7} {'f1':>6} "
         f"{'no_partner':>10} {'near_miss_removed':>17}"

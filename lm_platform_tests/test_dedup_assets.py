@@ -27,7 +27,9 @@ def make_recipe(tmp_path: Path, index: str = "sqlite", on_shortfall: str = "reco
     books, web, held = paras[:20], paras[20:40], paras[40:43]
     words = books[3].split()
     words[30] = "quantum"  # one word changed: a near duplicate (Jaccard about 0.87), not an exact one
-    web_docs = [*web, " ".join(words), "Intro. " + " ".join(held[0].split()[5:25]) + " and more words here."]
+    # The leak copies most of a held-out paragraph (a 20-word quote of it is no longer proof enough).
+    leak = "Intro. " + " ".join(held[0].split()[5:]) + " and more words here."
+    web_docs = [*web, " ".join(words), leak]
     for name, docs in (("books", books), ("web", web_docs)):
         with open(tmp_path / f"{name}.jsonl", "w", encoding="utf-8") as fh:
             for i, t in enumerate(docs):

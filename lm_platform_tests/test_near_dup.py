@@ -195,9 +195,9 @@ def test_short_evaluation_items_are_matched_whole_and_each_set_reports_its_remov
     res = filter_deduped([tmp_path / "in.parquet"], tmp_path / "out.parquet", "web", "en", decontaminator=d)
     assert [x["id"] for x in iter_docs(tmp_path / "out.parquet")] == ["d1", "d2"]
     assert res.contamination == {"mcq": 1, "ja_quiz": 0, "unused": 0}
-    assert {k: v.share for k, v in d.matches("クイズ：日本で一番高い山は、富士山です。正解！", "ja").items()} == {
-        "ja_quiz": 1.0
-    }
+    assert {
+        k: v.share for k, v in d.matches("クイズ：日本で一番高い山は、富士山です。正解！", "ja").items()
+    } == {"ja_quiz": 1.0}
     assert d.matches("日本で一番高い山は", "ja") == {}
 
 

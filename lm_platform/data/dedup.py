@@ -504,7 +504,14 @@ def near_dup_clusters(
         with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".tmp-verify-") as spill:
             try:
                 keep, vs = verify_pairs(
-                    a, b, estimate, sigs.locate, _source_texts(signature_dirs), cfg.threshold, cfg.num_perm, spill
+                    a,
+                    b,
+                    estimate,
+                    sigs.locate,
+                    _source_texts(signature_dirs),
+                    cfg.threshold,
+                    cfg.num_perm,
+                    spill,
                 )
             except StaleTexts as e:
                 raise StaleNearDuplicates(
@@ -591,7 +598,12 @@ def _source_texts(signature_dirs: Sequence[tuple[str, str | Path]]) -> list[Sour
             )
 
         def ids_of(k: int, directory: Path = directory) -> list[str]:
-            return pq.ParquetFile(directory / f"{k:05d}.ids.parquet").read(columns=["id"]).column("id").to_pylist()
+            return (
+                pq.ParquetFile(directory / f"{k:05d}.ids.parquet")
+                .read(columns=["id"])
+                .column("id")
+                .to_pylist()
+            )
 
         out.append(
             SourceTexts(

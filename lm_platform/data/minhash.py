@@ -56,7 +56,9 @@ class TokenHasher:
                 if h is None:
                     h = cache.get(w)
                     if h is None:
-                        h = int.from_bytes(hashlib.blake2b(w.encode("utf-8"), digest_size=8).digest(), "little")
+                        h = int.from_bytes(
+                            hashlib.blake2b(w.encode("utf-8"), digest_size=8).digest(), "little"
+                        )
                         cache[w] = h
                     values[i] = h
         return np.array(values, dtype=np.uint64) if values else np.empty(0, dtype=np.uint64)

@@ -148,10 +148,8 @@ def verify_pairs(
         spill = Path(spill_dir) / "shingles.u64"
         offsets = _spill_shingles(docs, locate, sources, spill)
         stats.docs_read = int(docs.size)
-        if offsets[-1]:
-            grams = np.memmap(spill, dtype="<u8", mode="r")
-        else:
-            grams = np.empty(0, dtype=np.uint64)
+        empty = np.empty(0, dtype=np.uint64)
+        grams = np.memmap(spill, dtype="<u8", mode="r") if offsets[-1] else empty  # no zero-length map
         pa_ = np.searchsorted(docs, a[idx])
         pb_ = np.searchsorted(docs, b[idx])
         for i, x, y in zip(idx.tolist(), pa_.tolist(), pb_.tolist(), strict=True):
