@@ -114,14 +114,17 @@ def dataset_card(recipe: Recipe, stage: str, manifest: dict, dedup: dict[str, di
         "- near: "
         + (
             f"MinHash LSH, {near.bands} bands x {near.rows} rows, threshold {near.threshold}, word "
-            f"{near.word_ngram}-grams (character {near.char_ngram}-grams for {', '.join(near.char_languages)})"
+            f"{near.word_ngram}-grams (character {near.char_ngram}-grams for {', '.join(near.char_languages)}), "
+            f"candidates verified: {near.verify}"
             if near is not None and near.enabled
             else "off"
         ),
         "- decontamination: "
         + (
             f"{dc.ngram}-gram overlap (character {dc.char_ngram}-grams for {', '.join(dc.char_languages)}) with "
-            f"{', '.join(dc.evaluations or [e.name for e in recipe.evaluations]) or 'no evaluation sets'}"
+            f"{', '.join(dc.evaluations or [e.name for e in recipe.evaluations]) or 'no evaluation sets'}: "
+            f"a document reproducing at least {dc.min_share:.0%} of an item, n-grams in {dc.frequent_docs}+ "
+            "documents of a source ignored as templates"
             if dc is not None and dc.enabled
             else "off"
         ),
