@@ -28,7 +28,15 @@ from lm_platform.atomic import atomic_dir, atomic_path, read_json, write_json
 from lm_platform.data.decontam import Decontaminator
 from lm_platform.data.dedup_index import Entry, ExactIndex
 from lm_platform.data.documents import DocWriter, iter_docs
-from lm_platform.data.minhash import MinHasher, TokenHasher, band_keys, candidate_pairs, components, shingles
+from lm_platform.data.minhash import (
+    MinHasher,
+    TokenHasher,
+    band_keys,
+    candidate_pairs,
+    components,
+    ngram_hashes,
+    token_hashes,
+)
 from lm_platform.data.near_verify import SourceTexts, StaleTexts, verify_pairs
 from lm_platform.recipe.schema import ExactDedupConfig, NearDupConfig, Recipe
 from lm_platform.results import JsonResult
@@ -255,7 +263,10 @@ def _signature_worker(args: tuple) -> tuple[int, str]:
             for batch in pq.ParquetFile(in_path).iter_batches(batch_size=2048, columns=["id", "text"]):
                 ids += batch.column("id").to_pylist()
                 texts = batch.column("text").to_pylist()
-                sigs = [hasher.signature(shingles(t, n, chars, tokens), params) for t in texts]
+                # n-gram hashes with repeats: the signature is a minimum, so sorting them out would be waste
+                sigs = [
+                    hasher.signature(ngram_hashes(token_hashes(t, chars, tokens), n), params) for t in texts
+                ]
                 if sigs:
                     fh.write(np.stack(sigs).astype("<u4").tobytes())
                 count += len(sigs)
