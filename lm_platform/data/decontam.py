@@ -172,6 +172,15 @@ class Decontaminator:
         grams = np.unique(ngram_hashes(tokens, n)) if tokens.size >= n else None
         return chars, tokens, grams
 
+    def start_corpus(self) -> None:
+        """Forget the corpus frequencies and the items found so far (before observing another corpus)."""
+        for name, s in self._sets.items():
+            s.df[:] = 0
+            s.coverable = None
+            s.found.clear()
+            sm = self.summary[name]
+            sm.frequent_ngrams = sm.uninformative = sm.items_found = 0
+
     def observe(self, text: str, lang: str) -> bool:
         """Count a training document towards the corpus frequency of the evaluation n-grams it contains
         (call for every document of the corpus before `matches`); True when it shares any."""

@@ -779,6 +779,7 @@ def filter_deduped(
     removals = near_removed if near_removed is not None else {}
     decontaminate = decontaminator is not None and bool(decontaminator.sets)
     if decontaminate:
+        decontaminator.start_corpus()  # frequencies are the source's own
         for k, shard in enumerate(shards):
             for row, doc in enumerate(iter_docs(shard, columns=["text"])):
                 if (k, row) not in removals:
