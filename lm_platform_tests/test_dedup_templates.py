@@ -169,3 +169,10 @@ def test_real_wikipedia_held_out_articles_remove_only_copies():
     pasted = train[0]["text"][:500] + "\n" + held[2]["text"] + "\n" + train[0]["text"][500:]
     leak = d.matches(pasted, "vi")["held"]
     assert leak.item == 2 and leak.share == 1.0
+
+
+def test_the_former_boolean_verify_still_loads():
+    assert NearDupConfig(verify=True).verify == "exact" and NearDupConfig(verify=False).verify == "none"
+    assert NearDupConfig().verify == "exact"
+    with pytest.raises(ValueError, match="verify"):
+        NearDupConfig(verify="sometimes")
