@@ -176,3 +176,20 @@ def test_the_former_boolean_verify_still_loads():
     assert NearDupConfig().verify == "exact"
     with pytest.raises(ValueError, match="verify"):
         NearDupConfig(verify="sometimes")
+
+
+def test_a_section_copied_from_a_long_item_is_a_leak_a_quoted_sentence_is_not():
+    """A 1,000-word held-out article: a document with 300 of its words in a row reproduces only 30 % of
+    it but is removed (`min_copied_words`: 200); one quoting 40 of its words is kept."""
+    rng = random.Random(13)
+    vocab = [f"w{i}" for i in range(5000)]
+    item = rng.choices(vocab, k=1000)
+    d = Decontaminator(ngram=13, min_share=0.5, min_copied_words=200)
+    d.add_set("held", [("en", " ".join(item))])
+    around = " ".join(rng.choices(vocab, k=200))
+    section = d.matches(around + " " + " ".join(item[300:600]) + " " + around, "en")["held"]
+    assert section.item == 0 and abs(section.share - 0.3) < 0.01
+    assert d.matches(around + " " + " ".join(item[300:340]) + " " + around, "en") == {}
+    strict = Decontaminator(ngram=13, min_share=0.5, min_copied_words=None)
+    strict.add_set("held", [("en", " ".join(item))])
+    assert strict.matches(around + " " + " ".join(item[300:600]) + " " + around, "en") == {}

@@ -123,8 +123,9 @@ def dataset_card(recipe: Recipe, stage: str, manifest: dict, dedup: dict[str, di
         + (
             f"{dc.ngram}-gram overlap (character {dc.char_ngram}-grams for {', '.join(dc.char_languages)}) with "
             f"{', '.join(dc.evaluations or [e.name for e in recipe.evaluations]) or 'no evaluation sets'}: "
-            f"a document reproducing at least {dc.min_share:.0%} of an item, n-grams in {dc.frequent_docs}+ "
-            "documents of a source ignored as templates"
+            f"a document reproducing at least {dc.min_share:.0%} of an item"
+            + (f" (or {dc.min_copied_words} of its words)" if dc.min_copied_words else "")
+            + f", n-grams in {dc.frequent_docs}+ documents of a source ignored as templates"
             if dc is not None and dc.enabled
             else "off"
         ),

@@ -13,8 +13,9 @@ judged by two things:
 - **Share of an item.** A document leaks an item when the n-grams it shares with the item (frequent
   ones left out) cover at least `min_share` of the item's words, counted over the words that the
   item's non-frequent n-grams cover at all (so a verbatim copy scores 1.0 whatever the item's share of
-  template). An item made only of frequent n-grams cannot be told from its template and is counted as
-  uninformative.
+  template), or at least `min_copied_words` words (`min_copied_chars` characters) of it: a long
+  held-out article is leaked by a copied section too. An item made only of frequent n-grams cannot be
+  told from its template and is counted as uninformative.
 
 An evaluation text shorter than one n-gram (a short question, a multiple-choice question joined with its
 answer) is indexed whole: a document leaks it when its normalised text contains the whole item. Items
@@ -104,6 +105,8 @@ class Decontaminator:
     min_chars: int = 15
     min_share: float = 0.5
     frequent_docs: int = 10
+    min_copied_words: int | None = 200
+    min_copied_chars: int | None = 600
     summary: dict[str, SetSummary] = field(default_factory=dict)
     _sets: dict[str, _Set] = field(default_factory=dict, repr=False)
     _hasher: TokenHasher = field(default_factory=TokenHasher, repr=False)
@@ -261,6 +264,7 @@ class Decontaminator:
         return found
 
     def _best_item(self, s: _Set, grams: np.ndarray, chars: bool) -> Leak | None:
+        """The item `grams` reproduces the largest share of, among those it leaks."""
         lo = np.searchsorted(s.hashes, grams, side="left")
         hi = np.searchsorted(s.hashes, grams, side="right")
         has = hi > lo
@@ -275,11 +279,14 @@ class Decontaminator:
             return None
         covered = self._coverage(s, entries)
         coverable = self._coverable(s)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(coverable > 0, covered / np.maximum(coverable, 1), 0.0)
-        i = int(np.argmax(share))
-        if share[i] < self.min_share:
+        share = np.where(coverable > 0, covered / np.maximum(coverable, 1), 0.0)
+        off = np.iinfo(np.int64).max
+        words = self.min_copied_words if self.min_copied_words is not None else off
+        chars_ = self.min_copied_chars if self.min_copied_chars is not None else off
+        leaks = (share >= self.min_share) | ((covered > 0) & (covered >= np.where(s.chars, chars_, words)))
+        if not leaks.any():
             return None
+        i = int(np.argmax(np.where(leaks, share, -1.0)))
         return Leak(i, float(share[i]), int(np.count_nonzero(s.item[entries] == i)))
 
 
@@ -300,6 +307,8 @@ def recipe_decontaminator(recipe: Recipe) -> Decontaminator | None:
         dc.min_chars,
         min_share=dc.min_share,
         frequent_docs=dc.frequent_docs,
+        min_copied_words=dc.min_copied_words,
+        min_copied_chars=dc.min_copied_chars,
     )
     for ev in recipe.evaluations:
         if dc.evaluations is None or ev.name in dc.evaluations:

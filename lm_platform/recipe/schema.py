@@ -184,8 +184,9 @@ class DecontaminationConfig(_Strict):
     checked (boilerplate, the sentence every article of a family shares) is ignored, and a document is
     removed only when it reproduces at least `min_share` of an evaluation item (the share of the item's
     words covered by n-grams the document shares with it, counted over the words that non-frequent
-    n-grams cover). An item made only of frequent n-grams is counted as `uninformative` and never
-    matched."""
+    n-grams cover), or at least `min_copied_words` words of it (`min_copied_chars` characters for
+    `char_languages`: a section copied from a long held-out article). An item made only of frequent
+    n-grams is counted as `uninformative` and never matched."""
 
     enabled: bool = True
     ngram: int = Field(13, gt=0)
@@ -199,6 +200,14 @@ class DecontaminationConfig(_Strict):
     )
     frequent_docs: int = Field(
         10, ge=2, description="An n-gram in at least this many of a source's documents is a template, ignored"
+    )
+    min_copied_words: int | None = Field(
+        200,
+        gt=0,
+        description="Words of an item a document may not reproduce, whatever their share (None: off)",
+    )
+    min_copied_chars: int | None = Field(
+        600, gt=0, description="The same in characters, for `char_languages` (None: off)"
     )
 
 
