@@ -104,7 +104,10 @@ def test_near_duplicate_of_a_higher_priority_source_and_a_leak_are_removed(tmp_p
     result = materialize(tmp_path, make_recipe(tmp_path, index=index))
     near = meta(result, "near_duplicates")
     assert near["near_duplicates_removed"] == 1 and near["clusters"] == 1
+    assert near["verify"] == "exact" and near["verified_pairs"] == 1 and near["verify_docs_read"] >= 2
     web = meta(result, "deduped/web")
+    # per evaluation set: items, items found, documents removed, template n-grams, uninformative items
+    assert "| held | 3 | 1 | 1 | 0 | 0 |" in web["contamination_sets"]
     assert web["near_duplicates_removed"] == 1 and web["near_cross_source_hits"] == {"books": 1}
     assert web["contaminated_removed"] == 1 and web["contamination"] == {"held": 1}
     assert web["docs_out"] == 20
