@@ -27,7 +27,9 @@ def make_recipe(tmp_path: Path, index: str = "sqlite", on_shortfall: str = "reco
     books, web, held = paras[:20], paras[20:40], paras[40:43]
     words = books[3].split()
     words[30] = "quantum"  # one word changed: a near duplicate (Jaccard about 0.87), not an exact one
-    web_docs = [*web, " ".join(words), "Intro. " + " ".join(held[0].split()[5:25]) + " and more words here."]
+    # The leak copies most of a held-out paragraph (a 20-word quote of it is no longer proof enough).
+    leak = "Intro. " + " ".join(held[0].split()[5:]) + " and more words here."
+    web_docs = [*web, " ".join(words), leak]
     for name, docs in (("books", books), ("web", web_docs)):
         with open(tmp_path / f"{name}.jsonl", "w", encoding="utf-8") as fh:
             for i, t in enumerate(docs):
@@ -102,7 +104,10 @@ def test_near_duplicate_of_a_higher_priority_source_and_a_leak_are_removed(tmp_p
     result = materialize(tmp_path, make_recipe(tmp_path, index=index))
     near = meta(result, "near_duplicates")
     assert near["near_duplicates_removed"] == 1 and near["clusters"] == 1
+    assert near["verify"] == "exact" and near["verified_pairs"] == 1 and near["verify_docs_read"] >= 2
     web = meta(result, "deduped/web")
+    # per evaluation set: items, items found, documents removed, template n-grams, uninformative items
+    assert "| held | 3 | 1 | 1 | 0 | 0 |" in web["contamination_sets"]
     assert web["near_duplicates_removed"] == 1 and web["near_cross_source_hits"] == {"books": 1}
     assert web["contaminated_removed"] == 1 and web["contamination"] == {"held": 1}
     assert web["docs_out"] == 20

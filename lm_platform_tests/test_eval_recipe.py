@@ -113,7 +113,7 @@ def test_decontamination_indexes_each_question_joined_with_its_answer(tmp_path):
     d.add_set("exam", texts)
     # a training document quoting the question and the right answer leaks the item
     leak = "Quiz night! " + item["question"] + " the silk road, of course."
-    assert d.matches(leak, "en")["exam"] >= 1
+    assert d.matches(leak, "en")["exam"].share == 1.0
     assert d.matches("the silk road was long and the weather was bad for the traders", "en") == {}
     jc_set = EvalConfig(name="jc", kind="multiple_choice", location=str(EVALS / "jcommonsenseqa_ja.jsonl"))
     jc = list(evaluation_texts(jc_set))

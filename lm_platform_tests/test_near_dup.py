@@ -134,12 +134,14 @@ def test_japanese_uses_character_ngrams(tmp_path):
 
 
 def test_decontamination_removes_and_reports_a_planted_benchmark_leak(tmp_path):
+    """A document reproducing most of an evaluation document is removed (whatever its case); one that
+    shares a single 13-gram with it (13 of its 60 words) is not: one n-gram is too thin a proof."""
     rng = random.Random(5)
     eval_docs = [" ".join(words_doc(rng, 60)) for _ in range(5)]
-    leak_words = eval_docs[2].split()[20:33]  # exactly 13 words of an evaluation document
+    leak_words = eval_docs[2].split()[10:50]  # 40 of the 60 words of an evaluation document
     clean = " ".join(words_doc(rng, 80))
     leak = " ".join(words_doc(rng, 40) + [w.upper() for w in leak_words] + words_doc(rng, 40))
-    near_miss = " ".join(words_doc(rng, 40) + leak_words[:12] + words_doc(rng, 40))
+    near_miss = " ".join(words_doc(rng, 40) + leak_words[:13] + words_doc(rng, 40))
     ja_eval = "今日は晴れて、公園には多くの人が集まり、子どもたちは元気に走り回っていました。"
     ja_leak = "昨日の記事によると、" + ja_eval[2:30] + "という。"
     d = Decontaminator(ngram=13, char_ngram=25)
@@ -158,10 +160,14 @@ def test_decontamination_removes_and_reports_a_planted_benchmark_leak(tmp_path):
     )
     assert [x["id"] for x in iter_docs(tmp_path / "out.parquet")] == ["en-0", "en-2"]
     assert res.contaminated_removed == 1 and res.contamination == {"exam": 1, "ja_exam": 0}
+    assert res.contamination_sets["exam"]["items_found"] == 1
     report = list(iter_docs(tmp_path / "report.parquet"))
-    assert [(r["id"], r["evaluation"], r["shared_ngrams"]) for r in report] == [("en-1", "exam", 1)]
+    assert [(r["id"], r["evaluation"], r["item"], r["shared_ngrams"]) for r in report] == [
+        ("en-1", "exam", 2, 40 - 12)
+    ]
+    assert report[0]["share"] == round(40 / 60, 4)
     # Japanese is checked with character n-grams (its language says so); as words it has none.
-    assert d.matches(ja_leak, "ja")["ja_exam"] >= 1
+    assert d.matches(ja_leak, "ja")["ja_exam"].share >= 0.5
     assert d.matches(ja_leak, "en") == {}
     assert d.matches(ja_eval[:24], "ja") == {}  # shorter than one n-gram
 
@@ -189,7 +195,9 @@ def test_short_evaluation_items_are_matched_whole_and_each_set_reports_its_remov
     res = filter_deduped([tmp_path / "in.parquet"], tmp_path / "out.parquet", "web", "en", decontaminator=d)
     assert [x["id"] for x in iter_docs(tmp_path / "out.parquet")] == ["d1", "d2"]
     assert res.contamination == {"mcq": 1, "ja_quiz": 0, "unused": 0}
-    assert d.matches("クイズ：日本で一番高い山は、富士山です。正解！", "ja") == {"ja_quiz": 1}
+    assert {
+        k: v.share for k, v in d.matches("クイズ：日本で一番高い山は、富士山です。正解！", "ja").items()
+    } == {"ja_quiz": 1.0}
     assert d.matches("日本で一番高い山は", "ja") == {}
 
 
@@ -236,7 +244,7 @@ def test_near_dup_clusters_memory_per_document_is_bounded(tmp_path):
     Python objects per document)."""
     import tracemalloc
 
-    cfg = NearDupConfig(bands=14, rows=8, threshold=0.8)
+    cfg = NearDupConfig(bands=14, rows=8, threshold=0.8, verify="signature")  # no texts here
     peaks = {}
     for n in (200, 10_000, 100_000):  # the first run warms imports up
         _synthetic_signatures(tmp_path / f"sig{n}", n)

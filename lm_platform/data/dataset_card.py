@@ -123,14 +123,18 @@ def dataset_card(
         "- near: "
         + (
             f"MinHash LSH, {near.bands} bands x {near.rows} rows, threshold {near.threshold}, word "
-            f"{near.word_ngram}-grams (character {near.char_ngram}-grams for {', '.join(near.char_languages)})"
+            f"{near.word_ngram}-grams (character {near.char_ngram}-grams for {', '.join(near.char_languages)}), "
+            f"candidates verified: {near.verify}"
             if near is not None and near.enabled
             else "off"
         ),
         "- decontamination: "
         + (
             f"{dc.ngram}-gram overlap (character {dc.char_ngram}-grams for {', '.join(dc.char_languages)}) with "
-            f"{', '.join(dc.evaluations or [e.name for e in recipe.evaluations]) or 'no evaluation sets'}"
+            f"{', '.join(dc.evaluations or [e.name for e in recipe.evaluations]) or 'no evaluation sets'}: "
+            f"a document reproducing at least {dc.min_share:.0%} of an item"
+            + (f" (or {dc.min_copied_words} of its words)" if dc.min_copied_words else "")
+            + f", n-grams in {dc.frequent_docs}+ documents of a source ignored as templates"
             if dc is not None and dc.enabled
             else "off"
         ),

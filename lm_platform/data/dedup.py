@@ -28,7 +28,16 @@ from lm_platform.atomic import atomic_dir, atomic_path, read_json, write_json
 from lm_platform.data.decontam import Decontaminator
 from lm_platform.data.dedup_index import Entry, ExactIndex
 from lm_platform.data.documents import DocWriter, iter_docs
-from lm_platform.data.minhash import MinHasher, TokenHasher, band_keys, candidate_pairs, components, shingles
+from lm_platform.data.minhash import (
+    MinHasher,
+    TokenHasher,
+    band_keys,
+    candidate_pairs,
+    components,
+    ngram_hashes,
+    token_hashes,
+)
+from lm_platform.data.near_verify import SourceTexts, StaleTexts, verify_pairs
 from lm_platform.recipe.schema import ExactDedupConfig, NearDupConfig, Recipe
 from lm_platform.results import JsonResult
 
@@ -254,7 +263,10 @@ def _signature_worker(args: tuple) -> tuple[int, str]:
             for batch in pq.ParquetFile(in_path).iter_batches(batch_size=2048, columns=["id", "text"]):
                 ids += batch.column("id").to_pylist()
                 texts = batch.column("text").to_pylist()
-                sigs = [hasher.signature(shingles(t, n, chars, tokens), params) for t in texts]
+                # n-gram hashes with repeats: the signature is a minimum, so sorting them out would be waste
+                sigs = [
+                    hasher.signature(ngram_hashes(token_hashes(t, chars, tokens), n), params) for t in texts
+                ]
                 if sigs:
                     fh.write(np.stack(sigs).astype("<u4").tobytes())
                 count += len(sigs)
@@ -293,6 +305,7 @@ class MinhashResult(JsonResult):
     shards: int
     docs: int
     shard_digests: list = field(default_factory=list)  # `ids_digest` of each input shard
+    input_shards: list = field(default_factory=list)  # the shards' paths (read back by exact verification)
 
 
 def minhash_signatures(
@@ -300,8 +313,9 @@ def minhash_signatures(
 ) -> MinhashResult:
     """MinHash signatures of every document of every shard: `out_dir/NNNNN.npy`, (docs, bands*rows)
     uint32, rows in the shard's order, with the documents' ids in `NNNNN.ids.parquet` and each shard's
-    `ids_digest` in `params.json` (so a later step can tell whether the shards changed since). Shards are
-    processed in parallel by `cfg.workers` processes."""
+    `ids_digest` and path in `params.json` (so a later step can tell whether the shards changed since, and
+    read the texts back to verify candidate pairs). Shards are processed in parallel by `cfg.workers`
+    processes."""
     p = signature_params(lang, cfg)
     jobs = [
         (str(s), None, p["shingle"] == "chars", p["ngram"], cfg.bands, cfg.rows, cfg.seed) for s in shards
@@ -319,6 +333,7 @@ def minhash_signatures(
             "shards": len(jobs),
             "docs": sum(c for c, _ in done),
             "shard_digests": [d for _, d in done],
+            "input_shards": [str(Path(s).resolve()) for s in shards],
         }
         write_json(Path(tmp) / SIG_PARAMS_FILE, summary)
     return MinhashResult(**summary)
@@ -427,6 +442,13 @@ class NearDupResult(JsonResult):
     params: dict
     format: int = REMOVED_FORMAT
     inputs: dict = field(default_factory=dict)  # source -> digests of the shards its signatures came from
+    # verification of the candidate pairs (`cfg.verify`): pairs that joined a cluster, pairs refused
+    # (`prefiltered` of them on the signatures alone), documents read back, and its cost in seconds
+    verified_pairs: int = 0
+    rejected_pairs: int = 0
+    prefiltered_pairs: int = 0
+    verify_docs_read: int = 0
+    verify_seconds: float = 0.0
 
 
 def near_dup_clusters(
@@ -445,8 +467,10 @@ def near_dup_clusters(
 
     Memory stays bounded by a few arrays of n values: band keys are computed chunk by chunk and spilled
     to one column file per band on disk; each band is then sorted alone (candidate pairs within a bucket,
-    `max_group_pairs` earlier members each); candidate pairs are verified against the full signatures in
-    chunks; clusters are connected components over numpy arrays. Nothing is held per document in Python."""
+    `max_group_pairs` earlier members each); candidate pairs are verified (`cfg.verify`: `exact`, on the
+    Jaccard of the documents' shingle sets, read back from the shards recorded with the signatures, see
+    `near_verify`; `signature`, on the full signatures' estimate; `none`); clusters are connected
+    components over numpy arrays. Nothing is held per document in Python."""
     sigs = _Signatures(signature_dirs, cfg.num_perm)
     n = sigs.n
     out_dir = Path(out_dir)
@@ -460,7 +484,8 @@ def near_dup_clusters(
                 for b, fh in enumerate(handles):
                     fh.write(np.ascontiguousarray(keys[:, b]).tobytes())
         pairs = np.empty(0, dtype=np.uint64)
-        window = max_group_pairs if cfg.verify else 1  # without verification a chain joins a bucket
+        verify = cfg.verify != "none"
+        window = max_group_pairs if verify else 1  # without verification a chain joins a bucket
         for f in band_files:
             band = candidate_pairs(np.fromfile(f, dtype=np.uint64), window)
             pairs = np.union1d(pairs, band) if pairs.size else band
@@ -469,14 +494,48 @@ def near_dup_clusters(
     a = (pairs // np.uint64(max(n, 1))).astype(np.int64)
     b = (pairs % np.uint64(max(n, 1))).astype(np.int64)
     del pairs
-    if cfg.verify and a.size:
-        keep = np.zeros(a.size, dtype=bool)
+
+    def estimate(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        est = np.empty(a.size, dtype=np.float64)
         step = max(1, chunk_docs // 2)
         for start in range(0, a.size, step):
             sa = sigs.gather(a[start : start + step])
             sb = sigs.gather(b[start : start + step])
-            keep[start : start + step] = (sa == sb).mean(axis=1) >= cfg.threshold
+            est[start : start + step] = (sa == sb).mean(axis=1)
             sigs.release()
+        return est
+
+    check = {"verified_pairs": candidates, "rejected_pairs": 0, "prefiltered_pairs": 0}
+    check |= {"verify_docs_read": 0, "verify_seconds": 0.0}
+    if cfg.verify == "signature" and a.size:
+        keep = estimate(a, b) >= cfg.threshold
+        check |= {"verified_pairs": int(keep.sum()), "rejected_pairs": int(a.size - keep.sum())}
+        a, b = a[keep], b[keep]
+    elif cfg.verify == "exact" and a.size:
+        with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".tmp-verify-") as spill:
+            try:
+                keep, vs = verify_pairs(
+                    a,
+                    b,
+                    estimate,
+                    sigs.locate,
+                    _source_texts(signature_dirs),
+                    cfg.threshold,
+                    cfg.num_perm,
+                    spill,
+                )
+            except StaleTexts as e:
+                raise StaleNearDuplicates(
+                    f"near_duplicates: the exact-dedup shards changed since their signatures were computed "
+                    f"({e}); materialize minhash/* before near_duplicates"
+                ) from e
+        check = {
+            "verified_pairs": vs.verified,
+            "rejected_pairs": vs.rejected,
+            "prefiltered_pairs": vs.prefiltered,
+            "verify_docs_read": vs.docs_read,
+            "verify_seconds": round(vs.seconds, 3),
+        }
         a, b = a[keep], b[keep]
     roots = components(n, a, b)
     del a, b
@@ -527,11 +586,45 @@ def near_dup_clusters(
         "per_source": per_source,
         "inputs": inputs,
         "params": {"bands": cfg.bands, "rows": cfg.rows, "threshold": cfg.threshold, "verify": cfg.verify},
+        **check,
     }
     with atomic_dir(out_dir) as tmp:
         pq.write_table(table, Path(tmp) / REMOVED_FILE, compression="zstd")
         write_json(Path(tmp) / STATS_FILE, stats)
     return NearDupResult(**stats)
+
+
+def _source_texts(signature_dirs: Sequence[tuple[str, str | Path]]) -> list[SourceTexts]:
+    """Where exact verification reads each source's documents back (recorded by `minhash_signatures`)."""
+    out = []
+    for name, directory in signature_dirs:
+        directory = Path(directory)
+        params_path = directory / SIG_PARAMS_FILE
+        params = json.loads(params_path.read_text(encoding="utf-8")) if params_path.exists() else {}
+        if not params.get("input_shards"):
+            raise StaleNearDuplicates(
+                f"{directory}: signatures of '{name}' without the paths of their shards (written by an older "
+                "version, or not by minhash_signatures); rematerialize minhash/" + name + " for exact "
+                "verification, or set dedup.near.verify: signature"
+            )
+
+        def ids_of(k: int, directory: Path = directory) -> list[str]:
+            return (
+                pq.ParquetFile(directory / f"{k:05d}.ids.parquet")
+                .read(columns=["id"])
+                .column("id")
+                .to_pylist()
+            )
+
+        out.append(
+            SourceTexts(
+                [Path(p) for p in params["input_shards"]],
+                params.get("shingle") == "chars",
+                int(params["ngram"]),
+                ids_of,
+            )
+        )
+    return out
 
 
 def _ids_at(
@@ -641,6 +734,8 @@ class FilterResult:
     # evaluation set -> documents it removed (0 for a set that removed none); a document leaking two sets
     # counts for both
     contamination: dict[str, int] = field(default_factory=dict)
+    # evaluation set -> {items, items_found, documents_removed, frequent_ngrams, uninformative_items}
+    contamination_sets: dict[str, dict] = field(default_factory=dict)
     chars_out: int = 0
     licenses: dict[str, int] = field(default_factory=dict)
 
@@ -650,6 +745,8 @@ CONTAMINATED_SCHEMA = pa.schema(
         ("id", pa.string()),
         ("source", pa.string()),
         ("evaluation", pa.string()),
+        ("item", pa.int64()),  # the item's position in its evaluation set
+        ("share", pa.float64()),  # share of the item the document reproduces
         ("shared_ngrams", pa.int64()),
         ("text", pa.string()),
     ]
@@ -667,7 +764,9 @@ def filter_deduped(
 ) -> FilterResult:
     """Write the exact-deduplicated `shards` of a source to `out_path` without the near duplicates
     clustering removed (by document id) and without documents that leak an evaluation set (listed in
-    `report_path`).
+    `report_path`). With a decontaminator, the documents that stay after near-duplicate removal are read
+    once first to count how often each evaluation n-gram occurs in the source (`Decontaminator.observe`:
+    frequent ones are templates), then filtered.
 
     The clusters must have been computed from these very shards: when the digests recorded with them
     differ from the shards' (exact dedup of the source was rerun and near_duplicates was not), this fails
@@ -678,6 +777,14 @@ def filter_deduped(
     if near_removed is not None:
         check_near_inputs(near_removed, shards)
     removals = near_removed if near_removed is not None else {}
+    decontaminate = decontaminator is not None and bool(decontaminator.sets)
+    if decontaminate:
+        decontaminator.start_corpus()  # frequencies are the source's own
+        for k, shard in enumerate(shards):
+            for row, doc in enumerate(iter_docs(shard, columns=["text"])):
+                if (k, row) not in removals:
+                    decontaminator.observe(doc["text"], lang)
+        decontaminator.finish_observing()
     report = DocWriter(report_path, schema=CONTAMINATED_SCHEMA) if report_path else None
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(DocWriter(out_path))
@@ -697,11 +804,11 @@ def filter_deduped(
                     if kept_by != source:
                         res.near_cross_source_hits[kept_by] = res.near_cross_source_hits.get(kept_by, 0) + 1
                     continue
-                if decontaminator is not None and decontaminator.sets:
+                if decontaminate:
                     leaks = decontaminator.matches(doc["text"], lang)
                     if leaks:
                         res.contaminated_removed += 1
-                        for name, hits in leaks.items():
+                        for name, leak in leaks.items():
                             res.contamination[name] = res.contamination.get(name, 0) + 1
                             if report is not None:
                                 report.write(
@@ -709,7 +816,9 @@ def filter_deduped(
                                         "id": doc["id"],
                                         "source": source,
                                         "evaluation": name,
-                                        "shared_ngrams": hits,
+                                        "item": leak.item,
+                                        "share": round(leak.share, 4),
+                                        "shared_ngrams": leak.shared_ngrams,
                                         "text": doc["text"],
                                     }
                                 )
@@ -718,6 +827,17 @@ def filter_deduped(
                 res.chars_out += len(doc["text"])
                 res.licenses[doc["license"]] = res.licenses.get(doc["license"], 0) + 1
     res.docs_out = out.count
+    if decontaminator is not None:
+        res.contamination_sets = {
+            name: {
+                "items": sm.items,
+                "items_found": sm.items_found,
+                "documents_removed": res.contamination.get(name, 0),
+                "frequent_ngrams": sm.frequent_ngrams,
+                "uninformative_items": sm.uninformative,
+            }
+            for name, sm in decontaminator.summary.items()
+        }
     return res
 
 
@@ -826,6 +946,9 @@ class DedupedResult:
     near_cross_source_hits: dict[str, int]
     contaminated_removed: int
     contamination: dict[str, int]
+    # evaluation set -> items, items found, documents removed, frequent (template) n-grams ignored,
+    # uninformative items
+    contamination_sets: dict[str, dict]
     contamination_report: Path
     chars_out: int
     licenses: dict[str, int]
@@ -879,6 +1002,7 @@ def deduplicate_source(
         near_cross_source_hits=res.near_cross_source_hits,
         contaminated_removed=res.contaminated_removed,
         contamination=res.contamination,
+        contamination_sets=res.contamination_sets,
         contamination_report=report,
         chars_out=res.chars_out,
         licenses=res.licenses,

@@ -48,16 +48,20 @@ class TokenHasher:
 
     def __call__(self, words: Sequence[str]) -> np.ndarray:
         cache = self._cache
-        out = np.empty(len(words), dtype=np.uint64)
-        for i, w in enumerate(words):
-            h = cache.get(w)
-            if h is None:
-                h = int.from_bytes(hashlib.blake2b(w.encode("utf-8"), digest_size=8).digest(), "little")
-                if len(cache) >= self._max:
-                    cache.clear()
-                cache[w] = h
-            out[i] = h
-        return out
+        values = list(map(cache.get, words))  # the common case (every word seen before) stays in C
+        if None in values:
+            if len(cache) + len(values) > self._max:
+                cache.clear()
+            for i, (w, h) in enumerate(zip(words, values, strict=True)):
+                if h is None:
+                    h = cache.get(w)
+                    if h is None:
+                        h = int.from_bytes(
+                            hashlib.blake2b(w.encode("utf-8"), digest_size=8).digest(), "little"
+                        )
+                        cache[w] = h
+                    values[i] = h
+        return np.array(values, dtype=np.uint64) if values else np.empty(0, dtype=np.uint64)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -116,13 +120,15 @@ class MinHasher:
         return a, b
 
     def signature(self, shingle_hashes: np.ndarray, params: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        """uint32 signature; all 0xFFFFFFFF for a text without shingles (it never collides by band)."""
+        """uint32 signature; all 0xFFFFFFFF for a text without shingles (it never collides by band).
+        Repeated shingles change nothing (a minimum), so the hashes need not be unique."""
         if shingle_hashes.size == 0:
             return np.full(self.num_perm, 0xFFFFFFFF, dtype=np.uint32)
         a, b = params
-        with np.errstate(over="ignore"):
-            values = (shingle_hashes[:, None] * a[None, :] + b[None, :]) >> np.uint64(32)
-        return values.min(axis=0).astype(np.uint32)
+        values = np.multiply.outer(shingle_hashes, a)  # wraps modulo 2**64, in place from here on
+        values += b
+        # the top 32 bits of the smallest value are the smallest top 32 bits (shifting keeps the order)
+        return (values.min(axis=0) >> np.uint64(32)).astype(np.uint32)
 
 
 def band_keys(signatures: np.ndarray, bands: int, rows: int, offset: int = 0) -> np.ndarray:

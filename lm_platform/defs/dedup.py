@@ -110,8 +110,9 @@ def near_duplicates_asset(recipe: Recipe) -> dg.AssetsDefinition:
         group_name=GROUP,
         kinds={"python", "parquet"},
         code_version=versioned(cfg, [s.name for s in order]),
-        description=f"Near-duplicate clusters across all sources (MinHash LSH, threshold {cfg.threshold}); "
-        f"one document kept per cluster, by priority: {[s.name for s in order]}",
+        description=f"Near-duplicate clusters across all sources (MinHash LSH, threshold {cfg.threshold}, "
+        f"candidates verified: {cfg.verify}); one document kept per cluster, by priority: "
+        f"{[s.name for s in order]}",
         metadata=headline("docs", "clusters", "near_duplicates_removed"),
     )
     def _near(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
@@ -124,6 +125,12 @@ def near_duplicates_asset(recipe: Recipe) -> dg.AssetsDefinition:
         return materialize(
             docs=stats.docs,
             candidate_pairs=stats.candidate_pairs,
+            verify=cfg.verify,
+            verified_pairs=stats.verified_pairs,
+            rejected_pairs=stats.rejected_pairs,
+            prefiltered_pairs=stats.prefiltered_pairs,
+            verify_docs_read=stats.verify_docs_read,
+            verify_seconds=stats.verify_seconds,
             joined_pairs=stats.joined_pairs,
             clusters=stats.clusters,
             near_duplicates_removed=stats.removed,
@@ -163,8 +170,12 @@ def deduped_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
         )
         if res.contaminated_removed:
             context.log.warning(f"{src.name}: {res.contaminated_removed} documents leak evaluation sets")
+        per_set = [{"evaluation": name, **v} for name, v in res.contamination_sets.items()]
+        columns = ["evaluation", "items", "items_found", "documents_removed"]
+        columns += ["frequent_ngrams", "uninformative_items"]
         return materialize(
             res,
+            contamination_sets=table(per_set, columns),
             est_tokens=round(res.chars_out / cpt),
             licenses=licenses_table(res.licenses),
             data_version=content_version(layout.deduped(src.name)),

@@ -138,8 +138,11 @@ class NearDupConfig(_Strict):
 
     Shingles are word n-grams, or character n-grams for languages written without spaces
     (`char_languages`). A pair is a candidate when all `rows` hashes of one of the `bands` agree; with
-    `verify`, a candidate pair is kept only when the full signatures estimate a Jaccard similarity of at
-    least `threshold` (fewer false positives than banding alone)."""
+    `verify: exact` (the default; `true` means the same), a candidate pair joins a cluster only when the
+    exact Jaccard similarity of the two documents' shingle sets is at least `threshold`: the candidates'
+    texts are read back and shingled again (pairs whose signatures already estimate far less are rejected
+    first). `verify: signature` compares the full signatures instead (an estimate: templated short
+    documents well under `threshold` pass it), `verify: none` (or `false`) keeps every band collision."""
 
     enabled: bool = True
     word_ngram: int = Field(5, gt=0)
@@ -148,9 +151,17 @@ class NearDupConfig(_Strict):
     bands: int = Field(14, gt=0)
     rows: int = Field(8, gt=0)
     threshold: float = Field(0.8, gt=0, le=1)
-    verify: bool = True
+    verify: Literal["exact", "signature", "none"] = "exact"
     seed: int = 1
     workers: int = Field(1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _verify_bool(cls, data):
+        """`verify: true/false` (the former boolean) reads as `exact` / `none`."""
+        if isinstance(data, dict) and isinstance(data.get("verify"), bool):
+            data = {**data, "verify": "exact" if data["verify"] else "none"}
+        return data
 
     @property
     def num_perm(self) -> int:
@@ -169,7 +180,15 @@ class DecontaminationConfig(_Strict):
     (`char_ngram`) for `char_languages`. `evaluations` limits the sets used (default: all). An evaluation
     text shorter than one n-gram is matched whole (a document leaks it when it contains the whole
     normalised text) if it has at least `min_words` words (`min_chars` characters for `char_languages`);
-    shorter ones are skipped, so that common phrases do not remove documents."""
+    shorter ones are skipped, so that common phrases do not remove documents.
+
+    Templates are not leaks: an n-gram found in at least `frequent_docs` documents of the source being
+    checked (boilerplate, the sentence every article of a family shares) is ignored, and a document is
+    removed only when it reproduces at least `min_share` of an evaluation item (the share of the item's
+    words covered by n-grams the document shares with it, counted over the words that non-frequent
+    n-grams cover), or at least `min_copied_words` words of it (`min_copied_chars` characters for
+    `char_languages`: a section copied from a long held-out article). An item made only of frequent
+    n-grams is counted as `uninformative` and never matched."""
 
     enabled: bool = True
     ngram: int = Field(13, gt=0)
@@ -178,6 +197,20 @@ class DecontaminationConfig(_Strict):
     min_chars: int = Field(15, gt=0, description="Shortest evaluation text (characters) matched whole")
     char_languages: tuple[str, ...] = ("ja", "zh", "th")
     evaluations: tuple[str, ...] | None = None
+    min_share: float = Field(
+        0.5, gt=0, le=1, description="Share of an evaluation item a document must reproduce to be removed"
+    )
+    frequent_docs: int = Field(
+        10, ge=2, description="An n-gram in at least this many of a source's documents is a template, ignored"
+    )
+    min_copied_words: int | None = Field(
+        200,
+        gt=0,
+        description="Words of an item a document may not reproduce, whatever their share (None: off)",
+    )
+    min_copied_chars: int | None = Field(
+        600, gt=0, description="The same in characters, for `char_languages` (None: off)"
+    )
 
 
 EVAL_KINDS = ("perplexity", "multiple_choice", "generation", "lm_eval")
