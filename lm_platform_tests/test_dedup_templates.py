@@ -133,16 +133,46 @@ def test_templated_articles_are_kept_and_a_copy_of_an_evaluation_item_is_removed
     assert fresh.matches(copy, "en")["heldout"].item == 1
 
 
-def test_an_item_made_only_of_template_is_uninformative_and_removes_nothing(tmp_path):
+def test_an_item_that_is_mostly_template_keeps_the_family(tmp_path):
+    """An evaluation item whose text is the family's template sentence plus a few words of its own (the
+    template is 17 of its 23 words, under `copy_share`): the twelve articles carrying the template are not
+    copies of it, so its five template 13-grams count as frequent and no article is removed."""
     rng = random.Random(12)
     vocab = [f"w{i}" for i in range(3000)]
     articles = [article(rng, vocab) for _ in range(12)]
     d = Decontaminator(ngram=13, frequent_docs=10)
-    d.add_set("stubs", [("en", TEMPLATE)])  # 17 words: five 13-grams, all in every article
+    d.add_set("stubs", [("en", TEMPLATE + " and was founded by railway workers in nineteen")])
     shard = write(tmp_path / "in.parquet", articles)
     res = filter_deduped([shard], tmp_path / "out.parquet", "wiki", "en", decontaminator=d)
     assert res.contaminated_removed == 0
-    assert res.contamination_sets["stubs"]["uninformative_items"] == 1
+    assert res.contamination_sets["stubs"]["frequent_ngrams"] == 5
+
+
+def test_an_item_copied_into_many_documents_is_removed_from_each(tmp_path):
+    """An exam item copied into more documents than `frequent_docs` (quiz sites, forums quoting it) is a
+    leak in each of them, not a template: a copy does not count towards the item's n-grams being
+    frequent. The forty articles that share only the template sentence with another item stay."""
+    rng = random.Random(13)
+    vocab = [f"w{i}" for i in range(3000)]
+    items = [article(rng, vocab) for _ in range(3)]
+    articles = [article(rng, vocab) for _ in range(40)]
+    copies = [
+        " ".join(rng.choices(vocab, k=30)) + "\n" + items[2] + "\n" + " ".join(rng.choices(vocab, k=30))
+        for _ in range(15)
+    ]
+    d = Decontaminator(ngram=13, frequent_docs=10, min_share=0.5)
+    d.add_set("exam", [("en", t) for t in items])
+    shard = write(tmp_path / "in.parquet", [*articles, *copies])
+    res = filter_deduped([shard], tmp_path / "out.parquet", "web", "en", decontaminator=d)
+    kept = [x["id"] for x in iter_docs(tmp_path / "out.parquet")]
+    assert kept == [f"doc-{i}" for i in range(40)]
+    assert res.contaminated_removed == 15
+    assert res.contamination_sets["exam"]["items_found"] == 1
+    # Without the copy rule (every document counted as template evidence), the copies would all stay.
+    lax = Decontaminator(ngram=13, frequent_docs=10, min_share=0.5, copy_share=1.01)
+    lax.add_set("exam", [("en", t) for t in items])
+    lax_res = filter_deduped([shard], tmp_path / "lax.parquet", "web", "en", decontaminator=lax)
+    assert lax_res.contaminated_removed == 0
 
 
 SHARED = Path(os.environ.get("LM_PLATFORM_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")

@@ -22,8 +22,12 @@ answer) is indexed whole: a document leaks it when its normalised text contains 
 under a minimum length (`min_words` words, `min_chars` characters for unspaced scripts) are skipped and
 counted, so that common phrases do not wipe out documents.
 
-A text copied into `frequent_docs` or more distinct documents (after deduplication) of a source looks
-like a template and is not removed; each set's figures say how many of its items were uninformative.
+A copy is not a template: a document that reproduces at least `copy_share` of an item (counted over all
+of the item's n-grams, frequent or not) does not count towards the frequency of that item's n-grams. So an
+item copied into many documents (an exam question on every quiz site) is removed from each of them, while
+the sentence a family of articles shares with an item (a small share of it) still counts as a template.
+An item that is itself no more than a template sentence is, by that rule, reproduced whole by every
+article of the family, and those articles are removed: its whole text is in them.
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ class _Set:
     # (chars?, item length in units) -> (sorted hashes of whole short items, their item index)
     whole: dict[tuple[bool, int], tuple[np.ndarray, np.ndarray]]
     coverable: np.ndarray | None = None  # per item: words covered by its non-frequent n-grams
+    total: np.ndarray | None = None  # per item: words covered by all of its n-grams
     found: set[int] = field(default_factory=set)
 
 
@@ -105,6 +110,7 @@ class Decontaminator:
     min_chars: int = 15
     min_share: float = 0.5
     frequent_docs: int = 10
+    copy_share: float = 0.8
     min_copied_words: int | None = 200
     min_copied_chars: int | None = 600
     summary: dict[str, SetSummary] = field(default_factory=dict)
@@ -198,10 +204,27 @@ class Decontaminator:
             pos[pos == s.unique.size] = 0
             found = pos[s.unique[pos] == grams]
             if found.size:
+                copied = self._copied_hashes(s, s.unique[found])
+                if copied.size:  # a copy of an item is no evidence that its n-grams are a template
+                    found = found[~np.isin(s.unique[found], copied)]
                 s.df[found] += 1  # `grams` is unique, so each position once
                 s.coverable = None
                 hit = True
         return hit
+
+    def _copied_hashes(self, s: _Set, hashes: np.ndarray) -> np.ndarray:
+        """Of a document's evaluation n-grams `hashes` (sorted, distinct), those of the items it
+        reproduces at least `copy_share` of, counted over all of each item's n-grams."""
+        lo = np.searchsorted(s.hashes, hashes, side="left")
+        hi = np.searchsorted(s.hashes, hashes, side="right")
+        entries = np.concatenate([np.arange(a, b) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)])
+        if s.total is None:
+            s.total = self._coverage(s, np.arange(s.hashes.size))
+        covered = self._coverage(s, entries)
+        copied = np.flatnonzero((s.total > 0) & (covered >= self.copy_share * s.total))
+        if copied.size == 0:
+            return copied.astype(np.uint64)
+        return np.unique(s.hashes[entries][np.isin(s.item[entries], copied)])
 
     def _coverable(self, s: _Set) -> np.ndarray:
         """Per item, the units its non-frequent n-grams cover (recomputed after `observe`)."""
@@ -307,6 +330,7 @@ def recipe_decontaminator(recipe: Recipe) -> Decontaminator | None:
         dc.min_chars,
         min_share=dc.min_share,
         frequent_docs=dc.frequent_docs,
+        copy_share=dc.copy_share,
         min_copied_words=dc.min_copied_words,
         min_copied_chars=dc.min_copied_chars,
     )

@@ -188,7 +188,9 @@ class DecontaminationConfig(_Strict):
     words covered by n-grams the document shares with it, counted over the words that non-frequent
     n-grams cover), or at least `min_copied_words` words of it (`min_copied_chars` characters for
     `char_languages`: a section copied from a long held-out article). An item made only of frequent
-    n-grams is counted as `uninformative` and never matched."""
+    n-grams is counted as `uninformative` and never matched. A document reproducing at least
+    `copy_share` of an item (all of its n-grams) is a copy, not a template: it does not count towards
+    that item's n-gram frequencies, so an item copied into many documents is removed from each."""
 
     enabled: bool = True
     ngram: int = Field(13, gt=0)
@@ -202,6 +204,14 @@ class DecontaminationConfig(_Strict):
     )
     frequent_docs: int = Field(
         10, ge=2, description="An n-gram in at least this many of a source's documents is a template, ignored"
+    )
+    copy_share: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="A document reproducing at least this share of an item (all its n-grams) is a copy: it "
+        "does not count towards the item's n-grams being a template, so an item copied into many documents "
+        "is removed from each",
     )
     min_copied_words: int | None = Field(
         200,
