@@ -8,7 +8,7 @@ import unicodedata
 import pytest
 
 from lm_platform.data.blend import BLEND_FILE, allocate, blend
-from lm_platform.data.dedup import dedup_exact, dedup_key
+from lm_platform.data.dedup.exact import dedup_exact, dedup_key
 from lm_platform.data.documents import DocWriter, iter_docs, make_doc
 from lm_platform.recipe import load_recipe
 
