@@ -13,7 +13,6 @@ with a length limit, so even a single huge line is skipped without being held.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
 import io
@@ -28,6 +27,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from lm_platform.data.documents import Document, make_doc
+from lm_platform.recipe.licenses import load_license_manifest
 from lm_platform.recipe.schema import EvalConfig, SourceConfig
 
 MAX_QUARANTINE_KEPT = 1000
@@ -227,21 +227,6 @@ def _read_parquet(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
                     yield doc
         if row == 0:
             stats.quarantine(str(path), None, "empty file: no rows")
-
-
-def load_license_manifest(path: str | Path) -> dict[str, str]:
-    """File name (relative to the source directory) -> SPDX license, from JSON or CSV."""
-    path = Path(path)
-    if path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a license manifest is a JSON object {{file: license}}")
-        return {str(k): str(v) for k, v in data.items()}
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    if rows and not {"file", "license"} <= set(rows[0]):
-        raise ValueError(f"{path}: a CSV license manifest has the columns 'file' and 'license'")
-    return {row["file"]: row["license"] for row in rows}
 
 
 def _licensed_files(src: SourceConfig, suffixes: tuple[str, ...], stats: ReadStats):
