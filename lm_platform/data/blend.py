@@ -19,8 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from lm_platform.atomic import atomic_dir, write_json
+from lm_platform.data.quality_model import quality_buckets
+from lm_platform.data.tokens import DOCS_FILE, read_summary
 from lm_platform.results import JsonResult
 
 MANIFEST_FILE = "manifest.json"
@@ -164,10 +168,6 @@ def blend_tokens(
     selects each bucket as a source of its own (epoch cap: the source's x max(1, weight)); the source's
     total stays its mixture target, met within one document."""
     import polars as pl
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from lm_platform.data.tokens import DOCS_FILE, read_summary
 
     groups = groups or {}
     epoch_caps = epoch_caps or {}
@@ -323,8 +323,6 @@ def _quality_scores(tokens_dir, deduped, source: str, stage: str) -> tuple[np.nd
     deduplicated file it was tokenized from."""
     import polars as pl
 
-    from lm_platform.data.tokens import DOCS_FILE
-
     if deduped is None:
         raise ValueError(f"stage '{stage}': quality_weighting.{source} needs the source's quality scores")
     docs = pl.read_parquet(Path(tokens_dir) / DOCS_FILE, columns=["doc", "id"])
@@ -354,8 +352,6 @@ def _select_weighted(
     available tokens (a bucket that runs dry passes its share on), each selected as a source of its own,
     in order, each bucket's target corrected by what the previous ones over- or undershot, so that the
     total lands within one document of `target`. Returns rows, passes and a report per bucket."""
-    from lm_platform.data.quality_model import quality_buckets
-
     weights = [float(w) for _s, w in buckets] + [1.0]
     bucket = quality_buckets(scores, ids, [float(s) for s, _w in buckets], seed)
     members = [np.flatnonzero(bucket == b) for b in range(len(weights))]
@@ -394,6 +390,4 @@ def _select_weighted(
 
 def read_document_list(blend_dir: str | Path):
     """The blend's document list as a PyArrow table (source, doc, pass, tokens)."""
-    import pyarrow.parquet as pq
-
     return pq.read_table(Path(blend_dir) / DOCLIST_FILE)

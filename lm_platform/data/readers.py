@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import zstandard
 
 from lm_platform.data.documents import Document, make_doc
 from lm_platform.recipe.licenses import load_license_manifest
@@ -124,8 +125,6 @@ def _open_binary(path: Path):
     if path.name.endswith(".gz"):
         return gzip.open(path, "rb")
     if path.name.endswith(".zst"):
-        import zstandard
-
         return zstandard.open(path, "rb")
     return open(path, "rb")
 
@@ -152,14 +151,7 @@ def _bounded_lines(raw, limit: int) -> Iterator[tuple[int, bytes | None, int]]:
 
 def _decompression_errors() -> tuple[type[BaseException], ...]:
     """What a truncated or corrupt compressed file raises while it is read."""
-    errors: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error)
-    try:
-        import zstandard
-
-        errors += (zstandard.ZstdError,)
-    except ImportError:  # pragma: no cover - zstandard is a dependency
-        pass
-    return errors
+    return (EOFError, OSError, zlib.error, zstandard.ZstdError)
 
 
 def _read_jsonl(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:

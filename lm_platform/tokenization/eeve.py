@@ -41,7 +41,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from tokenizers import Tokenizer
+
 from lm_platform.atomic import atomic_dir, write_json
+from lm_platform.tokenization.hf_compat import make_tokenizer_compatible, write_tokenizer_files
 from lm_platform.tokenization.language_chars import has_language_char
 from lm_platform.tokenization.probe import check_invariant
 
@@ -277,8 +280,6 @@ def extend_tokenizer(
     occurring `min_frequency` times. With `check`, the invariant is verified on the probe set
     (`tokenization.probe`) and its summary returned in `result.invariant` (the caller decides; the
     asset makes it a blocking check)."""
-    from tokenizers import Tokenizer
-
     local = Path(base)
     if (local / "tokenizer.json").is_file():  # a directory: read it without importing transformers
         base_tok = None
@@ -350,8 +351,6 @@ def extend_tokenizer(
     for i, tok in enumerate(new):
         pieces = [vocab[t.value] for t in segment(tok)]
         result.new_tokens.append({"id": base_vocab_size + i, "token": tok, "pieces": pieces})
-
-    from lm_platform.tokenization.hf_compat import make_tokenizer_compatible, write_tokenizer_files
 
     with atomic_dir(out_dir) as tmp:
         if base_tok is None:
