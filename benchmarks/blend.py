@@ -6,9 +6,9 @@ same HF tokenizer (the project's SentencePiece BPE export, `tokenizer.json` only
 the same `tokenizers` code), the same three stages (mixtures and token targets), from deduplicated
 documents to packed `seq_len + 1` datasets with BOS/EOS. Ours: `tokens/<source>` once
 (data/tokens.py, two worker processes), then per stage an exact blend (a document list) and packing from
-the token shards. Peer: today's path before this change, per stage: a blend of the documents' text by
-chars-per-token estimates (`blend`) and `pack_dataset`, which tokenizes the stage's text again (two worker
-processes). Throughput: packed tokens written by all three stages over the wall time of the whole path.
+the token shards. Peer: the path before blends counted exact tokens, per stage: a blend of the
+documents' text by chars-per-token estimates (`benchmarks/_text_blend.py`) and `pack_dataset`, which
+tokenizes the stage's text again (two worker processes). Throughput: packed tokens written by all three stages over the wall time of the whole path.
 Reported with it: how far each path lands from the stages' token targets (`ours_target_error`,
 `peer_target_error`: the largest |packed - target| / target over the stages), and `rss_growth`: the peak
 RSS of our path on 10x the input over 1x (each in its own process).
@@ -30,7 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from lm_platform.data.blend import blend, blend_tokens
+from benchmarks._text_blend import blend
+from lm_platform.data.blend import blend_tokens
 from lm_platform.data.documents import DocWriter, make_doc
 from lm_platform.data.pack import boundary_tokens, pack_dataset, pack_tokens, tokenizer_meta
 from lm_platform.data.tokens import tokenize_source

@@ -51,7 +51,8 @@ import time
 from pathlib import Path
 
 from lm_platform.data.decontam import Decontaminator
-from lm_platform.data.dedup import filter_deduped, minhash_signatures, near_dup_clusters
+from lm_platform.data.dedup.deduped import filter_deduped
+from lm_platform.data.dedup.near import minhash_signatures, near_dup_clusters
 from lm_platform.data.documents import DocWriter, make_doc
 from lm_platform.recipe.schema import NearDupConfig
 
@@ -203,7 +204,7 @@ def run_ours(
     t0 = _clock()
     minhash_signatures([shard], work / "sigs", "en", cfg)
     stats = near_dup_clusters([("bench", work / "sigs")], work / "clusters", cfg)
-    from lm_platform.data.dedup import removed_rows
+    from lm_platform.data.dedup.near import removed_rows
 
     removed = removed_rows(work / "clusters", "bench")
     res = filter_deduped([shard], work / "out.parquet", "bench", "en", near_removed=removed)
@@ -320,7 +321,7 @@ def _probe(mode: str, n_docs: int, work: str) -> None:
     if mode == "gen":
         write_signatures(work_dir / "sigs", n_docs)
         return
-    from lm_platform.data.dedup import near_dup_clusters
+    from lm_platform.data.dedup.near import near_dup_clusters
     from lm_platform.recipe.schema import NearDupConfig
 
     # Synthetic signatures have no texts to read back: the clustering's memory is what is measured.

@@ -74,7 +74,7 @@ def _valid(token: str) -> bool:
     """Whole characters only, and at least one Vietnamese letter outside ASCII."""
     import unicodedata
 
-    from lm_platform.tokenization.eeve import VI_CHARS
+    from lm_platform.tokenization.language_chars import VI_CHARS
 
     try:
         text = _bytes_of(token).decode("utf-8")
@@ -180,7 +180,7 @@ def main() -> None:
         )
     from tokenizers import Tokenizer
 
-    from lm_platform.tokenization.eeve import has_language_char
+    from lm_platform.tokenization.language_chars import has_language_char
     from lm_platform.tokenization.probe import PROBE_TEXTS, SHARED_LETTER_TEXTS
 
     docs = [json.loads(line) for line in VI.open(encoding="utf-8") if line.strip()]

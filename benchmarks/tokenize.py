@@ -1,13 +1,15 @@
-"""Tokenize-and-pack throughput: our stage vs datatrove's DocumentTokenizer vs bare `tokenizers`.
+"""Tokenize-and-pack throughput: the platform's path vs datatrove's DocumentTokenizer vs bare `tokenizers`.
 
-Equivalent work: the same Parquet blend and the same tokenizer (the project's SentencePiece BPE export,
-trained here on the demo text), every document encoded as BOS + ids + EOS in input order, written as
-uint16 tokens to disk. Ours packs into `seq_len + 1` rows in one process (it encodes with the HF
-tokenizer, as inference does; see lm_platform.data.pack._Encoder);
+Equivalent work: the same Parquet file of documents and the same tokenizer (the project's SentencePiece
+BPE export, trained here on the demo text), every document encoded as BOS + ids + EOS, written as uint16
+tokens to disk. Ours is what the platform runs for one source and one stage: `tokens/<source>`
+(`data.tokens.tokenize_source`, one process), a blend taking every document (`data.blend.blend_tokens`),
+and packing from the token shards into `seq_len + 1` rows (`data.pack.pack_tokens`, no validation split);
 datatrove reads the Parquet with its ParquetReader and tokenizes with `DocumentTokenizer` (BOS/EOS by a
 template post-processor, no shuffling, one task, as its docs run it); the floor is bare
 `Tokenizer.encode_batch_fast` on texts already in memory (no reading, no BOS/EOS, no writing).
-Agreement: the share of documents whose ids are identical in our shards and datatrove's output.
+Agreement: the share of documents whose ids (with BOS and EOS) are identical in our token shards and
+datatrove's output.
 
     python -m benchmarks.tokenize [--quick]
 """
@@ -27,8 +29,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from lm_platform.data.blend import blend_tokens
 from lm_platform.data.documents import DocWriter, make_doc
-from lm_platform.data.pack import INDEX_FILE, pack_dataset, tokenizer_meta
+from lm_platform.data.pack import boundary_tokens, pack_tokens, tokenizer_meta
+from lm_platform.data.tokens import DOCS_FILE, tokenize_source, tokens_file
 from lm_platform.demo.generate import read_paragraphs
 from lm_platform.recipe.schema import TokenizerConfig
 from lm_platform.tokenization.sentencepiece_trainer import BOS, EOS, train_sentencepiece
@@ -52,7 +56,12 @@ def make_blend(path: Path, n_docs: int, seed: int = 0) -> int:
 
 def run_ours(blend: Path, tok_dir: Path, out: Path) -> tuple[float, int]:
     t = time.perf_counter()
-    index = pack_dataset(blend, tok_dir, out, SEQ_LEN, val_fraction=0.0, shuffle_buffer=0, workers=WORKERS)
+    summary = tokenize_source(blend, tok_dir, out / "tokens", source="bench", workers=WORKERS)
+    boundary = boundary_tokens(tokenizer_meta(tok_dir))
+    every = summary["tokens"] + boundary * summary["docs"]
+    tokens = {"bench": out / "tokens"}
+    blend_tokens(tokens, {"bench": 1.0}, every, out / "blend", boundary_tokens=boundary)
+    index = pack_tokens(out / "blend", tokens, tok_dir, out / "dataset", SEQ_LEN, 0.0, shuffle_buffer=0)
     return time.perf_counter() - t, index["tokens"]
 
 
@@ -95,28 +104,27 @@ def run_floor(texts: list[str], tok_dir: Path) -> tuple[float, int]:
     return time.perf_counter() - t, tokens + 2 * len(texts)  # BOS/EOS counted as the others write them
 
 
-def agreement(ours: Path, theirs: Path) -> float:
-    """Share of documents with identical ids in our shards and datatrove's .ds output."""
-    import json
-
-    index = json.loads((ours / INDEX_FILE).read_text())
-    body = []
-    for shard in index["splits"]["train"]["shards"]:
-        flat = np.load(ours / shard["file"]).reshape(-1)
-        body.append(flat[: len(flat) - shard["padding"]])
-    mine = np.concatenate(body)
-    my_ends = np.flatnonzero(mine == index["eos_id"]) + 1
+def agreement(ours: Path, theirs: Path, tok_dir: Path) -> float:
+    """Share of documents with identical ids (BOS + ids + EOS) in our token shards and datatrove's .ds
+    output, in input order."""
+    meta = tokenizer_meta(tok_dir)
+    docs = pq.read_table(ours / "tokens" / DOCS_FILE, columns=["part", "offset", "tokens"]).to_pylist()
+    parts: dict[int, np.ndarray] = {}
     (ds,) = theirs.glob("*.ds")
     their = np.frombuffer(ds.read_bytes(), dtype="<u2")
     raw = (theirs / f"{ds.name}.index").read_bytes()
     their_ends = np.asarray(struct.unpack(f"<{len(raw) // 8}Q", raw))
-    if len(my_ends) != len(their_ends):
+    if len(docs) != len(their_ends):
         return 0.0
-    same, start_a, start_b = 0, 0, 0
-    for ea, eb in zip(my_ends, their_ends, strict=True):
-        same += np.array_equal(mine[start_a:ea], their[start_b:eb])
-        start_a, start_b = ea, eb
-    return same / len(my_ends)
+    same, start = 0, 0
+    for doc, end in zip(docs, their_ends, strict=True):
+        if doc["part"] not in parts:
+            parts[doc["part"]] = np.load(ours / "tokens" / tokens_file(doc["part"]))
+        ids = parts[doc["part"]][doc["offset"] : doc["offset"] + doc["tokens"]]
+        mine = np.concatenate([[meta.bos_id], ids, [meta.eos_id]])
+        same += np.array_equal(mine, their[start:end])
+        start = end
+    return same / len(docs)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
                 rates[name].append(n / secs)
                 counts[name] = n
             if agree is None:
-                agree = agreement(outs["ours"], outs["datatrove"])
+                agree = agreement(outs["ours"], outs["datatrove"], tok_dir)
             print(
                 f"{r:>5} {rates['ours'][-1]:>12,.0f} {rates['datatrove'][-1]:>16,.0f} {rates['floor'][-1]:>12,.0f}"
             )

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import unicodedata
 
+import pyarrow.parquet as pq
 import pytest
 
-from lm_platform.data.blend import BLEND_FILE, allocate, blend
-from lm_platform.data.dedup import dedup_exact, dedup_key
+from lm_platform.data.blend import DOCLIST_FILE, MANIFEST_FILE, allocate, blend_tokens
+from lm_platform.data.dedup.exact import dedup_exact_indexed, dedup_key, exact_shards
+from lm_platform.data.dedup_index import ExactIndex
 from lm_platform.data.documents import DocWriter, iter_docs, make_doc
 from lm_platform.recipe import load_recipe
+from lm_platform_tests.blend_fixtures import tokenized_source
 
 
 def write_docs(path, source, texts, license="CC0-1.0"):
@@ -28,10 +31,11 @@ def test_dedup_key_ignores_case_punctuation_spacing_but_not_words():
 def test_dedup_within_source_and_against_higher_priority(tmp_path):
     write_docs(tmp_path / "books.parquet", "books", ["alpha text", "beta text"])
     write_docs(tmp_path / "web.parquet", "web", ["Alpha text!", "gamma", "gamma", "delta", "BETA, text"])
-    res = dedup_exact(
-        tmp_path / "web.parquet", tmp_path / "out.parquet", [("books", tmp_path / "books.parquet")]
-    )
-    assert [d["text"] for d in iter_docs(tmp_path / "out.parquet")] == ["gamma", "delta"]
+    with ExactIndex(None, partitions=2) as index:  # books first: its copies win
+        dedup_exact_indexed([tmp_path / "books.parquet"], tmp_path / "books", "books", index, priority=1)
+        res = dedup_exact_indexed([tmp_path / "web.parquet"], tmp_path / "web", "web", index, source_rank=1)
+    kept = [d["text"] for shard in exact_shards(tmp_path / "web") for d in iter_docs(shard)]
+    assert kept == ["gamma", "delta"]
     assert (res.exact_removed, res.cross_source_removed, res.cross_source_hits) == (1, 2, {"books": 2})
 
 
@@ -55,17 +59,18 @@ def test_allocate_redistributes_an_exhausted_source_in_proportion():
 
 
 def test_blend_is_seeded_and_follows_ratios(tmp_path):
-    write_docs(tmp_path / "a.parquet", "a", [f"a{i} " + "x" * 99 for i in range(300)])
-    write_docs(tmp_path / "b.parquet", "b", [f"b{i} " + "y" * 49 for i in range(300)], license="CC-BY-4.0")
-    inputs = {"a": (tmp_path / "a.parquet", 4.0), "b": (tmp_path / "b.parquet", 2.0)}
-    m1 = blend(inputs, {"a": 0.75, "b": 0.25}, 4000, tmp_path / "out1", seed=3)
-    m2 = blend(inputs, {"a": 0.75, "b": 0.25}, 4000, tmp_path / "out2", seed=3)
-    m3 = blend(inputs, {"a": 0.75, "b": 0.25}, 4000, tmp_path / "out3", seed=4)
-    ids = [[d["id"] for d in iter_docs(tmp_path / o / BLEND_FILE)] for o in ("out1", "out2", "out3")]
-    assert ids[0] == ids[1] != ids[2]
+    inputs = {
+        "a": tokenized_source(tmp_path, "a", 300, tokens=25),
+        "b": tokenized_source(tmp_path, "b", 300, tokens=25, license="CC-BY-4.0"),
+    }
+    m1 = blend_tokens(inputs, {"a": 0.75, "b": 0.25}, 4000, tmp_path / "out1", seed=3)
+    m2 = blend_tokens(inputs, {"a": 0.75, "b": 0.25}, 4000, tmp_path / "out2", seed=3)
+    m3 = blend_tokens(inputs, {"a": 0.75, "b": 0.25}, 4000, tmp_path / "out3", seed=4)
+    docs = [pq.read_table(tmp_path / o / DOCLIST_FILE).to_pylist() for o in ("out1", "out2", "out3")]
+    assert docs[0] == docs[1] != docs[2]
     shares = {r["source"]: r["share"] for r in m1["sources"]}
     assert shares == pytest.approx({"a": 0.75, "b": 0.25}, abs=0.01)
     assert m1 == m2
     assert {r["license"] for r in m1["licenses"]} == {"CC0-1.0", "CC-BY-4.0"}
-    assert json.loads((tmp_path / "out1" / "manifest.json").read_text()) == m1
+    assert json.loads((tmp_path / "out1" / MANIFEST_FILE).read_text()) == m1
     assert m3["docs"] > 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lm_platform.data.dedup import dedup_exact_indexed, exact_shards
+from lm_platform.data.dedup.exact import dedup_exact_indexed, exact_shards
 from lm_platform.data.dedup_index import ExactIndex
 from lm_platform.data.documents import DocWriter, iter_docs, make_doc
 
@@ -108,7 +108,7 @@ def test_in_memory_index_keeps_nothing(tmp_path):
 DRIVER = textwrap.dedent(
     """
     import sys
-    from lm_platform.data.dedup import dedup_exact_indexed
+    from lm_platform.data.dedup.exact import dedup_exact_indexed
     from lm_platform.data.dedup_index import ExactIndex
 
     index_dir, out_dir, *shards = sys.argv[1:]

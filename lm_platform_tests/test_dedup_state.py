@@ -10,15 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from lm_platform.data.dedup import (
-    StaleNearDuplicates,
-    dedup_exact_indexed,
-    exact_shards,
-    filter_deduped,
-    minhash_signatures,
-    near_dup_clusters,
-    removed_rows,
-)
+from lm_platform.data.dedup.deduped import filter_deduped
+from lm_platform.data.dedup.exact import dedup_exact_indexed, exact_shards
+from lm_platform.data.dedup.near import minhash_signatures, near_dup_clusters, removed_rows
+from lm_platform.data.dedup.staleness import StaleNearDuplicates
 from lm_platform.data.dedup_index import ExactIndex
 from lm_platform.data.documents import DocWriter, iter_docs, make_doc
 from lm_platform.recipe.schema import NearDupConfig
@@ -194,7 +189,7 @@ def test_downstream_only_rerun_after_a_source_changed_refuses_stale_near_duplica
 
 
 def test_recipe_ranks_follow_priority_and_order(demo_recipe):
-    from lm_platform.data.dedup import recipe_ranks
+    from lm_platform.data.dedup.exact import recipe_ranks
 
     ranks = recipe_ranks(demo_recipe)
     assert list(ranks) == [s.name for s in demo_recipe.sources]

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from lm_platform.data.decontam import Decontaminator
-from lm_platform.data.dedup import filter_deduped, minhash_signatures, near_dup_clusters, removed_rows
+from lm_platform.data.dedup.deduped import filter_deduped
+from lm_platform.data.dedup.near import minhash_signatures, near_dup_clusters, removed_rows
 from lm_platform.data.documents import DocWriter, iter_docs, make_doc
 from lm_platform.data.minhash import shingles
 from lm_platform.data.near_verify import jaccard_sorted
@@ -73,7 +74,7 @@ def test_exact_verification_refuses_texts_that_changed_since_their_signatures(tm
     """The verifier reads the shards the signatures came from: if those were rewritten with other
     documents, clustering stops with a message naming what to rematerialize."""
 
-    from lm_platform.data.dedup import StaleNearDuplicates
+    from lm_platform.data.dedup.staleness import StaleNearDuplicates
 
     rng = random.Random(4)
     stubs = [stub(i, rng) for i in range(10)]

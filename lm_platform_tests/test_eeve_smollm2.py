@@ -18,13 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from lm_platform.tokenization.eeve import (
-    EEVE_FILE,
-    extend_tokenizer,
-    has_language_char,
-    token_bytes,
-    token_is_valid,
-)
+from lm_platform.tokenization.eeve import EEVE_FILE, extend_tokenizer, token_bytes, token_is_valid
+from lm_platform.tokenization.language_chars import has_language_char
 from lm_platform.tokenization.probe import PROBE_TEXTS, SHARED_LETTER_TEXTS, check_invariant
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lm_platform.data.dedup import dedup_key
+from lm_platform.data.dedup.exact import dedup_key
 from lm_platform.data.dedup_index import Entry, ExactIndex
 from lm_platform.data.local_index import ConcurrentWriterError, local_working_copy
 

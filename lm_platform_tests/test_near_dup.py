@@ -9,12 +9,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from lm_platform.data.decontam import Decontaminator, multiple_choice_text
-from lm_platform.data.dedup import (
-    filter_deduped,
-    minhash_signatures,
-    near_dup_clusters,
-    removed_rows,
-)
+from lm_platform.data.dedup.deduped import filter_deduped
+from lm_platform.data.dedup.near import minhash_signatures, near_dup_clusters, removed_rows
 from lm_platform.data.documents import DocWriter, iter_docs, make_doc
 from lm_platform.data.minhash import MinHasher, UnionFind, shingles
 from lm_platform.recipe.schema import NearDupConfig

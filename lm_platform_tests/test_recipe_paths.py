@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from lm_platform.data.decontam import recipe_decontaminator
-from lm_platform.data.dedup import filter_deduped
+from lm_platform.data.dedup.deduped import filter_deduped
 from lm_platform.data.documents import DocWriter, iter_docs, make_doc
 from lm_platform.data.readers import read_eval_set
+from lm_platform.evaluation.sets import evaluation_texts
 from lm_platform.recipe import load_recipe
 from lm_platform.recipe.loader import RecipeError
 from lm_platform_tests.conftest import write_demo_variant
@@ -60,7 +61,7 @@ def test_evaluation_set_read_as_a_dataset_through_the_sources_path(tmp_path, fmt
     ev = recipe.evaluations[-1]
     got = list(read_eval_set(ev))
     assert got == [("en", r["question"]) for r in rows]
-    dc = recipe_decontaminator(recipe)
+    dc = recipe_decontaminator(recipe, evaluation_texts)
     assert dc is not None and dc.summary["mcq"].whole_items == 5
     bad = ev.model_copy(update={"text_field": "answer"})
     with pytest.raises(ValueError, match=r"mcq.*:1: evaluation 'mcq' needs a string 'answer'"):
@@ -74,7 +75,7 @@ def test_bundled_recipe_ships_its_heldout_set_and_decontaminates_against_it(tmp_
     for ev in recipe.evaluations:
         docs = list(read_eval_set(ev))
         assert len(docs) >= 24 and {lang for lang, _ in docs} == {name}
-    dc = recipe_decontaminator(recipe)
+    dc = recipe_decontaminator(recipe, evaluation_texts)
     assert dc is not None
     ev = recipe.evaluations[0]
     assert dc.summary[ev.name].items == len(docs) and dc.summary[ev.name].ngrams > 0

@@ -1,54 +1,34 @@
-"""Blend sources into one training stage's document set by token share.
+"""Blend sources into one training stage's document set by exact token share.
 
-`blend_tokens` (what the graph runs) counts exact tokens: each source was tokenized once with the final
-tokenizer (`data/tokens.py`), and a document costs its ids plus its boundary tokens, as packing writes
-them; each source's target is met within one document, and the output is a document list (source, row,
-pass), not text. `blend` is the earlier path over text, kept as the benchmark's peer (benchmarks/blend.py):
-tokens are estimated from characters (chars per token given per source). Ratios may name groups of sources;
-a group's share is split among its members in proportion to their available tokens. When a source
-cannot fill its share, it gives all it has (up to its epoch cap when upsampling) and the shortfall is
-shared among the other sources in proportion to their ratios. When all sources together cannot meet
-the target, the blend holds what there is and the manifest says how much is missing (or, with
-`on_shortfall="error"`, nothing is written and `BlendShortfall` is raised). The selection is seeded
-and deterministic: the same inputs and seed give the same documents in the same order.
+Each source was tokenized once with the final tokenizer (`data/tokens.py`); a document costs its ids
+plus its boundary tokens, as packing writes them. Ratios may name groups of sources; a group's share is
+split among its members in proportion to their available tokens. When a source cannot fill its share,
+it gives all it has (up to its epoch cap when upsampling) and the shortfall is shared among the other
+sources in proportion to their ratios; each source's target is met within one document. When all
+sources together cannot meet the target, the blend holds what there is and the manifest says how much
+is missing (or, with `on_shortfall="error"`, nothing is written and `BlendShortfall` is raised). The
+output is a document list (source, row, pass), not text. The selection is seeded and deterministic: the
+same inputs and seed give the same documents in the same order.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from lm_platform.atomic import atomic_dir, write_json
-from lm_platform.data.documents import DocWriter, iter_docs
+from lm_platform.data.quality_model import quality_buckets
+from lm_platform.data.tokens import DOCS_FILE, read_summary
 from lm_platform.results import JsonResult
 
-BLEND_FILE = "data.parquet"
 MANIFEST_FILE = "manifest.json"
-
-
-@dataclass
-class SourceShare:
-    source: str
-    ratio: float
-    target_tokens: float
-    available_tokens: float
-    available_docs: int
-    taken_tokens: float = 0.0
-    taken_docs: int = 0
-    epochs: float = 0.0
-    share: float = 0.0
-    group: str | None = None
-    epoch_cap: float = 1.0
-    capacity_tokens: float = 0.0
-    exhausted: bool = False
-    taken_chars: int = 0
-    chars_per_token: float = 0.0
-    repeated_docs: int = 0
+DOCLIST_FILE = "documents.parquet"
 
 
 def allocate(ratios: dict[str, float], available: dict[str, float], total: float) -> dict[str, float]:
@@ -103,155 +83,8 @@ def _allocate_positive(
     return {s: targets.get(s, 0.0) for s in ratios}
 
 
-@dataclass(frozen=True, eq=False)  # equality: as the JSON mapping (JsonResult)
-class BlendResult(JsonResult):
-    """What a blend took: the fields of its `manifest.json`."""
-
-    stage: str
-    seed: str
-    target_tokens: int
-    taken_tokens: int
-    docs: int
-    token_estimate: str
-    ratios: dict
-    groups: dict
-    shortfall: dict
-    sources: list
-    licenses: list
-
-
-def blend(
-    inputs: dict[str, tuple[Path, float]],
-    ratios: dict[str, float],
-    target_tokens: int,
-    out_dir: str | Path,
-    seed: int | str = 0,
-    groups: dict[str, tuple[str, ...]] | None = None,
-    epoch_caps: dict[str, float] | None = None,
-    on_shortfall: str = "record",
-    stage: str = "",
-    token_estimate: str = "chars / chars_per_token of the source's language (recipe)",
-) -> BlendResult:
-    """Select documents from `inputs` (source -> (deduped path, chars per token)) to reach
-    `target_tokens` split by `ratios` (keys: sources, or groups named in `groups`); write
-    `data.parquet` and `manifest.json` into `out_dir`.
-
-    `epoch_caps` (source -> max passes, default 1) allows upsampling: a source may then give up to
-    cap x its tokens, its documents repeated in whole seeded passes plus a partial one. The same seed
-    gives the same selection; stages pass their own seed so each draws its own sample."""
-    groups = groups or {}
-    epoch_caps = epoch_caps or {}
-    sources = [m for k in ratios for m in groups.get(k, (k,))]
-    estimates: dict[str, list[float]] = {}
-    chars: dict[str, list[int]] = {}
-    for source in sources:
-        path, chars_per_token = inputs[source]
-        lengths = [len(d["text"]) for d in iter_docs(path, columns=["text"])]
-        chars[source] = lengths
-        estimates[source] = [n / chars_per_token for n in lengths]
-    available = {s: sum(e) for s, e in estimates.items()}
-    per_source, member_of = expand_groups(ratios, groups, available)
-    caps = {s: float(epoch_caps.get(s, 1.0)) for s in sources}
-    capacity = {s: available[s] * caps[s] for s in sources}
-    targets = _allocate_positive(per_source, capacity, target_tokens)
-    shortfall = max(0.0, target_tokens - sum(capacity.values()))
-    if shortfall > 0 and on_shortfall == "error":
-        raise BlendShortfall(
-            f"stage '{stage}': the sources hold {sum(capacity.values()):,.0f} tokens within their epoch caps "
-            f"({', '.join(f'{s} {capacity[s]:,.0f}' for s in sources)}), the target is {target_tokens:,}; "
-            "lower target_tokens, add data, or set upsample/max_epochs"
-        )
-    shares = {
-        s: SourceShare(
-            s,
-            per_source[s],
-            targets[s],
-            available[s],
-            len(estimates[s]),
-            group=member_of.get(s),
-            epoch_cap=caps[s],
-            capacity_tokens=capacity[s],
-            chars_per_token=inputs[s][1],
-        )
-        for s in sources
-    }
-    licenses: dict[str, dict[str, float]] = {}
-    with atomic_dir(out_dir) as tmp, DocWriter(tmp / BLEND_FILE) as out:
-        for source in sources:
-            est = estimates[source]
-            acc = shares[source]
-            uses = _select(est, acc, caps[source], f"{seed}:{source}")
-            for i, doc in enumerate(iter_docs(inputs[source][0])):
-                n = uses.get(i, 0)
-                for _ in range(n):
-                    out.write(doc)
-                if n:
-                    lic = licenses.setdefault(doc["license"], {"docs": 0, "tokens": 0.0})
-                    lic["docs"] += n
-                    lic["tokens"] += est[i] * n
-                    acc.taken_chars += chars[source][i] * n
-                    acc.repeated_docs += n - 1
-        total = sum(s.taken_tokens for s in shares.values()) or 1.0
-        for s in shares.values():
-            s.share = s.taken_tokens / total
-            s.epochs = s.taken_tokens / s.available_tokens if s.available_tokens else 0.0
-            s.exhausted = s.target_tokens >= s.capacity_tokens - 1e-9 and s.ratio > 0
-        taken = sum(s.taken_tokens for s in shares.values())
-        manifest = {
-            "stage": stage,
-            "seed": str(seed),
-            "target_tokens": target_tokens,
-            "taken_tokens": round(taken),
-            "docs": out.count,
-            "token_estimate": token_estimate,
-            "ratios": dict(ratios),
-            "groups": {g: list(m) for g, m in groups.items()},
-            "shortfall": {
-                "tokens": round(shortfall),
-                "fraction": shortfall / target_tokens if target_tokens else 0.0,
-                "met": shortfall == 0,
-                "note": "the sources cannot meet the target within their epoch caps" if shortfall else "",
-            },
-            "sources": [_rounded(asdict(s)) for s in shares.values()],
-            "licenses": [
-                {"license": k, "docs": v["docs"], "tokens": round(v["tokens"]), "share": v["tokens"] / total}
-                for k, v in sorted(licenses.items())
-            ],
-        }
-        write_json(tmp / MANIFEST_FILE, manifest)
-    return BlendResult(**manifest)
-
-
-def _select(est: list[float], acc: SourceShare, cap: float, seed: str) -> dict[int, int]:
-    """Document index -> times used: seeded passes over the source until its target is met; a
-    document is taken when it does not overshoot the target by more than half its size."""
-    uses: dict[int, int] = {}
-    passes = max(1, math.ceil(cap))
-    for p in range(passes):
-        if acc.taken_tokens >= acc.target_tokens:
-            break
-        order = list(range(len(est)))
-        random.Random(seed if p == 0 else f"{seed}:pass{p}").shuffle(order)
-        before = acc.taken_tokens
-        for i in order:
-            if acc.taken_tokens + est[i] / 2 > acc.target_tokens:
-                continue
-            uses[i] = uses.get(i, 0) + 1
-            acc.taken_tokens += est[i]
-            acc.taken_docs += 1
-        if acc.taken_tokens == before:
-            break
-    return uses
-
-
 def _rounded(d: dict) -> dict:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
-
-
-# ---------------------------------------------------------------------------------------------------
-# Exact blends: documents chosen by their token counts in `tokens/<source>` (see data/tokens.py).
-
-DOCLIST_FILE = "documents.parquet"
 
 
 def _rng(seed: str) -> np.random.Generator:
@@ -324,10 +157,10 @@ def blend_tokens(
 ) -> TokenBlendResult:
     """Select documents from tokenized sources (source -> `tokens/<source>` directory) to reach
     `target_tokens` packed tokens (each document's tokens plus `boundary_tokens`: 2 for BOS + EOS, 1
-    where BOS is EOS), split by `ratios` (sources or groups) as `blend` does, but on exact counts: each
-    source's target is met within one document. Writes `documents.parquet` (source, doc, pass, tokens:
-    a document list, no text) and `manifest.json` into `out_dir`. Memory: a few integers per document
-    (Polars reads only the count and license columns of each `docs.parquet`).
+    where BOS is EOS), split by `ratios` (sources or groups): each source's target is met within one
+    document. Writes `documents.parquet` (source, doc, pass, tokens: a document list, no text) and
+    `manifest.json` into `out_dir`. Memory: a few integers per document (Polars reads only the count and
+    license columns of each `docs.parquet`).
 
     `quality_weighting` (source -> [(cumulative top share, weight), ...]) splits a source's target among
     buckets of its documents ranked by their `quality` score (read from `quality_scores`: source -> the
@@ -335,10 +168,6 @@ def blend_tokens(
     selects each bucket as a source of its own (epoch cap: the source's x max(1, weight)); the source's
     total stays its mixture target, met within one document."""
     import polars as pl
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from lm_platform.data.tokens import DOCS_FILE, read_summary
 
     groups = groups or {}
     epoch_caps = epoch_caps or {}
@@ -494,8 +323,6 @@ def _quality_scores(tokens_dir, deduped, source: str, stage: str) -> tuple[np.nd
     deduplicated file it was tokenized from."""
     import polars as pl
 
-    from lm_platform.data.tokens import DOCS_FILE
-
     if deduped is None:
         raise ValueError(f"stage '{stage}': quality_weighting.{source} needs the source's quality scores")
     docs = pl.read_parquet(Path(tokens_dir) / DOCS_FILE, columns=["doc", "id"])
@@ -525,8 +352,6 @@ def _select_weighted(
     available tokens (a bucket that runs dry passes its share on), each selected as a source of its own,
     in order, each bucket's target corrected by what the previous ones over- or undershot, so that the
     total lands within one document of `target`. Returns rows, passes and a report per bucket."""
-    from lm_platform.data.quality_model import quality_buckets
-
     weights = [float(w) for _s, w in buckets] + [1.0]
     bucket = quality_buckets(scores, ids, [float(s) for s, _w in buckets], seed)
     members = [np.flatnonzero(bucket == b) for b in range(len(weights))]
@@ -565,6 +390,4 @@ def _select_weighted(
 
 def read_document_list(blend_dir: str | Path):
     """The blend's document list as a PyArrow table (source, doc, pass, tokens)."""
-    import pyarrow.parquet as pq
-
     return pq.read_table(Path(blend_dir) / DOCLIST_FILE)

@@ -44,17 +44,8 @@ def dataset_card(
         "## Summary",
         "",
         f"- documents: {manifest['docs']:,}",
-        *(
-            [
-                f"- tokens (exact, packed): {manifest['taken_tokens']:,} of a target of {manifest['target_tokens']:,}",
-                f"- token count: {manifest['token_count']}",
-            ]
-            if "token_count" in manifest
-            else [
-                f"- tokens (estimated): {manifest['taken_tokens']:,} of a target of {manifest['target_tokens']:,}",
-                f"- token estimate: {manifest['token_estimate']}",
-            ]
-        ),
+        f"- tokens (exact, packed): {manifest['taken_tokens']:,} of a target of {manifest['target_tokens']:,}",
+        f"- token count: {manifest['token_count']}",
         f"- seed: `{manifest.get('seed', '')}`; upsampling: {'on' if cfg.blend.upsample else 'off'}",
     ]
     short = manifest.get("shortfall") or {}

@@ -32,13 +32,13 @@ article of the family, and those articles are removed: its whole text is in them
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from lm_platform.data.minhash import TokenHasher, ngram_hashes, token_hashes
-from lm_platform.recipe.schema import Recipe
+from lm_platform.recipe.schema import EvalConfig, Recipe
 
 
 def multiple_choice_text(question: str, answer: str) -> str:
@@ -313,12 +313,14 @@ class Decontaminator:
         return Leak(i, float(share[i]), int(np.count_nonzero(s.item[entries] == i)))
 
 
-def recipe_decontaminator(recipe: Recipe) -> Decontaminator | None:
-    """The recipe's decontaminator with every evaluation set it names loaded (`evaluation_texts`: held-out
-    documents from local files or hub datasets, each multiple-choice question joined with its answer, dev
-    shots included, generation prompts); None when decontamination is off."""
-    from lm_platform.evaluation.sets import evaluation_texts
-
+def recipe_decontaminator(
+    recipe: Recipe, set_texts: Callable[[EvalConfig], Iterable[tuple[str, str]]]
+) -> Decontaminator | None:
+    """The recipe's decontaminator with every evaluation set it names loaded, each read by `set_texts`
+    ((lang, text) pairs; the platform passes `evaluation.sets.evaluation_texts`: held-out documents from
+    local files or hub datasets, each multiple-choice question joined with its answer, dev shots
+    included, generation prompts); None when decontamination is off. The reader is passed in because
+    reading an evaluation set is evaluation's business, which sits above `data/`."""
     dc = recipe.decontamination
     if dc is None or not dc.enabled:
         return None
@@ -336,5 +338,5 @@ def recipe_decontaminator(recipe: Recipe) -> Decontaminator | None:
     )
     for ev in recipe.evaluations:
         if dc.evaluations is None or ev.name in dc.evaluations:
-            d.add_set(ev.name, evaluation_texts(ev))
+            d.add_set(ev.name, set_texts(ev))
     return d

@@ -27,8 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from lm_platform.atomic import atomic_dir, atomic_path
+from lm_platform.data.documents import iter_docs
 from lm_platform.data.reference_lm import in_hash_share
 from lm_platform.recipe.quality import QualityModelConfig, SourceQuality
 from lm_platform.results import JsonResult
@@ -436,10 +440,6 @@ class QualityStep:
         excluded samples (up to `cap`). Returns what was dropped (docs, chars, per license) or None."""
         if self.cfg.keep_top_share is None:
             return None
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-
         out_path = Path(out_path)
         cols = pq.read_table(out_path, columns=["id", "quality"])
         ids = cols["id"].to_pylist()
@@ -512,23 +512,22 @@ def build_quality_model(
     out_dir: str | Path,
     lang: str,
     lang_cfg,
+    chain: Callable[[str, str | None], tuple[str, tuple[str, str] | None]],
     log: Callable[[str], None] | None = None,
 ) -> QualityModelResult:
     """The language's quality model from its sources' corpora (source -> corpus file or shard directory):
-    each document goes through the language's filters and normalisation first (not perplexity, not PII
-    redaction), so the model learns what the filters cannot tell apart."""
-    from lm_platform.data.curate import Curator
-    from lm_platform.data.documents import iter_docs
-
+    each document goes through `chain` first, the language's filters and normalisation without perplexity
+    or PII redaction (`data.curate.Curator(lang, lang_cfg).filter`: (text, url) -> (text, reason or
+    None)), so the model learns what the filters cannot tell apart. The chain is passed in because
+    curation runs the quality step (`data/curate.py` imports this module)."""
     cfg = lang_cfg.quality
     if cfg is None:
         raise ValueError(f"languages.{lang}: no quality model configured")
-    chain = Curator(lang, lang_cfg)
 
     def texts(corpora: dict[str, str | Path]):
         for source, path in corpora.items():
             for doc in iter_docs(path, columns=["id", "text", "url"]):
-                text, rejected = chain.filter(doc["text"], doc.get("url"))
+                text, rejected = chain(doc["text"], doc.get("url"))
                 if rejected is None:
                     yield f"{source}:{doc['id']}", text
 

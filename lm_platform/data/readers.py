@@ -13,7 +13,6 @@ with a length limit, so even a single huge line is skipped without being held.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
 import io
@@ -26,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import zstandard
 
 from lm_platform.data.documents import Document, make_doc
+from lm_platform.recipe.licenses import load_license_manifest
 from lm_platform.recipe.schema import EvalConfig, SourceConfig
 
 MAX_QUARANTINE_KEPT = 1000
@@ -124,8 +125,6 @@ def _open_binary(path: Path):
     if path.name.endswith(".gz"):
         return gzip.open(path, "rb")
     if path.name.endswith(".zst"):
-        import zstandard
-
         return zstandard.open(path, "rb")
     return open(path, "rb")
 
@@ -152,14 +151,7 @@ def _bounded_lines(raw, limit: int) -> Iterator[tuple[int, bytes | None, int]]:
 
 def _decompression_errors() -> tuple[type[BaseException], ...]:
     """What a truncated or corrupt compressed file raises while it is read."""
-    errors: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error)
-    try:
-        import zstandard
-
-        errors += (zstandard.ZstdError,)
-    except ImportError:  # pragma: no cover - zstandard is a dependency
-        pass
-    return errors
+    return (EOFError, OSError, zlib.error, zstandard.ZstdError)
 
 
 def _read_jsonl(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
@@ -227,21 +219,6 @@ def _read_parquet(src: SourceConfig, stats: ReadStats) -> Iterator[Document]:
                     yield doc
         if row == 0:
             stats.quarantine(str(path), None, "empty file: no rows")
-
-
-def load_license_manifest(path: str | Path) -> dict[str, str]:
-    """File name (relative to the source directory) -> SPDX license, from JSON or CSV."""
-    path = Path(path)
-    if path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a license manifest is a JSON object {{file: license}}")
-        return {str(k): str(v) for k, v in data.items()}
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    if rows and not {"file", "license"} <= set(rows[0]):
-        raise ValueError(f"{path}: a CSV license manifest has the columns 'file' and 'license'")
-    return {row["file"]: row["license"] for row in rows}
 
 
 def _licensed_files(src: SourceConfig, suffixes: tuple[str, ...], stats: ReadStats):

@@ -6,18 +6,13 @@ import json
 import dagster as dg
 
 from lm_platform.data.decontam import recipe_decontaminator
-from lm_platform.data.dedup import (
-    Winner,
-    deduplicate_source,
-    exact_dedup_source,
-    exact_shards,
-    minhash_signatures,
-    near_dup_clusters,
-    recipe_ranks,
-)
+from lm_platform.data.dedup.deduped import deduplicate_source
+from lm_platform.data.dedup.exact import Winner, exact_dedup_source, exact_shards, recipe_ranks
+from lm_platform.data.dedup.near import minhash_signatures, near_dup_clusters
 from lm_platform.data.local_index import index_dir
 from lm_platform.defs.metadata import headline, licenses_table, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
+from lm_platform.evaluation.sets import evaluation_texts
 from lm_platform.recipe.schema import Recipe, SourceConfig
 from lm_platform.versions import content_version
 
@@ -166,7 +161,7 @@ def deduped_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
             src.name,
             src.language,
             near,
-            recipe_decontaminator(recipe),
+            recipe_decontaminator(recipe, evaluation_texts),
         )
         if res.contaminated_removed:
             context.log.warning(f"{src.name}: {res.contaminated_removed} documents leak evaluation sets")

@@ -4,6 +4,7 @@ curated assets of the sources that declare `quality` score with it."""
 
 import dagster as dg
 
+from lm_platform.data.curate import Curator
 from lm_platform.data.quality_model import build_quality_model
 from lm_platform.defs.metadata import headline, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
@@ -45,6 +46,7 @@ def quality_model_asset(recipe: Recipe, lang: str) -> dg.AssetsDefinition:
             out,
             lang,
             lang_cfg,
+            Curator(lang, lang_cfg).filter,
             log=context.log.info,
         )
         return materialize(

@@ -1,10 +1,14 @@
 """License identifiers in recipes: SPDX ids checked at load against the bundled SPDX License List
 (`spdx.py`), custom licenses as `LicenseRef-<name>`, and the one wording for "not on the allowlist" that
-the load-time check and the blends' blocking asset check share."""
+the load-time check and the blends' blocking asset check share; the license manifests that name a
+license per file of a directory source."""
 
 from __future__ import annotations
 
+import csv
+import json
 import re
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, WithJsonSchema
@@ -84,3 +88,18 @@ def spdx_json_schema() -> dict:
 def not_on_allowlist(licenses) -> str:
     """The wording of every "license not allowed" message (load time and the blends' blocking check)."""
     return f"licenses not on the allowlist: {list(licenses)}"
+
+
+def load_license_manifest(path: str | Path) -> dict[str, str]:
+    """File name (relative to the source directory) -> SPDX license, from JSON or CSV."""
+    path = Path(path)
+    if path.suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a license manifest is a JSON object {{file: license}}")
+        return {str(k): str(v) for k, v in data.items()}
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and not {"file", "license"} <= set(rows[0]):
+        raise ValueError(f"{path}: a CSV license manifest has the columns 'file' and 'license'")
+    return {row["file"]: row["license"] for row in rows}

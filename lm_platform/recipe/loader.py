@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from lm_platform.recipe.errors import Problem, format_problems, validation_problems
-from lm_platform.recipe.licenses import not_on_allowlist, spdx_problem
+from lm_platform.recipe.licenses import load_license_manifest, not_on_allowlist, spdx_problem
 from lm_platform.recipe.schema import Recipe
 from lm_platform.recipe.training import upgrade_flat_stage_keys
 
@@ -282,8 +282,6 @@ def _file_problems(recipe: Recipe) -> list[Problem]:
 
 def _manifest_problems(recipe: Recipe, i: int) -> list[Problem]:
     """A license manifest's licenses: SPDX ids, and on the allowlist unless the source is not trained on."""
-    from lm_platform.data.readers import load_license_manifest
-
     src = recipe.sources[i]
     where = f"sources.{i}.license_manifest"
     try:

@@ -35,14 +35,18 @@ from __future__ import annotations
 import heapq
 import json
 import shutil
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from tokenizers import Tokenizer
+
 from lm_platform.atomic import atomic_dir, write_json
+from lm_platform.tokenization.hf_compat import make_tokenizer_compatible, write_tokenizer_files
+from lm_platform.tokenization.language_chars import has_language_char
+from lm_platform.tokenization.probe import check_invariant
 
 EEVE_FILE = "eeve.json"
 # Files of a local base directory that the extension rewrites or drops (the rest is copied: config,
@@ -80,43 +84,7 @@ def token_bytes(token: str, byte_level: bool) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------------
-# The language's characters V, and which new tokens are acceptable.
-
-_VI_VOWELS = "aăâeêioôơuưy"
-_VI_TONES = ("\u0300", "\u0301", "\u0309", "\u0303", "\u0323")  # grave, acute, hook, tilde, dot below
-
-
-def _vi_chars() -> frozenset[str]:
-    lower = {unicodedata.normalize("NFC", v + t) for v in _VI_VOWELS for t in _VI_TONES}
-    lower |= set("ăâêôơưđ")
-    assert all(len(c) == 1 for c in lower)
-    return frozenset(lower | {c.upper() for c in lower})
-
-
-# Vietnamese letters outside ASCII (NFC; NFD text is recognised through normalisation): the vowels with
-# any of the five tone marks, the bare ă â ê ô ơ ư, and đ, both cases. 134 characters.
-VI_CHARS = _vi_chars()
-# Every Vietnamese letter (ASCII ones included), for reports and tests.
-VI_LETTERS = VI_CHARS | set("aeiouybcdfghjklmnpqrstvwxz") | set("AEIOUYBCDFGHJKLMNPQRSTVWXZ")
-
-
-def _generic_char(ch: str) -> bool:
-    return not ch.isascii() and unicodedata.category(ch)[0] in "LM"
-
-
-LANGUAGE_CHARS: dict[str, Callable[[str], bool]] = {"vi": VI_CHARS.__contains__}
-
-
-def language_char(language: str) -> Callable[[str], bool]:
-    """Membership in V for `language`: its letters outside ASCII. Languages without a defined set fall
-    back to every non-ASCII letter (a weaker invariant: only text without such letters is unchanged)."""
-    return LANGUAGE_CHARS.get(language, _generic_char)
-
-
-def has_language_char(text: str, language: str) -> bool:
-    """Whether `text` holds a character of V (in NFC or NFD form)."""
-    member = language_char(language)
-    return any(member(ch) for ch in unicodedata.normalize("NFC", text))
+# Which new tokens are acceptable.
 
 
 def token_is_valid(raw: bytes, language: str) -> bool:
@@ -312,8 +280,6 @@ def extend_tokenizer(
     occurring `min_frequency` times. With `check`, the invariant is verified on the probe set
     (`tokenization.probe`) and its summary returned in `result.invariant` (the caller decides; the
     asset makes it a blocking check)."""
-    from tokenizers import Tokenizer
-
     local = Path(base)
     if (local / "tokenizer.json").is_file():  # a directory: read it without importing transformers
         base_tok = None
@@ -386,8 +352,6 @@ def extend_tokenizer(
         pieces = [vocab[t.value] for t in segment(tok)]
         result.new_tokens.append({"id": base_vocab_size + i, "token": tok, "pieces": pieces})
 
-    from lm_platform.tokenization.hf_compat import make_tokenizer_compatible, write_tokenizer_files
-
     with atomic_dir(out_dir) as tmp:
         if base_tok is None:
             for f in local.iterdir():
@@ -402,8 +366,6 @@ def extend_tokenizer(
             {"base": base, "base_vocab_size": base_vocab_size, "new_tokens": result.new_tokens},
         )
         if check:
-            from lm_platform.tokenization.probe import check_invariant
-
             result.invariant = check_invariant(
                 backend, Tokenizer.from_file(str(tmp / "tokenizer.json")), language
             ).summary()

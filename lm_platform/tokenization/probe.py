@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lm_platform.tokenization.language_chars import has_language_char
+
 PROBE_TEXTS: dict[str, tuple[str, ...]] = {
     "en": (
         "The river rose overnight and the ferry stayed tied to the dock until noon.",
@@ -299,8 +301,6 @@ def check_invariant(
 ) -> InvariantResult:
     """Encode every probe text without a character of `language`'s set V with `base` and `extended`
     (tokenizers.Tokenizer or transformers tokenizers) and report those whose ids differ."""
-    from lm_platform.tokenization.eeve import has_language_char
-
     result = InvariantResult(language)
     for lang, items in (texts or PROBE_TEXTS).items():
         for text in items:
