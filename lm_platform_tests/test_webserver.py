@@ -111,7 +111,9 @@ def test_webserver_serves_demo_asset_graph(tmp_path: Path) -> None:
         assert {"blend/main", "tokenizer"} <= deps["dataset/main"]
         assert {"dataset/main", "tokenizer"} <= deps["checkpoint/main"]
         assert deps["reference_lm/en"] == {"corpus/en_books"}
-        assert {"corpus/en_web", "reference_lm/en"} == deps["curated/en_web"]
+        # en_web is scored by the English quality model, trained on en_books (positives) and en_web.
+        assert {"corpus/en_web", "reference_lm/en", "quality_model/en"} == deps["curated/en_web"]
+        assert deps["quality_model/en"] == {"corpus/en_books", "corpus/en_web"}
         for src in SOURCES:
             assert f"corpus/{src}" in deps[f"curated/{src}"]
             assert f"curated/{src}" in deps[f"exact_dedup/{src}"]
