@@ -12,7 +12,7 @@ its own last row, so each shard records the padding at its end); shards are then
 workers but never on timing. `shuffle_buffer` shuffles documents through a seeded buffer of that many
 documents. With `loss_mask`, each shard has a `.mask.npy` twin (uint8, 1 = train on this token): a
 document whose meta has `loss_spans` ([[start, end), ...] in characters, e.g. the answers of an
-instruction) is trained only on tokens starting inside a span, and on its EOS; other documents on all.
+instruction) is trained only on tokens overlapping a span (`data.tokens.span_mask`), and on its EOS; other documents on all.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from lm_platform.atomic import atomic_dir, read_json, write_json
+from lm_platform.data.tokens import span_mask
 from lm_platform.results import JsonResult
 
 INDEX_FILE = "index.json"
@@ -199,18 +200,8 @@ def _loss_mask(doc: dict, offsets: list[tuple[int, int]]) -> np.ndarray:
     mask = np.ones(len(offsets) + 2, dtype=np.uint8)
     if spans is None:
         return mask
-    try:
-        bounds = [(int(a), int(b)) for a, b in spans]
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"document {doc['id']}: meta.loss_spans must be [[start, end], ...], got {spans!r}"
-        ) from exc
-    starts = np.fromiter((o[0] for o in offsets), dtype=np.int64, count=len(offsets))
-    inside = np.zeros(len(offsets), dtype=bool)
-    for a, b in bounds:
-        inside |= (starts >= a) & (starts < b)
     mask[0] = 0  # BOS: the document's prompt starts here
-    mask[1:-1] = inside
+    mask[1:-1] = span_mask(spans, offsets, doc["id"])
     return mask
 
 

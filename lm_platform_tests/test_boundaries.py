@@ -1,0 +1,81 @@
+"""Edges of packing and scoring: a loss span's first token (byte-level tokens carry the space before a
+word) and tokenizers without a BOS (one boundary token, shared by packing and evaluation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lm_platform.data.blend import blend_tokens
+from lm_platform.data.documents import DocWriter, make_doc
+from lm_platform.data.pack import load_split, load_split_mask, pack_dataset, pack_tokens
+from lm_platform.data.tokens import tokenize_source
+
+PROMPT = "Question: what is pho?"
+ANSWER = "Answer: a Vietnamese noodle soup."
+TEXT = f"{PROMPT} {ANSWER}"  # the answer's first token is "ĠAnswer": it starts at the space
+
+
+@pytest.fixture(scope="module")
+def bytelevel_dir(tmp_path_factory):
+    """A byte-level BPE tokenizer with an EOS and no BOS (as Qwen's and GPT-2's)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator([TEXT, "Some other plain text about soup and noodles."] * 20, trainer)
+    out = tmp_path_factory.mktemp("bytelevel") / "tokenizer"
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(str(out))
+    return out
+
+
+def _chat_doc():
+    return make_doc(
+        "q/1", TEXT, "sft", "CC0-1.0", "en", meta={"loss_spans": [[len(PROMPT) + 1, len(TEXT)]]}
+    )
+
+
+def _trained_text(tokenizer_dir, rows, mask) -> str:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    flat, fmask = rows.reshape(-1), mask.reshape(-1)
+    return tok.decode(flat[fmask == 1].tolist(), skip_special_tokens=True)
+
+
+def test_a_loss_span_trains_its_first_byte_level_token(bytelevel_dir, tmp_path):
+    with DocWriter(tmp_path / "b.parquet") as w:
+        w.write(_chat_doc())
+    pack_dataset(tmp_path / "b.parquet", bytelevel_dir, tmp_path / "ds", 64, 0.0, loss_mask=True)
+    trained = _trained_text(
+        bytelevel_dir, load_split(tmp_path / "ds", "train"), load_split_mask(tmp_path / "ds", "train")
+    )
+    assert trained.strip() == ANSWER  # "Answer" included, nothing of the prompt
+
+
+def test_a_loss_span_from_token_shards_trains_its_first_token(bytelevel_dir, tmp_path):
+    with DocWriter(tmp_path / "d.parquet") as w:
+        w.write(_chat_doc())
+    tokenize_source(tmp_path / "d.parquet", bytelevel_dir, tmp_path / "tokens", source="sft")
+    blend_tokens({"sft": tmp_path / "tokens"}, {"sft": 1.0}, 10**6, tmp_path / "blend")
+    pack_tokens(
+        tmp_path / "blend",
+        {"sft": tmp_path / "tokens"},
+        bytelevel_dir,
+        tmp_path / "ds",
+        64,
+        0.0,
+        shuffle_buffer=0,
+        loss_mask=True,
+    )
+    trained = _trained_text(
+        bytelevel_dir, load_split(tmp_path / "ds", "train"), load_split_mask(tmp_path / "ds", "train")
+    )
+    assert trained.strip() == ANSWER
