@@ -79,3 +79,27 @@ def test_a_loss_span_from_token_shards_trains_its_first_token(bytelevel_dir, tmp
         bytelevel_dir, load_split(tmp_path / "ds", "train"), load_split_mask(tmp_path / "ds", "train")
     )
     assert trained.strip() == ANSWER
+
+
+def test_few_shot_examples_without_ids_are_the_same_for_every_item(tmp_path):
+    """Items without `id` are numbered by line in each file: test item i and dev item i share that
+    number, which must not make item i lose dev item i from its shots."""
+    import json
+
+    from lm_platform.evaluation.multiple_choice import pick_shots, read_items
+
+    def write(path, questions):
+        path.write_text(
+            "".join(json.dumps({"question": q, "choices": ["x", "y"], "answer": 0}) + "\n" for q in questions)
+        )
+
+    write(tmp_path / "test.jsonl", [f"test question {i}?" for i in range(3)])
+    write(tmp_path / "dev.jsonl", [f"dev question {i}?" for i in range(3)])
+    items, dev = read_items(tmp_path / "test.jsonl"), read_items(tmp_path / "dev.jsonl")
+    shots = [[s.question for s in pick_shots(item, dev, 2)] for item in items]
+    assert shots == [["dev question 0?", "dev question 1?"]] * 3
+    # the same question in the dev file is still never its own example
+    write(tmp_path / "dev2.jsonl", ["test question 1?", "dev question 5?"])
+    assert [s.question for s in pick_shots(items[1], read_items(tmp_path / "dev2.jsonl"), 2)] == [
+        "dev question 5?"
+    ]
