@@ -3,7 +3,6 @@ word) and tokenizers without a BOS (one boundary token, shared by packing and ev
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from lm_platform.data.blend import blend_tokens
@@ -37,9 +36,7 @@ def bytelevel_dir(tmp_path_factory):
 
 
 def _chat_doc():
-    return make_doc(
-        "q/1", TEXT, "sft", "CC0-1.0", "en", meta={"loss_spans": [[len(PROMPT) + 1, len(TEXT)]]}
-    )
+    return make_doc("q/1", TEXT, "sft", "CC0-1.0", "en", meta={"loss_spans": [[len(PROMPT) + 1, len(TEXT)]]})
 
 
 def _trained_text(tokenizer_dir, rows, mask) -> str:
@@ -103,3 +100,48 @@ def test_few_shot_examples_without_ids_are_the_same_for_every_item(tmp_path):
     assert [s.question for s in pick_shots(items[1], read_items(tmp_path / "dev2.jsonl"), 2)] == [
         "dev question 5?"
     ]
+
+
+def test_without_a_bos_packing_and_scoring_share_one_boundary_token(bytelevel_dir, tmp_path):
+    """A tokenizer with EOS and no BOS: packing separates documents by EOS alone, and perplexity,
+    generation and log-likelihood condition on that same EOS (they crashed on a `None` id, and
+    log-likelihood scored without the boundary training put before every document)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from lm_platform.evaluation.generation import generate_outputs
+    from lm_platform.evaluation.loglik import LoglikScorer
+    from lm_platform.evaluation.perplexity import perplexity_of
+    from lm_platform_tests.eval_fixtures import tiny_model
+
+    tok = AutoTokenizer.from_pretrained(str(bytelevel_dir))
+    assert tok.bos_token_id is None
+    eos = tok.eos_token_id
+    texts = ["Some other plain text about soup.", "Noodles and soup."]
+    with DocWriter(tmp_path / "b.parquet") as w:
+        w.write_all([make_doc(f"d/{i}", t, "web", "CC0-1.0", "en") for i, t in enumerate(texts)])
+    index = pack_dataset(tmp_path / "b.parquet", bytelevel_dir, tmp_path / "ds", 256, 0.0)
+    assert index["boundary_tokens"] == 1
+    flat = load_split(tmp_path / "ds", "train").reshape(-1)[: index["tokens"]].tolist()
+    expected = []
+    for t in texts:
+        expected += [*tok.encode(t, add_special_tokens=False), eos]
+    assert flat == expected  # ids + EOS per document: each follows the previous one's EOS
+
+    torch.manual_seed(0)
+    model = tiny_model(tok)
+    scorer = LoglikScorer(model, tok)
+    ctx, cont = scorer.encode_pair("Noodles", " and soup.")
+    assert ctx[0] == eos and ctx[1:] == tok.encode("Noodles", add_special_tokens=False)
+    # the empty context conditions on the boundary token, as the first token of a document trains
+    assert scorer.encode_pair("", "Noodles")[0] == [eos]
+
+    ppl = perplexity_of(model, tok, [("en", texts[1])])
+    ids = [eos, *tok.encode(texts[1], add_special_tokens=False), eos]
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([ids[:-1]])).logits[0].float()
+    nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="mean")
+    assert ppl["tokens"] == len(ids) - 1 and abs(ppl["mean_nll"] - float(nll)) < 1e-4
+
+    out = generate_outputs(model, tok, [{"id": "1", "lang": "en", "prompt": "Noodles"}], max_new_tokens=3)
+    assert out["n"] == 1 and len(out["samples"]) == 1

@@ -28,7 +28,8 @@ def perplexity(checkpoint_dir: str | Path, docs: Iterable[tuple[str, str]], batc
 
 
 def perplexity_of(model, tok, docs: Iterable[tuple[str, str]], batch_size: int = 8) -> dict:
-    """Token-level perplexity of BOS + text + EOS, in windows of the model's context length.
+    """Token-level perplexity of text + EOS after the boundary token training put before every document
+    (`data.pack.boundary_id`: BOS, or EOS without one), in windows of the model's context length.
 
     Windows of up to `batch_size` documents run together (right-padded, padding ignored). Returns score
     (overall perplexity), n (documents), tokens, stderr (of the score, by the delta method over
@@ -36,6 +37,11 @@ def perplexity_of(model, tok, docs: Iterable[tuple[str, str]], batch_size: int =
     """
     import torch
 
+    from lm_platform.data.pack import boundary_id
+
+    head = boundary_id(tok)
+    if head is None or tok.eos_token_id is None:
+        raise ValueError("perplexity: the tokenizer has no EOS token (packing ends every document with it)")
     model.eval()
     window = model.config.max_position_embeddings
     per_doc: list[tuple[str, float, int]] = []  # lang, summed nll, tokens
@@ -58,9 +64,7 @@ def perplexity_of(model, tok, docs: Iterable[tuple[str, str]], batch_size: int =
     with torch.inference_mode():
         chunk_docs: list[tuple[str, list[int]]] = []
         for lang, text in docs:
-            chunk_docs.append(
-                (lang, [tok.bos_token_id, *tok.encode(text, add_special_tokens=False), tok.eos_token_id])
-            )
+            chunk_docs.append((lang, [head, *tok.encode(text, add_special_tokens=False), tok.eos_token_id]))
             if len(chunk_docs) >= 64 * batch_size:  # bounded memory: score documents in blocks
                 per_doc += _score_block(chunk_docs, window, batch_size, flush)
                 chunk_docs = []
