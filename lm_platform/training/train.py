@@ -337,6 +337,9 @@ class TrainState:
 
     step: int = 0
     tokens_seen: int = 0
+    # Tokens the init checkpoint had seen along its own stage chain (its `tokens_seen_total`): the stage's
+    # versions report `tokens_before + tokens_seen` as their cumulative count.
+    tokens_before: int = 0
     initial_val_loss: float = float("nan")
     curve: list[dict[str, float]] = field(default_factory=list)
     data: dict[str, int] = field(default_factory=dict)  # DataOrder.position()
@@ -447,7 +450,9 @@ def setup(job: TrainJob, reporter: Reporter | None = None) -> tuple[Run, TrainSt
         plan.param_groups(cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), fused=True
     )
 
-    state = TrainState(identity=identity, fingerprint=ckpt.fingerprint(identity))
+    state = TrainState(
+        identity=identity, fingerprint=ckpt.fingerprint(identity), tokens_before=tokens_before(job.init)
+    )
     if resume:
         state = TrainState.from_json(ckpt.load_into(resume, optimizer))
     data = DataOrder(len(train_rows), global_rows, cfg.seed, total_rows, **state.data)
@@ -602,6 +607,7 @@ def finish(run: Run, state: TrainState, loop: LoopResult) -> dict[str, Any]:
         "steps_run": loop.ran,
         "resumed_from": run.resume.name if run.resume else None,
         "tokens_seen": state.tokens_seen,
+        "tokens_seen_total": state.tokens_before + state.tokens_seen,
         "tokens_per_step": run.global_rows * run.seq_len,
         "initial_val_loss": state.initial_val_loss,
         "final_train_loss": state.curve[-1]["loss"] if state.curve else float("nan"),
@@ -670,6 +676,19 @@ def train(
 # Outputs
 
 
+def tokens_before(init: dict[str, Any]) -> int:
+    """Training tokens the init checkpoint has seen along its stage chain: its `metrics.json`'s
+    `tokens_seen_total` (or `tokens_seen`) when it is a stage export of this platform, else 0 (a base
+    model's own pretraining is not counted)."""
+    if init.get("kind") != "pretrained":
+        return 0
+    f = Path(init["path"]) / "metrics.json"
+    if not f.is_file():
+        return 0
+    m = read_json(f)
+    return int(m.get("tokens_seen_total", m.get("tokens_seen", 0)) or 0)
+
+
 def export_dtype(job: TrainJob) -> str:
     """The dtype the stage's model is published in: `model.dtype` in the job, else the init checkpoint's
     own (bf16 for SmolLM2 and Llama-3.2), else float32 (models from the recipe's config)."""
@@ -725,6 +744,7 @@ def materialization_metadata(job: TrainJob | dict[str, Any], metrics: dict[str, 
         "path": {"raw_value": job.output_dir, "type": "path"},
         "steps": {"raw_value": metrics["steps"], "type": "int"},
         "tokens_seen": {"raw_value": metrics["tokens_seen"], "type": "int"},
+        "tokens_seen_total": {"raw_value": metrics.get("tokens_seen_total", 0), "type": "int"},
         "initial_val_loss": {"raw_value": metrics["initial_val_loss"], "type": "float"},
         "final_val_loss": {"raw_value": metrics["final_val_loss"], "type": "float"},
         "final_train_loss": {"raw_value": metrics["final_train_loss"], "type": "float"},
