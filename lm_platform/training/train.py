@@ -432,7 +432,8 @@ def setup(job: TrainJob, reporter: Reporter | None = None) -> tuple[Run, TrainSt
         reporter.log(f"[{job.stage}] {message}")
 
     # Model: the resumed checkpoint, else the stage's init (EEVE extension included).
-    init = {"kind": "pretrained", "path": str(resume)} if resume else job.init
+    # A stage export cast to the model's dtype hands the next stage its float32 weights.
+    init = {"kind": "pretrained", "path": str(resume)} if resume else ckpt.full_precision_init(job.init)
     model = build_model(
         init,
         index["vocab_size"],
