@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_platform.atomic import atomic_dir, read_json, write_json
-from lm_platform.tokenization.hf_compat import write_compatible_config
+from lm_platform.tokenization.hf_compat import make_model_dir_compatible
 
 FORMAT = 2  # trainer_state.json "format"; 1 (no field): the fingerprint of the whole job, moved aside
 STATE_FILE = "trainer_state.json"
@@ -253,11 +253,12 @@ def save(
 
     with atomic_dir(target, durable=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        write_compatible_config(tmp)  # rope_theta etc. also as transformers 4.x reads them
         for name in TOKENIZER_FILES:
             src = Path(tokenizer_dir) / name
             if src.exists():
                 shutil.copy(src, tmp / name)
+        # rope_theta etc. and the tokenizer's class and special tokens also as transformers 4.x reads them
+        make_model_dir_compatible(tmp)
         tensors, layout = _flatten_optimizer(optimizer.state_dict())
         tensors |= rng_tensors()
         save_file(tensors, str(tmp / OPTIMIZER_FILE))
