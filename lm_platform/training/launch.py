@@ -1,0 +1,108 @@
+"""The launcher in front of torchrun: what a Dagster step or a trainer pod runs when a stage trains on
+several processes.
+
+    python -m lm_platform.training.launch --nproc_per_node 2 --job job.json
+
+torchrun alone hides a preemption: on SIGTERM it stops its workers, waits its own shutdown timeout (30 s
+unless told) and exits 1 whatever they did, so the step's retry never sees the trainer's 75. The
+launcher starts torchrun with the pod's grace period (env `LM_PLATFORM_TERMINATION_GRACE_SECONDS`, less
+a margin) as the workers' shutdown timeout, passes SIGTERM on to it, and decides the exit status:
+
+- 0 when torchrun succeeded;
+- 75 (`PREEMPTED_EXIT_CODE`) when the trainer recorded a preemption (`PREEMPTED` in its run
+  directory), or when the launcher itself got SIGTERM and the stage did not finish (a SIGTERM that
+  came before the workers could handle it: the retried run resumes from the newest checkpoint);
+- torchrun's own status otherwise (a real failure is not retried).
+
+It imports neither torch nor the trainer, so it handles SIGTERM from its first moments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from lm_platform.training.job import (
+    DEFAULT_GRACE_SECONDS,
+    GRACE_ENV,
+    PREEMPTED_EXIT_CODE,
+    PREEMPTED_FILE,
+    PREEMPTED_MESSAGE,
+    read_preempted,
+    torchrun_command,
+)
+
+FINISHED_FILE = "FINISHED"  # training/checkpoint.py marks a finished run so (that module imports torch)
+
+
+def grace_seconds(env=os.environ) -> int:
+    """The termination grace period from the environment (the pod spec sets it), else the default."""
+    raw = env.get(GRACE_ENV, "")
+    try:
+        return int(raw) if raw.strip() else DEFAULT_GRACE_SECONDS
+    except ValueError:
+        raise ValueError(f"${GRACE_ENV}={raw!r}: seconds as a whole number") from None
+
+
+def exit_status(returncode: int, got_sigterm: bool, run_dir: Path) -> tuple[int, str | None]:
+    """The launcher's exit status after torchrun ended with `returncode`, and a line to log."""
+    if returncode == 0:
+        return 0, None
+    record = read_preempted(run_dir)
+    if record is not None:
+        return PREEMPTED_EXIT_CODE, (
+            f"{PREEMPTED_MESSAGE} {record.get('step')}; checkpoint {record.get('checkpoint')} "
+            f"(torchrun exited {returncode})"
+        )
+    if got_sigterm and not (run_dir / FINISHED_FILE).exists():
+        return PREEMPTED_EXIT_CODE, (
+            f"{PREEMPTED_MESSAGE} ? (SIGTERM before the trainer could checkpoint; the retried run resumes "
+            f"from the newest step checkpoint in {run_dir}; torchrun exited {returncode})"
+        )
+    return returncode, None
+
+
+def run(job_file: str | Path, nproc_per_node: int, env=None) -> int:
+    env = dict(os.environ if env is None else env)
+    job = json.loads(Path(job_file).read_text(encoding="utf-8"))
+    run_dir = Path(job["run_dir"])
+    (run_dir / PREEMPTED_FILE).unlink(missing_ok=True)  # a record of an earlier attempt
+    grace = grace_seconds(env)
+    got_sigterm = False
+    proc: subprocess.Popen | None = None
+
+    def forward(signum, frame) -> None:
+        nonlocal got_sigterm
+        got_sigterm = True
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        proc = subprocess.Popen(torchrun_command(job_file, nproc_per_node, grace), env=env)
+        if got_sigterm:  # arrived while torchrun was being started
+            proc.send_signal(signal.SIGTERM)
+        returncode = proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    status, line = exit_status(returncode, got_sigterm, run_dir)
+    if line:
+        print(line, flush=True)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nproc_per_node", "--nproc-per-node", type=int, required=True)
+    parser.add_argument("--job", required=True, help="JSON file describing the training job (a TrainJob)")
+    args = parser.parse_args(argv)
+    return run(args.job, args.nproc_per_node)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
