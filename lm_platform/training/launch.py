@@ -14,12 +14,17 @@ a margin) as the workers' shutdown timeout, passes SIGTERM on to it, and decides
   came before the workers could handle it: the retried run resumes from the newest checkpoint);
 - torchrun's own status otherwise (a real failure is not retried).
 
-It imports neither torch nor the trainer, so it handles SIGTERM from its first moments.
+It imports neither torch nor the trainer, so it handles SIGTERM from its first moments. On Linux it is
+a child subreaper: a worker that torchrun leaves behind (torchrun exits at once, orphaning its workers,
+when SIGTERM reaches it while it is still starting them) becomes the launcher's child and is stopped
+once torchrun is gone (SIGTERM, then SIGKILL after `LEFTOVER_WAIT_SECONDS`: without torchrun's
+rendezvous store such a worker can only wait).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -38,6 +43,63 @@ from lm_platform.training.job import (
 )
 
 FINISHED_FILE = "FINISHED"  # training/checkpoint.py marks a finished run so (that module imports torch)
+LEFTOVER_WAIT_SECONDS = 5.0
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> bool:
+    """Orphaned descendants are re-parented to this process instead of init (Linux); False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _children() -> list[int]:
+    pid = os.getpid()
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def _reap_leftovers(wait: float = LEFTOVER_WAIT_SECONDS) -> list[int]:
+    """Stop and reap the processes torchrun left behind (now children of this subreaper)."""
+    import time
+
+    left = _children()
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    pending = set(left)
+    while pending:
+        for pid in list(pending):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                pending.discard(pid)
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            for pid in pending:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for pid in pending:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            break
+        time.sleep(0.05)
+    return left
 
 
 def grace_seconds(env=os.environ) -> int:
@@ -83,11 +145,16 @@ def run(job_file: str | Path, nproc_per_node: int, env=None) -> int:
             proc.send_signal(signal.SIGTERM)
 
     previous = signal.signal(signal.SIGTERM, forward)
+    subreaper = _become_subreaper()
     try:
         proc = subprocess.Popen(torchrun_command(job_file, nproc_per_node, grace), env=env)
         if got_sigterm:  # arrived while torchrun was being started
             proc.send_signal(signal.SIGTERM)
         returncode = proc.wait()
+        if subreaper:
+            left = _reap_leftovers()
+            if left:
+                print(f"stopped {len(left)} worker process(es) torchrun left behind: {left}", flush=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
     status, line = exit_status(returncode, got_sigterm, run_dir)
