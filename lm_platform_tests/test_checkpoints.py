@@ -134,6 +134,40 @@ def test_the_export_shares_the_step_files_and_is_in_the_models_dtype(setup):
     )
 
 
+def test_the_next_stage_starts_from_the_float32_weights_of_a_bf16_export(setup):
+    """A bf16 base: the export is bf16 for the user, the next stage starts from the step's float32
+    weights (not rounded at the stage boundary) and publishes bf16 again."""
+    tmp, job = setup
+    from transformers import AutoModelForCausalLM
+
+    from lm_platform.training.train import setup as setup_stage
+
+    base = AutoModelForCausalLM.from_pretrained(str(tmp / "init"))
+    base.to(torch.bfloat16).save_pretrained(str(tmp / "init"))
+    first = job("first")
+    train(first, Reporter())
+    out, last = Path(first["output_dir"]), Path(first["run_dir"]) / "step_00000004"
+    full = out / ckpt.FULL_PRECISION_DIR
+    assert os.stat(full / "model.safetensors").st_ino == os.stat(last / "model.safetensors").st_ino
+    second = job("second") | {"init": {"kind": "pretrained", "path": str(out)}}
+    run, _ = setup_stage(_job(second))
+    try:
+        exact = load_weights(last)
+        got = {k: v.detach() for k, v in run.model.state_dict().items()}
+        assert all(torch.equal(got[k], exact[k]) for k in exact)  # float32, bit for bit
+        assert any(not torch.equal(exact[k].to(torch.bfloat16).float(), exact[k]) for k in exact)
+        assert run.export_dtype == "bfloat16"  # what the user gets keeps the recipe's dtype
+    finally:
+        run.train_rows.close()
+        run.eval_rows.close()
+
+
+def _job(obj):
+    from lm_platform.training.config import TrainJob
+
+    return TrainJob.model_validate(obj)
+
+
 def test_publishing_fsyncs_files_and_directories_around_the_rename(tmp_path, monkeypatch):
     import lm_platform.atomic as atomic
 

@@ -456,7 +456,8 @@ def test_perplexity_eval_scores_the_last_checkpoint_per_language(demo_run):
     vocab = json.loads((demo_run.base / "dataset" / "main" / "index.json").read_text())["vocab_size"]
     assert result["model"].endswith("checkpoint/anneal") and result["version"] == "anneal"
     assert set(result["per_language"]) == {"vi", "ja", "en"}
-    assert 1 < result["score"] < vocab / 4  # far better than a uniform guess over the vocabulary
+    assert 1 < result["perplexity"] < vocab / 4  # far better than a uniform guess over the vocabulary
+    assert result["metric"] == "bits_per_byte" and result["score"] == result["bits_per_byte"] > 0
     assert math.isfinite(result["stderr"]) and result["n"] == 45
     meta = latest(demo_run, "eval/perplexity").asset_materialization.metadata
     assert meta["score"].value == pytest.approx(result["score"])

@@ -236,6 +236,25 @@ def test_batched_perplexity_equals_one_document_at_a_time(tok):
     assert many["per_language"]["en"]["n"] == 2 and many["tokens"] == one["tokens"]
 
 
+def test_perplexity_headlines_bits_per_byte_which_does_not_depend_on_the_tokenizer(tok):
+    """Bits per byte: the summed negative log-likelihood in bits over the texts' UTF-8 bytes (a model
+    that cuts text into more tokens is not favoured by a lower per-token perplexity)."""
+    from lm_platform.evaluation.perplexity import perplexity_of
+
+    model = fx.tiny_model(tok, seed=1)
+    docs = [("vi", "Hôm nay trời đẹp và gió mát."), ("en", "The old library")]
+    res = perplexity_of(model, tok, docs)
+    assert res["metric"] == "bits_per_byte" and res["higher_is_better"] is False
+    n_bytes = sum(len(t.encode("utf-8")) for _, t in docs)
+    assert res["bytes"] == n_bytes > sum(len(t) for _, t in docs)  # UTF-8 bytes, not characters
+    nats = res["mean_nll"] * res["tokens"]
+    assert res["score"] == res["bits_per_byte"] == pytest.approx(nats / math.log(2) / n_bytes)
+    assert res["perplexity"] == pytest.approx(math.exp(res["mean_nll"]))
+    vi = res["per_language"]["vi"]
+    assert vi["bytes"] == len(docs[0][1].encode("utf-8"))
+    assert vi["bits_per_byte"] == pytest.approx(vi["mean_nll"] * vi["tokens"] / math.log(2) / vi["bytes"])
+
+
 def test_generation_stores_greedy_and_sampled_outputs(tok):
     from lm_platform.evaluation.generation import generate_outputs, read_prompts, side_by_side
 

@@ -150,11 +150,9 @@ def test_trainer_pod_of_every_vi_and_ja_stage_validates(profile, recipe_stage):
     gpus = stage.train.nproc_per_node
     assert c["resources"]["limits"]["nvidia.com/gpu"] == gpus
     assert c["resources"]["requests"]["nvidia.com/gpu"] == gpus
-    if gpus > 1:
-        assert c["command"][:3] == [profile.python, "-m", "torch.distributed.run"]
-        assert f"--nproc_per_node={gpus}" in c["command"]
-    else:
-        assert c["command"][:3] == [profile.python, "-m", "lm_platform.training.train"]
+    # The launcher runs the trainer (through torchrun for several GPUs) and reports a preemption as 75.
+    assert c["command"][:3] == [profile.python, "-m", "lm_platform.training.launch"]
+    assert f"--nproc_per_node={gpus}" in c["command"]
     assert c["command"][-2:] == ["--job", job]
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
@@ -199,7 +197,13 @@ def test_torchrun_pod_for_a_multi_gpu_stage(profile):
     validate(manifest)
     c = manifest["spec"]["containers"][0]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 8
-    assert "--nproc_per_node=8" in c["command"] and "torch.distributed.run" in c["command"]
+    assert "--nproc_per_node=8" in c["command"] and "lm_platform.training.launch" in c["command"]
+    # The pod's grace period reaches torchrun's workers through the launcher.
+    grace = {
+        "name": "LM_PLATFORM_TERMINATION_GRACE_SECONDS",
+        "value": str(profile.termination_grace_period_seconds),
+    }
+    assert grace in c["env"]
 
 
 def test_step_pods_of_curated_sources_validate(profile):

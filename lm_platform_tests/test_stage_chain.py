@@ -157,3 +157,30 @@ def test_materialization_metadata_reports_loss_tokens_curve_and_samples(chain):
     assert [r["step"] for r in log] == [20] and {"loss", "lr", "grad_norm", "tokens_per_second"} <= set(
         log[0]
     )
+
+
+def test_tokens_seen_accumulate_along_the_stage_chain_and_on_the_leaderboard(chain, tmp_path):
+    from lm_platform.atomic import write_json
+    from lm_platform.evaluation.leaderboard import leaderboard_rows
+
+    r, jobs = chain["results"], chain["jobs"]
+    order = ["base", *(s for s, _, _ in EEVE_STAGES), "anneal"]
+    total = 0
+    for stage in order:
+        total += r[stage]["tokens_seen"]
+        assert r[stage]["tokens_seen_total"] == total, stage
+    # A step checkpoint of a later stage counts the stages before it too.
+    step_dir = sorted(Path(jobs["eeve_6"]["run_dir"]).glob("step_*"))[0]
+    state = json.loads((step_dir / "trainer_state.json").read_text())
+    assert state["tokens_before"] == r["eeve_4"]["tokens_seen_total"]
+    # The leaderboard plots each version at its cumulative count, not its stage's own.
+    for stage in ("eeve_3", "anneal"):
+        write_json(
+            tmp_path / "eval" / "ppl" / f"{stage}.json",
+            {"version": stage, "model": jobs[stage]["output_dir"], "score": 1.0, "tokens_seen": 1},
+        )
+    rows = leaderboard_rows(["ppl"], order, tmp_path)
+    assert [(x["version"], x["tokens_seen"]) for x in rows] == [
+        ("eeve_3", r["eeve_3"]["tokens_seen_total"]),
+        ("anneal", total),
+    ]

@@ -1,6 +1,7 @@
 """Tokenize documents and pack them into fixed-length sequences stored as NumPy shards.
 
-Each document becomes BOS + tokens + EOS. Documents go to train or val by a hash of their id (stable
+Each document becomes BOS + tokens + EOS, or tokens + EOS where the tokenizer's BOS is its EOS or it
+has none (`boundary_id`: the one rule that evaluation shares). Documents go to train or val by a hash of their id (stable
 across runs and independent of order), are concatenated per split and cut into rows of `seq_len + 1`
 tokens (inputs and shifted labels). The last row of a split is padded with the pad id (`vocab_size`, an id
 no token has), which training ignores. Shards are uint16 when the ids fit, else uint32, with `index.json`
@@ -12,7 +13,7 @@ its own last row, so each shard records the padding at its end); shards are then
 workers but never on timing. `shuffle_buffer` shuffles documents through a seeded buffer of that many
 documents. With `loss_mask`, each shard has a `.mask.npy` twin (uint8, 1 = train on this token): a
 document whose meta has `loss_spans` ([[start, end), ...] in characters, e.g. the answers of an
-instruction) is trained only on tokens starting inside a span, and on its EOS; other documents on all.
+instruction) is trained only on tokens overlapping a span (`data.tokens.span_mask`), and on its EOS; other documents on all.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from lm_platform.atomic import atomic_dir, read_json, write_json
+from lm_platform.data.tokens import span_mask
 from lm_platform.results import JsonResult
 
 INDEX_FILE = "index.json"
@@ -59,6 +61,15 @@ class TokenizerMeta:
     model_pad_id: int | None = None
 
 
+def boundary_id(tok) -> int | None:
+    """The token that precedes every document in training, and so every text a model is scored or
+    prompted on: the tokenizer's BOS, or its EOS where it has no BOS (Qwen's, GPT-2's byte-level
+    tokenizers): packing then separates documents by that one token, so each document follows it.
+    One rule for packing (`tokenizer_meta`) and evaluation (log-likelihood, perplexity, generation)."""
+    bos = getattr(tok, "bos_token_id", None)
+    return bos if bos is not None else getattr(tok, "eos_token_id", None)
+
+
 def tokenizer_meta(tokenizer_dir: str | Path) -> TokenizerMeta:
     """Vocabulary size and BOS/EOS ids of an HF tokenizer directory, as `AutoTokenizer` sees them, and the
     padding id: always `len(tokenizer)`, one past the last token, never the tokenizer's own pad token.
@@ -67,7 +78,7 @@ def tokenizer_meta(tokenizer_dir: str | Path) -> TokenizerMeta:
     from lm_platform.tokenization.hf_compat import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
-    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    bos = boundary_id(tok)
     if tok.eos_token_id is None:
         raise ValueError(f"tokenizer {tokenizer_dir}: no eos_token; packing separates documents with it")
     model_pad = tok.pad_token_id if tok.pad_token_id not in (bos, tok.eos_token_id) else None
@@ -193,24 +204,15 @@ def _shuffled(docs: Iterator[dict], size: int, seed: str) -> Iterator[dict]:
     yield from buffer
 
 
-def _loss_mask(doc: dict, offsets: list[tuple[int, int]]) -> np.ndarray:
+def _loss_mask(doc: dict, offsets: list[tuple[int, int]], head: int) -> np.ndarray:
+    """The document's mask: `head` BOS positions (0 or 1), its tokens, its EOS (always trained)."""
     meta = json.loads(doc["meta"]) if doc.get("meta") else {}
     spans = meta.get("loss_spans")
-    mask = np.ones(len(offsets) + 2, dtype=np.uint8)
+    mask = np.ones(len(offsets) + head + 1, dtype=np.uint8)
     if spans is None:
         return mask
-    try:
-        bounds = [(int(a), int(b)) for a, b in spans]
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"document {doc['id']}: meta.loss_spans must be [[start, end], ...], got {spans!r}"
-        ) from exc
-    starts = np.fromiter((o[0] for o in offsets), dtype=np.int64, count=len(offsets))
-    inside = np.zeros(len(offsets), dtype=bool)
-    for a, b in bounds:
-        inside |= (starts >= a) & (starts < b)
-    mask[0] = 0  # BOS: the document's prompt starts here
-    mask[1:-1] = inside
+    mask[:head] = 0  # BOS: the document's prompt starts here
+    mask[head:-1] = span_mask(spans, offsets, doc["id"])
     return mask
 
 
@@ -244,7 +246,8 @@ def _pack_part(part: _Part) -> dict:
         for s in SPLITS
     }
     sources: dict[str, dict[str, int]] = {}
-    head = np.asarray([part.bos], dtype=dtype)
+    # The same boundary rule as `pack_tokens`: BOS + ids + EOS, or ids + EOS where BOS is EOS.
+    head = np.asarray([part.bos] if part.bos != part.eos else [], dtype=dtype)
     tail = np.asarray([part.eos], dtype=dtype)
     docs = _shuffled(_read(part), part.shuffle_buffer, f"{part.seed}:{part.part}")
     batch: list[dict] = []
@@ -259,7 +262,7 @@ def _pack_part(part: _Part) -> dict:
         for k, (doc, doc_ids) in enumerate(zip(batch, all_ids, strict=True)):
             ids = np.concatenate([head, np.asarray(doc_ids, dtype=dtype), tail])
             split = "val" if is_val(doc["id"], part.val_fraction) else "train"
-            mask = _loss_mask(doc, encoded[k].offsets) if part.loss_mask else None
+            mask = _loss_mask(doc, encoded[k].offsets, len(head)) if part.loss_mask else None
             writers[split].add(ids, doc["source"], mask)
             src = sources.setdefault(doc["source"], {"docs": 0, "tokens": 0})
             src["docs"] += 1
@@ -292,6 +295,7 @@ class PackResult(JsonResult):
     eos_id: int | None
     pad_id: int
     model_pad_id: int | None
+    boundary_tokens: int
     val_fraction: float
     shuffle_buffer: int
     seed: int
@@ -371,6 +375,7 @@ def pack_dataset(
             "eos_id": meta.eos_id,
             "pad_id": meta.pad_id,
             "model_pad_id": meta.model_pad_id,
+            "boundary_tokens": boundary_tokens(meta),
             "val_fraction": val_fraction,
             "shuffle_buffer": shuffle_buffer,
             "seed": seed,

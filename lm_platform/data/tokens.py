@@ -9,7 +9,7 @@ Layout of `tokens/<source>/`:
   uint32), without BOS/EOS. Parts are fixed runs of the input's Parquet row groups (about
   `PART_ROWS` documents each), so the files depend on the input only, never on the number of workers.
 - `mask_NNNNN.npy`: only for parts holding documents whose meta has `loss_spans` ([[start, end), ...]
-  in characters): uint8 per token, 1 = train on it (tokens starting inside a span), aligned with the
+  in characters): uint8 per token, 1 = train on it (tokens overlapping a span, `span_mask`), aligned with the
   part's tokens file.
 - `docs.parquet`: one row per document, in input order: `doc` (row in the input), `id`, `license`,
   `lang`, `part`, `offset` (first token in the part's file), `tokens`, `chars`, `masked` (has a loss
@@ -132,7 +132,13 @@ class _Job:
     batch_docs: int
 
 
-def _content_mask(spans, offsets: list[tuple[int, int]], doc_id: str) -> np.ndarray:
+def span_mask(spans, offsets: list[tuple[int, int]], doc_id: str) -> np.ndarray:
+    """1 for each token whose characters overlap a loss span ([start, end) in characters), else 0.
+
+    Overlap, not "starts inside": a byte-level token carries the space before a word ("Ġanswer" starts
+    at the space), so the span's first token begins one character before the span and would otherwise
+    never train. A token with no characters of its own (a byte-fallback piece sharing its character's
+    offsets) trains when its position lies inside a span. Shared by `tokens/` and `pack_dataset`."""
     try:
         bounds = [(int(a), int(b)) for a, b in spans]
     except (TypeError, ValueError) as exc:
@@ -140,9 +146,10 @@ def _content_mask(spans, offsets: list[tuple[int, int]], doc_id: str) -> np.ndar
             f"document {doc_id}: meta.loss_spans must be [[start, end], ...], got {spans!r}"
         ) from exc
     starts = np.fromiter((o[0] for o in offsets), dtype=np.int64, count=len(offsets))
+    ends = np.fromiter((o[1] for o in offsets), dtype=np.int64, count=len(offsets))
     inside = np.zeros(len(offsets), dtype=bool)
     for a, b in bounds:
-        inside |= (starts >= a) & (starts < b)
+        inside |= (starts < b) & ((ends > a) | ((ends == starts) & (starts >= a)))
     return inside.astype(np.uint8)
 
 
@@ -183,7 +190,7 @@ def _tokenize_part(job: _Job) -> pa.Table:
                 strict=True,
             ):
                 ids[i] = enc.ids
-                batch_masks[i] = _content_mask(spans[i], enc.offsets, d["id"][i])
+                batch_masks[i] = span_mask(spans[i], enc.offsets, d["id"][i])
         for i, doc_ids in enumerate(ids):
             arr = np.asarray(doc_ids, dtype=dtype)
             if i in batch_masks:

@@ -17,7 +17,7 @@ from typing import Any
 from lm_platform.deployment.profile import PodSettings, Profile
 from lm_platform.paths import STORAGE_ENV
 from lm_platform.recipe.schema import Recipe
-from lm_platform.training.job import trainer_command
+from lm_platform.training.job import GRACE_ENV, trainer_command
 
 TRAINER_CONTAINER = "trainer"
 STORAGE_VOLUME = "storage"
@@ -109,7 +109,11 @@ def trainer_pod_spec(
         "image": profile.image,
         "imagePullPolicy": profile.image_pull_policy,
         "command": pod_command(profile, job_file, stage.train.nproc_per_node),
-        "env": base_env(profile),
+        # The launcher gives torchrun's workers this grace period (not torchrun's 30 s) to checkpoint.
+        "env": [
+            *base_env(profile),
+            {"name": GRACE_ENV, "value": str(profile.termination_grace_period_seconds)},
+        ],
         "resources": settings.resources.to_k8s(gpus),
         "volumeMounts": mounts,
         "securityContext": CONTAINER_SECURITY_CONTEXT,

@@ -41,12 +41,16 @@ def generate_outputs(
     """
     import torch
 
+    from lm_platform.data.pack import boundary_id
     from lm_platform.evaluation.stats import summary
 
+    head = boundary_id(tok)
+    if head is None:
+        raise ValueError("generation: the tokenizer has neither BOS nor EOS to start a prompt with")
     model.eval()
     rows = []
     for i, p in enumerate(prompts):
-        ids = torch.tensor([[tok.bos_token_id, *tok.encode(p["prompt"], add_special_tokens=False)]])
+        ids = torch.tensor([[head, *tok.encode(p["prompt"], add_special_tokens=False)]])
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         with torch.inference_mode():
             greedy = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)

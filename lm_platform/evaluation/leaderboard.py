@@ -10,15 +10,35 @@ from lm_platform.atomic import read_json
 from lm_platform.evaluation.versions import chain_order
 
 
+def cumulative_tokens_seen(model_dir: str | Path) -> int | None:
+    """Training tokens a model version has seen along its whole stage chain (the trainer's
+    `tokens_seen_total` in a stage export's metrics.json; `tokens_before + tokens_seen` in a step
+    checkpoint's trainer_state.json), None when the directory records neither."""
+    d = Path(model_dir)
+    if (d / "metrics.json").is_file():
+        m = read_json(d / "metrics.json")
+        if m.get("tokens_seen_total") is not None:
+            return int(m["tokens_seen_total"])
+    if (d / "trainer_state.json").is_file():
+        s = read_json(d / "trainer_state.json")
+        if s.get("tokens_seen") is not None:
+            return int(s.get("tokens_before", 0)) + int(s["tokens_seen"])
+    return None
+
+
 def leaderboard_rows(benchmarks: list[str], stages: list[str], base: Path) -> list[dict]:
-    """One row per scored version (stage-chain order): version, tokens_seen and each benchmark's score."""
+    """One row per scored version (stage-chain order): version, tokens_seen (cumulative along the
+    version's stage chain, so a later stage plots to the right of the one it started from) and each
+    benchmark's score."""
     rows: dict[str, dict] = {}
     for name in benchmarks:
         d = base / "eval" / name
         for f in sorted(d.rglob("*.json")) if d.is_dir() else []:
             res = read_json(f)
             version = res.get("version") or str(f.relative_to(d).with_suffix(""))
-            row = rows.setdefault(version, {"version": version, "tokens_seen": res.get("tokens_seen")})
+            seen = cumulative_tokens_seen(res["model"]) if res.get("model") else None
+            seen = seen if seen is not None else res.get("tokens_seen")
+            row = rows.setdefault(version, {"version": version, "tokens_seen": seen})
             row[name] = res["score"]
     return [rows[v] for v in chain_order(list(rows), stages)]
 

@@ -2,8 +2,8 @@
 
 A request is (context, continuation). As lm-evaluation-harness does, spaces at the end of the context
 move to the continuation, the pair is encoded as one string and the continuation's tokens are what
-follows the context's own encoding; with `add_bos` the sequence starts with the tokenizer's BOS (as the
-platform's packing trains it). Requests of one context whose model input is a prefix of another's (for
+follows the context's own encoding; with `add_bos` the sequence starts with the boundary token that
+packing put before every training document (`data.pack.boundary_id`: BOS, or EOS without one). Requests of one context whose model input is a prefix of another's (for
 example the letters A-E after one exam question) share one forward pass. Sequences are sorted by length and run
 `batch_size` at a time, right-padded (causal attention never looks right, so padding changes nothing
 before it); only the positions of continuation tokens go through the output head and the softmax, so
@@ -34,18 +34,21 @@ class LoglikScorer:
         self.model = model
         self.tok = tokenizer
         self.batch_size = batch_size
-        self.add_bos = add_bos and tokenizer.bos_token_id is not None
+        from lm_platform.data.pack import boundary_id
+
+        self.boundary = boundary_id(tokenizer) if add_bos else None
+        self.add_bos = self.boundary is not None
         cfg = getattr(model, "config", None)
         self.max_length = max_length or getattr(cfg, "max_position_embeddings", None) or 2048
 
     def encode(self, text: str) -> list[int]:
         ids = self.tok.encode(text, add_special_tokens=False)
-        return [self.tok.bos_token_id, *ids] if self.add_bos else list(ids)
+        return [self.boundary, *ids] if self.add_bos else list(ids)
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Token ids of the context and of the continuation as they follow it."""
         if not context and not self.add_bos:
-            raise ValueError("an empty context needs a BOS token to condition on")
+            raise ValueError("an empty context needs a boundary token (BOS or EOS) to condition on")
         stripped = context.rstrip()
         if stripped != context:
             continuation = context[len(stripped) :] + continuation

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lm_platform.evaluation.loglik import LoglikScorer
@@ -42,6 +42,16 @@ class MCItem:
     subject: str = ""
     context: str = ""
     lang: str = ""
+    # True when the file gave no `id` and `id` is the item's position in its file: positions of a test
+    # file and of its dev file coincide, so they say nothing about two items being the same one.
+    positional_id: bool = field(default=False, compare=False)
+
+    def same_item(self, other: MCItem) -> bool:
+        """The same exam item: equal ids where both files name them, else equal question, choices and
+        context."""
+        if not self.positional_id and not other.positional_id:
+            return self.id == other.id
+        return (self.question, self.choices, self.context) == (other.question, other.choices, other.context)
 
     def text_with_answer(self) -> str:
         """The question joined with its right answer: what decontamination looks for in training text."""
@@ -113,6 +123,7 @@ def _item(rec: dict, where: str, index: int) -> MCItem:
         subject=str(rec.get("subject") or ""),
         context=str(rec.get("context") or ""),
         lang=str(rec.get("lang") or ""),
+        positional_id=rec.get("id") is None,
     )
 
 
@@ -209,8 +220,9 @@ def pick_shots(item: MCItem, dev: list[MCItem], k: int) -> list[MCItem]:
     """The first k dev items of the item's subject, then of other subjects, never the item itself."""
     if k <= 0 or not dev:
         return []
-    same = [d for d in dev if d.subject == item.subject and d.id != item.id]
-    other = [d for d in dev if d.subject != item.subject and d.id != item.id]
+    others = [d for d in dev if not d.same_item(item)]
+    same = [d for d in others if d.subject == item.subject]
+    other = [d for d in others if d.subject != item.subject]
     return (same + other)[:k]
 
 

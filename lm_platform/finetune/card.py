@@ -34,7 +34,7 @@ class Lineage:
 
     stages: list = field(
         default_factory=list
-    )  # {stage, init_from, settings, tokens, sources: {s: tokens}, fingerprint}
+    )  # {stage, init_from, settings, tokens, val_tokens, sources: {s: tokens}, fingerprint} (train split)
     adapters: list = field(default_factory=list)
     merges: list = field(default_factory=list)
     instruction_sets: list = field(default_factory=list)
@@ -71,6 +71,7 @@ def lineage(recipe: Any, ref: str, base: Path) -> Lineage:
             st = recipe.stage(name)
             ds = base / "dataset" / name
             index = json.loads((ds / "index.json").read_text()) if (ds / "index.json").exists() else {}
+            train = index.get("splits", {}).get("train", {})
             lin.stages.insert(
                 0,
                 {
@@ -84,8 +85,10 @@ def lineage(recipe: Any, ref: str, base: Path) -> Lineage:
                         "schedule": st.train.schedule,
                         "trainable": st.train.trainable,
                     },
-                    "tokens": index.get("tokens", 0),
-                    "sources": {s: v["tokens"] for s, v in index.get("sources", {}).items()},
+                    # What trained the model: the train split (held-out validation rows never did).
+                    "tokens": train.get("tokens", 0),
+                    "val_tokens": index.get("splits", {}).get("val", {}).get("tokens", 0),
+                    "sources": {s: n for s, n in train.get("sources", {}).items() if n},
                     "fingerprint": _dir_fingerprint(ds),
                 },
             )
@@ -240,10 +243,19 @@ def model_card(
             lines.append(
                 f"- {src}: " + ", ".join(f"{k}={v}" for k, v in d.items() if isinstance(v, (int, float)))
             )
-    lines += ["", "## Training stages", "", "| stage | init from | tokens | settings |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Training stages",
+        "",
+        "Tokens are the train split's (held-out validation tokens, never trained on, beside them).",
+        "",
+        "| stage | init from | tokens | validation tokens | settings |",
+        "|---|---|---|---|---|",
+    ]
     for st in lin.stages:
         lines.append(
-            f"| {st['stage']} | {st['init_from']} | {st['tokens']} | `{json.dumps(st['settings'])}` |"
+            f"| {st['stage']} | {st['init_from']} | {st['tokens']} | {st.get('val_tokens', 0)} "
+            f"| `{json.dumps(st['settings'])}` |"
         )
     if lin.adapters:
         lines += ["", "## Adapters (LoRA)", ""]

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from lm_platform.atomic import atomic_dir, write_json
 from lm_platform.finetune.chat import ensure_chat_tokens
+from lm_platform.tokenization.hf_compat import make_model_dir_compatible
 
 CARD_FILE = "README.md"
 KEPT = ("eeve.json", "mergekit_config.yml")
@@ -44,6 +45,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, dtype: str, card: s
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
+        make_model_dir_compatible(tmp)  # what the user ships loads under transformers 4.57 too
         for name in KEPT:
             if (model_dir / name).exists():
                 shutil.copy2(model_dir / name, tmp / name)

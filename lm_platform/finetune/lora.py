@@ -14,6 +14,7 @@ import numpy as np
 
 from lm_platform.atomic import atomic_dir, write_json
 from lm_platform.finetune.chat import Example, batches, ensure_chat_tokens, read_instructions, tokenize
+from lm_platform.tokenization.hf_compat import make_model_dir_compatible
 
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 ALL_LINEAR = [*ATTENTION, "gate_proj", "up_proj", "down_proj"]
@@ -57,13 +58,36 @@ def masked_loss(logits, labels):
     return per_token.sum() / n.clamp(min=1), per_token
 
 
-def new_token_ids(tokenizer_dir: Path, added: list[int]) -> list[int]:
-    """Rows the base model never trained: EEVE's new tokens (from eeve.json) and the chat tokens added."""
+def new_token_ids(tokenizer_dir: Path, added: list[int], tokenizer=None) -> list[int]:
+    """Rows the base model never trained: EEVE's new tokens (from eeve.json), the chat tokens added, and
+    the chat template's tokens the base vocabulary already had (a tokenizer trained with them reserved, as
+    the `ja` recipe's SentencePiece is, or a base model pretrained on plain text: their rows never saw a
+    conversation, so fine-tuning trains them as it trains added ones)."""
+    from lm_platform.finetune.chat import CHAT_TOKENS
     from lm_platform.modeling.eeve import read_eeve
 
     spec = read_eeve(tokenizer_dir)
     ids = [new_id for new_id, _ in spec.new_tokens] if spec is not None else []
-    return sorted(set(ids) | set(added))
+    chat = []
+    if tokenizer is not None:
+        vocab = tokenizer.get_vocab()
+        chat = [vocab[t] for t in CHAT_TOKENS if t in vocab]
+    return sorted(set(ids) | set(added) | set(chat))
+
+
+def trainable_token_modules(model, ids: list[int]) -> dict[str, list[int]] | None:
+    """PEFT's `trainable_token_indices`: the input embedding's rows, and with untied embeddings the output
+    head's rows too (PEFT follows a tied head by itself; an untied one named nowhere would leave the new
+    tokens' output rows as initialised, so the model could read them but never predict them)."""
+    if not ids:
+        return None
+    out = {"embed_tokens": list(ids)}
+    head = model.get_output_embeddings()
+    tied = head is not None and head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    if head is not None and not tied:
+        name = next(n for n, m in model.named_modules() if m is head).rpartition(".")[2]
+        out[name] = list(ids)
+    return out
 
 
 def train_adapter(
@@ -101,14 +125,14 @@ def train_adapter(
         raise ValueError(
             f"{instructions}: no example keeps an assistant token within max_len={train.max_len}"
         )
-    new_ids = new_token_ids(base_dir, added) if lora.train_new_tokens else []
+    new_ids = new_token_ids(base_dir, added, tok) if lora.train_new_tokens else []
     targets = ATTENTION if lora.target == "attention" else ALL_LINEAR
     cfg = LoraConfig(
         r=lora.rank,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=targets,
-        trainable_token_indices={"embed_tokens": new_ids} if new_ids else None,
+        trainable_token_indices=trainable_token_modules(model, new_ids),
         task_type="CAUSAL_LM",
     )
     peft_model = get_peft_model(model, cfg)
@@ -140,10 +164,12 @@ def train_adapter(
     with atomic_dir(out_dir) as tmp:
         peft_model.save_pretrained(tmp / PEFT_DIR)
         tok.save_pretrained(tmp / PEFT_DIR)
+        make_model_dir_compatible(tmp / PEFT_DIR)
         if merge_into_base:
             merged = peft_model.merge_and_unload()
             merged.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
+            make_model_dir_compatible(tmp)  # loads under transformers 4.57 too
             _copy_lineage_files(base_dir, tmp)
         head = [c["loss"] for c in curve[: max(1, len(curve) // 10)]]
         tail = [c["loss"] for c in curve[-max(1, len(curve) // 10) :]]

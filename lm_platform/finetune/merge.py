@@ -1,7 +1,13 @@
 """Merges through mergekit from the recipe's merge plan. Inputs are local model directories only (a path
 that does not exist fails here, before mergekit could take it for a hub id); the merge keeps the given
 tokenizer (mergekit's `tokenizer` section), so an extended vocabulary survives with its ids; the YAML
-handed to mergekit is stored with the merged model."""
+handed to mergekit is stored with the merged model.
+
+Without a `tokenizer` in the recipe the merge keeps the tokenizer of the input whose vocabulary holds
+every other input's tokens at the same ids (the base's when nothing was added; an adapter's when its
+fine-tuning added the chat tokens a base lacked), so ChatML tokens survive the merge and the export
+renders its chat template; inputs whose vocabularies disagree fail, asking for `tokenizer`.
+The directory is written in the form transformers 4.57 and 5.x both load."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from typing import Any
 import yaml
 
 from lm_platform.atomic import atomic_dir, write_json
+from lm_platform.tokenization.hf_compat import make_model_dir_compatible
 
 CONFIG_FILE = "mergekit_config.yml"  # the YAML mergekit ran, stored with the model
 RESULT_FILE = "merge.json"
@@ -46,7 +53,11 @@ def mergekit_config(merge: Any, base: Path) -> dict[str, Any]:
     params: dict[str, Any] = {"normalize": merge.normalize}
     if merge.lambda_ is not None:
         params["lambda"] = merge.lambda_
-    tokenizer = resolve_model(merge.tokenizer or merge.base, base)
+    tokenizer = (
+        resolve_model(merge.tokenizer, base)
+        if merge.tokenizer
+        else tokenizer_source(merge, [resolve_model(merge.base, base), *(Path(m["model"]) for m in models)])
+    )
     return {
         "merge_method": merge.method,
         "base_model": str(resolve_model(merge.base, base)),
@@ -55,6 +66,21 @@ def mergekit_config(merge: Any, base: Path) -> dict[str, Any]:
         "dtype": merge.dtype,
         "tokenizer": {"source": str(tokenizer)},
     }
+
+
+def tokenizer_source(merge: Any, paths: list[Path]) -> Path:
+    """The input (base first) whose vocabulary contains every other input's tokens with the same ids."""
+    from lm_platform.tokenization.hf_compat import load_tokenizer
+
+    vocabs = [load_tokenizer(p).get_vocab() for p in paths]
+    for path, vocab in sorted(zip(paths, vocabs, strict=True), key=lambda pv: -len(pv[1])):
+        if all(vocab.get(t) == i for other in vocabs for t, i in other.items()):
+            return path
+    raise ValueError(
+        f"merges.{merge.name}: the inputs' tokenizers disagree (no input's vocabulary holds every other "
+        f"input's tokens at the same ids: {', '.join(str(p) for p in paths)}); set merges.{merge.name}"
+        ".tokenizer to the model whose tokenizer the merge keeps"
+    )
 
 
 @dataclass(frozen=True)
@@ -93,6 +119,7 @@ def run_merge(merge: Any, base: Path, out_dir: str | Path) -> MergeResult:
         for name in CARRIED:
             if (source / name).exists() and not (tmp / name).exists():
                 shutil.copy2(source / name, tmp / name)
+        make_model_dir_compatible(tmp)
         import json
 
         vocab = json.loads((tmp / "config.json").read_text())["vocab_size"]
@@ -103,9 +130,19 @@ def run_merge(merge: Any, base: Path, out_dir: str | Path) -> MergeResult:
             seed=merge.seed,
             dtype=merge.dtype,
             vocab_size=vocab,
-            tokenizer_source=merge.tokenizer or merge.base,
+            tokenizer_source=merge.tokenizer or _ref_of(source, cfg, merge),
             config_yaml=text,
             seconds=round(time.time() - t0, 2),
         )
         write_json(tmp / RESULT_FILE, result.__dict__)
     return result
+
+
+def _ref_of(source: Path, cfg: dict[str, Any], merge: Any) -> str:
+    """The recipe's reference of the input whose tokenizer the merge kept."""
+    if str(source) == cfg["base_model"]:
+        return merge.base
+    for m, entry in zip(merge.models, cfg["models"], strict=True):
+        if str(source) == entry["model"]:
+            return m.model
+    return str(source)

@@ -29,8 +29,9 @@ class LoraConfig(Strict):
     )
     train_new_tokens: bool = Field(
         True,
-        description="Train the embedding rows of tokens the base never had (EEVE's new tokens and the chat "
-        "template's added tokens) through PEFT's trainable_token_indices (ties kept)",
+        description="Train the input and output embedding rows of tokens the base never trained (EEVE's new "
+        "tokens and the chat template's tokens, added or already in the vocabulary) through PEFT's "
+        "trainable_token_indices (ties kept; an untied output head gets the same rows)",
     )
 
 
@@ -101,7 +102,10 @@ class MergeConfig(Strict):
     lambda_: float | None = Field(None, alias="lambda", description="della's scaling of the merged delta")
     seed: int = Field(0, description="Seed of DARE/DELLA's random drops (reproducible merges)")
     tokenizer: str | None = Field(
-        None, description="Model whose tokenizer the merge keeps (default: base); mergekit `tokenizer.source`"
+        None,
+        description="Model whose tokenizer the merge keeps (default: the input whose vocabulary holds every "
+        "other input's tokens at the same ids, e.g. an adapter that added the chat tokens); mergekit "
+        "`tokenizer.source`",
     )
 
     @model_validator(mode="after")

@@ -109,6 +109,18 @@ def _compat_rope(cfg: dict) -> None:
         cfg["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
 
 
+def make_model_dir_compatible(directory: str | Path) -> None:
+    """Rewrite a model directory saved by transformers 5 (config.json, and the tokenizer files when it has
+    them) so transformers 4.57 loads the same model config and tokenizer: every model directory the
+    platform writes (stage checkpoints, adapters and their merged models, merges, exports) goes
+    through this or through its two parts."""
+    directory = Path(directory)
+    if (directory / "config.json").is_file():
+        write_compatible_config(directory)
+    if (directory / "tokenizer.json").is_file() and (directory / "tokenizer_config.json").is_file():
+        make_tokenizer_compatible(directory)
+
+
 # The class names `make_tokenizer_compatible` writes: tokenizer.json is the whole tokenizer.
 _GENERIC_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_platform.atomic import atomic_dir, read_json, write_json
-from lm_platform.tokenization.hf_compat import write_compatible_config
+from lm_platform.tokenization.hf_compat import make_model_dir_compatible
 
 FORMAT = 2  # trainer_state.json "format"; 1 (no field): the fingerprint of the whole job, moved aside
 STATE_FILE = "trainer_state.json"
@@ -47,6 +47,9 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
 )
 STEP_DIR = re.compile(r"^step_(\d{8})$")
+# In an export cast below float32: the step's float32 weights and config (hard links, no second copy),
+# which the next stage of the chain starts from instead of the rounded weights.
+FULL_PRECISION_DIR = "full_precision"
 FINISHED_FILE = "FINISHED"
 LOG_FILE = "log.jsonl"
 
@@ -250,11 +253,12 @@ def save(
 
     with atomic_dir(target, durable=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        write_compatible_config(tmp)  # rope_theta etc. also as transformers 4.x reads them
         for name in TOKENIZER_FILES:
             src = Path(tokenizer_dir) / name
             if src.exists():
                 shutil.copy(src, tmp / name)
+        # rope_theta etc. and the tokenizer's class and special tokens also as transformers 4.x reads them
+        make_model_dir_compatible(tmp)
         tensors, layout = _flatten_optimizer(optimizer.state_dict())
         tensors |= rng_tensors()
         save_file(tensors, str(tmp / OPTIMIZER_FILE))
@@ -313,7 +317,8 @@ def load_into(path: str | Path, optimizer) -> dict[str, Any]:
 def export(step_dir: str | Path, output_dir: str | Path, dtype: str, extra: dict[str, Any]) -> Path:
     """The stage's checkpoint: step checkpoint `step_dir` plus `extra` files, published atomically and
     durably. Files are hard links to the step's (copied where the filesystem cannot link), except the
-    weights when `dtype` is not float32: those are written cast to `dtype`, with config.json saying so.
+    weights when `dtype` is not float32: those are written cast to `dtype`, with config.json saying so,
+    and the step's float32 weights stay beside them in `full_precision/` (hard links) for the next stage.
     Leftovers of an export killed before its rename are removed first."""
     step_dir, output_dir = Path(step_dir), Path(output_dir)
     for partial in output_dir.parent.glob(f".tmp-{output_dir.name}-*"):
@@ -335,12 +340,33 @@ def export(step_dir: str | Path, output_dir: str | Path, dtype: str, extra: dict
                     os.link(f, tmp / f.name)
                 except OSError:
                     shutil.copy2(f, tmp / f.name)
+        if cast:
+            full = tmp / FULL_PRECISION_DIR
+            full.mkdir()
+            for f in step_dir.iterdir():
+                if f.name == "config.json" or (f.name.startswith("model") and ".safetensors" in f.name):
+                    try:
+                        os.link(f, full / f.name)
+                    except OSError:
+                        shutil.copy2(f, full / f.name)
         for name, obj in extra.items():
             if isinstance(obj, bytes):
                 (tmp / name).write_bytes(obj)
             else:
                 write_json(tmp / name, obj)
     return output_dir
+
+
+def full_precision_init(init: dict[str, Any]) -> dict[str, Any]:
+    """The init a stage loads its weights from: a stage export's float32 weights where the export was
+    cast below float32 (a bf16 base would otherwise round the weights at every stage boundary), else
+    `init` itself."""
+    if init.get("kind") != "pretrained":
+        return init
+    full = Path(init["path"]) / FULL_PRECISION_DIR
+    if (full / "config.json").is_file():
+        return {**init, "path": str(full)}
+    return init
 
 
 def _write_cast(src: Path, dst: Path, dtype: str) -> None:

@@ -10,7 +10,10 @@ atomically and durably, and reports through Dagster Pipes when Dagster launched 
 `PipesSubprocessClient` locally, a Kubernetes pod in production). Started again after a kill, it resumes
 from the newest step checkpoint of the same run identity and ends with the weights an uninterrupted run
 would have. On SIGTERM (spot preemption, pod eviction) it finishes the step in flight, writes a step
-checkpoint there and exits with `PREEMPTED_EXIT_CODE` (75, EX_TEMPFAIL: try again).
+checkpoint there and exits with `PREEMPTED_EXIT_CODE` (75, EX_TEMPFAIL: try again); a SIGTERM during
+setup or finish ends the same way at the phase's next boundary. Rank 0 also leaves `PREEMPTED` in
+`run_dir`, which the launcher (`training/launch.py`, in front of torchrun) reads, since torchrun exits 1
+after a SIGTERM whatever its workers did.
 
 Read top to bottom: the parts (schedule, data order, batches and the per-token loss, distributed setup),
 then the stage in three phases: `setup` (data, model, optimizer, resume), `run_loop` (the steps) and
@@ -48,6 +51,7 @@ from lm_platform.modeling.freeze import TrainablePlan, apply_policy
 from lm_platform.modeling.init import build_model
 from lm_platform.training import checkpoint as ckpt
 from lm_platform.training.config import TrainConfig, TrainJob
+from lm_platform.training.job import PREEMPTED_FILE, write_preempted
 from lm_platform.training.metrics import (
     generate_samples,
     loss_curve_markdown,
@@ -308,23 +312,30 @@ def _autocast(device):
 
 
 class StopFlag:
-    """Set by SIGTERM; the loop checks it after each step (all ranks agree through the step's reduce)."""
+    """Set by SIGTERM. Installed for the whole stage (setup, loop and finish), so a SIGTERM never kills
+    the process outright: the loop checks it after each step (all ranks agree through the step's
+    reduce), setup and finish at their phase boundaries (`Run.stop_requested`)."""
 
     def __init__(self) -> None:
         self.requested = False
         self._previous = None
+        self._installed = False
 
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+    def install(self) -> bool:
+        """Handle SIGTERM from now on; False when it already was (or off the main thread)."""
+        if self._installed or threading.current_thread() is not threading.main_thread():
+            return False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self._installed = True
+        return True
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
 
     def uninstall(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+            self._previous, self._installed = None, False
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -337,6 +348,9 @@ class TrainState:
 
     step: int = 0
     tokens_seen: int = 0
+    # Tokens the init checkpoint had seen along its own stage chain (its `tokens_seen_total`): the stage's
+    # versions report `tokens_before + tokens_seen` as their cumulative count.
+    tokens_before: int = 0
     initial_val_loss: float = float("nan")
     curve: list[dict[str, float]] = field(default_factory=list)
     data: dict[str, int] = field(default_factory=dict)  # DataOrder.position()
@@ -384,6 +398,11 @@ class Run:
     def device(self):
         return self.dist.device
 
+    def stop_requested(self) -> bool:
+        """Whether any rank got SIGTERM (one reduce: every rank agrees and stops at the same point)."""
+        self.stop.requested = self.dist.sum(float(self.stop.requested)) > 0
+        return self.stop.requested
+
 
 @dataclass
 class LoopResult:
@@ -393,8 +412,11 @@ class LoopResult:
     preempted: bool
 
 
-def setup(job: TrainJob, reporter: Reporter | None = None) -> tuple[Run, TrainState]:
-    """Data readers, the model (resumed or from the stage's init), the optimizer and the state."""
+def setup(
+    job: TrainJob, reporter: Reporter | None = None, stop: StopFlag | None = None
+) -> tuple[Run, TrainState]:
+    """Data readers, the model (resumed or from the stage's init), the optimizer and the state.
+    Raises `Preempted` (nothing new written) when SIGTERM arrived meanwhile."""
     cfg = job.train
     dist = Dist()
     reporter = reporter or Reporter(dist.rank)
@@ -425,11 +447,14 @@ def setup(job: TrainJob, reporter: Reporter | None = None) -> tuple[Run, TrainSt
     if dist.rank != 0:
         steps_found = ckpt.step_dirs(run_dir)
         resume = steps_found[-1][1] if steps_found else None
+    if dist.rank == 0:  # an earlier attempt's preemption record (the launcher reads a fresh one)
+        (run_dir / PREEMPTED_FILE).unlink(missing_ok=True)
     for message in messages:
         reporter.log(f"[{job.stage}] {message}")
 
     # Model: the resumed checkpoint, else the stage's init (EEVE extension included).
-    init = {"kind": "pretrained", "path": str(resume)} if resume else job.init
+    # A stage export cast to the model's dtype hands the next stage its float32 weights.
+    init = {"kind": "pretrained", "path": str(resume)} if resume else ckpt.full_precision_init(job.init)
     model = build_model(
         init,
         index["vocab_size"],
@@ -447,7 +472,9 @@ def setup(job: TrainJob, reporter: Reporter | None = None) -> tuple[Run, TrainSt
         plan.param_groups(cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), fused=True
     )
 
-    state = TrainState(identity=identity, fingerprint=ckpt.fingerprint(identity))
+    state = TrainState(
+        identity=identity, fingerprint=ckpt.fingerprint(identity), tokens_before=tokens_before(job.init)
+    )
     if resume:
         state = TrainState.from_json(ckpt.load_into(resume, optimizer))
     data = DataOrder(len(train_rows), global_rows, cfg.seed, total_rows, **state.data)
@@ -479,11 +506,14 @@ def setup(job: TrainJob, reporter: Reporter | None = None) -> tuple[Run, TrainSt
         n_params=sum(p.numel() for p in model.parameters()),
         saved_step=state.step if resume else -1,
         saved_path=resume,
+        stop=stop or StopFlag(),
     )
+    _preempt_if_requested(run, state)  # SIGTERM while the model loaded: nothing new to save
     if not resume:
         state.initial_val_loss = evaluate_loss(
             model, eval_rows, eval_ids, pad_id, cfg.micro_batch_size, device
         )
+        _preempt_if_requested(run, state)
     if dist.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         reporter.log_file = run_dir / ckpt.LOG_FILE
@@ -496,6 +526,17 @@ def setup(job: TrainJob, reporter: Reporter | None = None) -> tuple[Run, TrainSt
         + (f"; resumed from {resume.name}" if resume else "")
     )
     return run, state
+
+
+def _preempt_if_requested(run: Run, state: TrainState) -> None:
+    """At a phase boundary of setup or finish: after SIGTERM on any rank, stop with `Preempted` (the
+    newest step checkpoint, if any, is where the retried run resumes)."""
+    if run.stop_requested():
+        run.reporter.log(f"[{run.job.stage}] SIGTERM outside the steps: stopping at step {state.step}")
+        run.train_rows.close()
+        run.eval_rows.close()
+        run.dist.close()
+        raise Preempted(state.step, run.saved_path)
 
 
 def train_step(run: Run, state: TrainState) -> dict[str, float]:
@@ -538,7 +579,7 @@ def run_loop(run: Run, state: TrainState, stop_after: int | None = None) -> Loop
     """Steps until the plan's end (or `stop_after` steps of this process, or SIGTERM)."""
     cfg = run.cfg
     run.model.train()
-    run.stop.install()
+    installed = run.stop.install()  # `train` installs it for the whole stage; a direct caller here
     session_tokens, session_start, ran = 0, time.perf_counter(), 0
     try:
         while state.step < run.steps and (stop_after is None or ran < stop_after):
@@ -567,7 +608,8 @@ def run_loop(run: Run, state: TrainState, stop_after: int | None = None) -> Loop
             if (periodic or keep) and state.step < run.steps:
                 save_step_checkpoint(run, state, keep=keep)
     finally:
-        run.stop.uninstall()
+        if installed:
+            run.stop.uninstall()
     return LoopResult(ran, session_tokens, time.perf_counter() - session_start, False)
 
 
@@ -602,6 +644,7 @@ def finish(run: Run, state: TrainState, loop: LoopResult) -> dict[str, Any]:
         "steps_run": loop.ran,
         "resumed_from": run.resume.name if run.resume else None,
         "tokens_seen": state.tokens_seen,
+        "tokens_seen_total": state.tokens_before + state.tokens_seen,
         "tokens_per_step": run.global_rows * run.seq_len,
         "initial_val_loss": state.initial_val_loss,
         "final_train_loss": state.curve[-1]["loss"] if state.curve else float("nan"),
@@ -627,9 +670,13 @@ def finish(run: Run, state: TrainState, loop: LoopResult) -> dict[str, Any]:
         if run.saved_step == run.steps
         else save_step_checkpoint(run, state, _keep_step(cfg, state.step))
     )
+    # SIGTERM during finish: the final step checkpoint is written, so the retried run resumes there and
+    # only evaluates and exports (a SIGTERM once the export is written changes nothing: the stage is done).
+    _preempt_if_requested(run, state)
     metrics["final_val_loss"] = evaluate_loss(
         run.model, run.eval_rows, run.eval_ids, run.pad_id, cfg.micro_batch_size, run.device
     )
+    _preempt_if_requested(run, state)
     metrics["mfu"] = _mfu(run.n_params, metrics["tokens_per_second"], run.device, dist.world)
     metrics["export_dtype"] = run.export_dtype
     if dist.rank == 0:
@@ -657,17 +704,36 @@ def train(
     """Run (or resume) one stage; returns its metrics. `stop_after` ends early after that many steps of
     this process (for benchmarks; no final checkpoint is written then). Raises `Preempted` after SIGTERM."""
     job = job if isinstance(job, TrainJob) else TrainJob.model_validate(job)
-    run, state = setup(job, reporter)
+    stop = StopFlag()
+    installed = stop.install()  # from the first moment: a SIGTERM in setup or finish is a preemption too
     try:
-        loop = run_loop(run, state, stop_after)
-        return finish(run, state, loop)
+        run, state = setup(job, reporter, stop)
+        try:
+            loop = run_loop(run, state, stop_after)
+            return finish(run, state, loop)
+        finally:
+            run.train_rows.close()
+            run.eval_rows.close()
     finally:
-        run.train_rows.close()
-        run.eval_rows.close()
+        if installed:
+            stop.uninstall()
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Outputs
+
+
+def tokens_before(init: dict[str, Any]) -> int:
+    """Training tokens the init checkpoint has seen along its stage chain: its `metrics.json`'s
+    `tokens_seen_total` (or `tokens_seen`) when it is a stage export of this platform, else 0 (a base
+    model's own pretraining is not counted)."""
+    if init.get("kind") != "pretrained":
+        return 0
+    f = Path(init["path"]) / "metrics.json"
+    if not f.is_file():
+        return 0
+    m = read_json(f)
+    return int(m.get("tokens_seen_total", m.get("tokens_seen", 0)) or 0)
 
 
 def export_dtype(job: TrainJob) -> str:
@@ -725,6 +791,7 @@ def materialization_metadata(job: TrainJob | dict[str, Any], metrics: dict[str, 
         "path": {"raw_value": job.output_dir, "type": "path"},
         "steps": {"raw_value": metrics["steps"], "type": "int"},
         "tokens_seen": {"raw_value": metrics["tokens_seen"], "type": "int"},
+        "tokens_seen_total": {"raw_value": metrics.get("tokens_seen_total", 0), "type": "int"},
         "initial_val_loss": {"raw_value": metrics["initial_val_loss"], "type": "float"},
         "final_val_loss": {"raw_value": metrics["final_val_loss"], "type": "float"},
         "final_train_loss": {"raw_value": metrics["final_train_loss"], "type": "float"},
@@ -776,6 +843,8 @@ def main(argv: list[str] | None = None) -> int:
             reporter.materialize(materialization_metadata(job, metrics), export_data_version(job))
     except Preempted as exc:
         reporter.log(str(exc))
+        if reporter.rank == 0:  # what the launcher reads when torchrun hides the exit status
+            write_preempted(job.run_dir, exc.step, exc.path)
         reporter.close(exc)
         return PREEMPTED_EXIT_CODE
     except BaseException as exc:

@@ -1,0 +1,148 @@
+"""Preemption with `nproc_per_node: 2` on CPU (gloo), through the launcher as Dagster and the trainer pod
+run it: SIGTERM during the loop ends with a checkpoint at the last completed step, the launcher exits 75
+(torchrun alone exits 1), and the retried run resumes from it; SIGTERM during setup and during finish is
+a preemption too. Each test is a couple of short torchrun runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lm_platform.atomic import write_json
+from lm_platform.training.checkpoint import step_dirs
+from lm_platform.training.job import PREEMPTED_EXIT_CODE, PREEMPTED_MESSAGE, preempted, trainer_command
+from lm_platform_tests.training_fixtures import TINY, make_job, write_job
+
+VOCAB = 64
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env["LM_PLATFORM_TERMINATION_GRACE_SECONDS"] = "120"
+    return env
+
+
+def _dataset(out: Path, train_rows: int, val_rows: int, seq_len: int = 16) -> Path:
+    out.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, n in (("train", train_rows), ("val", val_rows)):
+        data = rng.integers(4, VOCAB, size=(n, seq_len + 1)).astype(np.uint16)
+        np.save(out / f"{split}_00000.npy", data)
+        splits[split] = {"docs": n, "tokens": data.size, "rows": n, "padding": 0,
+                         "shards": [{"file": f"{split}_00000.npy", "rows": n}]}  # fmt: skip
+    write_json(
+        out / "index.json",
+        {
+            "seq_len": seq_len,
+            "row_len": seq_len + 1,
+            "dtype": "uint16",
+            "vocab_size": VOCAB,
+            "bos_id": 1,
+            "eos_id": 2,
+            "pad_id": 3,
+            "model_pad_id": 3,
+            "val_fraction": 0.1,
+            "splits": splits,
+            "sources": {},
+            "tokens": sum(s["tokens"] for s in splits.values()),
+        },  # fmt: skip
+    )
+    return out
+
+
+def _start(tmp: Path, train_rows: int, val_split: int = 8, **train) -> tuple[dict, Path, subprocess.Popen]:
+    data = _dataset(tmp / "data", train_rows, val_split)
+    (tmp / "tok").mkdir()
+    settings = dict(micro_batch_size=2, epochs=1, lr=3e-3, warmup_steps=2, log_every=1) | train
+    job = make_job(tmp, "s", data, tmp / "tok", {"kind": "scratch", "model": TINY}, **settings)
+    job_file = write_job(job, tmp / "job.json")
+    proc = subprocess.Popen(
+        trainer_command(job_file, 2), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    return job, job_file, proc
+
+
+def _wait_for(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def _terminate(proc: subprocess.Popen) -> tuple[int, str]:
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=300)[0]
+    return proc.returncode, out
+
+
+def _retry(job_file: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        trainer_command(job_file, 2), env=_env(), capture_output=True, text=True, timeout=300
+    )
+
+
+def test_sigterm_in_the_loop_checkpoints_the_last_step_and_the_retry_resumes(tmp_path):
+    job, job_file, proc = _start(tmp_path, train_rows=400)  # 100 steps of 2 x 2 rows
+    log = Path(job["run_dir"]) / "log.jsonl"
+    _wait_for(proc, lambda: log.exists() and len(log.read_text().splitlines()) >= 3)
+    status, out = _terminate(proc)
+    assert status == PREEMPTED_EXIT_CODE, out[-3000:]  # torchrun itself exited 1
+    assert preempted(f"External execution process failed with code {status}")  # what the asset retries on
+    ((step, _),) = step_dirs(job["run_dir"])
+    logged = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert step == logged[-1] and 3 <= step < 100 and f"{PREEMPTED_MESSAGE} {step}" in out
+    done = _retry(job_file)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"resumed from step_{step:08d}" in done.stdout
+    metrics = json.loads((Path(job["output_dir"]) / "metrics.json").read_text())
+    assert (
+        metrics["processes"] == 2
+        and metrics["steps"] == 100
+        and metrics["resumed_from"] == f"step_{step:08d}"
+    )
+
+
+def _workers(launcher: int) -> list[int]:
+    """The trainer processes under the launcher (its torchrun's children)."""
+
+    def children(pid: int) -> list[int]:
+        try:
+            return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            return []
+
+    return [w for t in children(launcher) for w in children(t)]
+
+
+def test_sigterm_during_setup_is_a_preemption(tmp_path):
+    job, job_file, proc = _start(tmp_path, train_rows=64)
+    _wait_for(proc, lambda: len(_workers(proc.pid)) == 2)  # workers started, still importing or loading
+    status, out = _terminate(proc)
+    assert status == PREEMPTED_EXIT_CODE, out[-3000:]
+    assert PREEMPTED_MESSAGE in out and step_dirs(job["run_dir"]) == []
+    done = _retry(job_file)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_sigterm_during_finish_is_a_preemption_and_the_retry_exports(tmp_path):
+    # A large validation split: the final validation runs long enough to be interrupted.
+    job, job_file, proc = _start(tmp_path, train_rows=64, val_split=2000, val_rows=2000, micro_batch_size=8)
+    _wait_for(proc, lambda: [s for s, _ in step_dirs(job["run_dir"])] == [4])  # the final step's checkpoint
+    status, out = _terminate(proc)
+    assert status == PREEMPTED_EXIT_CODE, out[-3000:]
+    assert f"{PREEMPTED_MESSAGE} 4" in out and not Path(job["output_dir"]).exists()
+    done = _retry(job_file)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (
+        "resumed from step_00000004" in done.stdout
+        and (Path(job["output_dir"]) / "model.safetensors").exists()
+    )
