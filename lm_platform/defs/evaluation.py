@@ -8,12 +8,13 @@ import base64
 import dagster as dg
 
 from lm_platform.atomic import write_json
-from lm_platform.defs.metadata import CODE_VERSION, headline, versioned
+from lm_platform.defs.metadata import headline, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.recipe.schema import EvalConfig, Recipe
-from lm_platform.versions import content_version
+from lm_platform.versions import code_version, content_version
 
 GROUP = "evaluation"
+CODE = "2"  # scores record the weights they scored; a rescore of the same weights reuses the score
 LEADERBOARD = dg.AssetKey(["eval", "leaderboard"])
 MODEL_VERSIONS = dg.AssetKey("model_versions")
 
@@ -52,33 +53,50 @@ def _nullable(v):
     return dg.MetadataValue.null() if v is None else v
 
 
+def _model_deps(recipe: Recipe) -> list[dg.AssetKey]:
+    """Every asset that writes a model version: the stages' checkpoints, adapters merged into the base,
+    merges."""
+    keys = [dg.AssetKey(["checkpoint", s.name]) for s in recipe.stages]
+    if recipe.finetune:
+        keys += [dg.AssetKey(["adapter", s.name]) for s in recipe.finetune.instructions if s.merge_into_base]
+    return keys + [dg.AssetKey(["merged", m.name]) for m in recipe.merges]
+
+
 def model_versions_asset(recipe: Recipe) -> dg.AssetsDefinition:
     @dg.asset(
         key=MODEL_VERSIONS,
-        deps=[dg.AssetKey(["checkpoint", s.name]) for s in recipe.stages],
+        deps=_model_deps(recipe),
         group_name="training",
         kinds={"python"},
-        code_version=CODE_VERSION,
-        description=f"Registers the stages' models (exports, kept step checkpoints) as partitions of "
-        f"'{recipe.versions_name}' as soon as they are written",
+        code_version=versioned(CODE, [s.eval_every for s in recipe.stages]),
+        description=f"Registers the models (stage exports, kept step checkpoints, adapters, merges) as "
+        f"partitions of '{recipe.versions_name}' as soon as they are written; its data version is a hash of "
+        "every version's weights, so the scores show stale when the weights of a version change",
         metadata=headline("versions"),
     )
     def _versions(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
-        from lm_platform.evaluation.versions import chain_order, model_dir, tokens_seen
+        from lm_platform.evaluation.versions import chain_order, model_dir, tokens_seen, weights_hash
 
         base = storage.layout(recipe.name).base
         new = register_versions(context.instance, recipe, base)
         known = list(context.instance.get_dynamic_partitions(recipe.versions_name))
         rows = [
-            {"version": k, "tokens_seen": tokens_seen(model_dir(base, k)), "path": str(model_dir(base, k))}
+            {
+                "version": k,
+                "tokens_seen": tokens_seen(model_dir(base, k)),
+                "weights": weights_hash(model_dir(base, k)),
+                "path": str(model_dir(base, k)),
+            }
             for k in chain_order(known, [s.name for s in recipe.stages])
         ]
+        weights = {r["version"]: r["weights"] for r in rows}
         return dg.MaterializeResult(
             metadata={
                 "versions": len(rows),
                 "registered_now": dg.MetadataValue.json(new),
-                "table": _md(rows, ["version", "tokens_seen", "path"]),
-            }
+                "table": _md(rows, ["version", "tokens_seen", "weights", "path"]),
+            },
+            data_version=dg.DataVersion(code_version("w", weights)),
         )
 
     return _versions
@@ -111,12 +129,12 @@ def _score_metadata(result: dict, result_file) -> dict:
 def _samples_table(recipe: Recipe, ev: EvalConfig, base, result: dict) -> dg.MetadataValue:
     """Generation: each prompt's greedy output under every scored version, side by side."""
     from lm_platform.evaluation.generation import side_by_side
-    from lm_platform.evaluation.versions import chain_order, scored_result
+    from lm_platform.evaluation.versions import chain_order, current_results
 
-    d = base / "eval" / ev.name
-    versions = {str(p.relative_to(d).with_suffix("")) for p in d.rglob("*.json")} | {result["version"]}
+    current = current_results(base, ev.name)
+    versions = set(current) | {result["version"]}
     order = chain_order(sorted(versions), [s.name for s in recipe.stages])
-    by_version = {v: (scored_result(base, ev.name, v) or {}).get("samples", []) for v in order}
+    by_version = {v: current.get(v, {}).get("samples", []) for v in order}
     by_version[result["version"]] = result["samples"]
     return _md(side_by_side(by_version), ["prompt", *order])
 
@@ -163,7 +181,7 @@ def eval_asset(recipe: Recipe, ev: EvalConfig) -> dg.AssetsDefinition:
         partitions_def=versions_partitions(recipe),
         group_name=GROUP,
         kinds={"pytorch"},
-        code_version=versioned(ev),
+        code_version=versioned(CODE, ev, recipe.seed),
         description=f"{ev.kind} ({what}) of each model version",
         check_specs=[check],
         metadata=headline("score", "n", "stderr"),
@@ -172,11 +190,13 @@ def eval_asset(recipe: Recipe, ev: EvalConfig) -> dg.AssetsDefinition:
         from lm_platform.evaluation.sets import run_evaluation
         from lm_platform.evaluation.stats import with_previous
         from lm_platform.evaluation.versions import (
+            current_result,
             model_dir,
             predecessor,
             result_path,
-            scored_result,
+            supersede_result,
             tokens_seen,
+            weights_hash,
         )
 
         base = storage.layout(recipe.name).base
@@ -184,19 +204,44 @@ def eval_asset(recipe: Recipe, ev: EvalConfig) -> dg.AssetsDefinition:
         path = model_dir(base, version)
         if not (path / "config.json").is_file():
             raise dg.Failure(f"model version '{version}': no model at {path}")
+        weights = weights_hash(path)
         registered = list(context.instance.get_dynamic_partitions(recipe.versions_name))
         prev = (
             ev.baseline
             if ev.baseline and ev.baseline != version
             else predecessor(version, registered, init_from)
         )
-        previous = scored_result(base, ev.name, prev)
-        result = with_previous(
-            run_evaluation(ev, path, seed=recipe.seed), previous and previous["score"], prev
+        # Only a score of the weights the previous version names now is compared with.
+        previous = current_result(base, ev.name, prev)
+        stored = current_result(base, ev.name, version)
+        scoring = versioned(CODE, ev, recipe.seed)
+        if stored is not None and stored.get("code_version") == scoring:
+            # The same weights under the same benchmark: the score stands; only the comparison is redone.
+            context.log.info(f"{ev.name} of '{version}': weights {weights} already scored; score reused")
+            fresh = {
+                k: v for k, v in stored.items() if k not in ("previous_version", "previous_score", "delta")
+            }
+        else:
+            fresh = run_evaluation(ev, path, seed=recipe.seed)
+        result = with_previous(fresh, previous and previous["score"], prev)
+        result.update(
+            version=version,
+            model=str(path),
+            tokens_seen=tokens_seen(path),
+            weights=weights,
+            code_version=scoring,
         )
-        result.update(version=version, model=str(path), tokens_seen=tokens_seen(path))
+        moved = supersede_result(base, ev.name, version, weights)
+        if moved is not None:
+            context.log.info(
+                f"{ev.name} of '{version}': the stored score was of other weights (the version was "
+                f"retrained); moved to {moved}"
+            )
         write_json(result_path(base, ev.name, version), result)
         meta = _score_metadata(result, result_path(base, ev.name, version))
+        meta["weights"] = weights or dg.MetadataValue.null()
+        if moved is not None:
+            meta["superseded_score"] = dg.MetadataValue.path(str(moved))
         if ev.kind == "generation":
             meta["samples"] = _samples_table(recipe, ev, base, result)
         return dg.MaterializeResult(
@@ -216,7 +261,7 @@ def leaderboard_asset(recipe: Recipe) -> dg.AssetsDefinition:
         deps=[eval_key(ev) for ev in recipe.evaluations],
         group_name=GROUP,
         kinds={"python"},
-        code_version=CODE_VERSION,
+        code_version=versioned(CODE, names),
         description="Every scored model version against every benchmark, and score vs tokens seen",
         metadata=headline("versions"),
     )

@@ -6,18 +6,16 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from lm_platform.atomic import read_json
-from lm_platform.evaluation.versions import chain_order
+from lm_platform.evaluation.versions import chain_order, current_results
 
 
 def leaderboard_rows(benchmarks: list[str], stages: list[str], base: Path) -> list[dict]:
-    """One row per scored version (stage-chain order): version, tokens_seen and each benchmark's score."""
+    """One row per scored version (stage-chain order): version, tokens_seen and each benchmark's score.
+    Only scores of the weights each version names now (`versions.current_results`): a score of weights a
+    retrained stage replaced is not on the board."""
     rows: dict[str, dict] = {}
     for name in benchmarks:
-        d = base / "eval" / name
-        for f in sorted(d.rglob("*.json")) if d.is_dir() else []:
-            res = read_json(f)
-            version = res.get("version") or str(f.relative_to(d).with_suffix(""))
+        for version, res in current_results(base, name).items():
             row = rows.setdefault(version, {"version": version, "tokens_seen": res.get("tokens_seen")})
             row[name] = res["score"]
     return [rows[v] for v in chain_order(list(rows), stages)]
