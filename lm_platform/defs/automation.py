@@ -45,12 +45,13 @@ def versions_sensor(recipe: Recipe) -> dg.SensorDefinition:
     """Watches the stages' checkpoint directories, adapters and merges; registers new model versions."""
 
     def _sensor(context: dg.SensorEvaluationContext, storage: LMStorage):
-        from lm_platform.evaluation.versions import discover_versions
+        from lm_platform.evaluation.versions import discover_versions, supersede_stale
 
         base = storage.layout(recipe.name).base
-        new = discover_versions(
-            recipe, base, set(context.instance.get_dynamic_partitions(recipe.versions_name))
-        )
+        known = list(context.instance.get_dynamic_partitions(recipe.versions_name))
+        for bench, version, where in supersede_stale(base, [ev.name for ev in recipe.evaluations], known):
+            context.log.info(f"{bench} of '{version}': scored weights it no longer names; moved to {where}")
+        new = discover_versions(recipe, base, set(known))
         if not new:
             return dg.SkipReason("no new model versions")
         request = dg.DynamicPartitionsDefinition(name=recipe.versions_name).build_add_request(new)

@@ -28,13 +28,22 @@ def eval_key(ev: EvalConfig) -> dg.AssetKey:
     return dg.AssetKey(["eval", ev.name])
 
 
-def register_versions(instance: dg.DagsterInstance, recipe: Recipe, base) -> list[str]:
-    """Register every version on disk that the instance does not know yet; returns the new keys."""
-    from lm_platform.evaluation.versions import discover_versions
+def register_versions(instance: dg.DagsterInstance, recipe: Recipe, base, log=None) -> list[str]:
+    """Register every version on disk that the instance does not know yet; returns the new keys. Scores of
+    weights a version no longer names (its stage was retrained) move to the history, each with a message
+    (`log`, a logger's info) naming what and why."""
+    from lm_platform.evaluation.versions import discover_versions, supersede_stale
 
     new = discover_versions(recipe, base, set(instance.get_dynamic_partitions(recipe.versions_name)))
     if new:
         instance.add_dynamic_partitions(recipe.versions_name, new)
+    known = list(instance.get_dynamic_partitions(recipe.versions_name))
+    for bench, version, where in supersede_stale(base, [ev.name for ev in recipe.evaluations], known):
+        if log is not None:
+            log(
+                f"{bench} of '{version}' scored other weights than the version names now (retrained); "
+                f"moved to {where}"
+            )
     return new
 
 
@@ -78,7 +87,7 @@ def model_versions_asset(recipe: Recipe) -> dg.AssetsDefinition:
         from lm_platform.evaluation.versions import chain_order, model_dir, tokens_seen, weights_hash
 
         base = storage.layout(recipe.name).base
-        new = register_versions(context.instance, recipe, base)
+        new = register_versions(context.instance, recipe, base, context.log.info)
         known = list(context.instance.get_dynamic_partitions(recipe.versions_name))
         rows = [
             {

@@ -12,7 +12,8 @@ weights it scored (`weights_hash`: the safetensors and config.json, hashed). Whe
 keys stay and name the new weights: a step snapshot whose run was retrained is moved to
 `<base>/models/.superseded/` and taken again from the new run (`keep_step`), and a score of other weights
 is moved to `<base>/eval/history/<benchmark>/` when the version is scored again (`supersede_result`).
-Readers compare only current scores (`current_result`: recorded weights equal the version's weights now).
+Registering versions (`supersede_stale`) moves the scores a retrain made stale at once, so every score
+under `eval/<benchmark>/` is of the weights its version names; readers also check (`current_result`).
 """
 
 from __future__ import annotations
@@ -304,3 +305,21 @@ def current_results(base: Path, benchmark: str) -> dict[str, dict]:
         if res is not None:
             out[version] = res
     return out
+
+
+def supersede_stale(base: Path, benchmarks: list[str], versions: list[str]) -> list[tuple[str, str, Path]]:
+    """Move every stored score of other weights than its version names now (the version was retrained or
+    its model removed) to the history: (benchmark, version, where it went) for each. After this, every score
+    under `eval/<benchmark>/` is of the weights its version names."""
+    moved = []
+    for bench in benchmarks:
+        for version in versions:
+            res = scored_result(base, bench, version)
+            if res is None:
+                continue
+            now = version_weights(base, version)
+            if res.get("weights") != now or now is None:
+                target = supersede_result(base, bench, version, now)
+                if target is not None:
+                    moved.append((bench, version, target))
+    return moved
