@@ -69,7 +69,8 @@ def corpus_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
         key=["corpus", src.name],
         group_name="corpus",
         kinds={"python", "parquet"},
-        code_version=versioned(src, cpt, source_stamp(src)),
+        # The source as read (not dedup's priority) and its files' stamp.
+        code_version=versioned(src.model_dump(mode="json", exclude={"priority"}), cpt, source_stamp(src)),
         partitions_def=dg.StaticPartitionsDefinition(shard_keys) if src.sharded_read else None,
         backfill_policy=dg.BackfillPolicy.single_run() if src.sharded_read else None,
         description=f"Raw documents of source '{src.name}' ({src.language}, {src.license}) from {src.location}"

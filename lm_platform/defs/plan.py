@@ -2,13 +2,14 @@
 
 `python -m lm_platform.defs.plan SELECTION [--partition KEY] [--all] [--run]` prints those assets' keys,
 one per line (nothing when all are fresh), and says on stderr why each is selected; with `--run` it
-materializes them (`dagster asset materialize`, as a user types it), and nothing when all are fresh.
-`make demo` runs its steps so: a second `make demo` on the same storage recomputes nothing that did not
-change; `--all` (the Makefile's `FORCE=1`) selects the whole selection, as a forced rebuild or retrain.
+materializes them (`dagster asset materialize`, as a user types it) in waves until none is left: an asset
+runs again only once an input of it has a new data version, so what an unchanged input feeds is never
+recomputed. `make demo` runs its steps so: a second `make demo` on the same storage recomputes nothing;
+`--all` (the Makefile's `FORCE=1`) materializes the whole selection first, as a forced rebuild or retrain.
 
 Staleness is Dagster's own (the same the UI shows): an asset is stale when its code version (the code's
-version and the recipe slice it reads, `defs.metadata.versioned`) or the data version of an input differs
-from what its last materialization recorded, or when an asset upstream is stale.
+version and the recipe slice it reads, `defs.metadata.versioned`) or the data version of a direct input
+differs from what its last materialization recorded.
 """
 
 from __future__ import annotations
@@ -84,6 +85,61 @@ def plan(
     return out
 
 
+def run_stale(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    selection: str,
+    execute,
+    partition: str | None = None,
+    force: bool = False,
+    say=lambda line: None,
+) -> list[list[Planned]]:
+    """Materialize the missing and stale assets of `selection` in waves (`execute(keys, partition)` runs
+    one wave and returns whether it succeeded) until every one is fresh; returns the waves. Fails when a
+    wave fails, or when the selection is still stale after as many waves as it has assets."""
+    waves: list[list[Planned]] = []
+    graph = defs.resolve_asset_graph()
+    limit = len(dg.AssetSelection.from_string(selection).resolve(graph)) + 1
+    planned = plan(defs, instance, selection, partition, force)
+    while planned := frontier(graph, planned):
+        if len(waves) >= limit:
+            raise RuntimeError(f"'{selection}' is still stale after {limit} runs: {planned}")
+        for p in planned:
+            say(f"  {p.key.to_user_string()}: {p.why}")
+        if not execute([p.key for p in planned], partition):
+            raise RuntimeError(f"materializing {[p.key.to_user_string() for p in planned]} failed")
+        waves.append(planned)
+        planned = plan(defs, instance, selection, partition)
+    return waves
+
+
+def frontier(graph, planned: list[Planned]) -> list[Planned]:
+    """What one wave runs: the missing (and forced) assets, and the stale ones with nothing stale or missing
+    upstream of them in `planned`. A stale asset below another waits for the next wave, where it is judged
+    again: it runs only if what lies above it came out with a new data version (and never reads an input
+    that is still about to change)."""
+    keys = {p.key for p in planned}
+
+    def ancestors(key: dg.AssetKey) -> set[dg.AssetKey]:
+        seen: set[dg.AssetKey] = set()
+        todo = list(graph.get(key).parent_keys)
+        while todo:
+            k = todo.pop()
+            if k not in seen and graph.has(k):
+                seen.add(k)
+                todo.extend(graph.get(k).parent_keys)
+        return seen
+
+    return [p for p in planned if not p.why.startswith("stale") or not (ancestors(p.key) & keys)]
+
+
+def _cli_execute(keys: list[dg.AssetKey], partition: str | None) -> bool:
+    select = " or ".join(f'key:"{k.to_user_string()}"' for k in keys)
+    cmd = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "--select", select]
+    cmd += ["--partition", partition] if partition else []
+    return subprocess.call([*cmd, "-m", "lm_platform.definitions"]) == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("selection", help="a Dagster asset selection, as `dagster asset materialize` takes")
@@ -93,22 +149,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from lm_platform.definitions import defs
 
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
     with dg.DagsterInstance.get() as instance:
+        if args.run:
+            try:
+                waves = run_stale(defs, instance, args.selection, _cli_execute, args.partition, args.all, say)
+            except RuntimeError as err:
+                say(f"error: {err}")
+                return 1
+            if not waves:
+                say(f"  nothing to do: every asset of '{args.selection}' is fresh")
+            return 0
         planned = plan(defs, instance, args.selection, args.partition, args.all)
     for p in planned:
-        print(f"  {p.key.to_user_string()}: {p.why}", file=sys.stderr)
+        say(f"  {p.key.to_user_string()}: {p.why}")
+        print(p.key.to_user_string())
     if not planned:
-        print(f"  nothing to do: every asset of '{args.selection}' is fresh", file=sys.stderr)
-    if not args.run:
-        for p in planned:
-            print(p.key.to_user_string())
-        return 0
-    if not planned:
-        return 0
-    select = " or ".join(f'key:"{p.key.to_user_string()}"' for p in planned)
-    cmd = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "--select", select]
-    cmd += ["--partition", args.partition] if args.partition else []
-    return subprocess.call([*cmd, "-m", "lm_platform.definitions"])
+        say(f"  nothing to do: every asset of '{args.selection}' is fresh")
+    return 0
 
 
 if __name__ == "__main__":
