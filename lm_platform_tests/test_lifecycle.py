@@ -40,8 +40,15 @@ INPUT_TAG = "dagster/input_data_version/"
 FIRST_DOCS = 60  # vi_news starts with its first 60 lines; 20 more are appended later
 
 
-def _downstream_of_source(src: str) -> set[str]:
-    return {f"corpus/{src}", f"curated/{src}", f"exact_dedup/{src}", f"minhash/{src}", f"deduped/{src}"}
+def keys(kind: str, *names: str) -> set[str]:
+    return {f"{kind}/{n}" for n in (names or SOURCES)}
+
+
+# Both stages' blend, dataset and checkpoint, and the model versions they register.
+TRAINING = (
+    keys("blend", "main", "anneal") | keys("dataset", "main", "anneal") | keys("checkpoint", "main", "anneal")
+)
+TRAINING |= {"model_versions"}
 
 
 class Season:
@@ -72,6 +79,7 @@ class Season:
         monkeypatch.setenv("LM_PLATFORM_RECIPE", str(self.recipe_file))
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
         monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+        self.trained: dict[str, int] = {}
         (tmp / "home").mkdir()
         self.instance = dg.DagsterInstance.local_temp(str(tmp / "home"))
         self.load()
@@ -138,9 +146,6 @@ class Season:
 
     # -- the invariants ------------------------------------------------------------------------------------
 
-    def latest(self, key: dg.AssetKey, partition: str | None = None):
-        return self.instance.get_latest_materialization_event(key) if partition is None else None
-
     def check(self, name: str) -> None:
         from lm_platform.defs.plan import plan
 
@@ -149,6 +154,7 @@ class Season:
         self._checkpoints_trained_from_current(name)
         self._scores_of_current_weights(name)
         self._counts_add_up(name)
+        self._runs_moved_aside(name)
 
     def _fresh_means_current(self, name: str) -> None:
         from lm_platform.training.train import RUN_RECORD_FILES
@@ -221,45 +227,95 @@ class Season:
                 f"{name}: blend/{st.name} {taken} tokens, dataset {index['tokens']}"
             )
 
-    def runs_aside(self, stage: str) -> int:
-        aside = self.base / "checkpoint" / f"{stage}.run" / "aside"
-        return len(list(aside.iterdir())) if aside.is_dir() else 0
+    def _runs_moved_aside(self, name: str) -> None:
+        """A stage trained n times has its n - 1 earlier runs moved aside (beyond keep_aside the trainer
+        removes the oldest with a message, but never their kept checkpoints: main keeps its eval_every
+        steps, so all its earlier runs stay)."""
+        for st in self.recipe.stages:
+            aside = self.base / "checkpoint" / f"{st.name}.run" / "aside"
+            n = len(list(aside.iterdir())) if aside.is_dir() else 0
+            earlier = self.trained.get(st.name, 0) - 1
+            expected = earlier if st.eval_every else min(earlier, st.train.keep_aside)
+            assert n == expected, f"{name}: {st.name} has {n} runs aside, expected {expected}"
 
 
 def test_a_season_of_runs_keeps_lineage_true(tmp_path, monkeypatch):
+    from lm_platform.defs import automation
+    from lm_platform.evaluation.versions import current_result, history, version_weights
+
     season = Season(tmp_path, monkeypatch)
     everything = {k.to_user_string() for k in dg.AssetSelection.from_string(NOT_EVAL).resolve(season.graph)}
+    evals = 'group:evaluation and not key:"eval/leaderboard"'
+    benchmarks = [ev.name for ev in season.recipe.evaluations]
 
     # A fresh run, then the demo's scores of the last stage.
-    season.event("fresh run", everything)
-    assert season.run('group:evaluation and not key:"eval/leaderboard"', partition="anneal")
-    season.check("fresh run, scored")
+    season.event("fresh run", everything, everything)
+    assert season.run(evals, partition="anneal") == {f"eval/{b}" for b in benchmarks}
+    scored = {b: current_result(season.base, b, "anneal")["weights"] for b in benchmarks}
 
-    # The same run again: nothing.
-    season.event("same run again", set())
+    # The same run again: nothing is stale, nothing runs.
+    season.event("same run again", set(), set())
+    assert season.run(evals, partition="anneal") == set()
 
-    # New documents appended to one source.
+    # New documents appended to one source: its corpus shows stale (the files' stamp is in its code
+    # version); the exact-dedup index and the tokenizer (learnt on Vietnamese) carry the change on.
     def append():
         with season.vi_file.open("a", encoding="utf-8") as f:
             f.writelines(season.more_vi)
         season.load()
 
-    season.event("documents appended to vi_news", None, append)
+    season.event(
+        "documents appended to vi_news",
+        {"corpus/vi_news"},
+        {"corpus/vi_news", "curated/vi_news", "near_duplicates", "tokenizer"}
+        | keys("exact_dedup", "vi_news", "ja_wiki", "en_web")
+        | keys("minhash", "vi_news", "ja_wiki", "en_web")
+        | keys("deduped")
+        | keys("tokens")
+        | TRAINING,
+        append,
+    )
+    # anneal was retrained: its scores moved to the history (registering the new weights), none deleted
+    for bench in benchmarks:
+        assert current_result(season.base, bench, "anneal") is None
+        (old,) = history(season.base, bench, "anneal")
+        assert old["weights"] == scored[bench] != version_weights(season.base, "anneal")
 
-    # A filter threshold edited (Japanese: the tokenizer learns from Vietnamese only).
+    # A filter threshold edited: the Japanese source's curation and what its new output reaches; the
+    # tokenizer and the other sources' tokens stay.
     def threshold(raw):
         length = next(f for f in raw["languages"]["ja"]["filters"] if f["name"] == "length")
         length["min_chars"] = 180
 
-    season.event("ja length threshold edited", None, lambda: season.edit(threshold))
+    season.event(
+        "ja length threshold edited",
+        {"curated/ja_wiki"},
+        {"curated/ja_wiki", "near_duplicates", "tokens/ja_wiki"}
+        | keys("exact_dedup", "ja_wiki", "en_web")
+        | keys("minhash", "ja_wiki", "en_web")
+        | keys("deduped")
+        | TRAINING,
+        lambda: season.edit(threshold),
+    )
 
-    # A source's priority changed.
+    # A source's priority changed: the dedup order (not the corpus or its curation).
     def priority(raw):
         next(s for s in raw["sources"] if s["name"] == "en_web")["priority"] = 5
 
-    season.event("en_web priority raised", None, lambda: season.edit(priority))
+    season.event(
+        "en_web priority raised",
+        keys("exact_dedup") | {"near_duplicates"},
+        keys("exact_dedup")
+        | keys("minhash")
+        | {"near_duplicates"}
+        | keys("deduped")
+        | keys("tokens", "en_books", "en_web")
+        | TRAINING,
+        lambda: season.edit(priority),
+    )
 
-    # Both stage datasets changed in one automation tick.
+    # Both stage datasets changed in one automation tick: main trains; anneal waits for main's new
+    # checkpoint (not from the old one) and then trains once from it.
     tick = dg.evaluate_automation_conditions(defs=season.defs, instance=season.instance)
     assert tick.total_requested == 0
 
@@ -268,40 +324,66 @@ def test_a_season_of_runs_keeps_lineage_true(tmp_path, monkeypatch):
             st["pack"]["seed"] = 99
 
     season.edit(reseed)
-    assert season.run('key:"dataset/*"') == {"dataset/main", "dataset/anneal"}
+    assert season.stale() == keys("dataset", "main", "anneal")
+    assert season.run('key:"dataset/*"') == keys("dataset", "main", "anneal")
     requested = []
     for _ in range(4):
         tick = dg.evaluate_automation_conditions(
             defs=season.defs, instance=season.instance, cursor=tick.cursor
         )
-        keys = [r.key for r in tick.results if r.true_subset.size]
-        requested.append(sorted(k.to_user_string() for k in keys))
-        if keys:
-            assert season.execute(keys)
-    print("TICKS", requested)
-    season.event("both datasets changed, automation", None)
+        wanted = [r.key for r in tick.results if r.true_subset.size]
+        requested.append(sorted(k.to_user_string() for k in wanted))
+        if wanted:
+            assert season.execute(wanted)
+            season.trained.update({k.path[-1]: season.trained[k.path[-1]] + 1 for k in wanted})
+    assert requested == [["checkpoint/main"], ["checkpoint/anneal"], [], []]
+    season.event("both datasets changed, automation", {"model_versions"}, {"model_versions"})
 
-    # A stage retrained (its settings edited).
+    # A stage retrained (its settings edited): only it and the versions' registry run.
     def lr(raw):
         raw["stages"][1]["train"]["lr"] = 1.0e-3
 
-    season.event("anneal retrained", None, lambda: season.edit(lr))
+    season.event(
+        "anneal retrained",
+        {"checkpoint/anneal"},
+        {"checkpoint/anneal", "model_versions"},
+        lambda: season.edit(lr),
+    )
 
-    # The nightly evaluation tick.
-    from lm_platform.defs import automation
-
+    # The nightly evaluation tick: every (benchmark, version) without a score of its current weights, once.
     requests = automation.unscored_requests(season.recipe, season.instance, (), season.base)
-    print("NIGHTLY", sorted((r.asset_selection[0].to_user_string(), r.partition_key) for r in requests))
+    versions = {"main", "main@step_10", "main@step_20", "anneal"}
+    assert {(r.asset_selection[0].to_user_string(), r.partition_key) for r in requests} == {
+        (f"eval/{b}", v) for b in benchmarks for v in versions
+    }
     for r in requests:
         assert season.execute(list(r.asset_selection), r.partition_key)
     assert automation.unscored_requests(season.recipe, season.instance, (), season.base) == []
     assert season.run('key:"eval/leaderboard"') == {"eval/leaderboard"}
+    board = json.loads((season.base / "eval" / "leaderboard.json").read_text())
+    assert {r["version"] for r in board} == versions
+    for bench in benchmarks:  # comparisons only with the current score of the previous version
+        res = current_result(season.base, bench, "anneal")
+        assert res["previous_version"] == "main"
+        assert res["previous_score"] == current_result(season.base, bench, "main")["score"]
     season.check("nightly tick")
 
-    # A source removed.
+    # A source removed: its assets leave the graph (their files stay on disk); the blends change.
     def remove(raw):
         raw["sources"] = [s for s in raw["sources"] if s["name"] != "en_web"]
         mixture = raw["stages"][0]["blend"]["mixture"]
         mixture["en_books"] += mixture.pop("en_web")
 
-    season.event("en_web removed", None, lambda: season.edit(remove))
+    kept = ("vi_news", "ja_wiki", "en_books")
+    season.event(
+        "en_web removed",
+        {"blend/main", "dataset/main", "near_duplicates"} | keys("exact_dedup", *kept),
+        keys("exact_dedup", *kept)
+        | keys("minhash", *kept)
+        | {"near_duplicates"}
+        | keys("deduped", *kept)
+        | {"tokens/en_books"}
+        | TRAINING,
+        lambda: season.edit(remove),
+    )
+    assert list((season.base / "corpus").glob("en_web*")), "the removed source's corpus is not deleted"
