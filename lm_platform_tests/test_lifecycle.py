@@ -128,21 +128,20 @@ class Season:
         waves = run_stale(self.defs, self.instance, selection, self.execute, partition, force)
         return {p.key.to_user_string() for wave in waves for p in wave}
 
-    def event(self, name: str, expected: set[str], change=None) -> None:
-        """Apply `change`, check that exactly the assets it touches show stale (more show stale only once
-        those ran with new data versions), run, and check the season's invariants."""
+    def event(self, name: str, stale: set[str], ran: set[str], change=None) -> None:
+        """Apply `change`; exactly the assets it touches show stale (what lies below them shows stale
+        only once they ran and came out with new data versions); run; exactly `ran` ran; the invariants."""
         if change is not None:
             change()
         before = self.stale()
-        ran = self.run()
-        print(f"EVENT {name}: stale before {sorted(before)}\n   ran {sorted(ran)}")
-        if expected is not None:
-            assert before <= expected, (
-                f"{name}: stale before {sorted(before)}, expected in {sorted(expected)}"
-            )
-            assert ran == expected, f"{name}: ran {sorted(ran)}\nexpected {sorted(expected)}"
+        assert before == stale, f"{name}: stale before the run {sorted(before)}, expected {sorted(stale)}"
+        got = self.run()
+        assert got == ran, f"{name}: ran {sorted(got)}\nexpected {sorted(ran)}"
+        for key in ran:
+            kind, _, stage = key.partition("/")
+            if kind == "checkpoint":
+                self.trained[stage] = self.trained.get(stage, 0) + 1
         self.check(name)
-        return before, ran
 
     # -- the invariants ------------------------------------------------------------------------------------
 
