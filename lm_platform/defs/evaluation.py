@@ -196,59 +196,31 @@ def eval_asset(recipe: Recipe, ev: EvalConfig) -> dg.AssetsDefinition:
         metadata=headline("score", "n", "stderr"),
     )
     def _eval(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
-        from lm_platform.evaluation.sets import run_evaluation
-        from lm_platform.evaluation.stats import with_previous
-        from lm_platform.evaluation.versions import (
-            current_result,
-            model_dir,
-            predecessor,
-            result_path,
-            supersede_result,
-            tokens_seen,
-            weights_hash,
-        )
+        from lm_platform.evaluation.versions import model_dir, predecessor, result_path, score_version
 
         base = storage.layout(recipe.name).base
         version = context.partition_key
         path = model_dir(base, version)
         if not (path / "config.json").is_file():
             raise dg.Failure(f"model version '{version}': no model at {path}")
-        weights = weights_hash(path)
         registered = list(context.instance.get_dynamic_partitions(recipe.versions_name))
         prev = (
             ev.baseline
             if ev.baseline and ev.baseline != version
             else predecessor(version, registered, init_from)
         )
-        # Only a score of the weights the previous version names now is compared with.
-        previous = current_result(base, ev.name, prev)
-        stored = current_result(base, ev.name, version)
-        scoring = versioned(CODE, ev, recipe.seed)
-        if stored is not None and stored.get("code_version") == scoring:
-            # The same weights under the same benchmark: the score stands; only the comparison is redone.
-            context.log.info(f"{ev.name} of '{version}': weights {weights} already scored; score reused")
-            fresh = {
-                k: v for k, v in stored.items() if k not in ("previous_version", "previous_score", "delta")
-            }
-        else:
-            fresh = run_evaluation(ev, path, seed=recipe.seed)
-        result = with_previous(fresh, previous and previous["score"], prev)
-        result.update(
-            version=version,
-            model=str(path),
-            tokens_seen=tokens_seen(path),
-            weights=weights,
-            code_version=scoring,
+        result, moved, reused = score_version(
+            ev, base, version, prev, recipe.seed, versioned(CODE, ev, recipe.seed)
         )
-        moved = supersede_result(base, ev.name, version, weights)
+        weights = result["weights"]
+        if reused:
+            context.log.info(f"{ev.name} of '{version}': weights {weights} already scored; score reused")
         if moved is not None:
             context.log.info(
-                f"{ev.name} of '{version}': the stored score was of other weights (the version was "
-                f"retrained); moved to {moved}"
+                f"{ev.name} of '{version}': a score of other weights (retrained) moved to {moved}"
             )
-        write_json(result_path(base, ev.name, version), result)
         meta = _score_metadata(result, result_path(base, ev.name, version))
-        meta["weights"] = weights or dg.MetadataValue.null()
+        meta["weights"] = _nullable(weights)
         if moved is not None:
             meta["superseded_score"] = dg.MetadataValue.path(str(moved))
         if ev.kind == "generation":

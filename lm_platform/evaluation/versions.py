@@ -323,3 +323,35 @@ def supersede_stale(base: Path, benchmarks: list[str], versions: list[str]) -> l
                 if target is not None:
                     moved.append((bench, version, target))
     return moved
+
+
+def score_version(
+    ev, base: Path, version: str, previous_version: str | None, seed: int, code_version: str
+) -> tuple[dict, Path | None, bool]:
+    """Score `version` on evaluation `ev` and store the result (with the weights it scored and the scoring
+    `code_version`); compared only with the current score of `previous_version`. A stored score of the same
+    weights and code version is reused (only the comparison is redone); one of other weights moves to the
+    history first. Returns the result, where a superseded score went (or None), and whether it was reused."""
+    from lm_platform.evaluation.sets import run_evaluation
+    from lm_platform.evaluation.stats import with_previous
+
+    path = model_dir(base, version)
+    weights = weights_hash(path)
+    previous = current_result(base, ev.name, previous_version)
+    stored = current_result(base, ev.name, version)
+    reused = stored is not None and stored.get("code_version") == code_version
+    if reused:
+        fresh = {k: v for k, v in stored.items() if k not in ("previous_version", "previous_score", "delta")}
+    else:
+        fresh = run_evaluation(ev, path, seed=seed)
+    result = with_previous(fresh, previous and previous["score"], previous_version)
+    result.update(
+        version=version,
+        model=str(path),
+        tokens_seen=tokens_seen(path),
+        weights=weights,
+        code_version=code_version,
+    )
+    moved = supersede_result(base, ev.name, version, weights)
+    write_json(result_path(base, ev.name, version), result)
+    return result, moved, reused
