@@ -386,3 +386,45 @@ def test_a_season_of_runs_keeps_lineage_true(tmp_path, monkeypatch):
         lambda: season.edit(remove),
     )
     assert list((season.base / "corpus").glob("en_web*")), "the removed source's corpus is not deleted"
+
+
+def _toy_defs(code: str, out: str) -> dg.Definitions:
+    """a -> b -> c, each reporting a data version of what it "wrote": a's code version and output are
+    given; b writes the same whatever a holds; c reads b."""
+
+    @dg.asset(code_version=code)
+    def a() -> dg.MaterializeResult:
+        return dg.MaterializeResult(data_version=dg.DataVersion(out))
+
+    @dg.asset(deps=[a], code_version="1")
+    def b() -> dg.MaterializeResult:
+        return dg.MaterializeResult(data_version=dg.DataVersion("b"))
+
+    @dg.asset(deps=[b], code_version="1")
+    def c() -> dg.MaterializeResult:
+        return dg.MaterializeResult(data_version=dg.DataVersion("c"))
+
+    return dg.Definitions(assets=[a, b, c])
+
+
+def test_waves_run_below_a_change_only_while_data_versions_change():
+    """`defs.plan.run_stale`: a new code version with the same output reruns that asset alone; a new
+    output reruns what reads it, and stops where an output comes out the same; `force` reruns all."""
+    from lm_platform.defs.plan import run_stale
+
+    instance = dg.DagsterInstance.ephemeral()
+
+    def season(code: str, out: str, force: bool = False) -> list[list[str]]:
+        defs = _toy_defs(code, out)
+
+        def execute(keys, partition):
+            return dg.materialize(list(defs.assets), selection=keys, instance=instance).success
+
+        waves = run_stale(defs, instance, "*", execute, force=force)
+        return [sorted(p.key.to_user_string() for p in wave) for wave in waves]
+
+    assert season("1", "x") == [["a", "b", "c"]]  # all missing: one run
+    assert season("1", "x") == []
+    assert season("2", "x") == [["a"]]  # new code, same bytes: b and c stay fresh
+    assert season("3", "y") == [["a"], ["b"]]  # new bytes: b reruns, writes the same: c stays fresh
+    assert season("3", "y", force=True) == [["a", "b", "c"]]
