@@ -64,13 +64,19 @@ dagster-home:
 	cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
 
 # The demo in three runs (lm_platform_tests/conftest.py DEMO_STEPS runs the same): everything but the
-# evaluations (the model_versions asset registers each stage's model as a partition of demo_models), the
-# benchmarks for one version, then the leaderboard. Other versions: `--partition main`, or from the UI.
-DEMO_VERSION ?= anneal
+# evaluations and the export (the model_versions asset registers each model as a partition of demo_models),
+# the benchmarks of the last stage and of the exported version, then the leaderboard and the export, whose
+# model card shows the exported version's scores. Each run materializes only the assets of its selection that are missing or stale
+# (lm_platform.defs.plan): a second `make demo` on the same storage recomputes nothing that did not change.
+# FORCE=1 rebuilds (and retrains) everything. Other versions: `--partition main`, or from the UI.
+DEMO_VERSIONS ?= anneal merged/final
+DEMO_PLAN = $(PY) -m lm_platform.defs.plan --run $(if $(FORCE),--all)
 demo: install dagster-home
-	$(VENV)/bin/dagster asset materialize --select 'not group:evaluation' -m lm_platform.definitions
-	$(VENV)/bin/dagster asset materialize --select 'group:evaluation and not key:"eval/leaderboard"' --partition $(DEMO_VERSION) -m lm_platform.definitions
-	$(VENV)/bin/dagster asset materialize --select 'key:"eval/leaderboard"' -m lm_platform.definitions
+	$(DEMO_PLAN) 'not group:evaluation and not key:"export/*"'
+	for v in $(DEMO_VERSIONS); do \
+		$(DEMO_PLAN) 'group:evaluation and not key:"eval/leaderboard"' --partition "$$v" || exit 1; \
+	done
+	$(DEMO_PLAN) 'key:"eval/leaderboard" or key:"export/*"'
 	$(PY) -m lm_platform.defs.summary
 
 # Two pytest workers (pytest-xdist): one materializes the shared demo and runs the tests that read it,

@@ -31,6 +31,17 @@ class DemoRun:
             [DAGSTER, *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout
         )
 
+    def demo_step(self, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+        """One of `make demo`'s runs: the missing or stale assets of a selection (`defs.plan --run`)."""
+        return subprocess.run(
+            [sys.executable, "-m", "lm_platform.defs.plan", "--run", *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     def instance(self):
         import dagster as dg
 
@@ -54,13 +65,16 @@ def isolated_env(home: Path, storage: Path) -> dict[str, str]:
     return env
 
 
-# `make demo`'s three runs: everything but the evaluations, the benchmarks of one model version (a
-# partition registered by the first run), the leaderboard.
+# `make demo`'s runs, each of the missing or stale assets of its selection (`lm_platform.defs.plan --run`):
+# everything but the evaluations and the export, the benchmarks of the last stage and of the exported
+# version (partitions registered by the first run), the leaderboard and the export.
 DEMO_VERSION = "anneal"
+EXPORTED_VERSION = "merged/final"
 DEMO_STEPS = (
-    ("--select", "not group:evaluation"),
-    ("--select", 'group:evaluation and not key:"eval/leaderboard"', "--partition", DEMO_VERSION),
-    ("--select", 'key:"eval/leaderboard"'),
+    ('not group:evaluation and not key:"export/*"',),
+    ('group:evaluation and not key:"eval/leaderboard"', "--partition", DEMO_VERSION),
+    ('group:evaluation and not key:"eval/leaderboard"', "--partition", EXPORTED_VERSION),
+    ('key:"eval/leaderboard" or key:"export/*"',),
 )
 
 
@@ -69,7 +83,7 @@ def demo_run(tmp_path_factory) -> DemoRun:
     root = tmp_path_factory.mktemp("demo_run")
     run = DemoRun(root / "home", root / "data", isolated_env(root / "home", root / "data"))
     for step in DEMO_STEPS:
-        proc = run.dagster("asset", "materialize", *step, "-m", "lm_platform.definitions", timeout=1800)
+        proc = run.demo_step(*step)
         if proc.returncode != 0:
             pytest.fail(
                 f"demo materialization {step} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"

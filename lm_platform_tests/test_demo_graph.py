@@ -459,7 +459,12 @@ def test_perplexity_eval_scores_the_last_checkpoint_per_language(demo_run):
     assert 1 < result["perplexity"] < vocab / 4  # far better than a uniform guess over the vocabulary
     assert result["metric"] == "bits_per_byte" and result["score"] == result["bits_per_byte"] > 0
     assert math.isfinite(result["stderr"]) and result["n"] == 45
-    meta = latest(demo_run, "eval/perplexity").asset_materialization.metadata
+    with demo_run.instance() as instance:  # the demo scores merged/final after anneal: this partition's
+        (record,) = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(["eval", "perplexity"]), asset_partitions=["anneal"]),
+            limit=1,
+        ).records
+    meta = record.asset_materialization.metadata
     assert meta["score"].value == pytest.approx(result["score"])
 
 
@@ -478,7 +483,7 @@ def test_every_benchmark_scores_the_demo_version_and_the_leaderboard_lists_it(de
         assert result["n"] >= 4 and result["version"] == "anneal" and result["previous_version"] == "main"
         assert result["previous_score"] is None  # main is registered but not scored by the demo
     board = json.loads((demo_run.base / "eval" / "leaderboard.json").read_text())
-    assert [r["version"] for r in board] == ["anneal"] and "exam_vi" in board[0]
+    assert [r["version"] for r in board] == ["anneal", "merged/final"] and "exam_vi" in board[0]
 
 
 def test_tokenizer_plus_selects_the_tokenizer_and_its_direct_dependents_and_a_rerun_is_identical(demo_run):
@@ -532,6 +537,15 @@ def test_demo_fine_tunes_merges_and_exports_a_loadable_model(demo_run):
     assert tok.chat_template and (out / "mergekit_config.yml").exists()
     card = (out / "README.md").read_text()
     assert "Licenses that reached the model: CC-BY-4.0, CC-BY-SA-4.0, CC0-1.0" in card
+    # The card shows the scores of the exported version (scored before the export ran), and says whose.
+    from lm_platform.evaluation.versions import version_weights
+
+    weights = version_weights(base, "merged/final")
+    assert f"Scores of version `merged/final`, the exported model (weights `{weights}`" in card
+    for bench in ("perplexity", "exam_vi", "samples"):
+        result = json.loads((base / "eval" / bench / "merged" / "final.json").read_text())
+        assert result["weights"] == weights
+        assert f"| {bench} | {result['score']} |" in card
     with demo_run.instance() as instance:
         versions = set(instance.get_dynamic_partitions("demo_models"))
     assert {"adapter/vi_chat", "adapter/en_alpaca", "merged/instruct", "merged/final"} <= versions

@@ -151,7 +151,9 @@ def test_scores_regression_check_schedule_and_leaderboard(world):
 
     def tick():
         return schedule.evaluate_tick(
-            dg.build_schedule_context(instance=instance, repository_def=repo)
+            dg.build_schedule_context(
+                instance=instance, repository_def=repo, resources={"storage": LMStorage(root=str(storage))}
+            )
         ).run_requests
 
     requests = tick()

@@ -97,3 +97,27 @@ def test_one_sensor_per_stage_tags_recipe_and_stage_and_status_follows_profile(d
             assert sensor.default_status == status
             assert sensor.run_tags == {RECIPE_TAG: "demo", STAGE_TAG: stage}
             assert sensor.asset_selection.resolve(repo.asset_graph) == {dg.AssetKey(["checkpoint", stage])}
+
+
+def test_both_stage_datasets_changed_in_one_tick_train_anneal_once_from_the_new_main(defs):
+    """A data refresh gives dataset/main and dataset/anneal new versions in one tick: main trains; anneal
+    waits (not from the old main) while main is requested and running, then trains once from the new
+    main."""
+    instance = dg.DagsterInstance.ephemeral()
+    _seed(instance, defs)
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    _materialize(instance, dg.AssetKey(["dataset", "main"]), "v1")
+    _materialize(instance, dg.AssetKey(["dataset", "anneal"]), "v1")
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    assert _requested(tick) == [CKPT_MAIN]
+    # main's run has not landed yet (queued, failed, or still training): anneal keeps waiting
+    for _ in range(2):
+        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+        assert tick.total_requested == 0
+    _materialize(instance, CKPT_MAIN, "v1")  # the new main checkpoint
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+    assert _requested(tick) == [CKPT_ANNEAL]
+    assert tick.total_requested == 1
+    _materialize(instance, CKPT_ANNEAL, "v1")
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+    assert tick.total_requested == 0

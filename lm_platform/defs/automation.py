@@ -8,8 +8,9 @@ taking the recipe. `build` returns them for `build_definitions` and `defs/deploy
 - `<recipe>_model_versions` (sensor, running): registers new model versions (stage exports, step
   checkpoints the stages keep with `eval_every` while a run goes on, adapters, merges) as partitions of
   `<recipe>_models`.
-- `<recipe>_nightly_evaluation` (schedule): requests every (benchmark, version) partition not scored
-  yet and nothing already scored. Running by default in the k8s profile; locally stopped unless
+- `<recipe>_nightly_evaluation` (schedule): requests every (benchmark, version) partition without a
+  current score (none yet, or a score of other weights: the version's stage was retrained since) and
+  nothing whose score is of the weights the version names now. Running by default in the k8s profile; locally stopped unless
   `LM_PLATFORM_EVAL_SCHEDULE=running`; cron from `LM_PLATFORM_EVAL_CRON` (default 02:00).
 """
 
@@ -44,12 +45,13 @@ def versions_sensor(recipe: Recipe) -> dg.SensorDefinition:
     """Watches the stages' checkpoint directories, adapters and merges; registers new model versions."""
 
     def _sensor(context: dg.SensorEvaluationContext, storage: LMStorage):
-        from lm_platform.evaluation.versions import discover_versions
+        from lm_platform.evaluation.versions import discover_versions, supersede_stale
 
         base = storage.layout(recipe.name).base
-        new = discover_versions(
-            recipe, base, set(context.instance.get_dynamic_partitions(recipe.versions_name))
-        )
+        known = list(context.instance.get_dynamic_partitions(recipe.versions_name))
+        for bench, version, where in supersede_stale(base, [ev.name for ev in recipe.evaluations], known):
+            context.log.info(f"{bench} of '{version}': scored weights it no longer names; moved to {where}")
+        new = discover_versions(recipe, base, set(known))
         if not new:
             return dg.SkipReason("no new model versions")
         request = dg.DynamicPartitionsDefinition(name=recipe.versions_name).build_add_request(new)
@@ -64,21 +66,35 @@ def versions_sensor(recipe: Recipe) -> dg.SensorDefinition:
 
 
 def unscored_requests(
-    recipe: Recipe, instance: dg.DagsterInstance, prefix: Sequence[str] = ()
+    recipe: Recipe, instance: dg.DagsterInstance, prefix: Sequence[str] = (), base=None
 ) -> list[dg.RunRequest]:
-    """One run request per (benchmark, registered version) without a materialization."""
-    from lm_platform.evaluation.versions import parse_key
+    """One run request per (benchmark, registered version) without a current score: with the storage
+    `base`, a version is scored when its stored result recorded the weights the version names now (the run
+    key carries those weights, so a retrained version is requested again); without it, when the partition
+    has a materialization."""
+    from lm_platform.evaluation.versions import current_result, parse_key, version_weights
 
     versions = list(instance.get_dynamic_partitions(recipe.versions_name))
     requests = []
     for ev in recipe.evaluations:
         key = _eval_key(ev.name, prefix)
-        done = instance.get_materialized_partitions(key)
+        done = instance.get_materialized_partitions(key) if base is None else set()
         for v in versions:
             p = parse_key(v)
-            if v in done or (ev.stage and p.kind in ("stage", "step") and p.name != ev.stage):
+            if ev.stage and p.kind in ("stage", "step") and p.name != ev.stage:
                 continue
-            requests.append(dg.RunRequest(run_key=f"{ev.name}:{v}", partition_key=v, asset_selection=[key]))
+            if base is None:
+                if v not in done:
+                    requests.append(
+                        dg.RunRequest(run_key=f"{ev.name}:{v}", partition_key=v, asset_selection=[key])
+                    )
+                continue
+            weights = version_weights(base, v)
+            if weights is None or current_result(base, ev.name, v) is not None:
+                continue  # no model there now (nothing to score), or scored on these weights
+            requests.append(
+                dg.RunRequest(run_key=f"{ev.name}:{v}:{weights}", partition_key=v, asset_selection=[key])
+            )
     return requests
 
 
@@ -92,8 +108,9 @@ def nightly_schedule(
         selection=dg.AssetSelection.assets(*[_eval_key(ev.name, prefix) for ev in recipe.evaluations]),
     )
 
-    def _nightly(context: dg.ScheduleEvaluationContext):
-        requests = unscored_requests(recipe, context.instance, prefix)
+    def _nightly(context: dg.ScheduleEvaluationContext, storage: LMStorage):
+        base = storage.layout(recipe.name).base
+        requests = unscored_requests(recipe, context.instance, prefix, base)
         return requests or dg.SkipReason("every registered version is scored on every benchmark")
 
     return dg.schedule(
@@ -101,26 +118,58 @@ def nightly_schedule(
         cron_schedule=os.environ.get(CRON_ENV, "0 2 * * *"),
         job=job,
         default_status=dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED,
-        description="Scores every (benchmark, model version) not scored yet; nothing already scored",
+        description="Scores every (benchmark, model version) without a score of the version's current "
+        "weights; nothing already scored on them",
     )(_nightly)
 
 
-def training_condition(dataset: dg.AssetKey, init: dg.AssetKey | None) -> dg.AutomationCondition:
+def _new_inputs(dataset: dg.AssetKey, init: dg.AssetKey | None) -> dg.AutomationCondition:
+    """A new data version of the dataset or the init_from checkpoint, not handled yet (the stage was not
+    requested or materialized since)."""
+    watched = dg.AssetSelection.assets(dataset, *([init] if init else []))
+    return (
+        dg.AutomationCondition.any_deps_match(dg.AutomationCondition.data_version_changed())
+        .allow(watched)
+        .since_last_handled()
+    )
+
+
+def training_condition(
+    dataset: dg.AssetKey,
+    init: dg.AssetKey | None,
+    parent_dataset: dg.AssetKey | None = None,
+    parent_init: dg.AssetKey | None = None,
+) -> dg.AutomationCondition:
     """Train when the stage's dataset (or its init_from checkpoint) has a new data version: once per
     change (`since_last_handled`), not while an input is being rebuilt or the stage is already training,
-    and never from a rematerialization with an identical data version."""
-    watched = dg.AssetSelection.assets(dataset, *([init] if init else []))
+    and never from a rematerialization with an identical data version.
+
+    A stage that starts from an earlier stage's checkpoint waits while that parent has new inputs of its
+    own (its dataset or its own init_from changed and it has not materialized since) or is training: when a
+    data refresh changes both stages' datasets in one tick, the later stage trains once, from the parent's
+    new checkpoint, not from the old one and then again."""
     # Not `will_be_requested`: a later stage trains in its own run (own tags, own GPU pool slot) once the
-    # earlier stage's new checkpoint has landed, on the next tick.
-    changed = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.data_version_changed()).allow(
-        watched
-    )
-    return (
-        changed.since_last_handled()
+    # earlier stage's new checkpoint has landed, on a later tick.
+    cond = (
+        _new_inputs(dataset, init)
         & ~dg.AutomationCondition.any_deps_missing()
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
-    ).with_label("train_on_new_data")
+    )
+    if init is not None and parent_dataset is not None:
+        # Evaluated on the parent: an input of it changed since it last materialized (requests do not
+        # count: the stage keeps waiting until the parent's new checkpoint has actually landed).
+        parent_watched = dg.AssetSelection.assets(parent_dataset, *([parent_init] if parent_init else []))
+        parent_pending = (
+            dg.AutomationCondition.any_deps_match(dg.AutomationCondition.data_version_changed())
+            .allow(parent_watched)
+            .since(dg.AutomationCondition.newly_updated())
+            .with_label("parent_has_new_inputs")
+        )
+        cond = cond & ~dg.AutomationCondition.any_deps_match(
+            parent_pending | dg.AutomationCondition.in_progress()
+        ).allow(dg.AssetSelection.assets(init)).with_label("parent_settled")
+    return cond.with_label("train_on_new_data")
 
 
 def stage_keys(recipe: Recipe, prefix: Sequence[str] = ()) -> dict[str, dict[str, dg.AssetKey | None]]:
@@ -140,15 +189,21 @@ def with_training_automation(
     assets: Sequence[dg.AssetsDefinition], recipe: Recipe, prefix: Sequence[str] = ()
 ) -> list[dg.AssetsDefinition]:
     """The checkpoint assets with `training_condition` attached; the rest unchanged."""
-    by_key = {v["checkpoint"]: v for v in stage_keys(recipe, prefix).values()}
+    stages = stage_keys(recipe, prefix)
+    by_key = {v["checkpoint"]: v for v in stages.values()}
     out = []
     for a in assets:
         hit = [k for k in a.keys if k in by_key]
         if hit:
             keys = by_key[hit[0]]
-            a = a.with_attributes(
-                automation_condition={hit[0]: training_condition(keys["dataset"], keys["init"])}
+            parent = by_key.get(keys["init"]) if keys["init"] is not None else None
+            cond = training_condition(
+                keys["dataset"],
+                keys["init"],
+                parent["dataset"] if parent else None,
+                parent["init"] if parent else None,
             )
+            a = a.with_attributes(automation_condition={hit[0]: cond})
         out.append(a)
     return out
 

@@ -47,6 +47,20 @@ def _read(
     return counts, first.parent, first.parent / f"{keys[0]}-{keys[-1]}.quarantine.json"
 
 
+def source_stamp(src: SourceConfig) -> list:
+    """What the source's local files are now (name, size, modification time), read when the definitions
+    load: part of `corpus/<source>`'s code version, so documents appended to a source show the corpus (and
+    what it feeds) stale. Empty for a hub dataset id (nothing is fetched to look)."""
+    root = Path(src.location)
+    if not root.is_absolute() or not root.exists():
+        return []
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return [
+        (str(p.relative_to(root)) if p != root else p.name, p.stat().st_size, p.stat().st_mtime_ns)
+        for p in files
+    ]
+
+
 def corpus_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
     cpt = recipe.languages[src.language].chars_per_token
     shard_keys = [f"{i:04d}" for i in range(src.shards)]  # the partitions of curated/<source>
@@ -55,7 +69,8 @@ def corpus_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
         key=["corpus", src.name],
         group_name="corpus",
         kinds={"python", "parquet"},
-        code_version=versioned(src, cpt),
+        # The source as read (not dedup's priority) and its files' stamp.
+        code_version=versioned(src.model_dump(mode="json", exclude={"priority"}), cpt, source_stamp(src)),
         partitions_def=dg.StaticPartitionsDefinition(shard_keys) if src.sharded_read else None,
         backfill_policy=dg.BackfillPolicy.single_run() if src.sharded_read else None,
         description=f"Raw documents of source '{src.name}' ({src.language}, {src.license}) from {src.location}"

@@ -74,7 +74,9 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
         deps=deps,
         group_name="curation",
         kinds={"python", "parquet"},
-        code_version=versioned(src, lang_cfg),
+        code_version=versioned(
+            src.model_dump(mode="json", exclude={"priority"}), lang_cfg
+        ),  # not dedup's priority
         partitions_def=dg.StaticPartitionsDefinition(shard_keys) if sharded else None,
         backfill_policy=dg.BackfillPolicy.single_run() if sharded else None,
         description=f"'{src.name}' normalised ({lang_cfg.unicode_form}) and filtered "

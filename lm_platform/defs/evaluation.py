@@ -8,12 +8,13 @@ import base64
 import dagster as dg
 
 from lm_platform.atomic import write_json
-from lm_platform.defs.metadata import CODE_VERSION, headline, versioned
+from lm_platform.defs.metadata import headline, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.recipe.schema import EvalConfig, Recipe
-from lm_platform.versions import content_version
+from lm_platform.versions import code_version, content_version
 
 GROUP = "evaluation"
+CODE = "2"  # scores record the weights they scored; a rescore of the same weights reuses the score
 LEADERBOARD = dg.AssetKey(["eval", "leaderboard"])
 MODEL_VERSIONS = dg.AssetKey("model_versions")
 
@@ -27,13 +28,22 @@ def eval_key(ev: EvalConfig) -> dg.AssetKey:
     return dg.AssetKey(["eval", ev.name])
 
 
-def register_versions(instance: dg.DagsterInstance, recipe: Recipe, base) -> list[str]:
-    """Register every version on disk that the instance does not know yet; returns the new keys."""
-    from lm_platform.evaluation.versions import discover_versions
+def register_versions(instance: dg.DagsterInstance, recipe: Recipe, base, log=None) -> list[str]:
+    """Register every version on disk that the instance does not know yet; returns the new keys. Scores of
+    weights a version no longer names (its stage was retrained) move to the history, each with a message
+    (`log`, a logger's info) naming what and why."""
+    from lm_platform.evaluation.versions import discover_versions, supersede_stale
 
     new = discover_versions(recipe, base, set(instance.get_dynamic_partitions(recipe.versions_name)))
     if new:
         instance.add_dynamic_partitions(recipe.versions_name, new)
+    known = list(instance.get_dynamic_partitions(recipe.versions_name))
+    for bench, version, where in supersede_stale(base, [ev.name for ev in recipe.evaluations], known):
+        if log is not None:
+            log(
+                f"{bench} of '{version}' scored other weights than the version names now (retrained); "
+                f"moved to {where}"
+            )
     return new
 
 
@@ -52,33 +62,50 @@ def _nullable(v):
     return dg.MetadataValue.null() if v is None else v
 
 
+def _model_deps(recipe: Recipe) -> list[dg.AssetKey]:
+    """Every asset that writes a model version: the stages' checkpoints, adapters merged into the base,
+    merges."""
+    keys = [dg.AssetKey(["checkpoint", s.name]) for s in recipe.stages]
+    if recipe.finetune:
+        keys += [dg.AssetKey(["adapter", s.name]) for s in recipe.finetune.instructions if s.merge_into_base]
+    return keys + [dg.AssetKey(["merged", m.name]) for m in recipe.merges]
+
+
 def model_versions_asset(recipe: Recipe) -> dg.AssetsDefinition:
     @dg.asset(
         key=MODEL_VERSIONS,
-        deps=[dg.AssetKey(["checkpoint", s.name]) for s in recipe.stages],
+        deps=_model_deps(recipe),
         group_name="training",
         kinds={"python"},
-        code_version=CODE_VERSION,
-        description=f"Registers the stages' models (exports, kept step checkpoints) as partitions of "
-        f"'{recipe.versions_name}' as soon as they are written",
+        code_version=versioned(CODE, [s.eval_every for s in recipe.stages]),
+        description=f"Registers the models (stage exports, kept step checkpoints, adapters, merges) as "
+        f"partitions of '{recipe.versions_name}' as soon as they are written; its data version is a hash of "
+        "every version's weights, so the scores show stale when the weights of a version change",
         metadata=headline("versions"),
     )
     def _versions(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
-        from lm_platform.evaluation.versions import chain_order, model_dir, tokens_seen
+        from lm_platform.evaluation.versions import chain_order, model_dir, tokens_seen, weights_hash
 
         base = storage.layout(recipe.name).base
-        new = register_versions(context.instance, recipe, base)
+        new = register_versions(context.instance, recipe, base, context.log.info)
         known = list(context.instance.get_dynamic_partitions(recipe.versions_name))
         rows = [
-            {"version": k, "tokens_seen": tokens_seen(model_dir(base, k)), "path": str(model_dir(base, k))}
+            {
+                "version": k,
+                "tokens_seen": tokens_seen(model_dir(base, k)),
+                "weights": weights_hash(model_dir(base, k)),
+                "path": str(model_dir(base, k)),
+            }
             for k in chain_order(known, [s.name for s in recipe.stages])
         ]
+        weights = {r["version"]: r["weights"] for r in rows}
         return dg.MaterializeResult(
             metadata={
                 "versions": len(rows),
                 "registered_now": dg.MetadataValue.json(new),
-                "table": _md(rows, ["version", "tokens_seen", "path"]),
-            }
+                "table": _md(rows, ["version", "tokens_seen", "weights", "path"]),
+            },
+            data_version=dg.DataVersion(code_version("w", weights)),
         )
 
     return _versions
@@ -111,12 +138,12 @@ def _score_metadata(result: dict, result_file) -> dict:
 def _samples_table(recipe: Recipe, ev: EvalConfig, base, result: dict) -> dg.MetadataValue:
     """Generation: each prompt's greedy output under every scored version, side by side."""
     from lm_platform.evaluation.generation import side_by_side
-    from lm_platform.evaluation.versions import chain_order, scored_result
+    from lm_platform.evaluation.versions import chain_order, current_results
 
-    d = base / "eval" / ev.name
-    versions = {str(p.relative_to(d).with_suffix("")) for p in d.rglob("*.json")} | {result["version"]}
+    current = current_results(base, ev.name)
+    versions = set(current) | {result["version"]}
     order = chain_order(sorted(versions), [s.name for s in recipe.stages])
-    by_version = {v: (scored_result(base, ev.name, v) or {}).get("samples", []) for v in order}
+    by_version = {v: current.get(v, {}).get("samples", []) for v in order}
     by_version[result["version"]] = result["samples"]
     return _md(side_by_side(by_version), ["prompt", *order])
 
@@ -163,21 +190,13 @@ def eval_asset(recipe: Recipe, ev: EvalConfig) -> dg.AssetsDefinition:
         partitions_def=versions_partitions(recipe),
         group_name=GROUP,
         kinds={"pytorch"},
-        code_version=versioned(ev),
+        code_version=versioned(CODE, ev, recipe.seed),
         description=f"{ev.kind} ({what}) of each model version",
         check_specs=[check],
         metadata=headline("score", "n", "stderr"),
     )
     def _eval(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
-        from lm_platform.evaluation.sets import run_evaluation
-        from lm_platform.evaluation.stats import with_previous
-        from lm_platform.evaluation.versions import (
-            model_dir,
-            predecessor,
-            result_path,
-            scored_result,
-            tokens_seen,
-        )
+        from lm_platform.evaluation.versions import model_dir, predecessor, result_path, score_version
 
         base = storage.layout(recipe.name).base
         version = context.partition_key
@@ -190,13 +209,20 @@ def eval_asset(recipe: Recipe, ev: EvalConfig) -> dg.AssetsDefinition:
             if ev.baseline and ev.baseline != version
             else predecessor(version, registered, init_from)
         )
-        previous = scored_result(base, ev.name, prev)
-        result = with_previous(
-            run_evaluation(ev, path, seed=recipe.seed), previous and previous["score"], prev
+        result, moved, reused = score_version(
+            ev, base, version, prev, recipe.seed, versioned(CODE, ev, recipe.seed)
         )
-        result.update(version=version, model=str(path), tokens_seen=tokens_seen(path))
-        write_json(result_path(base, ev.name, version), result)
+        weights = result["weights"]
+        if reused:
+            context.log.info(f"{ev.name} of '{version}': weights {weights} already scored; score reused")
+        if moved is not None:
+            context.log.info(
+                f"{ev.name} of '{version}': a score of other weights (retrained) moved to {moved}"
+            )
         meta = _score_metadata(result, result_path(base, ev.name, version))
+        meta["weights"] = _nullable(weights)
+        if moved is not None:
+            meta["superseded_score"] = dg.MetadataValue.path(str(moved))
         if ev.kind == "generation":
             meta["samples"] = _samples_table(recipe, ev, base, result)
         return dg.MaterializeResult(
@@ -216,7 +242,7 @@ def leaderboard_asset(recipe: Recipe) -> dg.AssetsDefinition:
         deps=[eval_key(ev) for ev in recipe.evaluations],
         group_name=GROUP,
         kinds={"python"},
-        code_version=CODE_VERSION,
+        code_version=versioned(CODE, names),
         description="Every scored model version against every benchmark, and score vs tokens seen",
         metadata=headline("versions"),
     )

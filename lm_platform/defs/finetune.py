@@ -2,17 +2,18 @@
 recipe's merge plan as chained `merged/<name>` assets (mergekit), and `export/<name>` model directories
 with a model card. Adapters and merges are registered as model versions (`<recipe>_models`)."""
 
-import json
 import os
+from pathlib import Path
 
 import dagster as dg
 
-from lm_platform.defs.metadata import CODE_VERSION, headline, materialize
+from lm_platform.defs.metadata import headline, materialize, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.recipe.finetune import ExportConfig, InstructionSet, MergeConfig, check_model_ref
 from lm_platform.recipe.schema import Recipe
 
 GROUP = "finetune"
+CODE = "2"  # exports after the evaluations of the exported version, whose scores the card shows
 
 
 def versions_name(recipe: Recipe) -> str:
@@ -43,7 +44,7 @@ def adapter_asset(recipe: Recipe, s: InstructionSet) -> dg.AssetsDefinition:
         deps=_dep(ft.base),
         group_name=GROUP,
         kinds={"pytorch", "peft"},
-        code_version=CODE_VERSION,
+        code_version=versioned(CODE, ft.base, s, lora, train, ft.system_prompt),
         description=f"LoRA (rank {lora.rank}, {lora.target}) on {ft.base} trained on {s.name} ({s.format})",
         metadata=headline("steps", "initial_loss", "final_loss", "target_tokens"),
     )
@@ -84,7 +85,7 @@ def merge_asset(recipe: Recipe, m: MergeConfig) -> dg.AssetsDefinition:
         deps=list(dict.fromkeys(deps)),
         group_name=GROUP,
         kinds={"pytorch", "mergekit"},
-        code_version=CODE_VERSION,
+        code_version=versioned(CODE, m),
         description=f"mergekit {m.method} of {[x.model for x in m.models]} over {m.base}",
         metadata=headline("method", "vocab_size", "seed"),
     )
@@ -101,18 +102,38 @@ def merge_asset(recipe: Recipe, m: MergeConfig) -> dg.AssetsDefinition:
     return _merged
 
 
+def version_of(ref: str) -> str | None:
+    """The model version key a fine-tuning reference names (`checkpoint/<stage>` -> `<stage>`), None for a
+    local path (not a version the platform scores)."""
+    kind, name = check_model_ref(ref)
+    if kind == "path":
+        return None
+    return name if kind == "checkpoint" else f"{kind}/{name}"
+
+
 def export_asset(recipe: Recipe, e: ExportConfig) -> dg.AssetsDefinition:
-    # The card reads the packed datasets' exact counts and the evaluation scores, so they come first.
-    deps = _dep(e.model) + [dg.AssetKey(["dataset", st.name]) for st in recipe.stages]
-    deps += [dg.AssetKey(["eval", ev.name]) for ev in recipe.evaluations]
+    # The card reads the packed datasets' exact counts and the scores of the exported version, so they come
+    # first: the export depends on exactly that version's partition of each evaluation.
+    version = version_of(e.model)
+    deps: list = _dep(e.model) + [dg.AssetKey(["dataset", st.name]) for st in recipe.stages]
+    if version is not None:
+        deps += [
+            dg.AssetDep(
+                dg.AssetKey(["eval", ev.name]),
+                partition_mapping=dg.SpecificPartitionsPartitionMapping([version]),
+            )
+            for ev in recipe.evaluations
+        ]
+    sources = [(s.name, s.license) for s in recipe.sources]
 
     @dg.asset(
         key=["export", e.name],
         deps=deps,
         group_name=GROUP,
         kinds={"huggingface"},
-        code_version=CODE_VERSION,
-        description=f"{e.model} exported with tokenizer, chat template and model card",
+        code_version=versioned(CODE, e, recipe.stages, recipe.evaluations, sources, recipe.finetune),
+        description=f"{e.model} exported with tokenizer, chat template and model card (with the scores of "
+        f"version '{version}')",
         metadata=headline("dtype", "vocab_size", "licenses", "pushed"),
     )
     def _export(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
@@ -121,9 +142,10 @@ def export_asset(recipe: Recipe, e: ExportConfig) -> dg.AssetsDefinition:
 
         layout = storage.layout(recipe.name)
         lin = lineage(recipe, e.model, layout.base)
-        scores = _scores(layout.base)
+        scores, weights = _scores(recipe, layout.base, version)
+        scored = _scored_line(version, weights, scores)
         recipe_file = os.environ.get("LM_PLATFORM_RECIPE", f"bundled:{recipe.name}")
-        card = model_card(recipe, e.name, e.model, lin, layout.base, recipe_file, scores)
+        card = model_card(recipe, e.name, e.model, lin, layout.base, recipe_file, scores, scored)
         res = export_model(layout.model_ref(e.model), layout.export(e.name), e.dtype, card)
         push = None
         if e.hub is not None:
@@ -135,6 +157,9 @@ def export_asset(recipe: Recipe, e: ExportConfig) -> dg.AssetsDefinition:
             licenses=", ".join(sorted(licenses)),
             tokens_per_license={k: sum(v.values()) for k, v in licenses.items()},
             pushed=push.pushed if push else "no hub configured",
+            scored_version=version,
+            scored_weights=weights,
+            scores=scores,
             card=dg.MetadataValue.md(card),
             path=layout.export(e.name),
         )
@@ -142,15 +167,32 @@ def export_asset(recipe: Recipe, e: ExportConfig) -> dg.AssetsDefinition:
     return _export
 
 
-def _scores(base) -> dict:
-    """Scores of evaluations the platform wrote (eval/<name>.json), where present."""
+def _scores(recipe: Recipe, base: Path, version: str | None) -> tuple[dict, str | None]:
+    """The scores of `version` on each of the recipe's benchmarks that scored the weights the version names
+    now (`evaluation.versions.current_result`), and those weights' hash."""
+    from lm_platform.evaluation.versions import current_result, version_weights
+
+    if version is None:
+        return {}, None
     out = {}
-    for f in sorted((base / "eval").glob("*.json")) if (base / "eval").is_dir() else []:
-        try:
-            out[f.stem] = json.loads(f.read_text()).get("score")
-        except (OSError, ValueError):
-            continue
-    return {k: v for k, v in out.items() if v is not None}
+    for ev in recipe.evaluations:
+        res = current_result(base, ev.name, version)
+        if res is not None and res.get("score") is not None:
+            out[ev.name] = res["score"]
+    return out, version_weights(base, version)
+
+
+def _scored_line(version: str | None, weights: str | None, scores: dict) -> str:
+    if version is None:
+        return "Not scored: the export is of a local path, not a model version of the platform."
+    if not scores:
+        return (
+            f"Version `{version}` (weights `{weights}`) has no scores yet: score it (`eval/*`, partition "
+            f"`{version}`) and export again."
+        )
+    return (
+        f"Scores of version `{version}`, the exported model (weights `{weights}`, before the export's cast)."
+    )
 
 
 def build(recipe: Recipe) -> list[dg.AssetsDefinition]:

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from lm_platform.atomic import read_json
-from lm_platform.evaluation.versions import chain_order
+from lm_platform.evaluation.versions import chain_order, current_results
 
 
 def cumulative_tokens_seen(model_dir: str | Path) -> int | None:
@@ -29,13 +29,11 @@ def cumulative_tokens_seen(model_dir: str | Path) -> int | None:
 def leaderboard_rows(benchmarks: list[str], stages: list[str], base: Path) -> list[dict]:
     """One row per scored version (stage-chain order): version, tokens_seen (cumulative along the
     version's stage chain, so a later stage plots to the right of the one it started from) and each
-    benchmark's score."""
+    benchmark's score. Only scores of the weights each version names now (`versions.current_results`): a
+    score of weights a retrained stage replaced is not on the board."""
     rows: dict[str, dict] = {}
     for name in benchmarks:
-        d = base / "eval" / name
-        for f in sorted(d.rglob("*.json")) if d.is_dir() else []:
-            res = read_json(f)
-            version = res.get("version") or str(f.relative_to(d).with_suffix(""))
+        for version, res in current_results(base, name).items():
             seen = cumulative_tokens_seen(res["model"]) if res.get("model") else None
             seen = seen if seen is not None else res.get("tokens_seen")
             row = rows.setdefault(version, {"version": version, "tokens_seen": seen})

@@ -6,17 +6,26 @@ fine-tuning and merging). A kept step checkpoint is snapshotted into `<base>/mod
 where the file system allows, else copies) when it is registered, so the trainer's own pruning of its
 resume checkpoints (`keep_last`) never removes a version that is registered for scoring; the snapshot is
 deleted only by `release_step`.
+
+Score identity: a key names whatever weights lie at its model directory now. Every score records the
+weights it scored (`weights_hash`: the safetensors and config.json, hashed). When a stage is retrained its
+keys stay and name the new weights: a step snapshot whose run was retrained is moved to
+`<base>/models/.superseded/` and taken again from the new run (`keep_step`), and a score of other weights
+is moved to `<base>/eval/history/<benchmark>/` when the version is scored again (`supersede_result`).
+Registering versions (`supersede_stale`) moves the scores a retrain made stale at once, so every score
+under `eval/<benchmark>/` is of the weights its version names; readers also check (`current_result`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from lm_platform.atomic import atomic_dir, read_json
+from lm_platform.atomic import atomic_dir, read_json, write_json
 
 STEP_KEY = re.compile(r"^(?P<stage>[A-Za-z0-9_.-]+)@step_(?P<step>\d+)$")
 PREFIXED = ("adapter", "merged")
@@ -33,6 +42,10 @@ MODEL_FILES = (
     "eeve.json",
     "trainer_state.json",
 )
+# What a version's weights are: the files that decide its outputs (never times, logs or metrics).
+WEIGHT_PATTERNS = ("*.safetensors", "config.json")
+SUPERSEDED_DIR = ".superseded"
+HISTORY_DIR = "history"
 
 
 @dataclass(frozen=True)
@@ -97,11 +110,41 @@ def eval_steps(run_dir: Path, eval_every: int) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def weights_hash(path: Path) -> str | None:
+    """A hash of a model directory's weights and config (names and bytes), None without a model there."""
+    path = Path(path)
+    files = sorted({f for p in WEIGHT_PATTERNS for f in path.glob(p) if f.is_file()})
+    if not any(f.suffix == ".safetensors" for f in files):
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0")
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 23):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def version_weights(base: Path, key: str) -> str | None:
+    """The weights hash of what version `key` names now (None when its model is absent)."""
+    return weights_hash(model_dir(base, key))
+
+
 def keep_step(base: Path, stage: str, step: int, step_dir: Path) -> Path:
-    """Snapshot a step checkpoint as version `<stage>@step_<step>` (idempotent); returns its directory."""
+    """Snapshot a step checkpoint as version `<stage>@step_<step>`; returns its directory. Idempotent for
+    the same weights; a snapshot of other weights (the stage was retrained) is moved to
+    `<base>/models/.superseded/<key>-<weights>/` first, never deleted."""
     target = model_dir(base, step_key(stage, step))
     if (target / "config.json").is_file():
-        return target
+        old = weights_hash(target)
+        if old == weights_hash(step_dir):
+            return target
+        aside = Path(base) / "models" / SUPERSEDED_DIR / f"{target.name}-{old}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        if aside.exists():
+            shutil.rmtree(target)  # the same weights are already kept aside
+        else:
+            os.replace(target, aside)
     with atomic_dir(target) as tmp:
         for name in MODEL_FILES:
             src = Path(step_dir) / name
@@ -124,16 +167,18 @@ def release_step(base: Path, key: str) -> None:
 def new_step_versions(
     base: Path, stage: str, run_dir: Path, eval_every: int | None, known: set[str]
 ) -> list[str]:
-    """Snapshot the kept step checkpoints of a stage's run that are not registered yet; their keys."""
+    """Snapshot the kept step checkpoints of a stage's run; the keys not registered yet. A registered key
+    whose run was retrained (other weights at that step) is snapshotted again (`keep_step`)."""
     if not eval_every:
         return []
     keys = []
     for step, path in eval_steps(run_dir, eval_every):
         key = step_key(stage, step)
-        if key in known:
+        if key in known and weights_hash(model_dir(base, key)) == weights_hash(path):
             continue
         keep_step(base, stage, step, path)
-        keys.append(key)
+        if key not in known:
+            keys.append(key)
     return keys
 
 
@@ -200,8 +245,118 @@ def result_path(base: Path, benchmark: str, version: str) -> Path:
 
 
 def scored_result(base: Path, benchmark: str, version: str | None) -> dict | None:
-    """A stored result, or None when that version was not scored on that benchmark."""
+    """A stored result, or None when that version was not scored on that benchmark (whatever weights it
+    scored: readers that compare use `current_result`)."""
     if version is None:
         return None
     path = result_path(base, benchmark, version)
     return read_json(path) if path.is_file() else None
+
+
+def current_result(base: Path, benchmark: str, version: str | None) -> dict | None:
+    """The stored result of `version` if it scored the weights the version names now, else None (not
+    scored, scored before the stage was retrained, or scored before scores recorded their weights)."""
+    res = scored_result(base, benchmark, version)
+    if res is None:
+        return None
+    now = version_weights(base, version)
+    return res if now is not None and res.get("weights") == now else None
+
+
+def history_dir(base: Path, benchmark: str) -> Path:
+    """Where superseded scores of a benchmark are kept: `<base>/eval/history/<benchmark>/`."""
+    return Path(base) / "eval" / HISTORY_DIR / benchmark
+
+
+def supersede_result(base: Path, benchmark: str, version: str, weights: str | None) -> Path | None:
+    """Before `version` is scored on new weights: move its stored result of other weights to the history
+    (`<version>.<weights or 'unrecorded'>.json`, slashes as '__'); returns where it went, or None when
+    there was nothing to move (no result, or one of the same weights)."""
+    src = result_path(base, benchmark, version)
+    if not src.is_file():
+        return None
+    old = read_json(src)
+    if weights is not None and old.get("weights") == weights:
+        return None
+    target = (
+        history_dir(base, benchmark)
+        / f"{version.replace('/', '__')}.{old.get('weights') or 'unrecorded'}.json"
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_json(target, {**old, "superseded_by_weights": weights})
+    src.unlink()
+    return target
+
+
+def history(base: Path, benchmark: str, version: str) -> list[dict]:
+    """The superseded scores of `version` on `benchmark` (each with the weights it scored)."""
+    d = history_dir(base, benchmark)
+    prefix = version.replace("/", "__") + "."
+    return [read_json(f) for f in sorted(d.glob("*.json")) if f.name.startswith(prefix)] if d.is_dir() else []
+
+
+def current_results(base: Path, benchmark: str) -> dict[str, dict]:
+    """version -> result, for every stored result of `benchmark` that scored its version's weights now."""
+    d = Path(base) / "eval" / benchmark
+    out = {}
+    for f in sorted(d.rglob("*.json")) if d.is_dir() else []:
+        version = str(f.relative_to(d).with_suffix(""))
+        res = current_result(base, benchmark, version)
+        if res is not None:
+            out[version] = res
+    return out
+
+
+def supersede_stale(base: Path, benchmarks: list[str], versions: list[str]) -> list[tuple[str, str, Path]]:
+    """Move every stored score of other weights than its version names now (the version was retrained or
+    its model removed) to the history: (benchmark, version, where it went) for each. After this, every score
+    under `eval/<benchmark>/` is of the weights its version names."""
+    moved = []
+    for bench in benchmarks:
+        for version in versions:
+            res = scored_result(base, bench, version)
+            if res is None:
+                continue
+            now = version_weights(base, version)
+            if res.get("weights") != now or now is None:
+                target = supersede_result(base, bench, version, now)
+                if target is not None:
+                    moved.append((bench, version, target))
+    return moved
+
+
+def score_version(
+    ev, base: Path, version: str, previous_version: str | None, seed: int, code_version: str
+) -> tuple[dict, Path | None, bool]:
+    """Score `version` on evaluation `ev` and store the result (with the weights it scored and the scoring
+    `code_version`); compared only with the current score of `previous_version`, and only when both
+    scores are of the same metric. A stored score of the same
+    weights and code version is reused (only the comparison is redone); one of other weights moves to the
+    history first. Returns the result, where a superseded score went (or None), and whether it was reused."""
+    from lm_platform.evaluation.sets import run_evaluation
+    from lm_platform.evaluation.stats import with_previous
+
+    path = model_dir(base, version)
+    weights = weights_hash(path)
+    previous = current_result(base, ev.name, previous_version)
+    stored = current_result(base, ev.name, version)
+    reused = stored is not None and stored.get("code_version") == code_version
+    if reused:
+        fresh = {k: v for k, v in stored.items() if k not in ("previous_version", "previous_score", "delta")}
+    else:
+        fresh = run_evaluation(ev, path, seed=seed)
+    if previous is not None and previous.get("metric") != fresh.get("metric"):
+        # A score of another metric (a perplexity stored before bits per byte became the headline) is no
+        # baseline: comparing the two would report a change of unit as a regression or a gain.
+        previous = None
+    result = with_previous(fresh, previous and previous["score"], previous_version)
+    result.update(
+        version=version,
+        model=str(path),
+        tokens_seen=tokens_seen(path),
+        weights=weights,
+        code_version=code_version,
+    )
+    moved = supersede_result(base, ev.name, version, weights)
+    write_json(result_path(base, ev.name, version), result)
+    return result, moved, reused

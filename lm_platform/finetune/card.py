@@ -185,10 +185,18 @@ def package_versions() -> dict[str, str]:
 
 
 def model_card(
-    recipe: Any, name: str, ref: str, lin: Lineage, base: Path, recipe_file: str, scores: dict[str, Any]
+    recipe: Any,
+    name: str,
+    ref: str,
+    lin: Lineage,
+    base: Path,
+    recipe_file: str,
+    scores: dict[str, Any],
+    scored: str | None = None,
 ) -> str:
     """The README.md of an export: sources and licenses with tokens per stage, attribution notices,
-    share-alike warning, filters, dedup figures, stages, adapters, merges, scores, provenance."""
+    share-alike warning, filters, dedup figures, stages, adapters, merges, scores, provenance. `scored`
+    says whose scores `scores` are (the model version and the weights they scored)."""
     licenses = lin.licenses(recipe)
     sa = sorted(lic for lic in licenses if any(t in lic for t in SHARE_ALIKE))
     lines = [
@@ -271,8 +279,10 @@ def model_card(
                 f"- merged/{m['name']}: {m['method']} over base {m['base']} (seed {m['seed']}): "
                 + json.dumps(m["models"])
             )
+    if scores or scored:
+        lines += ["", "## Evaluation", ""] + ([scored, ""] if scored else [])
     if scores:
-        lines += ["", "## Evaluation", "", "| benchmark | score |", "|---|---|"]
+        lines += ["| benchmark | score |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in sorted(scores.items())]
     lines += [
         "",

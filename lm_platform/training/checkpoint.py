@@ -78,6 +78,28 @@ def run_identity(job, world: int) -> dict[str, Any]:
     }
 
 
+def trained_from(identity: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint was trained from, out of its run identity: the parent's weights (content hash of
+    the init_from checkpoint; None for a model built from the recipe's config) and the packed dataset
+    (hash of its index.json)."""
+    init = identity.get("init") or {}
+    return {
+        "parent_weights": init.get("weights"),
+        "init": init.get("kind"),
+        "dataset": identity.get("dataset"),
+        "eeve": identity.get("eeve"),
+    }
+
+
+def read_trained_from(checkpoint_dir: str | Path) -> dict[str, Any] | None:
+    """`trained_from` of an exported stage checkpoint (its trainer_state.json), None without one."""
+    f = Path(checkpoint_dir) / STATE_FILE
+    if not f.is_file():
+        return None
+    identity = read_json(f).get("identity")
+    return trained_from(identity) if identity else None
+
+
 def fingerprint(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -657,6 +657,7 @@ def finish(run: Run, state: TrainState, loop: LoopResult) -> dict[str, Any]:
         "device": run.device.type if dist.world == 1 else f"{dist.world} x {run.device.type}",
         "host": platform.node(),
         "curve": state.curve,
+        "trained_from": ckpt.trained_from(state.identity),
     }
     if loop.preempted:
         dist.close()
@@ -808,6 +809,8 @@ def materialization_metadata(job: TrainJob | dict[str, Any], metrics: dict[str, 
         meta["kept_steps"] = {"raw_value": metrics.get("kept_steps", []), "type": "json"}
         meta["runs_aside"] = {"raw_value": metrics.get("runs_aside", 0), "type": "int"}
         meta["export_dtype"] = {"raw_value": metrics.get("export_dtype", "float32"), "type": "text"}
+    if metrics.get("trained_from"):
+        meta["trained_from"] = {"raw_value": metrics["trained_from"], "type": "json"}
     if metrics.get("resumed_from"):
         meta["resumed_from"] = {"raw_value": metrics["resumed_from"], "type": "text"}
     if metrics.get("mfu") is not None:
