@@ -78,6 +78,7 @@ def test_fsdp_matches_ddp_and_resumes_bit_exact_on_two_processes_and_on_one(tmp_
     )
     m_ddp, m_fsdp = _run(ddp, tmp_path, 2), _run(fsdp, tmp_path, 2)
     assert m_fsdp["processes"] == 2 and m_ddp["steps"] == m_fsdp["steps"] == 8
+    assert m_fsdp["layout"] == "fsdp" and m_ddp["layout"] == "replicated"
     for a, b in zip(m_ddp["curve"], m_fsdp["curve"], strict=True):
         assert abs(a["loss"] - b["loss"]) < LOSS_TOLERANCE, (a, b)
     w_ddp, w_fsdp = load_weights(Path(ddp["output_dir"])), load_weights(Path(fsdp["output_dir"]))
@@ -139,6 +140,7 @@ def test_eeve_frozen_rows_stay_bit_identical_under_fsdp(tmp_path):
     job = _eeve_job(tmp_path, "fsdp", nproc_per_node=2, parallelism="fsdp", activation_checkpointing="full")
     metrics = _run(job, tmp_path, 2)
     assert metrics["processes"] == 2 and metrics["steps"] == 8
+    assert metrics["layout"] == "fsdp, checkpointing full"
     _assert_only_new_rows_moved(tmp_path, job)
 
 

@@ -106,6 +106,16 @@ def shard(model, plan, device) -> set:
     return ignored
 
 
+def describe(model, cfg, device) -> str:
+    """How the model is laid out, for the log and the metrics: e.g. `fsdp, compile, checkpointing full`."""
+    parts = ["fsdp" if is_sharded(model) else "replicated"]
+    if use_compile(cfg, device):
+        parts.append("compile")
+    if cfg.activation_checkpointing != "none":
+        parts.append(f"checkpointing {cfg.activation_checkpointing}")
+    return ", ".join(parts)
+
+
 def is_sharded(model) -> bool:
     from torch.distributed.fsdp import FSDPModule
 

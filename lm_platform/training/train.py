@@ -539,7 +539,8 @@ def setup(
     reporter.log(
         f"[{job.stage}] {run.n_params:,} params ({plan.trainable_parameters:,} trainable, policy "
         f"{cfg.trainable}), {len(train_rows)} train rows, {steps} steps of {global_rows * seq_len} tokens on "
-        f"{dist.world} x {device.type}, initial val loss {state.initial_val_loss:.4f}"
+        f"{dist.world} x {device.type} ({parallel.describe(run.model, cfg, device)}), initial val loss "
+        f"{state.initial_val_loss:.4f}"
         + (f"; resumed from {resume.name}" if resume else "")
     )
     return run, state
@@ -736,6 +737,7 @@ def finish(run: Run, state: TrainState, loop: LoopResult) -> dict[str, Any]:
         "trainable_parameters": run.plan.trainable_parameters,
         "trainable": cfg.trainable,
         "processes": dist.world,
+        "layout": parallel.describe(run.model, cfg, run.device),
         "device": run.device.type if dist.world == 1 else f"{dist.world} x {run.device.type}",
         "host": platform.node(),
         "curve": state.curve,
