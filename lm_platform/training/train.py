@@ -540,8 +540,7 @@ def setup(
         f"[{job.stage}] {run.n_params:,} params ({plan.trainable_parameters:,} trainable, policy "
         f"{cfg.trainable}), {len(train_rows)} train rows, {steps} steps of {global_rows * seq_len} tokens on "
         f"{dist.world} x {device.type} ({parallel.describe(run.model, cfg, device)}), initial val loss "
-        f"{state.initial_val_loss:.4f}"
-        + (f"; resumed from {resume.name}" if resume else "")
+        f"{state.initial_val_loss:.4f}" + (f"; resumed from {resume.name}" if resume else "")
     )
     return run, state
 
