@@ -158,8 +158,15 @@ def full_tensor(t):
 
 
 def full_model_state(model) -> dict[str, torch.Tensor]:
-    """The model's state dict with sharded tensors gathered (a collective: every rank calls it), on CPU."""
-    return {k: full_tensor(v).detach().cpu() for k, v in model.state_dict().items()}
+    """The model's state dict with sharded tensors gathered (a collective: every rank calls it), on CPU.
+    Tied parameters stay one tensor, so `save_pretrained` writes them once, as it does unsharded."""
+    gathered: dict[int, torch.Tensor] = {}
+    out = {}
+    for k, v in model.state_dict(keep_vars=True).items():
+        if id(v) not in gathered:
+            gathered[id(v)] = full_tensor(v.detach()).cpu()
+        out[k] = gathered[id(v)]
+    return out
 
 
 def full_optimizer_state(optimizer) -> dict[str, Any]:
