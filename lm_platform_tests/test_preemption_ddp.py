@@ -91,7 +91,7 @@ def _retry(job_file: Path) -> subprocess.CompletedProcess:
 
 
 def test_sigterm_in_the_loop_checkpoints_the_last_step_and_the_retry_resumes(tmp_path):
-    job, job_file, proc = _start(tmp_path, train_rows=1200)  # 300 steps of 2 x 2 rows
+    job, job_file, proc = _start(tmp_path, train_rows=400)  # 100 steps of 2 x 2 rows
     log = Path(job["run_dir"]) / "log.jsonl"
     _wait_for(proc, lambda: log.exists() and len(log.read_text().splitlines()) >= 3)
     status, out = _terminate(proc)
@@ -99,14 +99,14 @@ def test_sigterm_in_the_loop_checkpoints_the_last_step_and_the_retry_resumes(tmp
     assert preempted(f"External execution process failed with code {status}")  # what the asset retries on
     ((step, _),) = step_dirs(job["run_dir"])
     logged = [json.loads(line)["step"] for line in log.read_text().splitlines()]
-    assert step == logged[-1] and 3 <= step < 300 and f"{PREEMPTED_MESSAGE} {step}" in out
+    assert step == logged[-1] and 3 <= step < 100 and f"{PREEMPTED_MESSAGE} {step}" in out
     done = _retry(job_file)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"resumed from step_{step:08d}" in done.stdout
     metrics = json.loads((Path(job["output_dir"]) / "metrics.json").read_text())
     assert (
         metrics["processes"] == 2
-        and metrics["steps"] == 300
+        and metrics["steps"] == 100
         and metrics["resumed_from"] == f"step_{step:08d}"
     )
 
@@ -135,7 +135,7 @@ def test_sigterm_during_setup_is_a_preemption(tmp_path):
 
 def test_sigterm_during_finish_is_a_preemption_and_the_retry_exports(tmp_path):
     # A large validation split: the final validation runs long enough to be interrupted.
-    job, job_file, proc = _start(tmp_path, train_rows=64, val_split=3000, val_rows=3000, micro_batch_size=8)
+    job, job_file, proc = _start(tmp_path, train_rows=64, val_split=2000, val_rows=2000, micro_batch_size=8)
     _wait_for(proc, lambda: [s for s, _ in step_dirs(job["run_dir"])] == [4])  # the final step's checkpoint
     status, out = _terminate(proc)
     assert status == PREEMPTED_EXIT_CODE, out[-3000:]
