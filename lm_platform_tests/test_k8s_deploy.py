@@ -150,11 +150,9 @@ def test_trainer_pod_of_every_vi_and_ja_stage_validates(profile, recipe_stage):
     gpus = stage.train.nproc_per_node
     assert c["resources"]["limits"]["nvidia.com/gpu"] == gpus
     assert c["resources"]["requests"]["nvidia.com/gpu"] == gpus
-    if gpus > 1:  # the launcher runs torchrun and reports a preemption as 75
-        assert c["command"][:3] == [profile.python, "-m", "lm_platform.training.launch"]
-        assert f"--nproc_per_node={gpus}" in c["command"]
-    else:
-        assert c["command"][:3] == [profile.python, "-m", "lm_platform.training.train"]
+    # The launcher runs the trainer (through torchrun for several GPUs) and reports a preemption as 75.
+    assert c["command"][:3] == [profile.python, "-m", "lm_platform.training.launch"]
+    assert f"--nproc_per_node={gpus}" in c["command"]
     assert c["command"][-2:] == ["--job", job]
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}

@@ -135,7 +135,7 @@ def test_trainer_pod_reports_through_pipes_and_is_deleted(world, cluster):
     # One pod, built from the stage and the profile, deleted when it completed.
     (pod,) = cluster.created
     c = pod.spec.containers[0]
-    assert c.command[:3] == [sys.executable, "-m", "lm_platform.training.train"]
+    assert c.command[:3] == [sys.executable, "-m", "lm_platform.training.launch"]
     assert str(c.resources.limits["nvidia.com/gpu"]) == "1"
     assert pod.metadata.labels["lm-platform.dev/stage"] == "main"
     assert pod.spec.termination_grace_period_seconds == profile.termination_grace_period_seconds

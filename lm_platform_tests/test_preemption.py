@@ -103,5 +103,52 @@ def test_torchrun_gets_the_grace_period_as_its_shutdown_timeout(monkeypatch):
     cmd = torchrun_command("/j.json", 2, 600)
     assert "--shutdown-timeout=590" in cmd and cmd[cmd.index("-m", 3) + 1] == "lm_platform.training.train"
     assert trainer_command("/j.json", 2)[1:3] == ["-m", "lm_platform.training.launch"]
+    assert "--nproc_per_node=1" in trainer_command("/j.json")
     with pytest.raises(ValueError, match="LM_PLATFORM_TERMINATION_GRACE_SECONDS"):
         grace_seconds({"LM_PLATFORM_TERMINATION_GRACE_SECONDS": "5m"})
+
+
+def test_sigterm_while_a_single_process_trainer_starts_is_a_preemption(job, tmp_path):
+    """Through the launcher, a SIGTERM in the trainer's first moments (still importing torch, before it
+    could handle the signal) ends with 75 too; a SIGKILL of the launcher takes the trainer with it."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from lm_platform.training.job import trainer_command
+
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+
+    def started(cmd):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        deadline = time.monotonic() + 60
+        while not (children.exists() and children.read_text().split()):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.005)
+        return proc, int(children.read_text().split()[0])
+
+    proc, _ = started(trainer_command(path))
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == PREEMPTED_EXIT_CODE, out[-3000:]
+    assert "stopped by SIGTERM" in out
+    if sys.platform.startswith("linux"):
+        proc, child = started(trainer_command(path))
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{child}").exists() and "Z" not in _state(child):
+            assert time.monotonic() < deadline, "the trainer outlived its launcher"
+            time.sleep(0.01)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"

@@ -73,9 +73,11 @@ def test_wsd_schedule_is_flat_then_decays_to_the_floor():
     assert lrs[-1] == pytest.approx(0.0)
 
 
-def test_trainer_command_uses_torchrun_for_several_processes():
-    assert trainer_command("j.json")[1:] == ["-m", "lm_platform.training.train", "--job", "j.json"]
-    cmd = trainer_command("j.json", 2)  # the launcher, which runs torchrun (test_preemption*.py)
+def test_trainer_command_is_the_launcher_for_one_or_several_processes():
+    # The launcher runs the trainer directly or through torchrun (test_preemption*.py).
+    one = ["-m", "lm_platform.training.launch", "--nproc_per_node=1", "--job", "j.json"]
+    assert trainer_command("j.json")[1:] == one
+    cmd = trainer_command("j.json", 2)
     assert cmd[1:3] == ["-m", "lm_platform.training.launch"] and "--nproc_per_node=2" in cmd
 
 

@@ -55,7 +55,7 @@ for name in ("ref", "kill", "term"):
     write_job(job, work / f"{name}.json")
 EOF
 
-run() { "$PY" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m lm_platform.training.train --job "$1"; }
+run() { "$PY" -m lm_platform.training.launch --nproc_per_node="$NPROC" --job "$1"; }  # torchrun behind the launcher
 wait_for_step() {  # run dir, step: wait until a step checkpoint at or beyond it exists
   for _ in $(seq 1 1200); do
     ls -d "$1"/step_* >/dev/null 2>&1 && [ "$(ls -d "$1"/step_* | sed 's/.*step_0*//' | sort -n | tail -1)" -ge "$2" ] && return 0
@@ -67,21 +67,20 @@ wait_for_step() {  # run dir, step: wait until a step checkpoint at or beyond it
 echo "== uninterrupted"; run "$WORK/ref.json"
 
 echo "== SIGKILL after the second checkpoint, then resume"
-setsid "$PY" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m lm_platform.training.train \
-  --job "$WORK/kill.json" & pid=$!
+setsid "$PY" -m lm_platform.training.launch --nproc_per_node="$NPROC" --job "$WORK/kill.json" & pid=$!
 wait_for_step "$WORK/kill/checkpoint/kill.run" 20
 kill -KILL -- -"$pid" || true; wait "$pid" || true
 run "$WORK/kill.json" | tee "$WORK/kill.resume.log"
 grep -q "resumed from step_" "$WORK/kill.resume.log"
 
 echo "== SIGTERM mid-run: checkpoint at the last completed step, exit 75, then resume"
-setsid "$PY" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m lm_platform.training.train \
-  --job "$WORK/term.json" & pid=$!
+setsid "$PY" -m lm_platform.training.launch --nproc_per_node="$NPROC" --job "$WORK/term.json" & pid=$!
 wait_for_step "$WORK/term/checkpoint/term.run" 10
 sleep 2
-kill -TERM -- -"$pid" || true
+kill -TERM "$pid" || true  # the launcher only, as a pod's PID 1 gets it
 set +e; wait "$pid"; rc=$?; set -e
-echo "torchrun exit status after SIGTERM: $rc (workers exit 75)"
+echo "launcher exit status after SIGTERM: $rc"
+[ "$rc" -eq 75 ] || { echo "expected 75 (preempted) from the launcher" >&2; exit 1; }
 run "$WORK/term.json" | tee "$WORK/term.resume.log"
 grep -q "resumed from step_" "$WORK/term.resume.log"
 

@@ -97,11 +97,10 @@ def make_job(recipe: Recipe, stage_name: str, layout: Layout) -> TrainJob:
 
 
 def trainer_command(job_file: str | Path, nproc_per_node: int = 1) -> list[str]:
-    """`python -m lm_platform.training.train --job FILE`; with several processes the launcher
-    (`lm_platform.training.launch`), which runs torchrun with the grace period as its shutdown timeout
-    and turns a preempted run's exit (torchrun's 1 after SIGTERM) into 75."""
-    if nproc_per_node == 1:
-        return [sys.executable, "-m", "lm_platform.training.train", "--job", str(job_file)]
+    """The launcher (`python -m lm_platform.training.launch`), which runs the trainer: directly for one
+    process, through torchrun for several. It handles SIGTERM from its first moments (before the trainer
+    has imported torch), gives torchrun's workers the grace period and turns a preempted run's exit
+    (torchrun's 1 after SIGTERM) into 75."""
     return [
         sys.executable,
         "-m",
@@ -110,6 +109,11 @@ def trainer_command(job_file: str | Path, nproc_per_node: int = 1) -> list[str]:
         "--job",
         str(job_file),
     ]
+
+
+def single_process_command(job_file: str | Path) -> list[str]:
+    """The trainer as one plain process: `python -m lm_platform.training.train --job FILE`."""
+    return [sys.executable, "-m", "lm_platform.training.train", "--job", str(job_file)]
 
 
 def torchrun_command(job_file: str | Path, nproc_per_node: int, grace_seconds: int) -> list[str]:

@@ -1,20 +1,23 @@
-"""The launcher in front of torchrun: what a Dagster step or a trainer pod runs when a stage trains on
-several processes.
+"""The launcher in front of the trainer: what a Dagster step or a trainer pod runs for a stage.
 
     python -m lm_platform.training.launch --nproc_per_node 2 --job job.json
+
+With one process it runs `python -m lm_platform.training.train` (which dies with its launcher: Linux's
+parent-death signal), with several torchrun.
 
 torchrun alone hides a preemption: on SIGTERM it stops its workers, waits its own shutdown timeout (30 s
 unless told) and exits 1 whatever they did, so the step's retry never sees the trainer's 75. The
 launcher starts torchrun with the pod's grace period (env `LM_PLATFORM_TERMINATION_GRACE_SECONDS`, less
 a margin) as the workers' shutdown timeout, passes SIGTERM on to it, and decides the exit status:
 
-- 0 when torchrun succeeded;
+- 0 when the trainer (or torchrun) succeeded;
 - 75 (`PREEMPTED_EXIT_CODE`) when the trainer recorded a preemption (`PREEMPTED` in its run
   directory), or when the launcher itself got SIGTERM and the stage did not finish (a SIGTERM that
   came before the workers could handle it: the retried run resumes from the newest checkpoint);
 - torchrun's own status otherwise (a real failure is not retried).
 
-It imports neither torch nor the trainer, so it handles SIGTERM from its first moments. On Linux it is
+It imports neither torch nor the trainer, so it handles SIGTERM from its first moments (a SIGTERM while
+the trainer still imports torch kills it with -15: that is a preemption too). On Linux it is
 a child subreaper: a worker that torchrun leaves behind (torchrun exits at once, orphaning its workers,
 when SIGTERM reaches it while it is still starting them) becomes the launcher's child and is stopped
 once torchrun is gone (SIGTERM, then SIGKILL after `LEFTOVER_WAIT_SECONDS`: without torchrun's
@@ -39,12 +42,14 @@ from lm_platform.training.job import (
     PREEMPTED_FILE,
     PREEMPTED_MESSAGE,
     read_preempted,
+    single_process_command,
     torchrun_command,
 )
 
 FINISHED_FILE = "FINISHED"  # training/checkpoint.py marks a finished run so (that module imports torch)
 LEFTOVER_WAIT_SECONDS = 5.0
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_PDEATHSIG = 1
 
 
 def _become_subreaper() -> bool:
@@ -57,6 +62,13 @@ def _become_subreaper() -> bool:
         return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _children() -> list[int]:
@@ -119,12 +131,12 @@ def exit_status(returncode: int, got_sigterm: bool, run_dir: Path) -> tuple[int,
     if record is not None:
         return PREEMPTED_EXIT_CODE, (
             f"{PREEMPTED_MESSAGE} {record.get('step')}; checkpoint {record.get('checkpoint')} "
-            f"(torchrun exited {returncode})"
+            f"(the trainer or torchrun exited {returncode})"
         )
     if got_sigterm and not (run_dir / FINISHED_FILE).exists():
         return PREEMPTED_EXIT_CODE, (
             f"{PREEMPTED_MESSAGE} ? (SIGTERM before the trainer could checkpoint; the retried run resumes "
-            f"from the newest step checkpoint in {run_dir}; torchrun exited {returncode})"
+            f"from the newest step checkpoint in {run_dir}; exit status {returncode})"
         )
     return returncode, None
 
@@ -147,7 +159,13 @@ def run(job_file: str | Path, nproc_per_node: int, env=None) -> int:
     previous = signal.signal(signal.SIGTERM, forward)
     subreaper = _become_subreaper()
     try:
-        proc = subprocess.Popen(torchrun_command(job_file, nproc_per_node, grace), env=env)
+        if nproc_per_node == 1:  # a SIGKILL of the launcher (a killed pod, a test) takes the trainer too
+            linux = sys.platform.startswith("linux")
+            proc = subprocess.Popen(
+                single_process_command(job_file), env=env, preexec_fn=_die_with_parent if linux else None
+            )
+        else:
+            proc = subprocess.Popen(torchrun_command(job_file, nproc_per_node, grace), env=env)
         if got_sigterm:  # arrived while torchrun was being started
             proc.send_signal(signal.SIGTERM)
         returncode = proc.wait()
