@@ -10,6 +10,10 @@ peak RSS is its own) for several rounds, the two engines' rounds interleaved; a 
 optimizer steps after `--warmup` steps, each from the end of the previous step to its own end, and
 takes the median step (the whole-round rate is printed too). Agreement: the largest difference between
 the two engines' per-step training losses (same weights, same batches: they must match).
+
+`--compile`: both engines with torch.compile (ours: the stage option `compile`, each decoder layer; HF:
+`torch_compile=True`, the whole model), the same options on both sides; compiled kernels may round
+differently, so the losses agree closely rather than exactly. Compilation happens in the warm-up steps.
 """
 
 from __future__ import annotations
@@ -85,6 +89,9 @@ def make_inputs(work: Path, rows: int) -> tuple[Path, Path]:
     return data, model
 
 
+COMPILE = os.environ.get("BENCH_TRAIN_COMPILE") == "1"
+
+
 def run_ours(work: Path, data: Path, model: Path, warmup: int, steps: int, r: int) -> dict:
     from lm_platform.training.config import TrainConfig, TrainJob
     from lm_platform.training.train import Reporter, train
@@ -99,6 +106,7 @@ def run_ours(work: Path, data: Path, model: Path, warmup: int, steps: int, r: in
         log_every=1,
         seed=SEED,
         token_budget=(warmup + steps) * MICRO * SEQ,
+        compile=COMPILE,
     )
     out = work / f"ours_{r}"
     job = TrainJob(
@@ -179,6 +187,7 @@ def run_hf(work: Path, data: Path, model: Path, warmup: int, steps: int, r: int)
         seed=SEED,
         disable_tqdm=True,
         logging_nan_inf_filter=False,
+        torch_compile=COMPILE,
     )
     hf_model = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
     InOrder(model=hf_model, args=args, train_dataset=Rows(), data_collator=collate, callbacks=[clock]).train()
@@ -212,6 +221,7 @@ def worker(engine: str, work: Path, warmup: int, steps: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile on both sides")
     parser.add_argument("--worker", choices=["ours", "hf"], help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int)
@@ -226,9 +236,10 @@ def main() -> None:
     threads = str(min(os.cpu_count() or 1, 8))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env = {k: v for k, v in env.items() if not k.startswith("DAGSTER_PIPES")}
+    env["BENCH_TRAIN_COMPILE"] = "1" if a.compile else "0"
     print(
         f"tiny Llama {MODEL['hidden_size']}x{MODEL['num_layers']}, vocab {VOCAB}, seq {SEQ}, micro-batch {MICRO},"
-        f" fp32 CPU, {threads} threads; {warmup} warm-up + {steps} timed steps, {rounds} rounds per engine"
+        f" fp32 CPU, {threads} threads{', torch.compile on both sides' if a.compile else ''}; {warmup} warm-up + {steps} timed steps, {rounds} rounds per engine"
     )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -303,7 +314,7 @@ def main() -> None:
     )
     print(
         f"RESULT name=train ours={ours:.0f} peer={peer:.0f} ratio={ours / peer:.3f} unit=tokens/s "
-        f"higher_is_better=true loss_max_abs_diff={diff:.2e} steps_compared={n} whole_round_ratio={whole_ratio:.3f} "
+        f"higher_is_better=true compile={str(a.compile).lower()} loss_max_abs_diff={diff:.2e} steps_compared={n} whole_round_ratio={whole_ratio:.3f} "
         f"peak_rss_mb={out['ours']['peak_rss_mb']:.0f} peer_peak_rss_mb={out['hf']['peak_rss_mb']:.0f}"
     )
 

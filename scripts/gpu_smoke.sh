@@ -1,25 +1,36 @@
 #!/usr/bin/env bash
-# GPU smoke test of the trainer; not part of `make test` (CI has no accelerator). Needs 2 CUDA GPUs, a
-# CUDA build of torch and this repository importable (run from the repository root, or set PY):
+# GPU smoke test of the trainer; not part of `make test` (CI has no accelerator). Needs NPROC CUDA GPUs
+# (default: all visible, at least 1), a CUDA build of torch and this repository importable (run from the
+# repository root, or set PY):
 #
-#     scripts/gpu_smoke.sh            # WORK=/tmp/... to keep the outputs
+#     scripts/gpu_smoke.sh                       # WORK=/tmp/... to keep the outputs
+#     NPROC=1 PARALLELISM=fsdp scripts/gpu_smoke.sh
+#     WHEELS=/path/to/wheels scripts/gpu_smoke.sh   # an image without pydantic/dagster-pipes: installed
+#                                                 # offline from that folder first (scripts/gpu_wheels.sh)
 #
-# What it runs: a small Llama on a synthetic packed dataset, 2 processes with NCCL (torchrun), bf16
+# What it runs: a small Llama on a synthetic packed dataset, NPROC processes with NCCL (torchrun), bf16
 # autocast, a few dozen steps with step checkpoints; the same stage again, killed with SIGKILL once
 # its second checkpoint is on disk, then resumed; a third run stopped with SIGTERM (the trainer writes a
 # checkpoint at the last completed step and exits 75), then resumed. It checks that both resumed runs
 # end at the planned step from the checkpoint they were stopped at, that the export is in the job's
 # dtype (bf16) while step checkpoints are fp32, and prints the largest weight difference to the
 # uninterrupted run (0 when the GPU kernels are deterministic; bf16 attention backward may not be).
+# PARALLELISM (ddp|fsdp), COMPILE (true|false) and CHECKPOINTING (none|full|selective) set the stage's
+# options of the same names.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
 WORK=${WORK:-$(mktemp -d)}
-NPROC=${NPROC:-2}
+NPROC=${NPROC:-$("$PY" -c 'import torch; print(max(1, torch.cuda.device_count()))')}
+export NPROC PARALLELISM=${PARALLELISM:-ddp} COMPILE=${COMPILE:-true} CHECKPOINTING=${CHECKPOINTING:-none}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-echo "work dir $WORK"
+if [ -n "${WHEELS:-}" ] && ! "$PY" -c 'import pydantic, dagster_pipes' 2>/dev/null; then
+  "$PY" -m pip install --quiet --no-index --find-links "$WHEELS" pydantic dagster-pipes
+fi
+echo "work dir $WORK; $NPROC process(es), parallelism $PARALLELISM, compile $COMPILE, checkpointing $CHECKPOINTING"
 
 "$PY" - "$WORK" <<'EOF'
+import os
 import sys
 from pathlib import Path
 
@@ -27,7 +38,8 @@ import torch
 
 from lm_platform_tests.training_fixtures import make_job, synthetic_dataset, write_job
 
-assert torch.cuda.device_count() >= 2, f"needs 2 GPUs, found {torch.cuda.device_count()}"
+nproc = int(os.environ["NPROC"])
+assert torch.cuda.device_count() >= nproc, f"needs {nproc} GPUs, found {torch.cuda.device_count()}"
 work = Path(sys.argv[1])
 data = synthetic_dataset(work / "data", 512, rows=4096, seq_len=256)
 (work / "tok").mkdir(exist_ok=True)
@@ -35,8 +47,10 @@ model = {"hidden_size": 256, "intermediate_size": 768, "num_layers": 4, "num_hea
          "max_position_embeddings": 256, "rope_theta": 10000.0, "tie_word_embeddings": True}
 for name in ("ref", "kill", "term"):
     job = make_job(work / name, name, data, work / "tok", {"kind": "scratch", "model": model},
-                   micro_batch_size=8, grad_accum=2, nproc_per_node=2, lr=1e-3, warmup_steps=5,
-                   token_budget=60 * 2 * 2 * 8 * 256, checkpoint_every=10, log_every=5)
+                   micro_batch_size=8, grad_accum=2, nproc_per_node=nproc, lr=1e-3, warmup_steps=5,
+                   token_budget=60 * nproc * 2 * 8 * 256, checkpoint_every=10, log_every=5,
+                   parallelism=os.environ["PARALLELISM"], compile=os.environ["COMPILE"] == "true",
+                   activation_checkpointing=os.environ["CHECKPOINTING"])
     job["model"]["dtype"] = "bfloat16"
     write_job(job, work / f"{name}.json")
 EOF

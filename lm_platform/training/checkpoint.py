@@ -60,22 +60,34 @@ LOG_FILE = "log.jsonl"
 
 def run_identity(job, world: int) -> dict[str, Any]:
     """What a run's trajectory depends on (a `TrainJob` and the number of processes), as a JSON object."""
-    from lm_platform.training.config import NON_TRAJECTORY_FIELDS
+    from lm_platform.training.config import IDENTITY_WHEN_SET, NON_TRAJECTORY_FIELDS
 
     init = dict(job.init)
     path = Path(init.get("path", ""))
     if init["kind"] == "pretrained" and path.is_dir():
         init = {"kind": "pretrained", "weights": content_hash(path, "*.safetensors", "config.json")}
     eeve = Path(job.tokenizer_dir) / "eeve.json"
-    return {
+    at_default = {k for k, v in IDENTITY_WHEN_SET.items() if getattr(job.train, k) == v}
+    identity = {
         "format": FORMAT,
         "init": init,
         "model": dict(job.model),
         "dataset": hashlib.sha256((Path(job.dataset_dir) / "index.json").read_bytes()).hexdigest()[:16],
         "eeve": hashlib.sha256(eeve.read_bytes()).hexdigest()[:16] if eeve.exists() else None,
-        "train": job.train.model_dump(mode="json", exclude=set(NON_TRAJECTORY_FIELDS)),
+        "train": job.train.model_dump(mode="json", exclude=set(NON_TRAJECTORY_FIELDS) | at_default),
         "world": world,
     }
+    if job.train.parallelism == "fsdp":
+        # An FSDP run resumes on another number of processes when its rows per optimizer step stay the
+        # same (micro_batch_size x grad_accum x processes): the identity names that product, not its
+        # factors. Same rows per step means the same data order and the same per-token loss; only the
+        # order of the sums differs (not bit-exact).
+        t = job.train
+        del identity["world"]
+        for name in ("micro_batch_size", "grad_accum"):
+            identity["train"].pop(name)
+        identity["global_batch_rows"] = t.micro_batch_size * t.grad_accum * world
+    return identity
 
 
 def trained_from(identity: dict[str, Any]) -> dict[str, Any]:
@@ -269,19 +281,22 @@ def save(
     state: dict[str, Any],
     tokenizer_dir: str | Path,
     extra: dict[str, Any] | None = None,
+    model_state: dict[str, Any] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write one checkpoint directory atomically and durably. `extra` maps file names to JSON or bytes."""
+    """Write one checkpoint directory atomically and durably. `extra` maps file names to JSON or bytes.
+    `model_state`/`optimizer_state`: the full state dicts when the live ones are sharded (FSDP)."""
     from safetensors.torch import save_file
 
     with atomic_dir(target, durable=True) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=model_state)
         for name in TOKENIZER_FILES:
             src = Path(tokenizer_dir) / name
             if src.exists():
                 shutil.copy(src, tmp / name)
         # rope_theta etc. and the tokenizer's class and special tokens also as transformers 4.x reads them
         make_model_dir_compatible(tmp)
-        tensors, layout = _flatten_optimizer(optimizer.state_dict())
+        tensors, layout = _flatten_optimizer(optimizer_state or optimizer.state_dict())
         tensors |= rng_tensors()
         save_file(tensors, str(tmp / OPTIMIZER_FILE))
         write_json(tmp / STATE_FILE, {**state, "format": FORMAT, "optimizer_layout": layout})

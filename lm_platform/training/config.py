@@ -59,6 +59,28 @@ class TrainConfig(_Strict):
         description="Earlier runs moved aside (changed settings, retrained stage) kept in the run dir",
     )
     nproc_per_node: int = Field(1, gt=0, description="Training processes (torchrun) per node")
+    # Throughput options (`training/parallel.py`, `training/dataloader.py`). Their defaults leave a run's
+    # resume identity as it was before they existed (see IDENTITY_WHEN_SET).
+    compile: bool | None = Field(
+        None,
+        description="torch.compile each decoder layer; null: on with a GPU, off on CPU (where compiling "
+        "costs ~20 s on 2 cores and gains little)",
+    )
+    activation_checkpointing: Literal["none", "full", "selective"] = Field(
+        "none",
+        description="Recompute activations in the backward instead of keeping them: `full` for every "
+        "decoder layer (only its input is kept), `selective` for every second layer",
+    )
+    parallelism: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="With several processes: `ddp` replicates the model; `fsdp` shards parameters, "
+        "gradients and optimizer state (FSDP2 `fully_shard` per decoder layer; bf16 parameters with fp32 "
+        "gradient reduction on GPU, fp32 on CPU)",
+    )
+    data_prefetch: int = Field(
+        2, ge=0, description="Optimizer steps of batches loaded ahead by a background thread (0: inline)"
+    )
+    pin_memory: bool = Field(True, description="Load batches into pinned host memory (GPU only)")
 
 
 # Settings that change neither the weights nor the data order: left out of a run's resume identity, so a
@@ -73,8 +95,16 @@ NON_TRAJECTORY_FIELDS = frozenset(
         "keep_steps",
         "keep_aside",
         "nproc_per_node",
+        "data_prefetch",
+        "pin_memory",
+        # Recomputation reruns the same ops on the same inputs: the gradients are the same.
+        "activation_checkpointing",
     }
 )
+
+# Settings that change the trajectory's numerics but were added after runs existed: part of the resume
+# identity only when set away from their default, so the runs started before keep their identity.
+IDENTITY_WHEN_SET = {"compile": None, "parallelism": "ddp"}
 
 
 class TrainJob(_Strict):

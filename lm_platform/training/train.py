@@ -50,7 +50,9 @@ from lm_platform.modeling.eeve import read_eeve
 from lm_platform.modeling.freeze import TrainablePlan, apply_policy
 from lm_platform.modeling.init import build_model
 from lm_platform.training import checkpoint as ckpt
+from lm_platform.training import flops, parallel
 from lm_platform.training.config import TrainConfig, TrainJob
+from lm_platform.training.dataloader import Prefetcher
 from lm_platform.training.job import PREEMPTED_FILE, write_preempted
 from lm_platform.training.metrics import (
     generate_samples,
@@ -61,8 +63,6 @@ from lm_platform.training.metrics import (
 )
 from lm_platform.versions import content_version
 
-# Dense bf16 peak FLOP/s per GPU, for MFU (name fragment -> FLOP/s).
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 # Exit status after SIGTERM once the step checkpoint is written (EX_TEMPFAIL: run it again to resume).
 PREEMPTED_EXIT_CODE = 75
 IGNORE = -100  # label of a token the loss skips (padding, masked prompt tokens)
@@ -241,7 +241,7 @@ def step_gradients(model, batches, dist: Dist, device) -> tuple[torch.Tensor, in
     for m, (inputs, labels) in enumerate(batches):
         inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         sync = m == len(batches) - 1 or dist.world == 1
-        with contextlib.nullcontext() if sync else model.no_sync():
+        with contextlib.nullcontext() if sync else parallel.no_sync(model):
             with _autocast(device):  # the forward in bf16 on GPU; backward outside autocast
                 loss = token_loss(model, inputs, labels, reduction="sum")
             (loss * scale).backward()
@@ -357,6 +357,8 @@ class TrainState:
     tokens_per_second: float = 0.0
     identity: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
+    # Throughput of the session so far: MFU, peak memory, share of step time waiting for data.
+    perf: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -393,6 +395,9 @@ class Run:
     saved_step: int = -1
     saved_path: Path | None = None
     stop: StopFlag = field(default_factory=StopFlag)
+    flops_per_token: float = 0.0
+    unsharded: set = field(default_factory=set)  # parameters FSDP left whole (gradients reduced here)
+    loader: Prefetcher | None = None
 
     @property
     def device(self):
@@ -467,6 +472,15 @@ def setup(
     ).to(device)
     eeve = read_eeve(job.tokenizer_dir)
     plan = apply_policy(model, cfg.trainable, eeve.base_vocab_size if eeve else None)
+    # Throughput layout (training/parallel.py): checkpointing, compile, then FSDP2 sharding, which
+    # replaces the parameters (the policy is applied again to the sharded ones).
+    parallel.apply_activation_checkpointing(model, cfg.activation_checkpointing)
+    if parallel.use_compile(cfg, device):
+        parallel.apply_compile(model)
+    unsharded: set = set()
+    if cfg.parallelism == "fsdp" and dist.world > 1:
+        unsharded = parallel.shard(model, plan, device)
+        plan = apply_policy(model, cfg.trainable, eeve.base_vocab_size if eeve else None)
     # Fused AdamW (one kernel for all tensors, on CPU and GPU); frozen rows have no moments at all.
     optimizer = torch.optim.AdamW(
         plan.param_groups(cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), fused=True
@@ -477,9 +491,10 @@ def setup(
     )
     if resume:
         state = TrainState.from_json(ckpt.load_into(resume, optimizer))
+        parallel.shard_optimizer_state(optimizer)
     data = DataOrder(len(train_rows), global_rows, cfg.seed, total_rows, **state.data)
     ddp_model = model
-    if dist.world > 1:
+    if dist.world > 1 and not parallel.is_sharded(model):
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
@@ -507,6 +522,8 @@ def setup(
         saved_step=state.step if resume else -1,
         saved_path=resume,
         stop=stop or StopFlag(),
+        flops_per_token=flops.flops_per_token(model.config, seq_len),
+        unsharded=unsharded,
     )
     _preempt_if_requested(run, state)  # SIGTERM while the model loaded: nothing new to save
     if not resume:
@@ -522,8 +539,8 @@ def setup(
     reporter.log(
         f"[{job.stage}] {run.n_params:,} params ({plan.trainable_parameters:,} trainable, policy "
         f"{cfg.trainable}), {len(train_rows)} train rows, {steps} steps of {global_rows * seq_len} tokens on "
-        f"{dist.world} x {device.type}, initial val loss {state.initial_val_loss:.4f}"
-        + (f"; resumed from {resume.name}" if resume else "")
+        f"{dist.world} x {device.type} ({parallel.describe(run.model, cfg, device)}), initial val loss "
+        f"{state.initial_val_loss:.4f}" + (f"; resumed from {resume.name}" if resume else "")
     )
     return run, state
 
@@ -547,16 +564,22 @@ def train_step(run: Run, state: TrainState) -> dict[str, float]:
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     rows = run.data.next_step()
-    batches = micro_batches(
-        run.train_rows, rows, dist.rank, dist.world, cfg.grad_accum, cfg.micro_batch_size, run.pad_id
-    )
+    wait_before = run.loader.wait_seconds if run.loader else 0.0
+    if run.loader is not None:
+        batches = run.loader.get(rows)
+    else:
+        batches = micro_batches(
+            run.train_rows, rows, dist.rank, dist.world, cfg.grad_accum, cfg.micro_batch_size, run.pad_id
+        )
+    data_wait = (run.loader.wait_seconds - wait_before) if run.loader else time.perf_counter() - t0
     loss_sum, tokens = step_gradients(run.ddp_model, batches, dist, run.device)
+    parallel.reduce_unsharded_grads(run.unsharded, dist.world)
     run.plan.gather_row_grads()
     params = run.plan.parameters()
     if cfg.grad_clip is not None:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+        grad_norm = float(parallel.full_tensor(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)))
     else:
-        grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+        grad_norm = float(parallel.grad_norm(params))
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.plan.zero_row_grads()
@@ -572,6 +595,7 @@ def train_step(run: Run, state: TrainState) -> dict[str, float]:
         "grad_norm": grad_norm,
         "tokens": tokens,
         "seconds": time.perf_counter() - t0,
+        "data_wait": data_wait,
     }
 
 
@@ -580,23 +604,30 @@ def run_loop(run: Run, state: TrainState, stop_after: int | None = None) -> Loop
     cfg = run.cfg
     run.model.train()
     installed = run.stop.install()  # `train` installs it for the whole stage; a direct caller here
-    session_tokens, session_start, ran = 0, time.perf_counter(), 0
+    session_tokens, session_start, ran, waited = 0, time.perf_counter(), 0, 0.0
+    left = run.steps - state.step if stop_after is None else min(stop_after, run.steps - state.step)
+    run.loader = _loader(run, left)
     try:
         while state.step < run.steps and (stop_after is None or ran < stop_after):
             record = train_step(run, state)
             record["elapsed"] = time.perf_counter() - session_start
             state.curve.append(record)
             session_tokens += record["tokens"]
+            waited += record["data_wait"]
             ran += 1
+            tps = session_tokens / record["elapsed"]
+            state.perf = _perf(run, tps, waited / record["elapsed"])
             if state.step % cfg.log_every == 0 or state.step == run.steps:
-                tps = session_tokens / (time.perf_counter() - session_start)
-                mfu = _mfu(run.n_params, tps, run.device, run.dist.world)
+                mfu = state.perf.get("mfu")
                 run.reporter.log(
                     f"[{run.job.stage}] step {state.step}/{run.steps} loss {record['loss']:.4f} lr "
                     f"{record['lr']:.2e} grad_norm {record['grad_norm']:.3f} {tps:,.0f} tok/s"
-                    + (f" MFU {mfu:.1%}" if mfu else ""),
+                    + (f" MFU {mfu:.1%}" if mfu else "")
+                    + f" data wait {state.perf['data_wait_share']:.1%}"
+                    + _memory_text(state.perf),
                     **record,
                     tokens_per_second=tps,
+                    **state.perf,
                 )
             if run.stop.requested:
                 if run.saved_step != state.step:
@@ -610,7 +641,43 @@ def run_loop(run: Run, state: TrainState, stop_after: int | None = None) -> Loop
     finally:
         if installed:
             run.stop.uninstall()
+        if run.loader is not None:
+            run.loader.close()
+            run.loader = None
     return LoopResult(ran, session_tokens, time.perf_counter() - session_start, False)
+
+
+def _loader(run: Run, steps: int) -> Prefetcher | None:
+    """Batches of the next `steps` steps loaded ahead by a thread with its own reader (None: inline)."""
+    cfg, dist = run.cfg, run.dist
+    if cfg.data_prefetch == 0 or steps <= 0:
+        return None
+    reader = SplitReader(run.job.dataset_dir, "train")
+
+    def load(rows):
+        return micro_batches(
+            reader, rows, dist.rank, dist.world, cfg.grad_accum, cfg.micro_batch_size, run.pad_id
+        )
+
+    pin = cfg.pin_memory and run.device.type == "cuda"
+    return Prefetcher(run.data, load, cfg.data_prefetch, pin=pin, limit=steps, on_close=reader.close)
+
+
+def _perf(run: Run, tokens_per_second: float, wait_share: float) -> dict[str, Any]:
+    """MFU (attention-inclusive FLOPs, GPU only), peak memory and the share of time spent waiting for
+    data, of this session so far."""
+    out: dict[str, Any] = {
+        "flops_per_token": run.flops_per_token,
+        "mfu": flops.mfu(run.flops_per_token, tokens_per_second, run.device, run.dist.world),
+        "data_wait_share": wait_share,
+    }
+    return out | flops.peak_memory(run.device)
+
+
+def _memory_text(perf: dict[str, Any]) -> str:
+    if "peak_gpu_memory_bytes" in perf:
+        return f" peak GPU memory {perf['peak_gpu_memory_bytes'] / 2**30:.2f} GiB"
+    return f" peak RSS {perf['peak_rss_bytes'] / 2**30:.2f} GiB"
 
 
 def _keep_step(cfg: TrainConfig, step: int) -> bool:
@@ -620,12 +687,27 @@ def _keep_step(cfg: TrainConfig, step: int) -> bool:
 def save_step_checkpoint(run: Run, state: TrainState, keep: bool = False) -> Path:
     """Write `<run_dir>/step_NNNNNNNN` (rank 0), prune old ones, mark it kept when asked."""
     path = run.run_dir / f"step_{state.step:08d}"
-    if run.dist.rank == 0:
+    sharded = parallel.is_sharded(run.model)
+    if sharded:  # collectives: every rank generates (in step) and gathers the sharded tensors
         samples = _samples(run.model, run.job, run.device)
+        model_state = parallel.full_model_state(run.model)
+        optimizer_state = parallel.full_optimizer_state(run.optimizer)
+    if run.dist.rank == 0:
+        if not sharded:
+            samples = _samples(run.model, run.job, run.device)
+            model_state = optimizer_state = None
         state.data = run.data.position()
-        ckpt.save(
-            path, run.model, run.optimizer, state.to_json(), run.job.tokenizer_dir, {"samples.json": samples}
-        )
+        with parallel.plain_class(run.model):
+            ckpt.save(
+                path,
+                run.model,
+                run.optimizer,
+                state.to_json(),
+                run.job.tokenizer_dir,
+                {"samples.json": samples},
+                model_state=model_state,
+                optimizer_state=optimizer_state,
+            )
         if keep:
             ckpt.mark_kept(run.run_dir, state.step, "keep_every/keep_steps")
         ckpt.prune(run.run_dir, run.cfg.keep_last)
@@ -654,6 +736,7 @@ def finish(run: Run, state: TrainState, loop: LoopResult) -> dict[str, Any]:
         "trainable_parameters": run.plan.trainable_parameters,
         "trainable": cfg.trainable,
         "processes": dist.world,
+        "layout": parallel.describe(run.model, cfg, run.device),
         "device": run.device.type if dist.world == 1 else f"{dist.world} x {run.device.type}",
         "host": platform.node(),
         "curve": state.curve,
@@ -678,7 +761,10 @@ def finish(run: Run, state: TrainState, loop: LoopResult) -> dict[str, Any]:
         run.model, run.eval_rows, run.eval_ids, run.pad_id, cfg.micro_batch_size, run.device
     )
     _preempt_if_requested(run, state)
-    metrics["mfu"] = _mfu(run.n_params, metrics["tokens_per_second"], run.device, dist.world)
+    metrics["mfu"] = flops.mfu(run.flops_per_token, metrics["tokens_per_second"], run.device, dist.world)
+    metrics["flops_per_token"] = run.flops_per_token
+    metrics["data_wait_share"] = state.perf.get("data_wait_share")
+    metrics |= flops.peak_memory(run.device)
     metrics["export_dtype"] = run.export_dtype
     if dist.rank == 0:
         metrics["kept_steps"] = ckpt.kept_steps(run.run_dir)
@@ -774,15 +860,6 @@ def _samples(model, job: TrainJob, device) -> list[dict[str, str]]:
     return generate_samples(model, tok, gen, device)
 
 
-def _mfu(n_params: int, tokens_per_second: float, device, world: int) -> float | None:
-    """Model FLOPs utilisation on GPU (6 N FLOPs per token against the device's bf16 peak)."""
-    if torch.device(device).type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
-    return 6 * n_params * tokens_per_second / (peak * world) if peak else None
-
-
 def materialization_metadata(job: TrainJob | dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     """What `checkpoint/<stage>` shows in Dagster (Pipes metadata: raw values with their types)."""
     job = job if isinstance(job, TrainJob) else TrainJob.model_validate(job)
@@ -815,6 +892,11 @@ def materialization_metadata(job: TrainJob | dict[str, Any], metrics: dict[str, 
         meta["resumed_from"] = {"raw_value": metrics["resumed_from"], "type": "text"}
     if metrics.get("mfu") is not None:
         meta["mfu"] = {"raw_value": metrics["mfu"], "type": "float"}
+    for key in ("peak_gpu_memory_bytes", "peak_rss_bytes"):
+        if metrics.get(key) is not None:
+            meta[key] = {"raw_value": metrics[key], "type": "int"}
+    if metrics.get("data_wait_share") is not None:
+        meta["data_wait_share"] = {"raw_value": metrics["data_wait_share"], "type": "float"}
     if (out / "loss_curve.png").exists():
         meta["loss_curve_plot"] = {
             "raw_value": png_markdown((out / "loss_curve.png").read_bytes(), "loss curve"),
