@@ -52,6 +52,7 @@ SETS = {
     "en_books": ("vi", "en"),
     "en_web": ("vi", "en"),
     "ja_aozora": ("ja", "ja"),
+    "ja_aozora_more": ("ja", "ja"),
     "ja_wiki_leads": ("ja", "ja"),
 }
 # --quick measures at most this many documents per set, and about this many characters (books and
