@@ -11,6 +11,7 @@ from typing import Literal
 import numpy as np
 
 from lm_platform.data.filters.base import Filter
+from lm_platform.data.filters.lines import is_section_mark
 from lm_platform.data.text import Doc, is_symbol
 from lm_platform.recipe.base import StrictConfig
 
@@ -138,13 +139,15 @@ class GopherRepetition(Filter):
         c, text = self.cfg, doc.text
         if not text:
             return "empty"
-        paragraphs = _PARAGRAPHS.split(text.strip())
+        # Section marks ("＊", "一", "二") separate a work's parts: a work in twelve parts says "＊" eleven
+        # times, and one that restarts its numbering repeats "一"; neither is repeated text.
+        paragraphs = [p for p in _PARAGRAPHS.split(text.strip()) if not is_section_mark(p)] or [""]
         n, chars = duplicates(paragraphs)
         if c.dup_para_frac is not None and n / len(paragraphs) > c.dup_para_frac:
             return f"dup_para_frac: {n / len(paragraphs):.2f}"
         if c.dup_para_char_frac is not None and chars / len(text) > c.dup_para_char_frac:
             return f"dup_para_char_frac: {chars / len(text):.2f}"
-        lines = _LINES.split(text)
+        lines = [ln for ln in _LINES.split(text) if not is_section_mark(ln)] or [""]
         n, chars = duplicates(lines)
         if c.dup_line_frac is not None and n / len(lines) > c.dup_line_frac:
             return f"dup_line_frac: {n / len(lines):.2f}"

@@ -25,6 +25,8 @@ from typing import Literal
 from pydantic import Field
 
 from lm_platform.data.filters.base import Filter
+from lm_platform.data.filters.lines import is_section_mark, unit_phrases
+from lm_platform.data.filters.resources import function_words
 from lm_platform.data.text import Doc, is_symbol, units
 from lm_platform.recipe.base import StrictConfig
 
@@ -38,6 +40,11 @@ class ProseFilter(StrictConfig):
         5, ge=1, description="Words a sentence line has at least (vi, en); 3x this counts without a full stop"
     )
     min_sentence_chars: int = Field(12, ge=1, description="Characters a sentence line has at least (ja)")
+    phrases_are_prose: bool = Field(
+        True,
+        description="Lines of running text without a full stop (verse, speaker lines, classical prose) "
+        "count as prose: they hold the language's function words; menus and link titles are labels",
+    )
     max_function_word_disorder: float | None = Field(0.1, ge=0, le=1)
     min_function_heads: int = Field(8, ge=1, description="Judge word order only with this many heads")
     min_disordered_pairs: int = Field(
@@ -188,6 +195,7 @@ class Prose(Filter):
     def __init__(self, cfg: ProseFilter, lang: str):
         super().__init__(cfg, lang)
         self.ends = _SENTENCE_END.get(lang, _SENTENCE_END[None])
+        self.function_words = function_words(lang) if cfg.phrases_are_prose else frozenset()
 
     def _is_sentence_line(self, line: str) -> bool:
         line = line.strip()
@@ -202,9 +210,11 @@ class Prose(Filter):
     def prose_char_share(self, doc: Doc) -> float:
         if sum(1 for ln in doc.lines if ln.strip()) < 3:  # one or two lines: no page structure to judge
             return 1.0
-        lines = units(doc.text)
+        lines = [u for u in units(doc.text) if not is_section_mark(u)]
         total = sum(map(len, lines))
-        return sum(len(ln) for ln in lines if self._is_sentence_line(ln)) / total if total else 0.0
+        phrase = unit_phrases(doc, lines, self.function_words)
+        prose = sum(len(ln) for ln, p in zip(lines, phrase, strict=True) if p or self._is_sentence_line(ln))
+        return prose / total if total else 0.0
 
     def check(self, doc: Doc) -> str | None:
         c = self.cfg
