@@ -41,6 +41,7 @@ class FineWebFilter(StrictConfig):
     )
 
 
+_RUNNING = re.compile(r"[,.!?;:、。！？，」』]")
 _TIGHT_END = re.compile(r"[^\W\d_][.!?][^\W\d_]")
 
 
@@ -83,7 +84,14 @@ class FineWeb(Filter):
         if ratio > c.short_line_thr:
             return f"short_line_ratio: {ratio:.2f} > {c.short_line_thr}"
         body = len(text) - text.count("\n")
-        ratio = duplicates(lines)[1] / max(body, 1)
+        # A refrain or a stock reply repeated is verse and drama (running text: a phrase, or a line with
+        # a sentence mark or a comma); a repeated menu item, link or counter is a label, the boilerplate
+        # this 1 % rule is for. Repeated running text is gopher_repetition's to judge.
+        if c.phrases_end_lines:
+            labels = [ln for ln in lines if not (phrase[ln] or _RUNNING.search(ln))]
+        else:
+            labels = lines
+        ratio = duplicates(labels)[1] / max(body, 1)
         if ratio > c.char_duplicates_ratio:
             return f"char_dup_ratio: {ratio:.3f} > {c.char_duplicates_ratio}"
         words = doc.words
