@@ -8,6 +8,7 @@ size of the source; the perplexity threshold is absolute, so one pass decides.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -186,6 +187,7 @@ class PerplexityGate:
             self.scorer = PerplexityScorer.from_reference(reference_lm)
             info = json.loads((Path(reference_lm) / INFO_FILE).read_text(encoding="utf-8"))
             self.heldout = info.get("heldout_perplexity")
+        self.source_median: float | None = None
         if cfg.max_perplexity is not None:
             self.threshold = float(cfg.max_perplexity)
         elif self.heldout:
@@ -195,6 +197,25 @@ class PerplexityGate:
                 f"{reference_lm}: the reference model has no held-out perplexity (heldout_fraction 0?), so "
                 "max_ratio cannot be calibrated; set max_perplexity or a heldout_fraction above 0"
             )
+
+    @property
+    def per_source(self) -> bool:
+        return self.cfg.calibrate == "source" and self.cfg.max_perplexity is None
+
+    def calibrate(self, scores: list[float]) -> None:
+        """Set the threshold for one source from its own documents' scores (those that passed the other
+        filters): max_ratio x max(held-out perplexity, the scores' median), the median raising it by at
+        most `max_source_shift`. A clean source of the reference's own domain has its median near the
+        held-out perplexity (nothing changes); news or forums scored by a model of Wikipedia sit higher,
+        all of them, and a threshold set in one domain would remove a share of the other's clean text."""
+        if not self.per_source or not scores or not self.heldout:
+            return
+        ordered = sorted(scores)
+        mid = len(ordered) // 2
+        median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+        self.source_median = float(median)
+        base = min(max(float(self.heldout), median), self.cfg.max_source_shift * float(self.heldout))
+        self.threshold = self.cfg.max_ratio * base
 
     def score(self, text: str) -> float:
         return self.scorer.perplexity(text)
@@ -210,9 +231,30 @@ class PerplexityGate:
             "threshold": round(self.threshold, 3),
             "heldout_perplexity": self.heldout,
             "max_ratio": self.cfg.max_ratio if self.cfg.max_perplexity is None else None,
+            "source_median": None if self.source_median is None else round(self.source_median, 3),
             "scored": scored,
             "kept_at_random": kept_at_random,
         }
+
+
+def calibration_scores(in_path: str | Path, chain: Curator, gate: PerplexityGate) -> list[float]:
+    """Scores of a fixed sample of the source's documents (chosen by id, over the whole input whatever
+    the shard, so every shard of a source gets the same threshold) that pass the other filters."""
+    limit = gate.cfg.calibration_docs
+    ids = [d["id"] for d in iter_docs(in_path, columns=["id"], batch_size=8192)]
+    if len(ids) > limit:
+        ranked = sorted(ids, key=lambda i: hashlib.blake2b(f"calibrate:{i}".encode(), digest_size=8).digest())
+        chosen = set(ranked[:limit])
+    else:
+        chosen = set(ids)
+    scores = []
+    for doc in iter_docs(in_path, columns=["id", "text", "url"]):
+        if doc["id"] not in chosen:
+            continue
+        text, rejected = chain.filter(doc["text"], doc.get("url"))
+        if rejected is None:
+            scores.append(gate.score(text))
+    return scores
 
 
 def curate(
@@ -233,11 +275,14 @@ def curate(
 
     With a `perplexity` filter (the language's last), every document that passes the others is scored by
     the KenLM model (`reference_lm`: the directory the reference_lm asset wrote, unless the filter names
-    its own model) and kept when its perplexity is under the filter's absolute threshold: one pass, and
-    the same decision for a document whatever shard it is in."""
+    its own model) and kept when its perplexity is under the filter's threshold, set per source from a
+    fixed sample of the whole source (`calibrate: source`) before the pass: the same decision for a
+    document whatever shard it is in."""
     chain = Curator(lang, cfg)
     ppl = cfg.perplexity
     gate = PerplexityGate(ppl, reference_lm, lang) if ppl is not None else None
+    if gate is not None and gate.per_source:
+        gate.calibrate(calibration_scores(in_path, Curator(lang, cfg), gate))
     step = next((s for s in chain.steps if s.step == "perplexity"), None)
     licenses: dict[str, int] = {}
     docs_in = chars_out = scored = kept_at_random = 0
