@@ -144,7 +144,8 @@ _JA_ENDINGS = frozenset(["た", "て", "ます", "れる", "られる", "だ"])
 # Case and topic particles close a noun phrase, so none opens a sentence, a clause after a comma or a
 # quotation; が, で and と can (conjunctions "が、", "で、", a quoted thought "…、と思った") and are left out.
 _JA_AFTER_BREAK = frozenset(["を", "は", "に", "へ", "の", "も"])
-_JA_BREAKS = ("。", "、", "「", "『", "（")
+# "\n": a line of verse or a speaker's line opens like a sentence, never on a case particle.
+_JA_BREAKS = ("。", "、", "「", "『", "（", "\n")
 HEADS: dict[str, dict[str, frozenset[str]]] = {
     "en": {
         **dict.fromkeys(("the", "a", "an"), _EN_ARTICLE_BAD),
@@ -223,7 +224,10 @@ class Prose(Filter):
             if share < c.min_prose_char_share:
                 return f"prose_share: {share:.2f} of characters in sentences < {c.min_prose_char_share}"
         if c.max_function_word_disorder is not None:
-            words = doc.words if self.lang == "ja" else doc.text.split()
+            if self.lang == "ja":  # line starts count as breaks
+                words = [w for line in doc.line_words if line for w in ("\n", *line)]
+            else:
+                words = doc.text.split()
             if self.lang != "ja":
                 words = [w.strip(".,;:!?()[]\"'“”‘’«»") for w in words]
             disorder, heads = function_word_disorder([w for w in words if w], self.lang)
