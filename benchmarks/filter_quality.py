@@ -123,7 +123,9 @@ def _train(texts, lang: str, ref_cfg, out: Path):
     from lm_platform.data.reference_lm import train_reference_lm
 
     # A development-sized model: fewer pieces, and a fifth held out to calibrate the threshold on.
-    ref = ref_cfg.model_copy(update={"sp_vocab_size": min(ref_cfg.sp_vocab_size, 4000), "heldout_fraction": 0.2})
+    ref = ref_cfg.model_copy(
+        update={"sp_vocab_size": min(ref_cfg.sp_vocab_size, 4000), "heldout_fraction": 0.2}
+    )
     return train_reference_lm(texts, out, lang, ref)
 
 
@@ -288,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         noise_gates = {}
         for name, key in SETS.items():
-            if name in gates and (key not in noise_gates or gates[name].threshold > noise_gates[key].threshold):
+            if name in gates and (
+                key not in noise_gates or gates[name].threshold > noise_gates[key].threshold
+            ):
                 noise_gates[key] = gates[name]
         print(
             f"\n{'set':<14} {'recipe/lang':<8} {'docs':>5} {'kept':>5} {'keep':>6} {'>=min':>5} "

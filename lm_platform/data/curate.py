@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from lm_platform.data.documents import DocWriter, iter_docs
 from lm_platform.data.filters import Filter, build_filter
+from lm_platform.data.filters.resources import derive_stop_words, use_stop_words
 from lm_platform.data.normalize import normalize_text
 from lm_platform.data.pii import PiiCounts, Redactor
 from lm_platform.data.reference_lm import (
@@ -72,7 +73,10 @@ class Curator:
     """The per-document chain for one language; `run(text, url)` -> (text, None) or (text, (filter,
     reason)). Kept separate from file handling so benchmarks and tests can drive it directly."""
 
-    def __init__(self, lang: str, cfg: LanguageConfig):
+    def __init__(self, lang: str, cfg: LanguageConfig, stop_words: tuple[str, ...] | None = None):
+        # The language's stop words (the recipe's, or `stop_words` derived from its high-quality source)
+        # for the filters built here; else the platform's table.
+        use_stop_words(lang, cfg.stop_words or stop_words)
         filters = [build_filter(f, lang) for f in cfg.filters if not isinstance(f, PerplexityFilter)]
         self.lang, self.cfg = lang, cfg
         self.raw: list[Filter] = [f for f in filters if f.on_raw]
@@ -237,6 +241,22 @@ class PerplexityGate:
         }
 
 
+def language_stop_words(cfg: LanguageConfig, corpus: str | Path | None) -> tuple[str, ...] | None:
+    """The language's stop words when the recipe derives them (`stop_words_from`): the most common words
+    of its high-quality source's `corpus` (normalised as curation normalises); None otherwise."""
+    if cfg.stop_words or cfg.stop_words_from is None:
+        return None
+    if corpus is None:
+        raise ValueError(
+            f"stop_words_from '{cfg.stop_words_from}': the source's corpus is needed to derive them"
+        )
+    texts = (
+        normalize_text(d["text"], cfg.unicode_form, cfg.fix_mojibake)
+        for d in iter_docs(corpus, columns=["text"])
+    )
+    return derive_stop_words(texts)
+
+
 def calibration_scores(in_path: str | Path, chain: Curator, gate: PerplexityGate) -> list[float]:
     """Scores of a fixed sample of the source's documents (chosen by id, over the whole input whatever
     the shard, so every shard of a source gets the same threshold) that pass the other filters."""
@@ -266,6 +286,7 @@ def curate(
     max_excluded_per_filter: int = 1000,
     shard: tuple[int, int] | None = None,
     reference_lm: str | Path | None = None,
+    stop_words_corpus: str | Path | None = None,
 ) -> CurationResult:
     """Normalise, filter and redact the documents of `in_path` into `out_path`; samples of excluded
     documents (up to `max_excluded_per_filter` per filter) go to `excluded_path` with their reason.
@@ -277,12 +298,16 @@ def curate(
     the KenLM model (`reference_lm`: the directory the reference_lm asset wrote, unless the filter names
     its own model) and kept when its perplexity is under the filter's threshold, set per source from a
     fixed sample of the whole source (`calibrate: source`) before the pass: the same decision for a
-    document whatever shard it is in."""
-    chain = Curator(lang, cfg)
+    document whatever shard it is in.
+
+    `stop_words_corpus`: the corpus of the language's `stop_words_from` source, when the recipe derives
+    the language's stop words from it."""
+    words = language_stop_words(cfg, stop_words_corpus)
+    chain = Curator(lang, cfg, words)
     ppl = cfg.perplexity
     gate = PerplexityGate(ppl, reference_lm, lang) if ppl is not None else None
     if gate is not None and gate.per_source:
-        gate.calibrate(calibration_scores(in_path, Curator(lang, cfg), gate))
+        gate.calibrate(calibration_scores(in_path, Curator(lang, cfg, words), gate))
     step = next((s for s in chain.steps if s.step == "perplexity"), None)
     licenses: dict[str, int] = {}
     docs_in = chars_out = scored = kept_at_random = 0
@@ -336,12 +361,13 @@ def build_reference_lm(
     cfg: LanguageConfig,
     seed: int = 0,
     log=None,
+    stop_words_corpus: str | Path | None = None,
 ) -> ReferenceLMResult:
     """The language's reference KenLM model, trained on its high-quality source's corpus after the
     language's other filters and normalisation (not PII redaction: placeholders are no language)."""
     if cfg.reference_lm is None:
         raise ValueError(f"languages.{lang}: no reference_lm configured")
-    chain = Curator(lang, cfg)
+    chain = Curator(lang, cfg, language_stop_words(cfg, stop_words_corpus))
 
     def texts():
         for doc in iter_docs(corpus_path, columns=["id", "text", "url"]):

@@ -30,10 +30,15 @@ class BlendConfig(Strict):
     upsample: bool = Field(False, description="Repeat sources (up to their epoch cap) to meet the target")
     max_epochs: float = Field(4.0, ge=1, description="Epoch cap per source when upsampling")
     source_max_epochs: dict[str, float] = Field(default_factory=dict, description="Per-source epoch caps")
-    on_shortfall: Literal["record", "error"] = Field(
-        "record",
-        description="When the sources cannot meet target_tokens: 'record' blends what there is and "
-        "reports the shortfall in the manifest; 'error' fails the blend",
+    on_shortfall: Literal["check", "record", "error"] = Field(
+        "check",
+        description="When the sources cannot meet target_tokens: 'check' blends what there is and fails "
+        "the blend's blocking 'target_met' check when the shortfall exceeds max_shortfall (training does "
+        "not start); 'record' allows any shortfall (blends what there is and reports it); 'error' fails "
+        "the blend",
+    )
+    max_shortfall: float = Field(
+        0.05, ge=0, le=1, description="Share of target_tokens the blend may fall short by under 'check'"
     )
 
     @model_validator(mode="before")

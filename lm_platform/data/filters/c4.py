@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from lm_platform.data.filters.base import Filter
-from lm_platform.data.filters.lines import is_phrase
+from lm_platform.data.filters.lines import is_phrase, phrase_words
 from lm_platform.data.filters.resources import function_words
 from lm_platform.data.text import Doc, hard_wrapped, is_symbol, split_sentences, split_words, units
 from lm_platform.recipe.base import StrictConfig
@@ -79,6 +79,11 @@ class C4(Filter):
             return [(p, None) for p in units(doc.text)]
         return [(line, i) for i, line in enumerate(doc.lines)]
 
+    def _phrase(self, doc: Doc, line: str, index: int | None) -> bool:
+        """Running text without a full stop (verse, a speaker's line): it holds function words."""
+        words = self._words_of(doc, line, index)
+        return bool(self.function_words) and is_phrase(words, self.function_words, phrase_words(self.lang))
+
     def _words_of(self, doc: Doc, line: str, index: int | None) -> list[str]:
         return self._words(doc, line, index) if self.lang == "ja" else split_words(line, self.lang)
 
@@ -100,9 +105,9 @@ class C4(Filter):
                 continue
             if c.remove_citations:
                 line = _CITATION.sub("", line)
-            if c.filter_no_terminal_punct and (not line.endswith(self.end) or line.endswith("...")):
-                if not (self.function_words and is_phrase(self._words_of(doc, line, index), self.function_words)):
-                    continue
+            unended = not line.endswith(self.end) or line.endswith("...")
+            if c.filter_no_terminal_punct and unended and not self._phrase(doc, line, index):
+                continue
             if c.min_words_per_line is not None and self._n_words(doc, line, index) < c.min_words_per_line:
                 continue
             low = line.lower()

@@ -80,11 +80,12 @@ def navigation_kinds(
     in_menu = False
     for i, line in enumerate(lines):
         kind = navigation_kind(line, lang)
-        if kind is None and i >= len(lines) - CHROME_LINES and any(m in line.lower() for m in markers):
-            kind = "footer"
         if kind is not None:
             kinds.add(kind)
             n += 1
+        elif i >= len(lines) - CHROME_LINES and any(m in line.lower() for m in markers):
+            kind = "footer"  # a kind of chrome; its lines are the marker rule's to count
+            kinds.add(kind)
         if labels is not None and labels[i] and kind is None:
             run += 1
         else:
@@ -123,20 +124,198 @@ def navigation_kind(line: str, lang: str) -> str | None:
 # high-quality source (lm_platform.data.filters.resources).
 FUNCTION_WORDS: dict[str, frozenset[str]] = {
     "ja": frozenset(
-        "の に は を た が で て と し も へ や か な だ ない ます です よ ね ぬ ず ば から まで より けり "
-        "なり たり き む ん う だろ でし まし さ わ ぞ ながら つつ ど ども けれど れる られる せる させる "
-        "たい らしい よう そう ある いる する なる つ り べし じ まじ けむ らむ ゆ こそ ぞ なむ".split()
+        [
+            "の",
+            "に",
+            "は",
+            "を",
+            "た",
+            "が",
+            "で",
+            "て",
+            "と",
+            "し",
+            "も",
+            "へ",
+            "や",
+            "か",
+            "な",
+            "だ",
+            "ない",
+            "ます",
+            "です",
+            "よ",
+            "ね",
+            "ぬ",
+            "ず",
+            "ば",
+            "から",
+            "まで",
+            "より",
+            "けり",
+            "なり",
+            "たり",
+            "き",
+            "む",
+            "ん",
+            "う",
+            "だろ",
+            "でし",
+            "まし",
+            "さ",
+            "わ",
+            "ぞ",
+            "ながら",
+            "つつ",
+            "ど",
+            "ども",
+            "けれど",
+            "れる",
+            "られる",
+            "せる",
+            "させる",
+            "たい",
+            "らしい",
+            "よう",
+            "そう",
+            "ある",
+            "いる",
+            "する",
+            "なる",
+            "つ",
+            "り",
+            "べし",
+            "じ",
+            "まじ",
+            "けむ",
+            "らむ",
+            "ゆ",
+            "こそ",
+            "ぞ",
+            "なむ",
+        ]
     ),
     "vi": frozenset(
-        "và của là có được trong các cho những với một không này đó để từ khi đã sẽ đang thì mà như "
-        "cũng về theo tại bị nhưng vì nên rằng ở ra lại rất còn nếu hay hoặc mình tôi anh em ta ai gì".split()
+        [
+            "và",
+            "của",
+            "là",
+            "có",
+            "được",
+            "trong",
+            "các",
+            "cho",
+            "những",
+            "với",
+            "một",
+            "không",
+            "này",
+            "đó",
+            "để",
+            "từ",
+            "khi",
+            "đã",
+            "sẽ",
+            "đang",
+            "thì",
+            "mà",
+            "như",
+            "cũng",
+            "về",
+            "theo",
+            "tại",
+            "bị",
+            "nhưng",
+            "vì",
+            "nên",
+            "rằng",
+            "ở",
+            "ra",
+            "lại",
+            "rất",
+            "còn",
+            "nếu",
+            "hay",
+            "hoặc",
+            "mình",
+            "tôi",
+            "anh",
+            "em",
+            "ta",
+            "ai",
+            "gì",
+        ]
     ),
     "en": frozenset(
-        "the a an of and to in is was are were be been that which who with for on at by from as it "
-        "he she they we i you my his her their our its not but or if when this these those had has "
-        "have do did will would shall should can could may might".split()
+        [
+            "the",
+            "a",
+            "an",
+            "of",
+            "and",
+            "to",
+            "in",
+            "is",
+            "was",
+            "are",
+            "were",
+            "be",
+            "been",
+            "that",
+            "which",
+            "who",
+            "with",
+            "for",
+            "on",
+            "at",
+            "by",
+            "from",
+            "as",
+            "it",
+            "he",
+            "she",
+            "they",
+            "we",
+            "i",
+            "you",
+            "my",
+            "his",
+            "her",
+            "their",
+            "our",
+            "its",
+            "not",
+            "but",
+            "or",
+            "if",
+            "when",
+            "this",
+            "these",
+            "those",
+            "had",
+            "has",
+            "have",
+            "do",
+            "did",
+            "will",
+            "would",
+            "shall",
+            "should",
+            "can",
+            "could",
+            "may",
+            "might",
+        ]
     ),
 }
+
+
+PHRASE_WORDS = {"ja": 3}  # MeCab words; elsewhere five words ("Contact the team" is a menu item)
+PHRASE_WORDS_DEFAULT = 5
+
+
+def phrase_words(lang: str) -> int:
+    return PHRASE_WORDS.get(lang, PHRASE_WORDS_DEFAULT)
 
 
 def is_phrase(words: list[str], function_words: frozenset[str], min_words: int = 3) -> bool:
@@ -149,16 +328,20 @@ def is_phrase(words: list[str], function_words: frozenset[str], min_words: int =
     return any(w in function_words or w.lower() in function_words for w in content)
 
 
-def unit_phrases(doc, units: list[str], function_words: frozenset[str], min_words: int = 3) -> list[bool]:
+def unit_phrases(
+    doc, units: list[str], function_words: frozenset[str], min_words: int | None = None
+) -> list[bool]:
     """For each unit (a line of `doc.lines`, or a paragraph of hard-wrapped text): is it a phrase?
     Japanese lines reuse the document's one MeCab pass."""
     from lm_platform.data.text import split_words
 
     if not function_words:
         return [False] * len(units)
+    min_words = phrase_words(doc.lang) if min_words is None else min_words
     if doc.lang == "ja":
         by_line = {ln.strip(): words for ln, words in zip(doc.lines, doc.line_words, strict=False)}
         return [
-            is_phrase(by_line.get(u.strip()) or split_words(u, "ja"), function_words, min_words) for u in units
+            is_phrase(by_line.get(u.strip()) or split_words(u, "ja"), function_words, min_words)
+            for u in units
         ]
     return [is_phrase(split_words(u, doc.lang), function_words, min_words) for u in units]
