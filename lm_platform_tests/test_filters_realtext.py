@@ -95,14 +95,15 @@ def test_recipe_chain_keeps_real_clean_text_above_its_minimum_length(name, n):
     ],
 )
 def test_recipe_heuristics_remove_noise_made_from_real_text(lang, recipe, sources, others):
-    """Without the perplexity filter: every kind of noise but Vietnamese word salad is (nearly) all
-    caught by the heuristics; Vietnamese salad is left in part to the reference model."""
+    """Without the perplexity filter: every kind of noise but Vietnamese word salad (in sentences or in
+    verse-like lines) is (nearly) all caught by the heuristics; Vietnamese salad is left in part to the
+    reference model."""
     ch = chain(recipe, lang)
     texts, other = apart(*sources), apart(*others)
     for kind in NOISE_TYPES:
         docs = make_noise(kind, lang, texts, 15, seed=1, other_lang_texts=other)
         removed = sum(ch.filter(t)[1] is not None for t in docs) / len(docs)
-        floor = {("word_salad", "vi"): 0.3}.get((kind, lang), 0.9)
+        floor = {("word_salad", "vi"): 0.3, ("word_salad_lines", "vi"): 0.1}.get((kind, lang), 0.9)
         assert removed >= floor, (kind, removed)
 
 

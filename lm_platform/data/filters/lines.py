@@ -72,7 +72,7 @@ def navigation_kinds(
     lines: list[str], lang: str, labels: list[bool] | None = None, markers: tuple[str, ...] = ()
 ) -> tuple[set[str], int, int]:
     """(the kinds of navigation lines the page has, how many lines are navigation, how many lines are
-    in menu columns). Besides strips,
+    in menu columns and footers). Besides strips,
     breadcrumbs, dates and counters: a footer (a line with a boilerplate marker such as ©) and a menu
     column (`MENU_RUN` short labels in a row, `labels` marking which lines are labels)."""
     kinds: set[str] = set()
@@ -84,8 +84,9 @@ def navigation_kinds(
             kinds.add(kind)
             n += 1
         elif i >= len(lines) - CHROME_LINES and any(m in line.lower() for m in markers):
-            kind = "footer"  # a kind of chrome; its lines are the marker rule's to count
+            kind = "footer"  # chrome like a menu column: not counted as a navigation line on its own
             kinds.add(kind)
+            menu += 1
         if labels is not None and labels[i] and kind is None:
             run += 1
         else:

@@ -161,6 +161,8 @@ HEADS: dict[str, dict[str, frozenset[str]]] = {
         "は": frozenset(["を", "が", "に", "で", "へ", "は", "も", "の", "。"]) | _JA_ENDINGS,
         **dict.fromkeys(("に", "で", "へ"), frozenset(["を", "が", "に", "で", "へ", "。"]) | _JA_ENDINGS),
         **dict.fromkeys(_JA_BREAKS, _JA_AFTER_BREAK),
+        # a line opens like a sentence: not on a case particle, a bound ending or a comma
+        "\n": _JA_AFTER_BREAK | _JA_ENDINGS | {"、", "。"},
     },
 }
 _SENTENCE_END = {
