@@ -281,12 +281,6 @@ class Recipe(_Strict):
                     f"sources.{i}.language: '{src.language}' has no entry in 'languages' "
                     f"(known: {sorted(self.languages)})"
                 )
-        for lang, cfg in self.languages.items():
-            if any(f.name == "script" for f in cfg.filters) and lang not in SCRIPT_LANGS:
-                raise ValueError(
-                    f"languages.{lang}.filters: the script filter has no rule for '{lang}' "
-                    f"(have: {sorted(SCRIPT_LANGS)})"
-                )
         for i, lic in enumerate(self.license_allowlist):
             if not re.match(SPDX_PATTERN, lic):
                 raise ValueError(f"license_allowlist.{i}: '{lic}' is not an SPDX identifier")

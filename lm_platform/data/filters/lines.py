@@ -311,8 +311,8 @@ FUNCTION_WORDS: dict[str, frozenset[str]] = {
 }
 
 
-PHRASE_WORDS = {"ja": 3}  # MeCab words; elsewhere five words ("Contact the team" is a menu item)
-PHRASE_WORDS_DEFAULT = 5
+PHRASE_WORDS = {"ja": 3}  # MeCab words; elsewhere four words ("Contact the team" is a menu item)
+PHRASE_WORDS_DEFAULT = 4
 
 
 def phrase_words(lang: str) -> int:

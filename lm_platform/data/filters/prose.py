@@ -27,7 +27,7 @@ from pydantic import Field
 from lm_platform.data.filters.base import Filter
 from lm_platform.data.filters.lines import is_section_mark, unit_phrases
 from lm_platform.data.filters.resources import function_words
-from lm_platform.data.text import Doc, is_symbol, units
+from lm_platform.data.text import Doc, hard_wrapped, is_symbol, units
 from lm_platform.recipe.base import StrictConfig
 
 
@@ -148,12 +148,13 @@ _JA_AFTER_BREAK = frozenset(["を", "は", "に", "へ", "の", "も"])
 _JA_BREAKS = ("。", "、", "「", "『", "（", "\n")
 HEADS: dict[str, dict[str, frozenset[str]]] = {
     "en": {
-        **dict.fromkeys(("the", "a", "an"), _EN_ARTICLE_BAD),
+        # an article wants its noun on the same line: a line of verse does not end on "the"
+        **dict.fromkeys(("the", "a", "an"), _EN_ARTICLE_BAD | {"\n"}),
         **dict.fromkeys(("of", "in", "from", "with", "at", "by", "on", "for"), _EN_OPEN),
     },
     "vi": {  # plural markers and quantifiers want a noun; "của" (of) wants its possessor
-        **dict.fromkeys(("các", "những", "mỗi", "mọi", "vài", "của"), _VI_BAD),
-        "một": _VI_BAD - {"trong", "khi"},  # một trong (one of), một khi (once)
+        **dict.fromkeys(("các", "những", "mỗi", "mọi", "vài", "của"), _VI_BAD | {"\n"}),
+        "một": (_VI_BAD - {"trong", "khi"}) | {"\n"},  # một trong (one of), một khi (once)
     },
     "ja": {  # case particles follow a noun phrase; a sentence does not end on one ("をも" is emphatic を)
         "を": (_JA_PARTICLES - {"も"}) | _JA_ENDINGS,
@@ -228,10 +229,15 @@ class Prose(Filter):
         if c.max_function_word_disorder is not None:
             if self.lang == "ja":  # line starts count as breaks
                 words = [w for line in doc.line_words if line for w in ("\n", *line)]
-            else:
-                words = doc.text.split()
-            if self.lang != "ja":
-                words = [w.strip(".,;:!?()[]\"'“”‘’«»") for w in words]
+            elif hard_wrapped(doc.lines):  # a wrapped line ends anywhere, "the" included
+                words = [w.strip(".,;:!?()[]\"'“”‘’«»") for w in doc.text.split()]
+            else:  # line ends count: an article or a plural marker wants its noun on the same line
+                words = [
+                    w
+                    for line in doc.lines
+                    if line.strip()
+                    for w in (*(t.strip(".,;:!?()[]\"'“”‘’«»") for t in line.split()), "\n")
+                ]
             disorder, heads = function_word_disorder([w for w in words if w], self.lang)
             pairs = round(disorder * heads)
             if (
