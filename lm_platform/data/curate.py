@@ -224,7 +224,15 @@ class PerplexityGate:
     def score(self, text: str) -> float:
         return self.scorer.perplexity(text)
 
+    def too_short(self, text: str) -> bool:
+        """Too few tokens for a stable perplexity (`min_tokens`): not judged by it."""
+        if not self.cfg.min_tokens:
+            return False
+        return self.scorer.log10_prob(text)[1] < self.cfg.min_tokens
+
     def check(self, text: str, doc_id: str = "", score: float | None = None) -> str | None:
+        if self.too_short(text):
+            return None
         score = self.score(text) if score is None else score
         if score <= self.threshold or keep_at_random(doc_id, self.cfg.keep_rest, self.cfg.seed):
             return None

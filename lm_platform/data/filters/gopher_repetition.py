@@ -122,9 +122,9 @@ DIVERSITY_WINDOW = 50
 def word_diversity(words: list[str], window: int = DIVERSITY_WINDOW, samples: int = 40) -> float | None:
     """Moving-average type-token ratio (Covington & McFall 2010): distinct words per window of `window`
     words (punctuation left out, case folded), averaged over up to `samples` windows spread over the
-    text; None for a text shorter than one and a half windows (too short to say: a one-line definition names its subject again and again)."""
+    text; None for a text shorter than two windows (too short to say: a one-line definition names its subject again and again)."""
     w = [x.lower() for x in words if not is_symbol(x)]
-    if len(w) < 3 * window // 2:
+    if len(w) < 2 * window:
         return None
     step = max(1, (len(w) - window) // samples)
     ratios = [len(set(w[i : i + window])) / window for i in range(0, len(w) - window + 1, step)]

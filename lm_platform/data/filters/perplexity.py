@@ -50,6 +50,12 @@ class PerplexityFilter(StrictConfig):
         description="A source's median raises the threshold by at most this factor over the reference's: a "
         "source that scores higher still is another language or mostly noise, not another clean domain",
     )
+    min_tokens: int = Field(
+        0,
+        ge=0,
+        description="Documents with fewer of the model's tokens are not judged by perplexity (a mean over a "
+        "few tokens swings with one rare name); the other filters judge them. 0: every document",
+    )
     keep_rest: float = Field(
         0.0, ge=0, le=1, description="Random share kept of the documents above the threshold"
     )
