@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from lm_platform.data.filters.base import Filter
-from lm_platform.data.filters.lines import is_phrase, is_section_mark, navigation_kinds
+from lm_platform.data.filters.lines import is_phrase, is_section_mark, navigation_kinds, phrase_words
 from lm_platform.data.filters.resources import function_words
 from lm_platform.data.text import Doc, split_words
 from lm_platform.recipe.base import StrictConfig
@@ -58,7 +58,8 @@ class Boilerplate(Filter):
         if len(line.strip()) >= self.cfg.short_line_chars:
             return False
         words = doc.line_words[i] if self.lang == "ja" else split_words(line, self.lang)
-        return not is_phrase(words, self.function_words, min_words=2) and not is_section_mark(line)
+        phrase = is_phrase(words, self.function_words, min_words=phrase_words(self.lang))
+        return not phrase and not is_section_mark(line)
 
     def check(self, doc: Doc) -> str | None:
         c = self.cfg
