@@ -121,7 +121,8 @@ class StageConfig(Strict):
 
 # Flat stage keys of recipes written before the sections: old key -> (section, new key) places.
 FLAT_STAGE_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
-    **{k: (("blend", k),) for k in BlendConfig.model_fields},
+    # The blend keys that existed flat (max_shortfall came after the sections: it exists only in `blend`).
+    **{k: (("blend", k),) for k in BlendConfig.model_fields if k != "max_shortfall"},
     "token_estimate": (("blend", "token_estimate"),),  # removed: BlendConfig says what replaced it
     "seq_len": (("pack", "seq_len"),),
     "val_fraction": (("pack", "val_fraction"),),

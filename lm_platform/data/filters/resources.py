@@ -63,7 +63,7 @@ def derive_stop_words(texts: Iterable[str], n: int = DERIVED_WORDS, max_docs: in
     """The `n` words that the most documents use (document frequency, case folded, letters only), over
     at most `max_docs` documents of clean text: in any language those are its function words (articles,
     particles, prepositions, pronouns, the copula), which is what the stop-word rule and the phrase test
-    need. Words of one letter are left out unless nothing else is frequent."""
+    need. Words of one letter are left out; ties go in alphabetical order (the same words every run)."""
     df: Counter[str] = Counter()
     docs = 0
     for text in texts:
@@ -73,7 +73,9 @@ def derive_stop_words(texts: Iterable[str], n: int = DERIVED_WORDS, max_docs: in
             break
     if not docs:
         raise ValueError("no documents to derive stop words from")
-    ranked = [w for w, _c in df.most_common() if len(w) > 1]
+    ranked = [
+        w for w, _c in sorted(df.items(), key=lambda kv: (-kv[1], kv[0])) if len(w) > 1
+    ]  # ties: by word
     return tuple(ranked[:n])
 
 
