@@ -314,9 +314,13 @@ def main(argv: list[str] | None = None) -> int:
             reasons: dict[str, int] = {}
             kept = kept_min = n_min = dt_kept = 0
             for i, d in enumerate(measured[name]):
+                # Timed: what the recipe runs (the English chain has no perplexity filter in the `vi`
+                # recipe; the benchmark's own perplexity step for it is measured for keep rates only).
                 t0 = time.process_time()
-                why = judge(chain, gate, d.text)
+                why = judge(chain, gate if cfg.perplexity is not None else None, d.text)
                 ours_cpu += time.process_time() - t0
+                if why is None and gate is not None and cfg.perplexity is None:
+                    why = judge(chain, gate, d.text)
                 long_enough = len(d.text) >= floor
                 n_min += long_enough
                 if why is None:
@@ -380,8 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(rounds - 1):
             t0 = time.process_time()
             for name, (recipe_name, lang), text in all_docs:
-                chain, _cfg = chain_map[(recipe_name, lang)]
-                judge(chain, gates.get(name), text)
+                chain, cfg = chain_map[(recipe_name, lang)]
+                judge(chain, gates.get(name) if cfg.perplexity is not None else None, text)
             ours_rates.append(len(all_docs) / (time.process_time() - t0))
             t0 = time.process_time()
             for i, (_name, (_r, lang), text) in enumerate(all_docs):

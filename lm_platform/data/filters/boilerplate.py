@@ -12,9 +12,15 @@ from typing import Literal
 from pydantic import Field
 
 from lm_platform.data.filters.base import Filter
-from lm_platform.data.filters.lines import is_phrase, is_section_mark, navigation_kinds, phrase_words
+from lm_platform.data.filters.lines import (
+    is_phrase,
+    is_section_mark,
+    line_words,
+    navigation_kinds,
+    phrase_words,
+)
 from lm_platform.data.filters.resources import function_words
-from lm_platform.data.text import Doc, split_words
+from lm_platform.data.text import Doc
 from lm_platform.recipe.base import StrictConfig
 
 
@@ -57,7 +63,7 @@ class Boilerplate(Filter):
         line = doc.lines[i]
         if len(line.strip()) >= self.cfg.short_line_chars:
             return False
-        words = doc.line_words[i] if self.lang == "ja" else split_words(line, self.lang)
+        words = doc.line_words[i] if self.lang == "ja" else line_words(line, self.lang)
         phrase = is_phrase(words, self.function_words, min_words=phrase_words(self.lang))
         return not phrase and not is_section_mark(line)
 

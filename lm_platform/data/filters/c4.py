@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from lm_platform.data.filters.base import Filter
-from lm_platform.data.filters.lines import is_phrase, phrase_words
+from lm_platform.data.filters.lines import is_phrase, line_words, phrase_words
 from lm_platform.data.filters.resources import function_words
 from lm_platform.data.text import Doc, hard_wrapped, is_symbol, split_sentences, split_words, units
 from lm_platform.recipe.base import StrictConfig
@@ -85,7 +85,7 @@ class C4(Filter):
         return bool(self.function_words) and is_phrase(words, self.function_words, phrase_words(self.lang))
 
     def _words_of(self, doc: Doc, line: str, index: int | None) -> list[str]:
-        return self._words(doc, line, index) if self.lang == "ja" else split_words(line, self.lang)
+        return self._words(doc, line, index) if self.lang == "ja" else line_words(line, self.lang)
 
     def _n_words(self, doc: Doc, line: str, index: int | None) -> int:
         if self.lang == "ja":

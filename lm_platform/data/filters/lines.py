@@ -319,7 +319,7 @@ def phrase_words(lang: str) -> int:
     return PHRASE_WORDS.get(lang, PHRASE_WORDS_DEFAULT)
 
 
-def is_phrase(words: list[str], function_words: frozenset[str], min_words: int = 3) -> bool:
+def is_phrase(words, function_words: frozenset[str], min_words: int = 3) -> bool:
     """A run of at least `min_words` words holding a function word: running text, not a label."""
     from lm_platform.data.text import is_symbol
 
@@ -327,6 +327,14 @@ def is_phrase(words: list[str], function_words: frozenset[str], min_words: int =
     if len(content) < min_words:
         return False
     return any(w in function_words or w.lower() in function_words for w in content)
+
+
+@lru_cache(maxsize=1 << 14)
+def line_words(line: str, lang: str) -> tuple[str, ...]:
+    """A line's words (not Japanese), cached: boilerplate, fineweb, c4 and prose all ask for them."""
+    from lm_platform.data.text import split_words
+
+    return tuple(split_words(line, lang))
 
 
 def unit_phrases(
@@ -345,4 +353,4 @@ def unit_phrases(
             is_phrase(by_line.get(u.strip()) or split_words(u, "ja"), function_words, min_words)
             for u in units
         ]
-    return [is_phrase(split_words(u, doc.lang), function_words, min_words) for u in units]
+    return [is_phrase(line_words(u, doc.lang), function_words, min_words) for u in units]
