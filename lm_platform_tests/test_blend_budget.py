@@ -194,7 +194,7 @@ def test_dataset_card_lists_sources_licenses_filters_and_dedup(tmp_path):
         "| vi_news |",
         "CC-BY-SA-4.0",
         "All allowed.",
-        "script(min_ratio=0.3)",
+        "script(min_ratio=0.3, letters=None)",
         "MinHash LSH",
         "| en_web | 9 | 2 |",
     ):

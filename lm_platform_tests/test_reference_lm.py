@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import statistics
 import subprocess
 
@@ -131,7 +132,7 @@ def test_absolute_threshold_is_a_multiple_of_the_heldout_perplexity(vi_model, tm
         tmp_path / "out.parquet",
         tmp_path / "ex.parquet",
         "vi",
-        _lang_cfg(max_ratio=1.2),
+        _lang_cfg(max_ratio=1.2, calibrate="reference"),
         reference_lm=vi_model,
     )
     info = json.loads((vi_model / "reference_lm.json").read_text())
@@ -164,10 +165,55 @@ def test_absolute_threshold_is_a_multiple_of_the_heldout_perplexity(vi_model, tm
         tmp_path / "o2.parquet",
         tmp_path / "x2.parquet",
         "vi",
-        _lang_cfg(max_ratio=1.2),
+        _lang_cfg(max_ratio=1.2, calibrate="reference"),
         reference_lm=vi_model,
     )
     assert {d["id"] for d in iter_docs(tmp_path / "o2.parquet")} == {i for i in kept if i < "d020"}
+
+
+def test_per_source_threshold_follows_the_source_s_own_domain(vi_model, tmp_path):
+    """A clean source the reference knows less well (here: paragraphs written as in a chat or a forum,
+    lower case and without punctuation, all of them scored higher) keeps what a source of the reference's domain keeps: the
+    threshold is max_ratio x the higher of the held-out perplexity and the source's own median, the
+    same for every shard, capped at max_source_shift."""
+    info = json.loads((vi_model / "reference_lm.json").read_text())
+    texts = read_paragraphs("vi")[100:140]
+    other = [re.sub(r"[^\w\s]", "", t.lower()) for t in texts]  # another "domain": chat-style text
+    path = tmp_path / "other.parquet"
+    with DocWriter(path) as w:
+        w.write_all(make_doc(f"o{i:03d}", t, "src", "CC0-1.0", "vi") for i, t in enumerate(other))
+    scores = sorted(PerplexityScorer.from_reference(vi_model).perplexity(t) for t in other)
+    median = statistics.median(scores)
+    assert median > info["heldout_perplexity"]  # the whole source sits above the reference's own text
+    fixed = curate(path, tmp_path / "a.parquet", tmp_path / "ax.parquet", "vi",
+                   _lang_cfg(max_ratio=1.2, calibrate="reference"), reference_lm=vi_model)  # fmt: skip
+    own = curate(path, tmp_path / "b.parquet", tmp_path / "bx.parquet", "vi",
+                 _lang_cfg(max_ratio=1.2), reference_lm=vi_model)  # fmt: skip
+    gate = own.perplexity_gates[0]
+    expected = 1.2 * min(median, 4.0 * info["heldout_perplexity"])
+    assert gate["source_median"] == pytest.approx(median, rel=1e-3)
+    assert gate["threshold"] == pytest.approx(expected, rel=1e-3)
+    assert own.docs_out > fixed.docs_out and own.docs_out >= 0.6 * len(other)
+    # Two shards of the source get the same threshold (calibrated on the whole source).
+    halves = [
+        curate(
+            path,
+            tmp_path / f"s{i}.parquet",
+            tmp_path / f"sx{i}.parquet",
+            "vi",
+            _lang_cfg(max_ratio=1.2),
+            shard=(i, 2),
+            reference_lm=vi_model,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    assert {h.perplexity_gates[0]["threshold"] for h in halves} == {gate["threshold"]}
+    # The shift is capped: a source far above the reference is not another clean domain.
+    capped = curate(path, tmp_path / "c.parquet", tmp_path / "cx.parquet", "vi",
+                    _lang_cfg(max_ratio=1.2, max_source_shift=1.0), reference_lm=vi_model)  # fmt: skip
+    assert capped.perplexity_gates[0]["threshold"] == pytest.approx(
+        1.2 * info["heldout_perplexity"], rel=1e-3
+    )
 
 
 def test_random_share_of_the_rest_is_kept_by_document_id(vi_model, tmp_path):

@@ -8,6 +8,7 @@ size of the source; the perplexity threshold is absolute, so one pass decides.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 from lm_platform.atomic import write_json
 from lm_platform.data.documents import DocWriter, iter_docs
 from lm_platform.data.filters import Filter, build_filter
+from lm_platform.data.filters.resources import derive_stop_words, use_stop_words
 from lm_platform.data.normalize import normalize_text
 from lm_platform.data.pii import PiiCounts, Redactor
 from lm_platform.data.quality_model import QualityStep
@@ -75,7 +77,10 @@ class Curator:
     """The per-document chain for one language; `run(text, url)` -> (text, None) or (text, (filter,
     reason)). Kept separate from file handling so benchmarks and tests can drive it directly."""
 
-    def __init__(self, lang: str, cfg: LanguageConfig):
+    def __init__(self, lang: str, cfg: LanguageConfig, stop_words: tuple[str, ...] | None = None):
+        # The language's stop words (the recipe's, or `stop_words` derived from its high-quality source)
+        # for the filters built here; else the platform's table.
+        use_stop_words(lang, cfg.stop_words or stop_words)
         filters = [build_filter(f, lang) for f in cfg.filters if not isinstance(f, PerplexityFilter)]
         self.lang, self.cfg = lang, cfg
         self.raw: list[Filter] = [f for f in filters if f.on_raw]
@@ -190,6 +195,7 @@ class PerplexityGate:
             self.scorer = PerplexityScorer.from_reference(reference_lm)
             info = json.loads((Path(reference_lm) / INFO_FILE).read_text(encoding="utf-8"))
             self.heldout = info.get("heldout_perplexity")
+        self.source_median: float | None = None
         if cfg.max_perplexity is not None:
             self.threshold = float(cfg.max_perplexity)
         elif self.heldout:
@@ -200,10 +206,37 @@ class PerplexityGate:
                 "max_ratio cannot be calibrated; set max_perplexity or a heldout_fraction above 0"
             )
 
+    @property
+    def per_source(self) -> bool:
+        return self.cfg.calibrate == "source" and self.cfg.max_perplexity is None
+
+    def calibrate(self, scores: list[float]) -> None:
+        """Set the threshold for one source from its own documents' scores (those that passed the other
+        filters): max_ratio x max(held-out perplexity, the scores' median), the median raising it by at
+        most `max_source_shift`. A clean source of the reference's own domain has its median near the
+        held-out perplexity (nothing changes); news or forums scored by a model of Wikipedia sit higher,
+        all of them, and a threshold set in one domain would remove a share of the other's clean text."""
+        if not self.per_source or not scores or not self.heldout:
+            return
+        ordered = sorted(scores)
+        mid = len(ordered) // 2
+        median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+        self.source_median = float(median)
+        base = min(max(float(self.heldout), median), self.cfg.max_source_shift * float(self.heldout))
+        self.threshold = self.cfg.max_ratio * base
+
     def score(self, text: str) -> float:
         return self.scorer.perplexity(text)
 
+    def too_short(self, text: str) -> bool:
+        """Too few tokens for a stable perplexity (`min_tokens`): not judged by it."""
+        if not self.cfg.min_tokens:
+            return False
+        return self.scorer.log10_prob(text)[1] < self.cfg.min_tokens
+
     def check(self, text: str, doc_id: str = "", score: float | None = None) -> str | None:
+        if self.too_short(text):
+            return None
         score = self.score(text) if score is None else score
         if score <= self.threshold or keep_at_random(doc_id, self.cfg.keep_rest, self.cfg.seed):
             return None
@@ -214,9 +247,46 @@ class PerplexityGate:
             "threshold": round(self.threshold, 3),
             "heldout_perplexity": self.heldout,
             "max_ratio": self.cfg.max_ratio if self.cfg.max_perplexity is None else None,
+            "source_median": None if self.source_median is None else round(self.source_median, 3),
             "scored": scored,
             "kept_at_random": kept_at_random,
         }
+
+
+def language_stop_words(cfg: LanguageConfig, corpus: str | Path | None) -> tuple[str, ...] | None:
+    """The language's stop words when the recipe derives them (`stop_words_from`): the most common words
+    of its high-quality source's `corpus` (normalised as curation normalises); None otherwise."""
+    if cfg.stop_words or cfg.stop_words_from is None:
+        return None
+    if corpus is None:
+        raise ValueError(
+            f"stop_words_from '{cfg.stop_words_from}': the source's corpus is needed to derive them"
+        )
+    texts = (
+        normalize_text(d["text"], cfg.unicode_form, cfg.fix_mojibake)
+        for d in iter_docs(corpus, columns=["text"])
+    )
+    return derive_stop_words(texts)
+
+
+def calibration_scores(in_path: str | Path, chain: Curator, gate: PerplexityGate) -> list[float]:
+    """Scores of a fixed sample of the source's documents (chosen by id, over the whole input whatever
+    the shard, so every shard of a source gets the same threshold) that pass the other filters."""
+    limit = gate.cfg.calibration_docs
+    ids = [d["id"] for d in iter_docs(in_path, columns=["id"], batch_size=8192)]
+    if len(ids) > limit:
+        ranked = sorted(ids, key=lambda i: hashlib.blake2b(f"calibrate:{i}".encode(), digest_size=8).digest())
+        chosen = set(ranked[:limit])
+    else:
+        chosen = set(ids)
+    scores = []
+    for doc in iter_docs(in_path, columns=["id", "text", "url"]):
+        if doc["id"] not in chosen:
+            continue
+        text, rejected = chain.filter(doc["text"], doc.get("url"))
+        if rejected is None:
+            scores.append(gate.score(text))
+    return scores
 
 
 def curate(
@@ -229,6 +299,7 @@ def curate(
     shard: tuple[int, int] | None = None,
     reference_lm: str | Path | None = None,
     quality: QualityStep | None = None,
+    stop_words_corpus: str | Path | None = None,
 ) -> CurationResult:
     """Normalise, filter and redact the documents of `in_path` into `out_path`; samples of excluded
     documents (up to `max_excluded_per_filter` per filter) go to `excluded_path` with their reason.
@@ -238,15 +309,22 @@ def curate(
 
     With a `perplexity` filter (the language's last), every document that passes the others is scored by
     the KenLM model (`reference_lm`: the directory the reference_lm asset wrote, unless the filter names
-    its own model) and kept when its perplexity is under the filter's absolute threshold: one pass, and
-    the same decision for a document whatever shard it is in.
+    its own model) and kept when its perplexity is under the filter's threshold, set per source from a
+    fixed sample of the whole source (`calibrate: source`) before the pass: the same decision for a
+    document whatever shard it is in.
+
+    `stop_words_corpus`: the corpus of the language's `stop_words_from` source, when the recipe derives
+    the language's stop words from it.
 
     With `quality` (the source declares `quality`), every document that passes scores with the language's
     quality model into the `quality` column, and the source's rule keeps it (`min_score`) or keeps
     exactly its top share of this file (`keep_top_share`: decided after the pass, `QualityStep.select`)."""
-    chain = Curator(lang, cfg)
+    words = language_stop_words(cfg, stop_words_corpus)
+    chain = Curator(lang, cfg, words)
     ppl = cfg.perplexity
     gate = PerplexityGate(ppl, reference_lm, lang) if ppl is not None else None
+    if gate is not None and gate.per_source:
+        gate.calibrate(calibration_scores(in_path, Curator(lang, cfg, words), gate))
     step = next((s for s in chain.steps if s.step == "perplexity"), None)
     qstep = FunnelStep("quality") if quality is not None else None
     if qstep is not None:  # before PII redaction (`Curator.redact` counts into the last step)
@@ -333,12 +411,13 @@ def build_reference_lm(
     cfg: LanguageConfig,
     seed: int = 0,
     log=None,
+    stop_words_corpus: str | Path | None = None,
 ) -> ReferenceLMResult:
     """The language's reference KenLM model, trained on its high-quality source's corpus after the
     language's other filters and normalisation (not PII redaction: placeholders are no language)."""
     if cfg.reference_lm is None:
         raise ValueError(f"languages.{lang}: no reference_lm configured")
-    chain = Curator(lang, cfg)
+    chain = Curator(lang, cfg, language_stop_words(cfg, stop_words_corpus))
 
     def texts():
         for doc in iter_docs(corpus_path, columns=["id", "text", "url"]):

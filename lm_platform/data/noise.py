@@ -15,6 +15,13 @@ real sentence lengths: a filter cannot catch it by spotting text the project wro
 - `repetition`: a real paragraph or sentence repeated, or every line of a real document doubled.
 - `keyword_spam`: a few phrases taken from a real document, repeated in comma- or space-separated runs.
 - `short_snippet`: a fragment of a real sentence (a few words; Japanese: under 45 characters).
+- `navigation_strip`: what a crawl keeps of a news page: a menu strip joined by a separator (`·`, `-`,
+  `|`, `/`, `•`, with or without spaces), a breadcrumb (`Thời sự > Xe`), sometimes a date, a share bar
+  or a footer strip, above a short fragment of a real article (one to four real sentences).
+- `seo_spam`: sentences an SEO page is made of, built around real phrases (noun phrases of a real
+  document) in a place or a shop's name: "渋谷で即日融資なら当店へ。即日融資、即日融資の最安値ランキング。"
+- `word_salad_lines`: real words shuffled across documents, cut into lines of a few words (verse-like,
+  no terminal punctuation), sometimes in blank-line separated groups.
 
 The generator knows nothing about the filters and takes no threshold: change it only on its own
 (never in the same commit as a threshold), so measured recall stays comparable across tuning.
@@ -38,6 +45,9 @@ NOISE_TYPES = (
     "repetition",
     "keyword_spam",
     "short_snippet",
+    "navigation_strip",
+    "seo_spam",
+    "word_salad_lines",
 )
 
 # Menu items a site's navigation uses, per language (generic words, not taken from the dev sample).
@@ -311,6 +321,99 @@ def short_snippet(rng: random.Random, lang: str, texts: Sequence[str]) -> str:
     return " ".join(sentence.split()[: rng.randint(2, 20)])
 
 
+_CRUMB_SEPS = (" > ", " › ", " » ", " / ", ">", " >> ")
+_STRIP_SEPS = (" · ", " - ", " | ", "·", "|", " / ", " • ", " – ", "  |  ")
+_SHARE = {"vi": ("Chia sẻ", "Bình luận", "Lưu", "In bài"), "ja": ("シェア", "ツイート", "ブックマーク", "印刷"),
+          "en": ("Share", "Tweet", "Email", "Print")}  # fmt: skip
+
+
+def navigation_strip(rng: random.Random, lang: str, texts: Sequence[str]) -> str:
+    nav, site = _NAV[lang], rng.choice(_SITES[lang])
+    sep = rng.choice(_STRIP_SEPS)
+    lines = []
+    if rng.random() < 0.5:
+        lines.append(site)
+    lines.append(sep.join(rng.sample(nav, rng.randint(4, 12))))
+    crumb = [rng.choice(nav[:3])] + rng.sample(nav[2:16], rng.randint(1, 2))
+    lines.append(rng.choice(_CRUMB_SEPS).join(crumb))
+    if rng.random() < 0.4:
+        lines.append(
+            f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/{rng.randint(2015, 2024)} {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"
+        )
+    sentences = _sentences(rng.choice(texts)[:20_000]) or [rng.choice(texts)[:300]]
+    start = rng.randrange(len(sentences))
+    fragment = sentences[start : start + rng.randint(1, 4)]
+    lines.append(("" if lang == "ja" else " ").join(fragment))
+    if rng.random() < 0.5:
+        lines.append(sep.join(rng.sample(_SHARE[lang], rng.randint(2, 4))))
+    if rng.random() < 0.5:
+        lines.append(sep.join(rng.sample(nav, rng.randint(3, 8))))
+    return "\n".join(lines)
+
+
+_SPAM = {
+    "ja": ("{p}で{k}なら{s}へ。", "{k}、{k}の最安値ランキング。", "{k}なら{s}！{k}の口コミ・評判をチェック。",
+           "【{p}】{k}・{k2}の人気おすすめ{n}選。", "{k}を今すぐ比較。{k2}も{k}も{s}で。", "{p}の{k}、{k2}は当店へお任せください。"),
+    "vi": ("{k} giá rẻ tại {p}, {k} uy tín nhất.", "Dịch vụ {k} {p} - {k} chất lượng - {k2} giá tốt.",
+           "Top {n} {k} tốt nhất {p} năm {y}.", "Mua {k} ở đâu? {s} chuyên {k}, {k2} chính hãng.",
+           "Liên hệ {s} để được tư vấn {k} miễn phí. {k} {p}, {k2} {p}."),
+    "en": ("Best {k} in {p}. Cheap {k}, {k} deals at {s}.", "Top {n} {k} and {k2} reviews {y}.",
+           "Looking for {k} near {p}? {s} has {k}, {k2} and more {k}.", "{k} {p} | {k2} {p} | {k} online.",
+           "Buy {k} now: {k} sale, {k} discount, free {k2} shipping."),
+}  # fmt: skip
+
+
+def _phrases(rng: random.Random, lang: str, text: str, n: int) -> list[str]:
+    """Noun-like phrases of a real document: Japanese runs of kanji/katakana words, else 1-3 words."""
+    words = _words(text[:20_000], lang)
+    if lang == "ja":
+        content = [w for w in words if _JA_CONTENT.match(w)] or [w for w in words if len(w) > 1] or words
+        return [rng.choice(content) + (rng.choice(content) if rng.random() < 0.4 else "") for _ in range(n)]
+    clean = [w.strip(".,;:!?()\"'“”") for w in words]
+    clean = [w for w in clean if len(w) > 1] or ["x"]
+    out = []
+    for _ in range(n):
+        at = rng.randrange(max(1, len(clean) - 3))
+        out.append(" ".join(clean[at : at + rng.randint(1, 3)]).lower())
+    return out
+
+
+def seo_spam(rng: random.Random, lang: str, texts: Sequence[str]) -> str:
+    keys = _phrases(rng, lang, rng.choice(texts), rng.randint(2, 4))
+    places = _phrases(rng, lang, rng.choice(texts), 2)
+    site = rng.choice(_SITES[lang])
+    out = []
+    for _ in range(rng.randint(3, 10)):
+        line = []
+        for _ in range(rng.randint(1, 4)):
+            k, k2 = rng.choice(keys), rng.choice(keys)
+            t = rng.choice(_SPAM[lang])
+            line.append(
+                t.format(
+                    k=k, k2=k2, p=rng.choice(places), s=site, n=rng.randint(3, 30), y=rng.randint(2018, 2025)
+                )
+            )
+        out.append(("" if lang == "ja" else " ").join(line))
+    if rng.random() < 0.3:
+        out.insert(rng.randrange(len(out) + 1), rng.choice(_sentences(rng.choice(texts)[:5000]) or out))
+    return "\n".join(out)
+
+
+def word_salad_lines(rng: random.Random, lang: str, texts: Sequence[str]) -> str:
+    pool: list[str] = []
+    for t in rng.sample(list(texts), min(len(texts), 8)):
+        pool += [w.strip(".。!?！？") for w in _words(t[:20_000], lang)]
+    pool = [w for w in pool if w] or ["x"]
+    lines: list[str] = []
+    for _ in range(rng.randint(3, 8)):
+        for _ in range(rng.randint(2, 8)):
+            n = rng.randint(4, 14) if lang == "ja" else rng.randint(3, 12)
+            lines.append(_sentence_case(lang, _join(lang, [rng.choice(pool) for _ in range(n)])))
+        if rng.random() < 0.6:
+            lines.append("")
+    return "\n".join(lines).strip()
+
+
 def make_noise(
     kind: str,
     lang: str,
@@ -346,6 +449,12 @@ def make_noise(
             out.append(repetition(rng, lang, texts))
         elif kind == "keyword_spam":
             out.append(keyword_spam(rng, lang, texts))
+        elif kind == "navigation_strip":
+            out.append(navigation_strip(rng, lang, texts))
+        elif kind == "seo_spam":
+            out.append(seo_spam(rng, lang, texts))
+        elif kind == "word_salad_lines":
+            out.append(word_salad_lines(rng, lang, texts))
         else:
             out.append(short_snippet(rng, lang, texts))
     return out

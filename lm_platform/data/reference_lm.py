@@ -64,6 +64,18 @@ def normalize_line(line: str) -> str:
     return _SPACES.sub(" ", _DIGITS.sub("0", line.lower())).strip()
 
 
+def written_in(line: str, lang: str) -> bool:
+    """Whether a line has at least one word written the way `lang` is (languages with a script rule:
+    Vietnamese letters and tone marks, Japanese kana and kanji); True for other languages."""
+    from lm_platform.data.filters.script import _is_japanese, _is_vietnamese_syllable
+
+    if lang == "vi":
+        return any(_is_vietnamese_syllable(w) for w in line.split())
+    if lang == "ja":
+        return any(_is_japanese(ch) for ch in line)
+    return True
+
+
 def doc_lines(text: str) -> list[str]:
     """A document's non-empty normalised lines: the 'sentences' the model is trained and scored on."""
     return [n for n in (normalize_line(line) for line in text.split("\n")) if n]
@@ -104,9 +116,15 @@ class PerplexityScorer:
         return split_words(line, self.lang)
 
     def log10_prob(self, text: str) -> tuple[float, int]:
-        """Total log10 probability of the document's lines and how many tokens (with </s>) it counts."""
+        """Total log10 probability of the document's lines and how many tokens (with </s>) it counts.
+        Lines with no word written the language's way (Vietnamese: no Vietnamese letter or tone mark;
+        Japanese: no kana or kanji) are left out: an article's list of English titles, Latin species
+        names or a transliterated anthem are not the language the model knows, and scored they put
+        clean encyclopedia articles above word salad. A document with no such line scores infinity."""
         total, count = 0.0, 0
         for line in doc_lines(text):
+            if not written_in(line, self.lang):  # a list of English titles is not Vietnamese to score
+                continue
             pieces = self.tokens(line)
             if pieces:
                 total += self.model.score(" ".join(pieces), bos=True, eos=True)

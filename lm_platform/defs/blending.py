@@ -50,6 +50,40 @@ def _quality_buckets(manifest) -> dict:
     return {"quality_buckets": table(rows, [*columns, "taken_tokens", "epochs"])}
 
 
+def _target_check(manifest, on_shortfall: str, tolerance: float) -> dg.AssetCheckResult:
+    """Blocking: a blend short of its target by more than the tolerance stops the stage (unless the
+    recipe allows the shortfall, `on_shortfall: record`), naming the sources that ran dry."""
+    short = manifest["shortfall"]
+    dry = [r["source"] for r in manifest["sources"] if r.get("exhausted")]
+    allowed = on_shortfall == "record"
+    passed = allowed or short["fraction"] <= tolerance
+    if not short["tokens"]:
+        description = None
+    elif passed:
+        description = f"{short['tokens']:,} tokens ({short['fraction']:.1%}) short of the target" + (
+            " (allowed by on_shortfall: record)" if allowed else f", within the tolerance {tolerance:.0%}"
+        )
+    else:
+        description = (
+            f"{short['tokens']:,} tokens ({short['fraction']:.1%}) short of the target "
+            f"{manifest['target_tokens']:,}, more than max_shortfall {tolerance:.0%}; sources that ran dry: "
+            f"{', '.join(dry) or 'none'}. Add data to them, lower target_tokens, set upsample, or allow the "
+            "shortfall (on_shortfall: record)"
+        )
+    return dg.AssetCheckResult(
+        check_name="target_met",
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "shortfall_tokens": short["tokens"],
+            "shortfall_fraction": short["fraction"],
+            "max_shortfall": tolerance,
+            "sources_ran_dry": dg.MetadataValue.json(dry),
+        },
+        description=description,
+    )
+
+
 def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
     key = dg.AssetKey(["blend", stage.name])
     allowed = set(recipe.license_allowlist)
@@ -74,7 +108,14 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
                 asset=key,
                 blocking=True,
                 description="Every document's license is on the recipe's allowlist",
-            )
+            ),
+            dg.AssetCheckSpec(
+                "target_met",
+                asset=key,
+                blocking=True,
+                description=f"The blend holds its target of tokens, or falls short by at most "
+                f"{cfg.max_shortfall:.0%} (on_shortfall: {cfg.on_shortfall})",
+            ),
         ],
     )
     def _blend(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
@@ -89,7 +130,7 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
             boundary_tokens=boundary_tokens(tokenizer_meta(layout.tokenizer())),
             groups=cfg.groups,
             epoch_caps={s: cfg.epoch_cap(s) for s in sources},
-            on_shortfall=cfg.on_shortfall,
+            on_shortfall="error" if cfg.on_shortfall == "error" else "record",
             stage=stage.name,
             quality_weighting=weighting,
             quality_scores={s: layout.deduped(s) for s in weighting},
@@ -101,7 +142,10 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
                 f"blend/{stage.name}: {manifest['shortfall']['tokens']:,} tokens short of the target"
             )
         return materialize(
-            checks=[_license_check(manifest, allowed)],
+            checks=[
+                _license_check(manifest, allowed),
+                _target_check(manifest, cfg.on_shortfall, cfg.max_shortfall),
+            ],
             docs=manifest["docs"],
             target_tokens=cfg.target_tokens,
             tokens=manifest["taken_tokens"],

@@ -19,10 +19,11 @@ def reference_lm_asset(recipe: Recipe, lang: str) -> dg.AssetsDefinition:
     cfg = lang_cfg.reference_lm
     assert cfg is not None
     src = recipe.source(cfg.source)
+    words_from = [lang_cfg.stop_words_from] if lang_cfg.stop_words_from not in (None, src.name) else []
 
     @dg.asset(
         key=["reference_lm", lang],
-        deps=[dg.AssetKey(["corpus", src.name])],
+        deps=[dg.AssetKey(["corpus", s]) for s in [src.name, *words_from]],
         group_name="curation",
         kinds={"kenlm", "sentencepiece"},
         code_version=versioned(lang, lang_cfg, recipe.seed),
@@ -35,7 +36,15 @@ def reference_lm_asset(recipe: Recipe, lang: str) -> dg.AssetsDefinition:
         layout = storage.layout(recipe.name)
         out = layout.reference_lm(lang)
         corpus = layout.corpus_shard(src.name, "0").parent if src.sharded_read else layout.corpus(src.name)
-        res = build_reference_lm(corpus, out, lang, lang_cfg, seed=recipe.seed, log=context.log.info)
+        res = build_reference_lm(
+            corpus,
+            out,
+            lang,
+            lang_cfg,
+            seed=recipe.seed,
+            log=context.log.info,
+            stop_words_corpus=_corpus(recipe, layout, lang_cfg.stop_words_from),
+        )
         return materialize(res, source=src.name, path=out, data_version=content_version(out))
 
     return _reference_lm
@@ -59,6 +68,8 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
     lang_cfg = recipe.languages[src.language]
     key = dg.AssetKey(["curated", src.name])
     deps = [dg.AssetKey(["corpus", src.name])]
+    if lang_cfg.stop_words_from not in (None, src.name):
+        deps.append(dg.AssetKey(["corpus", lang_cfg.stop_words_from]))
     if lang_cfg.uses_reference_lm:
         deps.append(dg.AssetKey(["reference_lm", src.language]))
     if src.quality is not None:
@@ -118,6 +129,14 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
     return _curated
 
 
+def _corpus(recipe: Recipe, layout: Layout, name: str | None):
+    """Where source `name`'s corpus is (a directory of shards for a sharded read); None for no name."""
+    if name is None:
+        return None
+    src = recipe.source(name)
+    return layout.corpus_shard(src.name, "0").parent if src.sharded_read else layout.corpus(src.name)
+
+
 def _curate(recipe: Recipe, src: SourceConfig, layout: Layout, context: dg.AssetExecutionContext):
     """Curate the source, or the shards of this run's partitions; returns the result, where the kept
     documents are and where the excluded samples are."""
@@ -129,6 +148,7 @@ def _curate(recipe: Recipe, src: SourceConfig, layout: Layout, context: dg.Asset
             return None
         return QualityStep.load(layout.quality_model(src.language), src.quality)
 
+    words = _corpus(recipe, layout, lang_cfg.stop_words_from)
     if src.shards == 1:
         out_path, excluded = layout.curated(src.name), layout.excluded(src.name)
         res = curate(
@@ -139,6 +159,7 @@ def _curate(recipe: Recipe, src: SourceConfig, layout: Layout, context: dg.Asset
             lang_cfg,
             reference_lm=reference,
             quality=quality(),
+            stop_words_corpus=words,
         )
         return res, out_path, excluded
     keys = context.partition_keys
@@ -153,6 +174,7 @@ def _curate(recipe: Recipe, src: SourceConfig, layout: Layout, context: dg.Asset
             shard=None if src.sharded_read else (shard_keys.index(k), src.shards),
             reference_lm=reference,
             quality=quality(),
+            stop_words_corpus=words,
         )
         for k in keys
     ]

@@ -78,7 +78,20 @@ class LanguageConfig(StrictConfig):
     fix_mojibake: bool = Field(True, description="Repair mojibake with ftfy during normalisation")
     pii: PiiConfig | None = Field(None, description="Redact PII in kept documents; None: leave text as is")
     expected_keep_rate: tuple[float, float] = Field(
-        (0.0, 1.0), description="Keep-rate band; the curated asset check warns outside it"
+        (0.2, 1.0),
+        description="Keep-rate band; the curated asset check warns outside it. The default flags a collapse: "
+        "a chain that keeps under a fifth of a source is misjudging it (settings for another language, a "
+        "threshold from another domain) far more often than the source is that bad",
+    )
+    stop_words: tuple[str, ...] | None = Field(
+        None,
+        description="The language's function words, for the filters that count stop words or tell phrases "
+        "from labels; default: the platform's table (en, vi, ja) or stop_words_from",
+    )
+    stop_words_from: str | None = Field(
+        None,
+        description="A clean source of the language whose most common words become its stop words "
+        "(FineWeb-2's way), for a language the platform ships none for",
     )
     reference_lm: ReferenceLMConfig | None = Field(
         None, description="KenLM model for the 'perplexity' filter (asset reference_lm/<lang>)"
@@ -105,7 +118,13 @@ class LanguageConfig(StrictConfig):
 
 
 def check_language_lm(lang: str, cfg: LanguageConfig, sources: list[SourceConfig]) -> None:
+    """The language's perplexity settings and (`missing_resources`) the resources its filters need."""
+    from lm_platform.data.filters.resources import missing_resources
+
     where = f"languages.{lang}"
+    errors = missing_resources(lang, cfg, sources)
+    if errors:
+        raise ValueError("; ".join(errors))
     ppl = [j for j, f in enumerate(cfg.filters) if isinstance(f, PerplexityFilter)]
     if len(ppl) > 1:
         raise ValueError(f"{where}.filters.{ppl[1]}: one 'perplexity' filter per language")

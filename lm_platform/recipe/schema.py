@@ -349,12 +349,6 @@ class Recipe(_Strict):
                     f"(allowlist: {', '.join(self.license_allowlist)}); add it to license_allowlist, or mark the "
                     "source 'exclude_from_training: true'"
                 )
-        for lang, cfg in self.languages.items():
-            if any(f.name == "script" for f in cfg.filters) and lang not in SCRIPT_LANGS:
-                problems.append(
-                    f"languages.{lang}.filters: the script filter has no rule for '{lang}' "
-                    f"(have: {sorted(SCRIPT_LANGS)})"
-                )
         excluded = [s.name for s in self.sources if s.exclude_from_training]
         seen: list[str] = []
         for i, stage in enumerate(self.stages):

@@ -36,10 +36,15 @@ class BlendConfig(Strict):
         description="source -> buckets by quality rank (cumulative top shares, best first) and their sampling "
         "weights: within the source's share of the stage, its top buckets are drawn `weight` times as often",
     )
-    on_shortfall: Literal["record", "error"] = Field(
-        "record",
-        description="When the sources cannot meet target_tokens: 'record' blends what there is and "
-        "reports the shortfall in the manifest; 'error' fails the blend",
+    on_shortfall: Literal["check", "record", "error"] = Field(
+        "check",
+        description="When the sources cannot meet target_tokens: 'check' blends what there is and fails "
+        "the blend's blocking 'target_met' check when the shortfall exceeds max_shortfall (training does "
+        "not start); 'record' allows any shortfall (blends what there is and reports it); 'error' fails "
+        "the blend",
+    )
+    max_shortfall: float = Field(
+        0.05, ge=0, le=1, description="Share of target_tokens the blend may fall short by under 'check'"
     )
 
     @model_validator(mode="before")
@@ -122,7 +127,8 @@ class StageConfig(Strict):
 
 # Flat stage keys of recipes written before the sections: old key -> (section, new key) places.
 FLAT_STAGE_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
-    **{k: (("blend", k),) for k in BlendConfig.model_fields},
+    # The blend keys that existed flat (max_shortfall came after the sections: it exists only in `blend`).
+    **{k: (("blend", k),) for k in BlendConfig.model_fields if k != "max_shortfall"},
     "token_estimate": (("blend", "token_estimate"),),  # removed: BlendConfig says what replaced it
     "seq_len": (("pack", "seq_len"),),
     "val_fraction": (("pack", "val_fraction"),),

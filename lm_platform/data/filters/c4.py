@@ -17,6 +17,8 @@ from typing import Literal
 from pydantic import Field
 
 from lm_platform.data.filters.base import Filter
+from lm_platform.data.filters.lines import is_phrase, line_words, phrase_words
+from lm_platform.data.filters.resources import function_words
 from lm_platform.data.text import Doc, hard_wrapped, is_symbol, split_sentences, split_words, units
 from lm_platform.recipe.base import StrictConfig
 
@@ -31,6 +33,11 @@ class C4Filter(StrictConfig):
     )
     remove_citations: bool = True
     filter_no_terminal_punct: bool = True
+    phrases_end_lines: bool = Field(
+        True,
+        description="A line of running text without terminal punctuation (verse, a speaker's line, "
+        "classical prose ending in '、') is kept and counts as a sentence: it holds function words",
+    )
     end_punctuation: tuple[str, ...] = (".", "?", "!", '"', "'")
     min_num_sentences: int | None = 5
     min_words_per_line: int | None = 3
@@ -58,6 +65,12 @@ class C4(Filter):
         super().__init__(cfg, lang)
         self.end = tuple(cfg.end_punctuation) + (("。", "！", "？", "」", "』") if lang == "ja" else ())
         self.policy = tuple(p.lower() for p in cfg.policy_substrings)
+        self.function_words = function_words(lang) if cfg.phrases_end_lines else frozenset()
+
+    def _words(self, doc: Doc, line: str, index: int | None) -> list[str]:
+        if self.lang == "ja":
+            return doc.line_words[index] if index is not None else split_words(line, "ja")
+        return line.split()
 
     def _units(self, doc: Doc) -> list[tuple[str, int | None]]:
         """(unit, index into doc.lines or None): lines, or paragraphs of hard-wrapped text (a wrapped
@@ -66,10 +79,17 @@ class C4(Filter):
             return [(p, None) for p in units(doc.text)]
         return [(line, i) for i, line in enumerate(doc.lines)]
 
+    def _phrase(self, doc: Doc, line: str, index: int | None) -> bool:
+        """Running text without a full stop (verse, a speaker's line): it holds function words."""
+        words = self._words_of(doc, line, index)
+        return bool(self.function_words) and is_phrase(words, self.function_words, phrase_words(self.lang))
+
+    def _words_of(self, doc: Doc, line: str, index: int | None) -> list[str]:
+        return self._words(doc, line, index) if self.lang == "ja" else line_words(line, self.lang)
+
     def _n_words(self, doc: Doc, line: str, index: int | None) -> int:
         if self.lang == "ja":
-            words = doc.line_words[index] if index is not None else split_words(line, "ja")
-            return sum(not is_symbol(w) for w in words)
+            return sum(not is_symbol(w) for w in self._words(doc, line, index))
         return len(line.split())
 
     def check(self, doc: Doc) -> str | None:
@@ -78,11 +98,15 @@ class C4(Filter):
         sentences = 0
         for line, index in self._units(doc):
             line = line.strip()
-            if c.max_word_length is not None and any(len(w) > c.max_word_length for w in line.split()):
+            # Japanese writes no spaces: a paragraph is not one 1000-character "word"; MeCab's words are
+            if c.max_word_length is not None and any(
+                len(w) > c.max_word_length for w in self._words(doc, line, index)
+            ):
                 continue
             if c.remove_citations:
                 line = _CITATION.sub("", line)
-            if c.filter_no_terminal_punct and (not line.endswith(self.end) or line.endswith("...")):
+            unended = not line.endswith(self.end) or line.endswith("...")
+            if c.filter_no_terminal_punct and unended and not self._phrase(doc, line, index):
                 continue
             if c.min_words_per_line is not None and self._n_words(doc, line, index) < c.min_words_per_line:
                 continue

@@ -1,7 +1,9 @@
 """Gopher quality rules (Rae et al. 2021, table A1), with datatrove's definitions and defaults.
 
 Word counts are language-aware (see lm_platform.data.text): Vietnamese counts syllables, Japanese
-counts MeCab words. Stop words default per language when the recipe gives none.
+counts MeCab words. Stop words come from the filter, the language's recipe settings (given or derived
+from its high-quality source) or the platform's table (lm_platform.data.filters.resources); a language
+with none fails at recipe load. English stop words are never counted for another language.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from lm_platform.data.filters.base import Filter
+from lm_platform.data.filters.resources import STOP_WORDS, stop_words
 from lm_platform.data.text import Doc, is_symbol
 from lm_platform.recipe.base import StrictConfig
 
@@ -32,17 +35,16 @@ class GopherQualityFilter(StrictConfig):
     )
     min_alpha_words_ratio: float | None = 0.8
     min_stop_words: int | None = 2
-    stop_words: tuple[str, ...] | None = Field(None, description="Default: a short list per language")
+    stop_words: tuple[str, ...] | None = Field(
+        None,
+        description="Default: the language's stop words (languages.<lang>.stop_words or stop_words_from), "
+        "else the list the platform ships for it (en, vi, ja)",
+    )
 
 
 _ALPHA = re.compile(r"[^\W\d_]")  # a letter of any script
 # A number as written in running text: digits with . , : / - separators, an optional sign or %.
 _NUMBER = re.compile(r"^[+\-±]?\d+(?:[.,:/\-]\d+)*%?$")
-STOP_WORDS = {
-    "en": ("the", "be", "to", "of", "and", "that", "have", "with"),
-    "vi": ("và", "của", "là", "có", "được", "trong", "các", "cho", "những", "với", "một", "không"),
-    "ja": ("の", "に", "は", "を", "た", "が", "で", "て", "と", "し"),
-}
 
 
 def alpha_words_ratio(words: list[str]) -> float:
@@ -60,7 +62,12 @@ class GopherQuality(Filter):
 
     def __init__(self, cfg, lang: str):
         super().__init__(cfg, lang)
-        words = cfg.stop_words if cfg.stop_words is not None else STOP_WORDS.get(lang, STOP_WORDS["en"])
+        words = cfg.stop_words if cfg.stop_words is not None else stop_words(lang)
+        if not words and cfg.min_stop_words is not None:
+            raise ValueError(
+                f"gopher_quality: no stop words for '{lang}' (set languages.{lang}.stop_words or "
+                f"stop_words_from, or the filter's stop_words)"
+            )
         self.stop_words = frozenset(words)
 
     def check(self, doc: Doc) -> str | None:
@@ -103,7 +110,10 @@ class GopherQuality(Filter):
             if alpha < c.min_alpha_words_ratio:
                 return f"gopher_below_alpha_threshold: {alpha:.2f} < {c.min_alpha_words_ratio}"
         if c.min_stop_words is not None:
-            found = len(self.stop_words.intersection(words))
+            found = len(self.stop_words.intersection(w.lower() for w in words))
             if found < c.min_stop_words:
                 return f"gopher_enough_stop_words: {found} distinct stop words < {c.min_stop_words}"
         return None
+
+
+__all__ = ["STOP_WORDS", "GopherQuality", "GopherQualityFilter", "alpha_words_ratio"]

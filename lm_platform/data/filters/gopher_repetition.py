@@ -9,14 +9,23 @@ import re
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from lm_platform.data.filters.base import Filter
+from lm_platform.data.filters.lines import is_section_mark
 from lm_platform.data.text import Doc, is_symbol
 from lm_platform.recipe.base import StrictConfig
 
 
 class GopherRepetitionFilter(StrictConfig):
     name: Literal["gopher_repetition"] = "gopher_repetition"
+    min_word_diversity: float | None = Field(
+        0.55,
+        ge=0,
+        le=1,
+        description="Moving-average type-token ratio over 50-word windows (MATTR): SEO pages recycle a few "
+        "templates around a few keywords; prose keeps introducing words. None: off",
+    )
     dup_line_frac: float | None = 0.3
     dup_para_frac: float | None = 0.3
     dup_line_char_frac: float | None = 0.2
@@ -107,6 +116,21 @@ class _Grams:
         return chars
 
 
+DIVERSITY_WINDOW = 50
+
+
+def word_diversity(words: list[str], window: int = DIVERSITY_WINDOW, samples: int = 40) -> float | None:
+    """Moving-average type-token ratio (Covington & McFall 2010): distinct words per window of `window`
+    words (punctuation left out, case folded), averaged over up to `samples` windows spread over the
+    text; None for a text shorter than two windows (too short to say: a one-line definition names its subject again and again)."""
+    w = [x.lower() for x in words if not is_symbol(x)]
+    if len(w) < 2 * window:
+        return None
+    step = max(1, (len(w) - window) // samples)
+    ratios = [len(set(w[i : i + window])) / window for i in range(0, len(w) - window + 1, step)]
+    return sum(ratios) / len(ratios)
+
+
 def collapse_symbol_runs(words: list[str]) -> list[str]:
     """Words with each run of one repeated punctuation token kept once. Gopher's words are whitespace
     tokens, so a ruler of 48 asterisks or underscores (an e-mail signature, a legal notice) is one word;
@@ -138,18 +162,24 @@ class GopherRepetition(Filter):
         c, text = self.cfg, doc.text
         if not text:
             return "empty"
-        paragraphs = _PARAGRAPHS.split(text.strip())
+        # Section marks ("＊", "一", "二") separate a work's parts: a work in twelve parts says "＊" eleven
+        # times, and one that restarts its numbering repeats "一"; neither is repeated text.
+        paragraphs = [p for p in _PARAGRAPHS.split(text.strip()) if not is_section_mark(p)] or [""]
         n, chars = duplicates(paragraphs)
         if c.dup_para_frac is not None and n / len(paragraphs) > c.dup_para_frac:
             return f"dup_para_frac: {n / len(paragraphs):.2f}"
         if c.dup_para_char_frac is not None and chars / len(text) > c.dup_para_char_frac:
             return f"dup_para_char_frac: {chars / len(text):.2f}"
-        lines = _LINES.split(text)
+        lines = [ln for ln in _LINES.split(text) if not is_section_mark(ln)] or [""]
         n, chars = duplicates(lines)
         if c.dup_line_frac is not None and n / len(lines) > c.dup_line_frac:
             return f"dup_line_frac: {n / len(lines):.2f}"
         if c.dup_line_char_frac is not None and chars / len(text) > c.dup_line_char_frac:
             return f"dup_line_char_frac: {chars / len(text):.2f}"
+        if c.min_word_diversity is not None:
+            diversity = word_diversity(doc.words[:20_000])
+            if diversity is not None and diversity < c.min_word_diversity:
+                return f"word_diversity: {diversity:.2f} distinct words per window < {c.min_word_diversity}"
         grams = _Grams(collapse_symbol_runs(doc.words))
         for n_, frac in c.top_n_grams:
             share = grams.top_chars(n_) / len(text)

@@ -14,10 +14,12 @@ from lm_platform.recipe.base import StrictConfig
 
 
 class PerplexityFilter(StrictConfig):
-    """KenLM perplexity with an absolute threshold. Every document that reaches this filter gets a
-    `perplexity` score and is kept when the score is at most `max_ratio` times the reference model's
-    perplexity on its own held-out clean text (or at most `max_perplexity`, an absolute value, which a
-    user-supplied `model` needs: its held-out perplexity is unknown). A seeded random share `keep_rest`
+    """KenLM perplexity with a threshold per source. Every document that reaches this filter gets a
+    `perplexity` score and is kept when the score is at most `max_ratio` times what clean text of the
+    source's domain scores: the higher of the reference model's perplexity on its own held-out clean text
+    and (`calibrate: source`, the default) the median score of the source's own documents that pass the
+    other filters, capped at `max_source_shift` times the reference's (or at most `max_perplexity`, an
+    absolute value, which a user-supplied `model` needs: its held-out perplexity is unknown). A seeded random share `keep_rest`
     of the documents above the threshold is kept too (0 in the bundled recipes). The model is the
     language's `reference_lm` (trained by the platform) unless `model` names a user-supplied
     `.arpa`/`.bin` file; `sp_model` is the SentencePiece model its text was pre-tokenised with (none:
@@ -31,6 +33,28 @@ class PerplexityFilter(StrictConfig):
     )
     max_perplexity: float | None = Field(
         None, gt=0, description="Absolute threshold instead of max_ratio (required with a user 'model')"
+    )
+    calibrate: Literal["source", "reference"] = Field(
+        "source",
+        description="'source': the threshold is max_ratio x the higher of the reference's held-out perplexity "
+        "and the median score of the source's own documents that pass the other filters (a clean source of "
+        "another domain scores higher under the reference, all of it); 'reference': max_ratio x the "
+        "reference's held-out perplexity only",
+    )
+    calibration_docs: int = Field(
+        2000, gt=0, description="Documents of the source (a fixed sample by id) whose median calibrates it"
+    )
+    max_source_shift: float = Field(
+        4.0,
+        ge=1,
+        description="A source's median raises the threshold by at most this factor over the reference's: a "
+        "source that scores higher still is another language or mostly noise, not another clean domain",
+    )
+    min_tokens: int = Field(
+        0,
+        ge=0,
+        description="Documents with fewer of the model's tokens are not judged by perplexity (a mean over a "
+        "few tokens swings with one rare name); the other filters judge them. 0: every document",
     )
     keep_rest: float = Field(
         0.0, ge=0, le=1, description="Random share kept of the documents above the threshold"

@@ -25,7 +25,9 @@ from typing import Literal
 from pydantic import Field
 
 from lm_platform.data.filters.base import Filter
-from lm_platform.data.text import Doc, is_symbol, units
+from lm_platform.data.filters.lines import is_section_mark, unit_phrases
+from lm_platform.data.filters.resources import function_words
+from lm_platform.data.text import Doc, hard_wrapped, is_symbol, units
 from lm_platform.recipe.base import StrictConfig
 
 
@@ -38,6 +40,11 @@ class ProseFilter(StrictConfig):
         5, ge=1, description="Words a sentence line has at least (vi, en); 3x this counts without a full stop"
     )
     min_sentence_chars: int = Field(12, ge=1, description="Characters a sentence line has at least (ja)")
+    phrases_are_prose: bool = Field(
+        True,
+        description="Lines of running text without a full stop (verse, speaker lines, classical prose) "
+        "count as prose: they hold the language's function words; menus and link titles are labels",
+    )
     max_function_word_disorder: float | None = Field(0.1, ge=0, le=1)
     min_function_heads: int = Field(8, ge=1, description="Judge word order only with this many heads")
     min_disordered_pairs: int = Field(
@@ -137,15 +144,17 @@ _JA_ENDINGS = frozenset(["た", "て", "ます", "れる", "られる", "だ"])
 # Case and topic particles close a noun phrase, so none opens a sentence, a clause after a comma or a
 # quotation; が, で and と can (conjunctions "が、", "で、", a quoted thought "…、と思った") and are left out.
 _JA_AFTER_BREAK = frozenset(["を", "は", "に", "へ", "の", "も"])
-_JA_BREAKS = ("。", "、", "「", "『", "（")
+# "\n": a line of verse or a speaker's line opens like a sentence, never on a case particle.
+_JA_BREAKS = ("。", "、", "「", "『", "（", "\n")
 HEADS: dict[str, dict[str, frozenset[str]]] = {
     "en": {
-        **dict.fromkeys(("the", "a", "an"), _EN_ARTICLE_BAD),
+        # an article wants its noun on the same line: a line of verse does not end on "the"
+        **dict.fromkeys(("the", "a", "an"), _EN_ARTICLE_BAD | {"\n"}),
         **dict.fromkeys(("of", "in", "from", "with", "at", "by", "on", "for"), _EN_OPEN),
     },
     "vi": {  # plural markers and quantifiers want a noun; "của" (of) wants its possessor
-        **dict.fromkeys(("các", "những", "mỗi", "mọi", "vài", "của"), _VI_BAD),
-        "một": _VI_BAD - {"trong", "khi"},  # một trong (one of), một khi (once)
+        **dict.fromkeys(("các", "những", "mỗi", "mọi", "vài", "của"), _VI_BAD | {"\n"}),
+        "một": (_VI_BAD - {"trong", "khi"}) | {"\n"},  # một trong (one of), một khi (once)
     },
     "ja": {  # case particles follow a noun phrase; a sentence does not end on one ("をも" is emphatic を)
         "を": (_JA_PARTICLES - {"も"}) | _JA_ENDINGS,
@@ -153,6 +162,8 @@ HEADS: dict[str, dict[str, frozenset[str]]] = {
         "は": frozenset(["を", "が", "に", "で", "へ", "は", "も", "の", "。"]) | _JA_ENDINGS,
         **dict.fromkeys(("に", "で", "へ"), frozenset(["を", "が", "に", "で", "へ", "。"]) | _JA_ENDINGS),
         **dict.fromkeys(_JA_BREAKS, _JA_AFTER_BREAK),
+        # a line opens like a sentence: not on a case particle, a bound ending or a comma
+        "\n": _JA_AFTER_BREAK | _JA_ENDINGS | {"、", "。"},
     },
 }
 _SENTENCE_END = {
@@ -188,6 +199,7 @@ class Prose(Filter):
     def __init__(self, cfg: ProseFilter, lang: str):
         super().__init__(cfg, lang)
         self.ends = _SENTENCE_END.get(lang, _SENTENCE_END[None])
+        self.function_words = function_words(lang) if cfg.phrases_are_prose else frozenset()
 
     def _is_sentence_line(self, line: str) -> bool:
         line = line.strip()
@@ -202,9 +214,11 @@ class Prose(Filter):
     def prose_char_share(self, doc: Doc) -> float:
         if sum(1 for ln in doc.lines if ln.strip()) < 3:  # one or two lines: no page structure to judge
             return 1.0
-        lines = units(doc.text)
+        lines = [u for u in units(doc.text) if not is_section_mark(u)]
         total = sum(map(len, lines))
-        return sum(len(ln) for ln in lines if self._is_sentence_line(ln)) / total if total else 0.0
+        phrase = unit_phrases(doc, lines, self.function_words)
+        prose = sum(len(ln) for ln, p in zip(lines, phrase, strict=True) if p or self._is_sentence_line(ln))
+        return prose / total if total else 0.0
 
     def check(self, doc: Doc) -> str | None:
         c = self.cfg
@@ -213,9 +227,17 @@ class Prose(Filter):
             if share < c.min_prose_char_share:
                 return f"prose_share: {share:.2f} of characters in sentences < {c.min_prose_char_share}"
         if c.max_function_word_disorder is not None:
-            words = doc.words if self.lang == "ja" else doc.text.split()
-            if self.lang != "ja":
-                words = [w.strip(".,;:!?()[]\"'“”‘’«»") for w in words]
+            if self.lang == "ja":  # line starts count as breaks
+                words = [w for line in doc.line_words if line for w in ("\n", *line)]
+            elif hard_wrapped(doc.lines):  # a wrapped line ends anywhere, "the" included
+                words = [w.strip(".,;:!?()[]\"'“”‘’«»") for w in doc.text.split()]
+            else:  # line ends count: an article or a plural marker wants its noun on the same line
+                words = [
+                    w
+                    for line in doc.lines
+                    if line.strip()
+                    for w in (*(t.strip(".,;:!?()[]\"'“”‘’«»") for t in line.split()), "\n")
+                ]
             disorder, heads = function_word_disorder([w for w in words if w], self.lang)
             pairs = round(disorder * heads)
             if (

@@ -8,7 +8,7 @@ import unicodedata
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from lm_platform.data.filters.base import Filter
 from lm_platform.data.text import Doc
@@ -20,6 +20,21 @@ class ScriptFilter(StrictConfig):
 
     name: Literal["script"] = "script"
     min_ratio: float = Field(0.5, ge=0, le=1)
+    letters: str | None = Field(
+        None,
+        description="The language's letters as a regex character class (e.g. 'a-zA-Z', '\\u0e00-\\u0e7f'): "
+        "the share of letters in it; needed for a language without a shipped rule (ja, vi, en)",
+    )
+
+    @field_validator("letters")
+    @classmethod
+    def _letters(cls, letters: str | None) -> str | None:
+        if letters is not None:
+            try:
+                re.compile(f"[{letters}]")
+            except re.error as exc:
+                raise ValueError(f"letters '{letters}' is not a character class: {exc}") from exc
+        return letters
 
 
 # Text in brackets or quotes: (...), [...], （...）, 「...」, 『...』, "..." and “...” (short spans only).
@@ -102,12 +117,20 @@ class Script(Filter):
     name = "script"
 
     def __init__(self, cfg, lang: str):
-        if lang not in SCRIPT_LANGS:
-            raise ValueError(f"script filter: no rule for language '{lang}' (have: {sorted(SCRIPT_LANGS)})")
+        if lang not in SCRIPT_LANGS and not cfg.letters:
+            raise ValueError(
+                f"script filter: no rule for language '{lang}' (have: {sorted(SCRIPT_LANGS)}); set its 'letters'"
+            )
         super().__init__(cfg, lang)
+        self.letters = re.compile(f"[{cfg.letters}]") if cfg.letters else None
 
     def check(self, doc: Doc) -> str | None:
-        ratio = script_ratio(doc.text, self.lang)
+        if self.letters is not None:
+            text = _QUOTED.sub(" ", doc.text)
+            letters = [c for c in text if c.isalpha()]
+            ratio = sum(bool(self.letters.match(c)) for c in letters) / len(letters) if letters else 0.0
+        else:
+            ratio = script_ratio(doc.text, self.lang)
         if ratio >= self.cfg.min_ratio:
             return None
         return f"{self.lang} script ratio {ratio:.2f} < {self.cfg.min_ratio}"
