@@ -173,11 +173,24 @@ def test_tokens_seen_accumulate_along_the_stage_chain_and_on_the_leaderboard(cha
     step_dir = sorted(Path(jobs["eeve_6"]["run_dir"]).glob("step_*"))[0]
     state = json.loads((step_dir / "trainer_state.json").read_text())
     assert state["tokens_before"] == r["eeve_4"]["tokens_seen_total"]
-    # The leaderboard plots each version at its cumulative count, not its stage's own.
+    # The leaderboard plots each version at its cumulative count, not its stage's own. Its rows are scores
+    # of the weights each version names now, so the versions' model directories sit where the platform
+    # keeps them (`checkpoint/<stage>`) and each score records their weights.
+    from lm_platform.evaluation.versions import model_dir, weights_hash
+
     for stage in ("eeve_3", "anneal"):
+        where = model_dir(tmp_path, stage)
+        where.parent.mkdir(parents=True, exist_ok=True)
+        where.symlink_to(jobs[stage]["output_dir"], target_is_directory=True)
         write_json(
             tmp_path / "eval" / "ppl" / f"{stage}.json",
-            {"version": stage, "model": jobs[stage]["output_dir"], "score": 1.0, "tokens_seen": 1},
+            {
+                "version": stage,
+                "model": str(where),
+                "score": 1.0,
+                "tokens_seen": 1,
+                "weights": weights_hash(where),
+            },
         )
     rows = leaderboard_rows(["ppl"], order, tmp_path)
     assert [(x["version"], x["tokens_seen"]) for x in rows] == [

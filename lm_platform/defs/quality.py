@@ -31,7 +31,12 @@ def quality_model_asset(recipe: Recipe, lang: str) -> dg.AssetsDefinition:
         deps=[dg.AssetKey(["corpus", s]) for s in sources],
         group_name="curation",
         kinds={"scikitlearn"},
-        code_version=versioned(CODE, lang, lang_cfg, [recipe.source(s) for s in sources]),
+        code_version=versioned(  # not dedup's priority, nor how curation uses the scores: the model is the same
+            CODE,
+            lang,
+            lang_cfg,
+            [recipe.source(s).model_dump(mode="json", exclude={"priority", "quality"}) for s in sources],
+        ),
         description=f"Quality model of '{lang}': logistic regression over hashed word and character n-grams, "
         f"{', '.join(cfg.positives)} (high quality) against a seeded sample of {', '.join(cfg.negatives)}, "
         "after the language's filters; held-out precision, recall and AUC",
