@@ -14,6 +14,12 @@ from lm_platform.versions import content_version
 FUNNEL_COLUMNS = ["step", "docs in", "docs out", "chars in", "chars out", "seconds"]
 
 
+def _without_quality(lang_cfg) -> dict:
+    """A language's settings for a code version, without its quality model's (`quality_model/<lang>`'s own
+    slice): editing or removing the model stales the model, and through it only the sources it scores."""
+    return lang_cfg.model_dump(mode="json", exclude={"quality"})
+
+
 def reference_lm_asset(recipe: Recipe, lang: str) -> dg.AssetsDefinition:
     lang_cfg = recipe.languages[lang]
     cfg = lang_cfg.reference_lm
@@ -26,7 +32,7 @@ def reference_lm_asset(recipe: Recipe, lang: str) -> dg.AssetsDefinition:
         deps=[dg.AssetKey(["corpus", s]) for s in [src.name, *words_from]],
         group_name="curation",
         kinds={"kenlm", "sentencepiece"},
-        code_version=versioned(lang, lang_cfg, recipe.seed),
+        code_version=versioned(lang, _without_quality(lang_cfg), recipe.seed),
         description=f"KenLM {cfg.order}-gram model of '{lang}' trained on '{src.name}' (after the language's "
         "other filters), the text pre-tokenised by a SentencePiece model trained with it; the "
         "perplexity filter of the language's curated sources scores with it",
@@ -85,9 +91,9 @@ def curated_asset(recipe: Recipe, src: SourceConfig) -> dg.AssetsDefinition:
         deps=deps,
         group_name="curation",
         kinds={"python", "parquet"},
-        code_version=versioned(
-            src.model_dump(mode="json", exclude={"priority"}), lang_cfg
-        ),  # not dedup's priority
+        # Not dedup's priority; not the quality model's settings (a source scored by it depends on
+        # quality_model/<lang>, whose data version carries them).
+        code_version=versioned(src.model_dump(mode="json", exclude={"priority"}), _without_quality(lang_cfg)),
         partitions_def=dg.StaticPartitionsDefinition(shard_keys) if sharded else None,
         backfill_policy=dg.BackfillPolicy.single_run() if sharded else None,
         description=f"'{src.name}' normalised ({lang_cfg.unicode_form}) and filtered "
