@@ -42,17 +42,35 @@ def _tagger():
         return None
 
 
+@lru_cache(maxsize=1)
+def _wakati():
+    """MeCab in word-splitting mode: the same words as the tagger's nodes' surfaces, written as one string
+    joined by ASCII spaces (no node objects built: a fifth faster). A surface can hold an ideographic
+    space (U+3000) but never an ASCII one, so the string splits on " " only."""
+    if _tagger() is None:
+        return None
+    try:
+        import fugashi
+
+        return fugashi.Tagger("-Owakati")
+    except Exception:
+        return None
+
+
 def japanese_line_words(text: str) -> list[list[str]]:
     """Japanese words per line (`text.splitlines()`), from one MeCab pass over the document."""
-    tagger = _tagger()
+    wakati = _wakati()
+    tagger = _tagger() if wakati is None else None
     out: list[list[str]] = []
     for line in text.splitlines():  # MeCab works per line; long documents stay cheap
         if not line.strip():
             out.append([])
-        elif tagger is None:
-            out.append(_JA_RUN_RE.findall(line))
-        else:
+        elif wakati is not None:
+            out.append([w for w in wakati.parse(line).split(" ") if w.strip()])
+        elif tagger is not None:
             out.append([w.surface for w in tagger(line) if w.surface.strip()])
+        else:
+            out.append(_JA_RUN_RE.findall(line))
     return out
 
 

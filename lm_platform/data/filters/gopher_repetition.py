@@ -66,15 +66,23 @@ class _Grams:
         vocab: dict[str, int] = {}
         self.ids = np.array([vocab.setdefault(w, len(vocab)) for w in words], dtype=np.uint64)
         self.cum = np.concatenate(([0], np.cumsum([len(w) for w in words], dtype=np.int64)))
+        self._keys: dict[int, np.ndarray] = {}
 
     def keys(self, n: int) -> np.ndarray:
+        """h_n[i] = h_(n-1)[i] * P + ids[i + n - 1] + 1 (mod 2**64), h_0 = 0: each n extends the
+        hashes of n - 1 by one word (the rules ask for n = 2, 3, 4, then 5 to 10)."""
+        if n in self._keys:
+            return self._keys[n]
         m = len(self.ids) - n + 1
         if m <= 0:
-            return np.zeros(0, dtype=np.uint64)
-        h = np.zeros(m, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            for k in range(n):
-                h = h * np.uint64(1_000_003) + self.ids[k : k + m] + np.uint64(1)
+            h = np.zeros(0, dtype=np.uint64)
+        else:
+            prev = max((k for k in self._keys if k < n), default=0)
+            h = self._keys[prev][:m] if prev else np.zeros(m, dtype=np.uint64)
+            with np.errstate(over="ignore"):
+                for k in range(prev, n):
+                    h = h * np.uint64(1_000_003) + self.ids[k : k + m] + np.uint64(1)
+        self._keys[n] = h
         return h
 
     def chars(self, n: int) -> np.ndarray:
@@ -98,21 +106,31 @@ class _Grams:
 
     def repeated_chars(self, n: int) -> int:
         keys = self.keys(n)
-        if len(np.unique(keys)) == len(keys):  # no n-gram occurs twice: nothing to count (most prose)
+        if len(keys) < 2:
             return 0
-        lengths = self.chars(n).tolist()
+        # Positions whose n-gram occurred earlier (a stable sort keeps equal keys in text order): only
+        # there can the greedy count find a repeat. Every other position is a first occurrence, added
+        # to `seen` when the walk visits it; runs of those are added at once.
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        later = order[1:][ordered[1:] == ordered[:-1]]
+        if not len(later):  # no n-gram occurs twice: nothing to count (most prose)
+            return 0
+        lengths = self.chars(n)
+        keys_list = keys.tolist()
         seen: set[int] = set()
         chars = i = 0
-        keys_list = keys.tolist()
-        last = len(keys_list)
-        while i < last:
-            key = keys_list[i]
+        for c in np.sort(later).tolist():
+            if c < i:  # inside the n-gram just counted: skipped, as datatrove's walk skips it
+                continue
+            seen.update(keys_list[i:c])  # first occurrences the walk visits one by one
+            key = keys_list[c]
             if key in seen:
-                chars += lengths[i]
-                i += n
+                chars += int(lengths[c])
+                i = c + n
             else:
                 seen.add(key)
-                i += 1
+                i = c + 1
         return chars
 
 
@@ -135,12 +153,8 @@ def collapse_symbol_runs(words: list[str]) -> list[str]:
     """Words with each run of one repeated punctuation token kept once. Gopher's words are whitespace
     tokens, so a ruler of 48 asterisks or underscores (an e-mail signature, a legal notice) is one word;
     our tokenizer cuts it into one token per character, and a single ruler became a 4-gram said 45 times."""
-    out: list[str] = []
-    for w in words:
-        if out and w == out[-1] and is_symbol(w):
-            continue
-        out.append(w)
-    return out
+    # The last word kept always equals the word before (a dropped word repeats the kept one).
+    return [w for w, prev in zip(words, [None, *words], strict=False) if w != prev or not is_symbol(w)]
 
 
 def top_ngram_chars(words: list[str], n: int) -> int:
