@@ -99,11 +99,13 @@ def is_symbol(word: str) -> bool:
 class Doc:
     """One document's text with its derived units computed once and shared by all filters."""
 
-    __slots__ = ("text", "lang", "url", "_words", "_lines", "_line_words")
+    __slots__ = ("text", "lang", "url", "_words", "_lines", "_line_words", "_content", "_lower_content")
 
     def __init__(self, text: str, lang: str, url: str | None = None):
         self.text, self.lang, self.url = text, lang, url
         self._words: list[str] | None = None
+        self._content: list[str] | None = None
+        self._lower_content: list[str] | None = None
         self._lines: list[str] | None = None
         self._line_words: list[list[str]] | None = None
 
@@ -128,6 +130,20 @@ class Doc:
         return self._words
 
     @property
+    def content_words(self) -> list[str]:
+        """`words` without punctuation tokens (gopher_quality, gopher_repetition, prose, flagged_words)."""
+        if self._content is None:
+            self._content = [w for w in self.words if not is_symbol(w)]
+        return self._content
+
+    @property
+    def lower_content(self) -> list[str]:
+        """`content_words` in lower case."""
+        if self._lower_content is None:
+            self._lower_content = [w.lower() for w in self.content_words]
+        return self._lower_content
+
+    @property
     def lines(self) -> list[str]:
         if self._lines is None:
             self._lines = self.text.splitlines()
@@ -137,6 +153,7 @@ class Doc:
         """A filter rewrote the text (C4 drops lines): derived units are recomputed on demand."""
         if text != self.text:
             self.text, self._words, self._lines, self._line_words = text, None, None, None
+            self._content = self._lower_content = None
 
 
 def hard_wrapped(lines: list[str]) -> bool:

@@ -137,11 +137,13 @@ class _Grams:
 DIVERSITY_WINDOW = 50
 
 
-def word_diversity(words: list[str], window: int = DIVERSITY_WINDOW, samples: int = 40) -> float | None:
+def word_diversity(
+    words: list[str], window: int = DIVERSITY_WINDOW, samples: int = 40, folded: bool = False
+) -> float | None:
     """Moving-average type-token ratio (Covington & McFall 2010): distinct words per window of `window`
     words (punctuation left out, case folded), averaged over up to `samples` windows spread over the
-    text; None for a text shorter than two windows (too short to say: a one-line definition names its subject again and again)."""
-    w = [x.lower() for x in words if not is_symbol(x)]
+    text (`folded`: `words` are already without punctuation and case folded); None for a text shorter than two windows (too short to say: a one-line definition names its subject again and again)."""
+    w = words if folded else [x.lower() for x in words if not is_symbol(x)]
     if len(w) < 2 * window:
         return None
     step = max(1, (len(w) - window) // samples)
@@ -191,7 +193,10 @@ class GopherRepetition(Filter):
         if c.dup_line_char_frac is not None and chars / len(text) > c.dup_line_char_frac:
             return f"dup_line_char_frac: {chars / len(text):.2f}"
         if c.min_word_diversity is not None:
-            diversity = word_diversity(doc.words[:20_000])
+            if len(doc.words) <= 20_000:  # content words, case folded, shared with other filters
+                diversity = word_diversity(doc.lower_content, folded=True)
+            else:
+                diversity = word_diversity(doc.words[:20_000])
             if diversity is not None and diversity < c.min_word_diversity:
                 return f"word_diversity: {diversity:.2f} distinct words per window < {c.min_word_diversity}"
         grams = _Grams(collapse_symbol_runs(doc.words))
