@@ -67,6 +67,7 @@ class _Grams:
         self.ids = np.array([vocab.setdefault(w, len(vocab)) for w in words], dtype=np.uint64)
         self.cum = np.concatenate(([0], np.cumsum([len(w) for w in words], dtype=np.int64)))
         self._keys: dict[int, np.ndarray] = {}
+        self._members: dict[int, np.ndarray] = {}
 
     def keys(self, n: int) -> np.ndarray:
         """h_n[i] = h_(n-1)[i] * P + ids[i + n - 1] + 1 (mod 2**64), h_0 = 0: each n extends the
@@ -104,6 +105,23 @@ class _Grams:
         at = int(first[counts == best].min())  # the first of the most frequent, as Counter.most_common
         return (int(self.chars(n)[at]) + n - 1) * int(best)
 
+    def _later(self, n: int) -> np.ndarray:
+        """Positions (ascending) whose n-gram occurred earlier in the text. An n-gram occurring twice
+        starts with an (n-1)-gram occurring twice, so after n - 1 only the positions of repeated
+        (n-1)-grams are sorted (few in prose), not the whole text."""
+        keys = self.keys(n)
+        prev = self._members.get(n - 1)
+        pos = np.arange(len(keys)) if prev is None else prev[prev < len(keys)]
+        sub = keys[pos]
+        order = np.argsort(sub, kind="stable")  # equal keys stay in text order (`pos` ascends)
+        ordered = sub[order]
+        same = ordered[1:] == ordered[:-1]
+        grouped = np.zeros(len(sub), dtype=bool)
+        grouped[1:] |= same
+        grouped[:-1] |= same
+        self._members[n] = np.sort(pos[order[grouped]])  # every occurrence of a repeated n-gram
+        return np.sort(pos[order[1:][same]])
+
     def repeated_chars(self, n: int) -> int:
         keys = self.keys(n)
         if len(keys) < 2:
@@ -111,16 +129,14 @@ class _Grams:
         # Positions whose n-gram occurred earlier (a stable sort keeps equal keys in text order): only
         # there can the greedy count find a repeat. Every other position is a first occurrence, added
         # to `seen` when the walk visits it; runs of those are added at once.
-        order = np.argsort(keys, kind="stable")
-        ordered = keys[order]
-        later = order[1:][ordered[1:] == ordered[:-1]]
+        later = self._later(n)
         if not len(later):  # no n-gram occurs twice: nothing to count (most prose)
             return 0
         lengths = self.chars(n)
         keys_list = keys.tolist()
         seen: set[int] = set()
         chars = i = 0
-        for c in np.sort(later).tolist():
+        for c in later.tolist():
             if c < i:  # inside the n-gram just counted: skipped, as datatrove's walk skips it
                 continue
             seen.update(keys_list[i:c])  # first occurrences the walk visits one by one
