@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from itertools import filterfalse
 
 # spaCy-like English tokenization: URLs, dotted abbreviations, ellipses, decimal numbers, contractions
 # split off ("do" + "n't", "It" + "'s"), word runs, and every other symbol on its own.
@@ -133,7 +134,7 @@ class Doc:
     def content_words(self) -> list[str]:
         """`words` without punctuation tokens (gopher_quality, gopher_repetition, prose, flagged_words)."""
         if self._content is None:
-            self._content = [w for w in self.words if not is_symbol(w)]
+            self._content = list(filterfalse(is_symbol, self.words))
         return self._content
 
     @property

@@ -9,6 +9,7 @@ with none fails at recipe load. English stop words are never counted for another
 from __future__ import annotations
 
 import re
+from itertools import filterfalse
 from typing import Literal
 
 from pydantic import Field
@@ -51,13 +52,12 @@ def alpha_words_ratio(words: list[str], symbols_removed: bool = False) -> float:
     """Share of words with a letter among the words that are words: punctuation tokens and numbers
     (years, dates, quantities) are neither for nor against, as FineWeb-2 counts per language. Gopher's
     original counted every token, so a Wikipedia article full of dates and commas fell under 0.8."""
-    if symbols_removed:  # the caller passes content words already
-        counted = [w for w in words if not _NUMBER.match(w)]
-    else:
-        counted = [w for w in words if not is_symbol(w) and not _NUMBER.match(w)]
+    if not symbols_removed:  # else the caller passes content words already
+        words = list(filterfalse(is_symbol, words))
+    counted = list(filterfalse(_NUMBER.match, words))
     if not counted:
         return 1.0
-    return sum(bool(_ALPHA.search(w)) for w in counted) / len(counted)
+    return len(list(filter(_ALPHA.search, counted))) / len(counted)
 
 
 class GopherQuality(Filter):
