@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from itertools import filterfalse
 
 # spaCy-like English tokenization: URLs, dotted abbreviations, ellipses, decimal numbers, contractions
 # split off ("do" + "n't", "It" + "'s"), word runs, and every other symbol on its own.
@@ -42,17 +43,35 @@ def _tagger():
         return None
 
 
+@lru_cache(maxsize=1)
+def _wakati():
+    """MeCab in word-splitting mode: the same words as the tagger's nodes' surfaces, written as one string
+    joined by ASCII spaces (no node objects built: a fifth faster). A surface can hold an ideographic
+    space (U+3000) but never an ASCII one, so the string splits on " " only."""
+    if _tagger() is None:
+        return None
+    try:
+        import fugashi
+
+        return fugashi.Tagger("-Owakati")
+    except Exception:
+        return None
+
+
 def japanese_line_words(text: str) -> list[list[str]]:
     """Japanese words per line (`text.splitlines()`), from one MeCab pass over the document."""
-    tagger = _tagger()
+    wakati = _wakati()
+    tagger = _tagger() if wakati is None else None
     out: list[list[str]] = []
     for line in text.splitlines():  # MeCab works per line; long documents stay cheap
         if not line.strip():
             out.append([])
-        elif tagger is None:
-            out.append(_JA_RUN_RE.findall(line))
-        else:
+        elif wakati is not None:
+            out.append([w for w in wakati.parse(line).split(" ") if w.strip()])
+        elif tagger is not None:
             out.append([w.surface for w in tagger(line) if w.surface.strip()])
+        else:
+            out.append(_JA_RUN_RE.findall(line))
     return out
 
 
@@ -81,11 +100,13 @@ def is_symbol(word: str) -> bool:
 class Doc:
     """One document's text with its derived units computed once and shared by all filters."""
 
-    __slots__ = ("text", "lang", "url", "_words", "_lines", "_line_words")
+    __slots__ = ("text", "lang", "url", "_words", "_lines", "_line_words", "_content", "_lower_content")
 
     def __init__(self, text: str, lang: str, url: str | None = None):
         self.text, self.lang, self.url = text, lang, url
         self._words: list[str] | None = None
+        self._content: list[str] | None = None
+        self._lower_content: list[str] | None = None
         self._lines: list[str] | None = None
         self._line_words: list[list[str]] | None = None
 
@@ -110,6 +131,20 @@ class Doc:
         return self._words
 
     @property
+    def content_words(self) -> list[str]:
+        """`words` without punctuation tokens (gopher_quality, gopher_repetition, prose, flagged_words)."""
+        if self._content is None:
+            self._content = list(filterfalse(is_symbol, self.words))
+        return self._content
+
+    @property
+    def lower_content(self) -> list[str]:
+        """`content_words` in lower case."""
+        if self._lower_content is None:
+            self._lower_content = [w.lower() for w in self.content_words]
+        return self._lower_content
+
+    @property
     def lines(self) -> list[str]:
         if self._lines is None:
             self._lines = self.text.splitlines()
@@ -119,6 +154,7 @@ class Doc:
         """A filter rewrote the text (C4 drops lines): derived units are recomputed on demand."""
         if text != self.text:
             self.text, self._words, self._lines, self._line_words = text, None, None, None
+            self._content = self._lower_content = None
 
 
 def hard_wrapped(lines: list[str]) -> bool:

@@ -12,6 +12,7 @@ rewrite never removes most of a document: past `max_removed_fraction` the docume
 from __future__ import annotations
 
 import re
+from itertools import filterfalse
 from typing import Literal
 
 from pydantic import Field
@@ -89,7 +90,7 @@ class C4(Filter):
 
     def _n_words(self, doc: Doc, line: str, index: int | None) -> int:
         if self.lang == "ja":
-            return sum(not is_symbol(w) for w in self._words(doc, line, index))
+            return len(list(filterfalse(is_symbol, self._words(doc, line, index))))
         return len(line.split())
 
     def check(self, doc: Doc) -> str | None:
@@ -99,8 +100,9 @@ class C4(Filter):
         for line, index in self._units(doc):
             line = line.strip()
             # Japanese writes no spaces: a paragraph is not one 1000-character "word"; MeCab's words are
-            if c.max_word_length is not None and any(
-                len(w) > c.max_word_length for w in self._words(doc, line, index)
+            if (
+                c.max_word_length is not None
+                and max(map(len, self._words(doc, line, index)), default=0) > c.max_word_length
             ):
                 continue
             if c.remove_citations:

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from lm_platform.data.filters.base import Filter
-from lm_platform.data.text import Doc, is_symbol
+from lm_platform.data.text import Doc
 from lm_platform.recipe.base import StrictConfig
 
 
@@ -41,7 +41,7 @@ class FlaggedWords(Filter):
         self.phrases = tuple(e for e in entries if " " in e)
 
     def check(self, doc: Doc) -> str | None:
-        words = [w.lower() for w in doc.words if not is_symbol(w)]
+        words = doc.lower_content
         if not words:
             return None
         if self.lang == "ja":

@@ -9,6 +9,7 @@ with none fails at recipe load. English stop words are never counted for another
 from __future__ import annotations
 
 import re
+from itertools import filterfalse
 from typing import Literal
 
 from pydantic import Field
@@ -47,14 +48,16 @@ _ALPHA = re.compile(r"[^\W\d_]")  # a letter of any script
 _NUMBER = re.compile(r"^[+\-±]?\d+(?:[.,:/\-]\d+)*%?$")
 
 
-def alpha_words_ratio(words: list[str]) -> float:
+def alpha_words_ratio(words: list[str], symbols_removed: bool = False) -> float:
     """Share of words with a letter among the words that are words: punctuation tokens and numbers
     (years, dates, quantities) are neither for nor against, as FineWeb-2 counts per language. Gopher's
     original counted every token, so a Wikipedia article full of dates and commas fell under 0.8."""
-    counted = [w for w in words if not is_symbol(w) and not _NUMBER.match(w)]
+    if not symbols_removed:  # else the caller passes content words already
+        words = list(filterfalse(is_symbol, words))
+    counted = list(filterfalse(_NUMBER.match, words))
     if not counted:
         return 1.0
-    return sum(bool(_ALPHA.search(w)) for w in counted) / len(counted)
+    return len(list(filter(_ALPHA.search, counted))) / len(counted)
 
 
 class GopherQuality(Filter):
@@ -74,7 +77,7 @@ class GopherQuality(Filter):
         c = self.cfg
         text, words = doc.text, doc.words
         n_words = len(words)
-        content = [w for w in words if not is_symbol(w)]
+        content = doc.content_words
         if c.min_doc_words is not None and len(content) < c.min_doc_words:
             return f"gopher_short_doc: {len(content)} words < {c.min_doc_words}"
         if c.max_doc_words is not None and len(content) > c.max_doc_words:
@@ -106,7 +109,7 @@ class GopherQuality(Filter):
             if ell > c.max_ellipsis_lines_ratio:
                 return f"gopher_too_many_end_ellipsis: {ell:.2f}"
         if c.min_alpha_words_ratio is not None:
-            alpha = alpha_words_ratio(content)
+            alpha = alpha_words_ratio(content, symbols_removed=True)
             if alpha < c.min_alpha_words_ratio:
                 return f"gopher_below_alpha_threshold: {alpha:.2f} < {c.min_alpha_words_ratio}"
         if c.min_stop_words is not None:

@@ -66,15 +66,24 @@ class _Grams:
         vocab: dict[str, int] = {}
         self.ids = np.array([vocab.setdefault(w, len(vocab)) for w in words], dtype=np.uint64)
         self.cum = np.concatenate(([0], np.cumsum([len(w) for w in words], dtype=np.int64)))
+        self._keys: dict[int, np.ndarray] = {}
+        self._members: dict[int, np.ndarray] = {}
 
     def keys(self, n: int) -> np.ndarray:
+        """h_n[i] = h_(n-1)[i] * P + ids[i + n - 1] + 1 (mod 2**64), h_0 = 0: each n extends the
+        hashes of n - 1 by one word (the rules ask for n = 2, 3, 4, then 5 to 10)."""
+        if n in self._keys:
+            return self._keys[n]
         m = len(self.ids) - n + 1
         if m <= 0:
-            return np.zeros(0, dtype=np.uint64)
-        h = np.zeros(m, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            for k in range(n):
-                h = h * np.uint64(1_000_003) + self.ids[k : k + m] + np.uint64(1)
+            h = np.zeros(0, dtype=np.uint64)
+        else:
+            prev = max((k for k in self._keys if k < n), default=0)
+            h = self._keys[prev][:m] if prev else np.zeros(m, dtype=np.uint64)
+            with np.errstate(over="ignore"):
+                for k in range(prev, n):
+                    h = h * np.uint64(1_000_003) + self.ids[k : k + m] + np.uint64(1)
+        self._keys[n] = h
         return h
 
     def chars(self, n: int) -> np.ndarray:
@@ -96,34 +105,61 @@ class _Grams:
         at = int(first[counts == best].min())  # the first of the most frequent, as Counter.most_common
         return (int(self.chars(n)[at]) + n - 1) * int(best)
 
+    def _later(self, n: int) -> np.ndarray:
+        """Positions (ascending) whose n-gram occurred earlier in the text. An n-gram occurring twice
+        starts with an (n-1)-gram occurring twice, so after n - 1 only the positions of repeated
+        (n-1)-grams are sorted (few in prose), not the whole text."""
+        keys = self.keys(n)
+        prev = self._members.get(n - 1)
+        pos = np.arange(len(keys)) if prev is None else prev[prev < len(keys)]
+        sub = keys[pos]
+        order = np.argsort(sub, kind="stable")  # equal keys stay in text order (`pos` ascends)
+        ordered = sub[order]
+        same = ordered[1:] == ordered[:-1]
+        grouped = np.zeros(len(sub), dtype=bool)
+        grouped[1:] |= same
+        grouped[:-1] |= same
+        self._members[n] = np.sort(pos[order[grouped]])  # every occurrence of a repeated n-gram
+        return np.sort(pos[order[1:][same]])
+
     def repeated_chars(self, n: int) -> int:
         keys = self.keys(n)
-        if len(np.unique(keys)) == len(keys):  # no n-gram occurs twice: nothing to count (most prose)
+        if len(keys) < 2:
             return 0
-        lengths = self.chars(n).tolist()
+        # Positions whose n-gram occurred earlier (a stable sort keeps equal keys in text order): only
+        # there can the greedy count find a repeat. Every other position is a first occurrence, added
+        # to `seen` when the walk visits it; runs of those are added at once.
+        later = self._later(n)
+        if not len(later):  # no n-gram occurs twice: nothing to count (most prose)
+            return 0
+        lengths = self.chars(n)
+        keys_list = keys.tolist()
         seen: set[int] = set()
         chars = i = 0
-        keys_list = keys.tolist()
-        last = len(keys_list)
-        while i < last:
-            key = keys_list[i]
+        for c in later.tolist():
+            if c < i:  # inside the n-gram just counted: skipped, as datatrove's walk skips it
+                continue
+            seen.update(keys_list[i:c])  # first occurrences the walk visits one by one
+            key = keys_list[c]
             if key in seen:
-                chars += lengths[i]
-                i += n
+                chars += int(lengths[c])
+                i = c + n
             else:
                 seen.add(key)
-                i += 1
+                i = c + 1
         return chars
 
 
 DIVERSITY_WINDOW = 50
 
 
-def word_diversity(words: list[str], window: int = DIVERSITY_WINDOW, samples: int = 40) -> float | None:
+def word_diversity(
+    words: list[str], window: int = DIVERSITY_WINDOW, samples: int = 40, folded: bool = False
+) -> float | None:
     """Moving-average type-token ratio (Covington & McFall 2010): distinct words per window of `window`
     words (punctuation left out, case folded), averaged over up to `samples` windows spread over the
-    text; None for a text shorter than two windows (too short to say: a one-line definition names its subject again and again)."""
-    w = [x.lower() for x in words if not is_symbol(x)]
+    text (`folded`: `words` are already without punctuation and case folded); None for a text shorter than two windows (too short to say: a one-line definition names its subject again and again)."""
+    w = words if folded else [x.lower() for x in words if not is_symbol(x)]
     if len(w) < 2 * window:
         return None
     step = max(1, (len(w) - window) // samples)
@@ -135,12 +171,8 @@ def collapse_symbol_runs(words: list[str]) -> list[str]:
     """Words with each run of one repeated punctuation token kept once. Gopher's words are whitespace
     tokens, so a ruler of 48 asterisks or underscores (an e-mail signature, a legal notice) is one word;
     our tokenizer cuts it into one token per character, and a single ruler became a 4-gram said 45 times."""
-    out: list[str] = []
-    for w in words:
-        if out and w == out[-1] and is_symbol(w):
-            continue
-        out.append(w)
-    return out
+    # The last word kept always equals the word before (a dropped word repeats the kept one).
+    return [w for w, prev in zip(words, [None, *words], strict=False) if w != prev or not is_symbol(w)]
 
 
 def top_ngram_chars(words: list[str], n: int) -> int:
@@ -177,7 +209,10 @@ class GopherRepetition(Filter):
         if c.dup_line_char_frac is not None and chars / len(text) > c.dup_line_char_frac:
             return f"dup_line_char_frac: {chars / len(text):.2f}"
         if c.min_word_diversity is not None:
-            diversity = word_diversity(doc.words[:20_000])
+            if len(doc.words) <= 20_000:  # content words, case folded, shared with other filters
+                diversity = word_diversity(doc.lower_content, folded=True)
+            else:
+                diversity = word_diversity(doc.words[:20_000])
             if diversity is not None and diversity < c.min_word_diversity:
                 return f"word_diversity: {diversity:.2f} distinct words per window < {c.min_word_diversity}"
         grams = _Grams(collapse_symbol_runs(doc.words))

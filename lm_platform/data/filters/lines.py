@@ -21,6 +21,8 @@ import re
 import unicodedata
 from functools import lru_cache
 
+from lm_platform.data.text import is_symbol
+
 _KANJI_NUMERALS = set("〇一二三四五六七八九十百千零壱弐参拾廿卅第章節部幕場其の")
 _ROMAN = re.compile(r"^[IVXLCivxlc]+\.?$")
 
@@ -321,12 +323,18 @@ def phrase_words(lang: str) -> int:
 
 def is_phrase(words, function_words: frozenset[str], min_words: int = 3) -> bool:
     """A run of at least `min_words` words holding a function word: running text, not a label."""
-    from lm_platform.data.text import is_symbol
-
-    content = [w for w in words if not is_symbol(w)]
-    if len(content) < min_words:
+    if len(words) < min_words:  # too few words even with their punctuation
         return False
-    return any(w in function_words or w.lower() in function_words for w in content)
+    n, found = 0, False
+    for w in words:
+        if is_symbol(w):
+            continue
+        n += 1
+        if not found:
+            found = w in function_words or w.lower() in function_words
+        if found and n >= min_words:
+            return True
+    return False
 
 
 @lru_cache(maxsize=1 << 14)

@@ -172,10 +172,6 @@ _SENTENCE_END = {
 }
 
 
-def _word_key(word: str, lang: str) -> str:
-    return word if lang == "ja" else word.lower()
-
-
 def function_word_disorder(words: list[str], lang: str) -> tuple[float, int]:
     """(share of phrase-opening function words followed by a function word that cannot follow them,
     how many openers there were); (0, 0) for a language without lists."""
@@ -183,7 +179,10 @@ def function_word_disorder(words: list[str], lang: str) -> tuple[float, int]:
     if not heads:
         return 0.0, 0
     kept = _JA_BREAKS if lang == "ja" else ()
-    keys = [_word_key(w, lang) for w in words if not is_symbol(w) or w in kept]
+    if lang == "ja":  # words as in HEADS: Japanese as written, others in lower case
+        keys = [w for w in words if not is_symbol(w) or w in kept]
+    else:
+        keys = [w.lower() for w in words if not is_symbol(w)]
     n = bad = 0
     for cur, nxt in zip(keys, keys[1:], strict=False):
         follow = heads.get(cur)

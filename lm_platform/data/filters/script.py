@@ -58,6 +58,10 @@ def _is_japanese(ch: str) -> bool:
     return 0x3040 <= o <= 0x30FF or 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or ch == "々"
 
 
+_JAPANESE = re.compile("[\u3040-\u30ff\u4e00-\u9fff\u3400-\u4dbf々]")  # as _is_japanese
+_ASCII = re.compile("[\x00-\x7f]")
+
+
 # A letter outside the Latin blocks (Basic, Latin-1, Extended-A/B, Extended Additional).
 _NON_LATIN = re.compile(r"[^\W\d_A-Za-z\u00c0-\u024f\u1e00-\u1eff]")
 
@@ -82,15 +86,15 @@ def script_ratio(text: str, lang: str) -> float:
     en: ASCII letters among letters.
     """
     text = _QUOTED.sub(" ", text)  # quoted or bracketed foreign names and scripts are not the prose
-    letters = [c for c in text if c.isalpha()]
+    letters = "".join(filter(str.isalpha, text))
     if not letters:
         return 0.0
     if lang == "ja":
         # A Latin-script word (a name, a term, code: "Bluetooth", "ISO") is one word of the sentence, so
         # it weighs as a Japanese word does (about two characters), not one unit per letter: a lead
         # about "Bluetooth Basic Rate/Enhanced Data Rate" is Japanese. English text has no kana or kanji.
-        japanese = sum(map(_is_japanese, letters))
-        latin_letters = sum(1 for c in letters if c.isascii())
+        japanese = len(_JAPANESE.findall(letters))  # _is_japanese, over letters
+        latin_letters = len(_ASCII.findall(letters))
         latin_words = len(_LATIN_WORD.findall(text))
         other = len(letters) - japanese - latin_letters
         weighed = japanese + other + _JA_CHARS_PER_WORD * latin_words
