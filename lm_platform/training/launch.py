@@ -10,7 +10,8 @@ unless told) and exits 1 whatever they did, so the step's retry never sees the t
 launcher starts torchrun with the pod's grace period (env `LM_PLATFORM_TERMINATION_GRACE_SECONDS`, less
 a margin) as the workers' shutdown timeout, passes SIGTERM on to it, and decides the exit status:
 
-- 0 when the trainer (or torchrun) succeeded;
+- 0 when the trainer (or torchrun) succeeded, or when SIGTERM came after the stage finished (its
+  export is written; torchrun still exits 1 for the signal);
 - 75 (`PREEMPTED_EXIT_CODE`) when the trainer recorded a preemption (`PREEMPTED` in its run
   directory), or when the launcher itself got SIGTERM and the stage did not finish (a SIGTERM that
   came before the workers could handle it: the retried run resumes from the newest checkpoint);
@@ -138,6 +139,11 @@ def exit_status(returncode: int, got_sigterm: bool, run_dir: Path) -> tuple[int,
             f"{PREEMPTED_MESSAGE} ? (SIGTERM before the trainer could checkpoint; the retried run resumes "
             f"from the newest step checkpoint in {run_dir}; exit status {returncode})"
         )
+    if got_sigterm:
+        # The SIGTERM came after the trainer's last check: it exported, marked the run finished and reported
+        # its metadata, and only torchrun's own exit (1 on any signal) says otherwise. Failing here would
+        # fail the step, and a rerun would train the finished stage afresh.
+        return 0, f"the stage had finished when SIGTERM came (torchrun exited {returncode}): nothing to retry"
     return returncode, None
 
 
