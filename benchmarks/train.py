@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -127,41 +126,15 @@ def run_ours(work: Path, data: Path, model: Path, warmup: int, steps: int, r: in
 
 def run_hf(work: Path, data: Path, model: Path, warmup: int, steps: int, r: int) -> dict:
     import torch
-    from torch.utils.data import Dataset, SequentialSampler
-    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
+    from transformers import AutoModelForCausalLM, TrainingArguments
 
+    from benchmarks._hf_peer import Clock, InOrder, OrderedRows, collate
     from lm_platform.data.pack import load_split
     from lm_platform.training.train import DataOrder
 
     rows = load_split(data, "train")
     order = DataOrder(len(rows), MICRO, SEED)
     ordered = np.concatenate([np.sort(order.next_step()) for _ in range(warmup + steps)])
-
-    class Rows(Dataset):
-        def __len__(self):
-            return len(ordered)
-
-        def __getitem__(self, i):
-            return torch.from_numpy(rows[ordered[i]].astype(np.int64))
-
-    def collate(batch):
-        x = torch.stack(batch)
-        return {"input_ids": x[:, :-1], "labels": x[:, :-1], "shift_labels": x[:, 1:].contiguous()}
-
-    class InOrder(Trainer):
-        def _get_train_sampler(self, *args, **kwargs):
-            return SequentialSampler(self.train_dataset)
-
-    class Clock(TrainerCallback):
-        def __init__(self):
-            self.ends, self.losses = [], []
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.ends.append(time.perf_counter())
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                self.losses.append(logs["loss"])
 
     clock = Clock()
     args = TrainingArguments(
@@ -190,7 +163,13 @@ def run_hf(work: Path, data: Path, model: Path, warmup: int, steps: int, r: int)
         torch_compile=COMPILE,
     )
     hf_model = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
-    InOrder(model=hf_model, args=args, train_dataset=Rows(), data_collator=collate, callbacks=[clock]).train()
+    InOrder(
+        model=hf_model,
+        args=args,
+        train_dataset=OrderedRows(ordered, lambda j: rows[j]),
+        data_collator=collate,
+        callbacks=[clock],
+    ).train()
     return _rates(clock.ends, warmup) | {"losses": clock.losses}
 
 

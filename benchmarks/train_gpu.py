@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -175,9 +174,9 @@ def run_ours(work: Path, shape: str, seq: int, warmup: int, steps: int, gpu: boo
 
 def run_hf(work: Path, shape: str, seq: int, warmup: int, steps: int, gpu: bool) -> dict:
     import torch
-    from torch.utils.data import Dataset, SequentialSampler
-    from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
+    from transformers import AutoModelForCausalLM, TrainingArguments
 
+    from benchmarks._hf_peer import Clock, InOrder, OrderedRows, collate
     from lm_platform.data.pack import SplitReader
     from lm_platform.training.train import DataOrder
 
@@ -185,32 +184,6 @@ def run_hf(work: Path, shape: str, seq: int, warmup: int, steps: int, gpu: bool)
     reader = SplitReader(work / "data", "train")
     order = DataOrder(len(reader), micro, SEED)
     ordered = np.concatenate([np.sort(order.next_step()) for _ in range(warmup + steps)])
-
-    class Rows(Dataset):
-        def __len__(self):
-            return len(ordered)
-
-        def __getitem__(self, i):
-            return torch.from_numpy(reader.rows([ordered[i]])[0][0].astype(np.int64))
-
-    def collate(batch):
-        x = torch.stack(batch)
-        return {"input_ids": x[:, :-1], "labels": x[:, :-1], "shift_labels": x[:, 1:].contiguous()}
-
-    class InOrder(Trainer):
-        def _get_train_sampler(self, *args, **kwargs):
-            return SequentialSampler(self.train_dataset)
-
-    class Clock(TrainerCallback):
-        def __init__(self):
-            self.ends, self.losses = [], []
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.ends.append(time.perf_counter())
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                self.losses.append(logs["loss"])
 
     clock = Clock()
     args = TrainingArguments(
@@ -241,7 +214,13 @@ def run_hf(work: Path, shape: str, seq: int, warmup: int, steps: int, gpu: bool)
     model = AutoModelForCausalLM.from_pretrained(
         str(work / "init"), dtype=torch.float32, attn_implementation="sdpa"
     )
-    InOrder(model=model, args=args, train_dataset=Rows(), data_collator=collate, callbacks=[clock]).train()
+    InOrder(
+        model=model,
+        args=args,
+        train_dataset=OrderedRows(ordered, lambda j: reader.rows([j])[0][0]),
+        data_collator=collate,
+        callbacks=[clock],
+    ).train()
     res = _rates(clock.ends, warmup, micro * seq)
     res["options"] = "torch_compile+bf16+sdpa+pinned" if gpu else "eager"
     return res | {"losses": clock.losses}
