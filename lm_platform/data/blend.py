@@ -139,6 +139,9 @@ class TokenBlendResult(JsonResult):
     shortfall: dict
     sources: list
     licenses: list
+    # Where the ratios came from when not from the recipe: e.g. a mixture search's recommendation (its
+    # evidence), which the dataset card and the model card show.
+    mixture_from: dict | None = None
 
 
 def blend_tokens(
@@ -154,6 +157,7 @@ def blend_tokens(
     stage: str = "",
     quality_weighting: dict[str, list[tuple[float, float]]] | None = None,
     quality_scores: dict[str, str | Path] | None = None,
+    mixture_from: dict | None = None,
 ) -> TokenBlendResult:
     """Select documents from tokenized sources (source -> `tokens/<source>` directory) to reach
     `target_tokens` packed tokens (each document's tokens plus `boundary_tokens`: 2 for BOS + EOS, 1
@@ -166,7 +170,8 @@ def blend_tokens(
     buckets of its documents ranked by their `quality` score (read from `quality_scores`: source -> the
     deduplicated Parquet the source was tokenized from), in proportion to weight x available tokens, and
     selects each bucket as a source of its own (epoch cap: the source's x max(1, weight)); the source's
-    total stays its mixture target, met within one document."""
+    total stays its mixture target, met within one document. `mixture_from` (where the ratios came from,
+    e.g. a mixture search's recommendation) is recorded in the manifest as it is."""
     import polars as pl
 
     groups = groups or {}
@@ -298,6 +303,7 @@ def blend_tokens(
                 }
                 for r in licenses.iter_rows(named=True)
             ],
+            "mixture_from": mixture_from,
         }
         write_json(tmp / MANIFEST_FILE, manifest)
     return TokenBlendResult(**manifest)

@@ -25,6 +25,23 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
     return out
 
 
+def _mixture_line(manifest: dict) -> str:
+    """Which mixture the blend took: the recipe's, or a mixture search's recommendation with its evidence."""
+    origin = manifest.get("mixture_from") or {}
+    if origin.get("kind") == "recommended":
+        verified = origin.get("verified_score")
+        return (
+            f"recommended by `{origin.get('asset')}` ({origin.get('candidates')} proxy runs, "
+            f"{origin.get('predictor')} predictor, leave-one-out Spearman {origin.get('loo_spearman'):.2f}; "
+            f"predicted {origin.get('predicted_score'):.4f} bits per byte"
+            + (f", verified {verified:.4f}" if verified is not None else "")
+            + f", best sampled candidate {origin.get('best_candidate_score'):.4f})"
+        )
+    if origin.get("kind") == "mixture_search_proxy":
+        return "a mixture search's candidate (a proxy run)"
+    return "the recipe's"
+
+
 def dataset_card(
     recipe: Recipe,
     stage: str,
@@ -48,6 +65,7 @@ def dataset_card(
         f"- token count: {manifest['token_count']}",
         f"- seed: `{manifest.get('seed', '')}`; upsampling: {'on' if cfg.blend.upsample else 'off'}",
     ]
+    lines.append(f"- mixture: {_mixture_line(manifest)}")
     short = manifest.get("shortfall") or {}
     if short.get("tokens"):
         lines.append(

@@ -34,7 +34,8 @@ def _tokens_per_source(index: TokensPackResult, stage: StageConfig, layout: Layo
             "blend_tokens": rows.get(s, {}).get("taken_tokens"),
             "target_tokens": rows.get(s, {}).get("target_tokens"),
             "share": v["tokens"] / total,
-            "ratio": stage.blend.mixture.get(s),  # None for a member of a group
+            # None for a member of a group; the recommended share where the stage takes its search's
+            "ratio": rows.get(s, {}).get("ratio") if stage.blend.recommended else stage.blend.mixture.get(s),
         }
         for s, v in sorted(index.sources.items())
     ]

@@ -60,6 +60,30 @@ def _dir_fingerprint(path: Path) -> str:
     )
 
 
+def _stage_mixture(stage: Any, base: Path) -> dict:
+    """A stage's mixture as its card states it: the recipe's shares, or (`mixture: recommended`) the shares
+    its blend took from the mixture search, with the search's evidence from the blend's manifest."""
+    if not stage.blend.recommended:
+        return dict(stage.blend.mixture)
+    f = base / "blend" / stage.name / "manifest.json"
+    manifest = json.loads(f.read_text()) if f.exists() else {}
+    evidence = manifest.get("mixture_from") or {}
+    return {
+        "recommended": manifest.get("ratios", {}),
+        **{
+            k: evidence.get(k)
+            for k in (
+                "asset",
+                "candidates",
+                "loo_spearman",
+                "predicted_score",
+                "verified_score",
+                "best_candidate_score",
+            )
+        },
+    }
+
+
 def lineage(recipe: Any, ref: str, base: Path) -> Lineage:
     """Walk a model reference back to the stages it came from."""
     lin = Lineage()
@@ -78,7 +102,7 @@ def lineage(recipe: Any, ref: str, base: Path) -> Lineage:
                     "stage": name,
                     "init_from": st.init_from,
                     "settings": {
-                        "mixture": dict(st.blend.mixture),
+                        "mixture": _stage_mixture(st, base),
                         "seq_len": st.pack.seq_len,
                         "lr": st.train.lr,
                         "epochs": st.train.epochs,

@@ -46,9 +46,13 @@ from lm_platform.recipe.sources import SourceConfig
 from lm_platform.recipe.training import (
     BlendConfig,
     GenerationConfig,
+    MixtureSearchConfig,
     ModelConfig,
     PackConfig,
+    ProxyConfig,
     StageConfig,
+    TargetTerm,
+    check_mixture_search,
 )
 from lm_platform.training.config import TrainConfig
 
@@ -354,7 +358,7 @@ class Recipe(_Strict):
         for i, stage in enumerate(self.stages):
             unknown_sources = [
                 f"stages.{i}.blend.mixture.{src}: " + unknown("source", src, [*names, *stage.blend.groups])
-                for src in stage.blend.mixture
+                for src in ([] if stage.blend.recommended else stage.blend.mixture)
                 if src not in names and src not in stage.blend.groups
             ]
             problems += unknown_sources
@@ -366,6 +370,10 @@ class Recipe(_Strict):
                             raise ValueError(
                                 f"stages.{i}.blend.mixture: source '{src}' is marked exclude_from_training"
                             )
+            if stage.mixture_search is not None:
+                problems += check_mixture_search(
+                    f"stages.{i}.mixture_search", stage.mixture_search, stage.searched_sources(), self
+                )
             if stage.init_from != "model" and stage.init_from not in seen:
                 later = stage.init_from in [s.name for s in self.stages]
                 problems.append(
@@ -484,7 +492,7 @@ def _check_stage_mixture(i: int, stage: StageConfig, sources: list[str]) -> None
         for src in members:
             if src not in sources:
                 raise ValueError(f"{where}.groups.{group}: " + unknown("source", src, sources))
-        if group not in blend.mixture:
+        if blend.recommended or group not in blend.mixture:
             raise ValueError(f"{where}.groups.{group}: the group is not used in the mixture")
     used = blend.mixture_sources()
     twice = sorted({s for s in used if used.count(s) > 1})
@@ -513,6 +521,7 @@ __all__ = [
     "SPDX_PATTERN",
     "BlendConfig",
     "GenerationConfig",
+    "MixtureSearchConfig",
     "ModelConfig",
     "PackConfig",
     "Recipe",

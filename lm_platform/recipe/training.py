@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from lm_platform.recipe.base import NAME_PATTERN, Strict
+from lm_platform.recipe.base import NAME_PATTERN, Strict, did_you_mean
 from lm_platform.recipe.quality import QualityBucket
 from lm_platform.training.config import TrainConfig
 
@@ -21,7 +21,10 @@ from lm_platform.training.config import TrainConfig
 class BlendConfig(Strict):
     """Which documents a stage trains on: shares of its sources and a token target (data/blend.py)."""
 
-    mixture: dict[str, float] = Field(description="source (or group) name -> share of the stage's tokens")
+    mixture: dict[str, float] | Literal["recommended"] = Field(
+        description="source (or group) name -> share of the stage's tokens; or 'recommended': the mixture "
+        "the stage's mixture_search recommends (asset mixture_recommendation/<stage>)"
+    )
     target_tokens: int = Field(gt=0)
     groups: dict[str, tuple[str, ...]] = Field(
         default_factory=dict,
@@ -64,8 +67,19 @@ class BlendConfig(Strict):
             return 1.0
         return self.source_max_epochs.get(source, self.max_epochs)
 
+    # The searched sources, for `mixture: recommended` (set by the stage from its mixture_search).
+    _searched: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def recommended(self) -> bool:
+        """Whether the stage takes its mixture_search's recommendation."""
+        return self.mixture == "recommended"
+
     def mixture_sources(self) -> list[str]:
-        """Every source the stage draws from (groups expanded), in mixture order."""
+        """Every source the stage draws from (groups expanded), in mixture order (the searched sources
+        when the stage takes the recommended mixture)."""
+        if self.recommended:
+            return list(self._searched)
         out: list[str] = []
         for key in self.mixture:
             out += list(self.groups.get(key, (key,)))
@@ -73,7 +87,9 @@ class BlendConfig(Strict):
 
     @field_validator("mixture")
     @classmethod
-    def _ratios(cls, mixture: dict[str, float]) -> dict[str, float]:
+    def _ratios(cls, mixture: dict[str, float] | str) -> dict[str, float] | str:
+        if isinstance(mixture, str):
+            return mixture
         if not mixture:
             raise ValueError("mixture is empty")
         bad = {k: v for k, v in mixture.items() if v <= 0}
@@ -123,6 +139,29 @@ class StageConfig(Strict):
     blend: BlendConfig
     pack: PackConfig = PackConfig()
     train: TrainConfig = TrainConfig()
+    mixture_search: MixtureSearchConfig | None = Field(
+        None,
+        description="Search this stage's mixture with proxy runs (assets mixture_candidates/<stage> ... "
+        "mixture_recommendation/<stage>); the stage takes the result with blend.mixture: recommended",
+    )
+
+    @model_validator(mode="after")
+    def _recommended(self) -> StageConfig:
+        if self.blend.recommended:
+            if self.mixture_search is None:
+                raise ValueError("blend.mixture 'recommended' needs a mixture_search section on the stage")
+            if not self.mixture_search.sources:
+                raise ValueError(
+                    "blend.mixture 'recommended': name the searched sources in mixture_search.sources"
+                )
+            self.blend._searched = tuple(self.mixture_search.sources)
+        return self
+
+    def searched_sources(self) -> list[str]:
+        """The sources the stage's mixture_search searches: those it names, else the stage's mixture's."""
+        if self.mixture_search is None:
+            return []
+        return list(self.mixture_search.sources) or self.blend.mixture_sources()
 
 
 # Flat stage keys of recipes written before the sections: old key -> (section, new key) places.
@@ -279,3 +318,132 @@ class GenerationConfig(Strict):
     top_k: int = Field(50, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     seed: int = 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# A stage's `mixture_search` section (RegMix-style): small proxy models are trained on seeded Dirichlet
+# samples of mixtures (around the stage's own mixture, within each source's bounds), each scored by bits
+# per byte on named evaluation sets; a predictor fitted from mixture weights to that score gives the
+# mixture it predicts best within the bounds, checked by one more proxy. The stage takes it with
+# `blend.mixture: recommended`. The code that runs it is `lm_platform/mixture/`.
+
+# A proxy is a tiny Llama trained from scratch: small enough that a search of 16 runs on a laptop CPU.
+PROXY_MODEL = ModelConfig(
+    hidden_size=64,
+    intermediate_size=128,
+    num_layers=2,
+    num_heads=2,
+    num_kv_heads=2,
+    max_position_embeddings=256,
+)
+
+
+class SourceBounds(Strict):
+    """The share of the proxy's tokens a source may take in a candidate (and in the recommendation)."""
+
+    min: float = Field(0.0, ge=0, le=1)
+    max: float = Field(1.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _order(self) -> SourceBounds:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class ProxyConfig(Strict):
+    """What one proxy run is: its model shape, its token budget (the blend's target), packing and training."""
+
+    model: ModelConfig = PROXY_MODEL
+    tokens: int = Field(gt=0, description="Packed tokens in each proxy's blend (its token budget)")
+    pack: PackConfig = PackConfig(seq_len=128, val_fraction=0.05)
+    train: TrainConfig = TrainConfig(micro_batch_size=8, lr=3e-3, warmup_steps=2, log_every=5)
+
+
+class TargetTerm(Strict):
+    """One term of the search's target: bits per byte of a perplexity evaluation (optionally one language
+    of it), with a weight. The target is the weighted mean of the terms; lower is better."""
+
+    evaluation: str = Field(description="Name of a `perplexity` evaluation of the recipe")
+    language: str | None = Field(None, description="Score only this language's documents of the set")
+    weight: float = Field(1.0, gt=0)
+
+
+class MixtureSearchConfig(Strict):
+    """Search a stage's mixture: `candidates` proxies on seeded Dirichlet samples around the stage's
+    mixture (uniform where the stage takes `mixture: recommended`), a predictor fitted from the weights to
+    the target, and the predicted best mixture within the bounds, verified by one more proxy."""
+
+    sources: dict[str, SourceBounds] = Field(
+        default_factory=dict,
+        description="source -> bounds of its share; default: the stage's mixture sources, each in [0, 1]",
+    )
+    candidates: int = Field(16, ge=4, description="Proxy runs on sampled mixtures")
+    seed: int = 0
+    concentration: float = Field(
+        1.0,
+        gt=0,
+        description="Dirichlet concentration per source (x the number of sources x the centre's share): "
+        "small spreads the candidates widely, large keeps them near the stage's mixture",
+    )
+    predictor: Literal["linear", "log_linear"] = Field(
+        "log_linear",
+        description="Ridge regression of the target (linear) or of its logarithm (log_linear, the data "
+        "mixing laws' form) on the mixture weights",
+    )
+    ridge: float = Field(1e-3, ge=0, description="L2 penalty of the predictor's regression")
+    proxy: ProxyConfig
+    target: tuple[TargetTerm, ...] = Field(min_length=1)
+
+    def bounds(self, sources: list[str]) -> dict[str, tuple[float, float]]:
+        """(min, max) per searched source (`sources`: the default list when the section names none)."""
+        names = list(self.sources) or sources
+        return {
+            s: (self.sources[s].min, self.sources[s].max) if s in self.sources else (0.0, 1.0) for s in names
+        }
+
+
+def check_mixture_search(where: str, search: MixtureSearchConfig, sources: list[str], recipe) -> list[str]:
+    """Cross-references of a stage's `mixture_search` (`sources`: the sources it searches), one message
+    per mistake."""
+    problems = []
+    known = [s.name for s in recipe.sources]
+    excluded = {s.name for s in recipe.sources if s.exclude_from_training}
+    for src in search.sources:
+        if src not in known:
+            problems.append(f"{where}.sources.{src}: no such source" + did_you_mean(src, known))
+        elif src in excluded:
+            problems.append(f"{where}.sources.{src}: the source is marked exclude_from_training")
+    if not sources:
+        problems.append(
+            f"{where}.sources: name the sources to search (the stage takes 'mixture: recommended')"
+        )
+    elif len(sources) < 2:
+        problems.append(f"{where}.sources: a search needs at least two sources, got {sources}")
+    bounds = search.bounds(sources)
+    if bounds and sum(lo for lo, _ in bounds.values()) > 1 + 1e-9:
+        problems.append(f"{where}.sources: the minimum shares sum to more than 1")
+    if bounds and sum(hi for _, hi in bounds.values()) < 1 - 1e-9:
+        problems.append(f"{where}.sources: the maximum shares sum to less than 1")
+    evals = {e.name: e for e in recipe.evaluations}
+    for j, term in enumerate(search.target):
+        ev = evals.get(term.evaluation)
+        if ev is None:
+            problems.append(
+                f"{where}.target.{j}.evaluation: no evaluation '{term.evaluation}'"
+                + (did_you_mean(term.evaluation, evals) or f" (known: {', '.join(evals) or 'none'})")
+            )
+        elif ev.kind != "perplexity":
+            problems.append(
+                f"{where}.target.{j}.evaluation: '{term.evaluation}' is a {ev.kind} evaluation; the target is "
+                "bits per byte, so it names perplexity evaluations"
+            )
+        if term.language is not None and term.language not in recipe.languages:
+            problems.append(
+                f"{where}.target.{j}.language: '{term.language}' has no entry in 'languages'"
+                + did_you_mean(term.language, recipe.languages)
+            )
+    return problems
+
+
+StageConfig.model_rebuild()  # its `mixture_search` type is defined above
