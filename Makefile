@@ -28,7 +28,7 @@ export TRANSFORMERS_OFFLINE := 1
 # Override with OMP_NUM_THREADS=N (a GPU machine, or one stage training alone on many cores).
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install kenlm postgres tf4 browser demo test ui lint format clean dagster-home
+.PHONY: install kenlm postgres tf4 browser demo mixture-search test ui lint format clean dagster-home
 
 install: $(VENV)/.installed kenlm postgres tf4 browser
 
@@ -72,12 +72,21 @@ dagster-home:
 DEMO_VERSIONS ?= anneal merged/final
 DEMO_PLAN = $(PY) -m lm_platform.defs.plan --run $(if $(FORCE),--all)
 demo: install dagster-home
-	$(DEMO_PLAN) 'not group:evaluation and not key:"export/*"'
+	$(DEMO_PLAN) 'not group:evaluation and not group:mixture_search and not key:"export/*"'
 	for v in $(DEMO_VERSIONS); do \
 		$(DEMO_PLAN) 'group:evaluation and not key:"eval/leaderboard"' --partition "$$v" || exit 1; \
 	done
 	$(DEMO_PLAN) 'key:"eval/leaderboard" or key:"export/*"'
 	$(PY) -m lm_platform.defs.summary
+
+# The demo's mixture search (group mixture_search, which `make demo` leaves out; it needs the demo's tokens
+# and tokenizer): the candidates, each candidate's proxy (blend, dataset, checkpoint, score; one run per
+# candidate), then the recommendation with its verification proxy. Missing and stale assets only, as above.
+MIXTURE_PROXIES = key:"mixture_blend/*" or key:"mixture_dataset/*" or key:"mixture_checkpoint/*" or key:"mixture_score/*"
+mixture-search: install dagster-home
+	$(DEMO_PLAN) '+key:"mixture_candidates/*"'
+	$(DEMO_PLAN) '$(MIXTURE_PROXIES)' --each-partition
+	$(DEMO_PLAN) 'key:"mixture_recommendation/*"'
 
 # Two pytest workers (pytest-xdist): one materializes the shared demo and runs the tests that read it,
 # the other runs the rest, a test file at a time (conftest.py schedules them). TEST_WORKERS=0: one process.

@@ -71,7 +71,7 @@ def isolated_env(home: Path, storage: Path) -> dict[str, str]:
 DEMO_VERSION = "anneal"
 EXPORTED_VERSION = "merged/final"
 DEMO_STEPS = (
-    ('not group:evaluation and not key:"export/*"',),
+    ('not group:evaluation and not group:mixture_search and not key:"export/*"',),
     ('group:evaluation and not key:"eval/leaderboard"', "--partition", DEMO_VERSION),
     ('group:evaluation and not key:"eval/leaderboard"', "--partition", EXPORTED_VERSION),
     ('key:"eval/leaderboard" or key:"export/*"',),
@@ -98,6 +98,8 @@ def write_demo_variant(tmp_path: Path, mutate, name: str = "variant.yaml") -> Pa
     from lm_platform.recipe.loader import BUNDLED_DIR
 
     raw = yaml.safe_load((BUNDLED_DIR / "demo.yaml").read_text(encoding="utf-8"))
+    for stage in raw["stages"]:  # the demo's mixture search: a variant that wants it sets it in `mutate`
+        stage.pop("mixture_search", None)
     for src in raw["sources"]:
         src["location"] = str(BUNDLED_DIR / src["location"])
     for ev in raw["evaluations"]:

@@ -37,6 +37,12 @@ DEMO_KEYS = (
     }
     | {"adapter/vi_chat", "adapter/en_alpaca", "merged/instruct", "merged/final", "export/demo_chat"}
 )
+# The demo's mixture search of stage main: declared, left out of `make demo` (and so of the demo run).
+MIXTURE_KEYS = {
+    f"mixture_{kind}/main"
+    for kind in ("candidates", "blend", "dataset", "checkpoint", "score", "recommendation")
+}
+DEMO_KEYS |= MIXTURE_KEYS
 # The filters expected to catch each kind of labelled noise (wrong-language text can also be too short).
 EXPECTED_FILTER = {
     "too_short": {"length"},
@@ -104,7 +110,7 @@ def test_every_asset_materialized_with_counts_and_licenses(demo_run):
         "merged": {"method", "base_model", "inputs", "seed", "vocab_size", "config_yaml"},
         "export": {"dtype", "vocab_size", "licenses", "card", "pushed"},
     }
-    for key in DEMO_KEYS:
+    for key in DEMO_KEYS - MIXTURE_KEYS:
         meta = latest(demo_run, key).asset_materialization.metadata
         missing = (required.get(key) or required[key.split("/")[0]]) - set(meta)
         assert not missing, f"{key} lacks metadata {missing}"

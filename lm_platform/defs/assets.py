@@ -16,13 +16,14 @@ from lm_platform.defs import (
     dedup,
     evaluation,
     finetune,
+    mixture,
     quality,
     tokenizer,
     training,
 )
 from lm_platform.recipe.schema import Recipe
 
-DOMAINS = (corpus, quality, curation, dedup, blending, tokenizer, training, evaluation, finetune)
+DOMAINS = (corpus, quality, curation, dedup, blending, tokenizer, training, evaluation, finetune, mixture)
 
 
 def build_assets(recipe: Recipe) -> list[dg.AssetsDefinition]:

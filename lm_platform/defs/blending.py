@@ -9,6 +9,7 @@ from lm_platform.data.dataset_card import CARD_FILE, write_dataset_card
 from lm_platform.data.pack import boundary_tokens, tokenizer_meta
 from lm_platform.defs.metadata import headline, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
+from lm_platform.mixture.proxy import recommended_mixture
 from lm_platform.recipe.licenses import not_on_allowlist
 from lm_platform.recipe.schema import Recipe, StageConfig
 from lm_platform.versions import content_version
@@ -91,6 +92,13 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
     sources = cfg.mixture_sources()
     # The card's dedup figures come from deduped/*; the boundary tokens per document from the tokenizer.
     deps = [dg.AssetKey([kind, s]) for kind in ("tokens", "deduped") for s in sources]
+    if cfg.recommended:  # the ratios come from the stage's mixture search
+        deps.append(dg.AssetKey(["mixture_recommendation", stage.name]))
+    shares = (
+        f"the mixture recommended by mixture_recommendation/{stage.name}"
+        if cfg.recommended
+        else ", ".join(f"{s} {r:.0%}" for s, r in cfg.mixture.items())
+    )
     weighting = {s: [(b.top_share, b.weight) for b in bs] for s, bs in cfg.quality_weighting.items()}
 
     @dg.asset(
@@ -100,7 +108,7 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
         kinds={"python", "parquet"},
         code_version=versioned(CODE, recipe.seed, cfg, recipe.license_allowlist),
         description=f"Documents for stage '{stage.name}': {cfg.target_tokens:,} packed tokens (exact) by "
-        + ", ".join(f"{s} {r:.0%}" for s, r in cfg.mixture.items()),
+        + shares,
         metadata=headline("docs", "tokens"),
         check_specs=[
             dg.AssetCheckSpec(
@@ -121,9 +129,12 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
     def _blend(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
         out = layout.blend(stage.name)
+        ratios, mixture_from = (
+            recommended_mixture(layout.base, stage.name) if cfg.recommended else (cfg.mixture, None)
+        )
         manifest = blend_tokens(
             {s: layout.tokens(s) for s in sources},
-            cfg.mixture,
+            ratios,
             cfg.target_tokens,
             out,
             seed=f"{recipe.seed}:{stage.name}",
@@ -134,6 +145,7 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
             stage=stage.name,
             quality_weighting=weighting,
             quality_scores={s: layout.deduped(s) for s in weighting},
+            mixture_from=mixture_from,
         )
         figures, curated = layout.dedup_dir() / "figures", layout.curated(sources[0]).parent
         card = write_dataset_card(recipe, stage.name, manifest, figures, out / CARD_FILE, curated_dir=curated)

@@ -133,6 +133,19 @@ def frontier(graph, planned: list[Planned]) -> list[Planned]:
     return [p for p in planned if not p.why.startswith("stale") or not (ancestors(p.key) & keys)]
 
 
+def partition_keys(defs: dg.Definitions, instance: dg.DagsterInstance, selection: str) -> list[str]:
+    """Every partition key the selection's partitioned assets have now, in order."""
+    graph = defs.resolve_asset_graph()
+    keys: dict[str, None] = {}
+    for key in sorted(dg.AssetSelection.from_string(selection).resolve(graph)):
+        node = graph.get(key)
+        if node.partitions_def is not None:
+            keys.update(
+                dict.fromkeys(node.partitions_def.get_partition_keys(dynamic_partitions_store=instance))
+            )
+    return list(keys)
+
+
 def _cli_execute(keys: list[dg.AssetKey], partition: str | None) -> bool:
     select = " or ".join(f'key:"{k.to_user_string()}"' for k in keys)
     cmd = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "--select", select]
@@ -146,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partition", help="judge partitioned assets by this partition")
     parser.add_argument("--all", action="store_true", help="select everything (a forced rebuild)")
     parser.add_argument("--run", action="store_true", help="materialize what is selected")
+    parser.add_argument(
+        "--each-partition",
+        action="store_true",
+        help="with --run: once per partition the selection's partitioned assets have now (e.g. a mixture "
+        "search's candidates, registered by mixture_candidates/<stage>)",
+    )
     args = parser.parse_args(argv)
     from lm_platform.definitions import defs
 
@@ -154,8 +173,15 @@ def main(argv: list[str] | None = None) -> int:
 
     with dg.DagsterInstance.get() as instance:
         if args.run:
+            parts = (
+                partition_keys(defs, instance, args.selection) if args.each_partition else [args.partition]
+            )
             try:
-                waves = run_stale(defs, instance, args.selection, _cli_execute, args.partition, args.all, say)
+                waves = [
+                    w
+                    for p in parts
+                    for w in run_stale(defs, instance, args.selection, _cli_execute, p, args.all, say)
+                ]
             except RuntimeError as err:
                 say(f"error: {err}")
                 return 1

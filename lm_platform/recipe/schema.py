@@ -524,8 +524,10 @@ __all__ = [
     "MixtureSearchConfig",
     "ModelConfig",
     "PackConfig",
+    "ProxyConfig",
     "Recipe",
     "SourceConfig",
     "StageConfig",
+    "TargetTerm",
     "TrainConfig",
 ]

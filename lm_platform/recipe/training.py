@@ -378,7 +378,9 @@ class MixtureSearchConfig(Strict):
         default_factory=dict,
         description="source -> bounds of its share; default: the stage's mixture sources, each in [0, 1]",
     )
-    candidates: int = Field(16, ge=4, description="Proxy runs on sampled mixtures")
+    candidates: int = Field(
+        16, ge=3, description="Proxy runs on sampled mixtures (RegMix: many more than sources)"
+    )
     seed: int = 0
     concentration: float = Field(
         1.0,
