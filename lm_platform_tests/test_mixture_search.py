@@ -26,20 +26,20 @@ from lm_platform.mixture.proxy import (
 )
 from lm_platform.recipe.schema import EvalConfig, MixtureSearchConfig
 
-SOURCES = ("alpha", "beta", "gamma")
+SOURCES = ("alpha", "beta", "gamma")  # word prefixes a, b, g
 WORDS = 24  # words per source vocabulary
 DOC_WORDS = 40
 
 
-def _tokenizer(directory: Path) -> Path:
-    """A word-level HF tokenizer over the three sources' vocabularies, with BOS and EOS."""
+def word_tokenizer(directory: Path, prefixes=tuple(s[0] for s in SOURCES)) -> Path:
+    """A word-level HF tokenizer over the sources' vocabularies (`<prefix><i>`), with BOS and EOS."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
-    for s in SOURCES:
+    for p in prefixes:
         for i in range(WORDS):
-            vocab[f"{s[0]}{i}"] = len(vocab)
+            vocab[f"{p}{i}"] = len(vocab)
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
@@ -47,15 +47,15 @@ def _tokenizer(directory: Path) -> Path:
     return directory
 
 
-def _chain(source: str, rng: np.random.Generator):
-    """A word chain of its own per source: each word is followed by one of three words."""
+def word_chain(prefix: str, rng: np.random.Generator):
+    """A source's word chain (its own words, `<prefix><i>`): each word is followed by one of three."""
     nxt = rng.integers(0, WORDS, size=(WORDS, 3))
 
     def doc() -> str:
         w = int(rng.integers(WORDS))
         out = []
         for _ in range(DOC_WORDS):
-            out.append(f"{source[0]}{w}")
+            out.append(f"{prefix}{w}")
             w = int(nxt[w, rng.integers(3)])
         return " ".join(out)
 
@@ -65,12 +65,12 @@ def _chain(source: str, rng: np.random.Generator):
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
     base = tmp_path_factory.mktemp("mixture")
-    tokenizer = _tokenizer(base / "tokenizer")
+    tokenizer = word_tokenizer(base / "tokenizer")
     rng = np.random.default_rng(7)
     tokens_dirs = {}
     target_docs = []
     for s in SOURCES:
-        doc = _chain(s, rng)
+        doc = word_chain(s[0], rng)
         path = base / f"{s}.parquet"
         with DocWriter(path) as w:
             for i in range(260):

@@ -85,6 +85,11 @@ def _target_check(manifest, on_shortfall: str, tolerance: float) -> dg.AssetChec
     )
 
 
+def _mixture(cfg, base, stage: str) -> tuple[dict, dict | None]:
+    """The ratios a stage blends and, for `mixture: recommended`, the search's evidence behind them."""
+    return recommended_mixture(base, stage) if cfg.recommended else (cfg.mixture, None)
+
+
 def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
     key = dg.AssetKey(["blend", stage.name])
     allowed = set(recipe.license_allowlist)
@@ -129,9 +134,7 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
     def _blend(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
         out = layout.blend(stage.name)
-        ratios, mixture_from = (
-            recommended_mixture(layout.base, stage.name) if cfg.recommended else (cfg.mixture, None)
-        )
+        ratios, mixture_from = _mixture(cfg, layout.base, stage.name)
         manifest = blend_tokens(
             {s: layout.tokens(s) for s in sources},
             ratios,

@@ -53,6 +53,11 @@ class _Search:
     def boundary(self, layout: Layout) -> int:
         return boundary_tokens(tokenizer_meta(layout.tokenizer()))
 
+    def tokens_keys(self) -> list[dg.AssetKey]:
+        """`tokens/<source>` of the searched sources (each made with the tokenizer, which is not a direct
+        input here, so that `tokenizer+` stays the stages' own assets)."""
+        return [dg.AssetKey(["tokens", x]) for x in self.sources]
+
     def key(self, kind: str) -> dg.AssetKey:
         return dg.AssetKey([kind, self.stage.name])
 
@@ -106,7 +111,7 @@ def _weights_table(rows: list[dict]):
 def candidates_asset(s: _Search, parts: dg.DynamicPartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         key=s.key("mixture_candidates"),
-        deps=[dg.AssetKey("tokenizer"), *[dg.AssetKey(["tokens", x]) for x in s.sources]],
+        deps=s.tokens_keys(),
         group_name=GROUP,
         kinds={"python"},
         code_version=versioned(CODE, s.cfg, s.stage.blend),
@@ -142,7 +147,7 @@ def proxy_assets(s: _Search, parts: dg.DynamicPartitionsDefinition) -> list[dg.A
 
     @dg.asset(
         key=s.key("mixture_blend"),
-        deps=[s.key("mixture_candidates"), dg.AssetKey("tokenizer")]
+        deps=[s.key("mixture_candidates")]
         + [dg.AssetKey([k, x]) for k in ("tokens", "deduped") for x in s.sources],
         kinds={"python", "parquet"},
         code_version=versioned(CODE, s.cfg.proxy.tokens, s.stage.blend),
@@ -165,7 +170,7 @@ def proxy_assets(s: _Search, parts: dg.DynamicPartitionsDefinition) -> list[dg.A
 
     @dg.asset(
         key=s.key("mixture_dataset"),
-        deps=[s.key("mixture_blend"), dg.AssetKey("tokenizer")],
+        deps=[s.key("mixture_blend"), *s.tokens_keys()],
         kinds={"numpy"},
         code_version=versioned(CODE, s.cfg.proxy.pack),
         description="A candidate's proxy blend packed (pack_tokens)",
@@ -182,7 +187,7 @@ def proxy_assets(s: _Search, parts: dg.DynamicPartitionsDefinition) -> list[dg.A
 
     @dg.asset(
         key=s.key("mixture_checkpoint"),
-        deps=[s.key("mixture_dataset"), dg.AssetKey("tokenizer")],
+        deps=[s.key("mixture_dataset")],
         kinds={"pytorch"},
         pool="gpu",
         code_version=versioned(CODE, s.cfg.proxy.model, s.cfg.proxy.train),
@@ -218,7 +223,7 @@ def proxy_assets(s: _Search, parts: dg.DynamicPartitionsDefinition) -> list[dg.A
 def recommendation_asset(s: _Search) -> dg.AssetsDefinition:
     @dg.asset(
         key=s.key("mixture_recommendation"),
-        deps=[s.key("mixture_score"), s.key("mixture_candidates"), dg.AssetKey("tokenizer")]
+        deps=[s.key("mixture_score"), s.key("mixture_candidates")]
         + [dg.AssetKey([k, x]) for k in ("tokens", "deduped") for x in s.sources],
         group_name=GROUP,
         kinds={"python", "pytorch"},
