@@ -54,6 +54,7 @@ def test_search_assets_recommend_and_the_stage_takes_it(tmp_path, monkeypatch):
     from lm_platform.defs.automation import build as automation
     from lm_platform.defs.mixture import partitions
     from lm_platform.evaluation.versions import discover_versions
+    from lm_platform.finetune.card import lineage
     from lm_platform.recipe import load_recipe
 
     base = tmp_path / "data" / "demo"
@@ -103,6 +104,10 @@ def test_search_assets_recommend_and_the_stage_takes_it(tmp_path, monkeypatch):
     assert manifest["mixture_from"]["kind"] == "recommended"
     card = (base / "blend" / "main" / "README.md").read_text()
     assert "recommended by `mixture_recommendation/main`" in card
+    # The model card's lineage states the stage's mixture with the search's evidence.
+    settings = lineage(recipe, "checkpoint/main", base).stages[0]["settings"]
+    assert settings["mixture"]["recommended"] == {"vi_news": 0.9, "ja_wiki": 0.1}
+    assert settings["mixture"]["loo_spearman"] == rec["loo_spearman"]
 
     # Proxies are not model versions: the versions sensor finds none, nothing schedules or trains them.
     assert discover_versions(recipe, base, set()) == []

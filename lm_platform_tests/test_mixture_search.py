@@ -175,3 +175,46 @@ def test_predictor_recovers_a_log_linear_law_and_spearman_counts_ties():
     assert ms.spearman(ms.loo_predictions(["a", "b", "c"], x, y, "log_linear", 0.0), y) == pytest.approx(1.0)
     assert ms.spearman(np.array([1, 2, 2, 3]), np.array([1, 2, 2, 3])) == pytest.approx(1.0)
     assert list(ms.ranks(np.array([3.0, 1.0, 3.0]))) == [2.5, 1.0, 2.5]
+
+
+def test_recipe_mistakes_in_a_search_name_their_field(tmp_path):
+    from lm_platform.recipe import RecipeError, load_recipe
+    from lm_platform_tests.conftest import write_demo_variant
+
+    def mutate(raw: dict) -> None:
+        main = raw["stages"][0]
+        main["blend"].pop("quality_weighting")
+        main["blend"]["mixture"] = "recommended"
+        main["mixture_search"] = {
+            "sources": {"vi_news": {"min": 0.7}, "ja_wik": {}},
+            "proxy": {"tokens": 1000},
+            "target": [{"evaluation": "exam_vi"}, {"evaluation": "perplexity", "language": "xx"}],
+        }
+
+    with pytest.raises(RecipeError) as err:
+        load_recipe(str(write_demo_variant(tmp_path, mutate)))
+    lines = str(err.value)
+    for says in (
+        "stages.0.mixture_search.sources.ja_wik: no such source; did you mean 'ja_wiki'?",
+        "stages.0.mixture_search.target.0.evaluation: 'exam_vi' is a multiple_choice evaluation",
+        "stages.0.mixture_search.target.1.language: 'xx' has no entry in 'languages'",
+    ):
+        assert says in lines, lines
+
+    def without_search(raw: dict) -> None:
+        raw["stages"][0]["blend"].pop("quality_weighting")
+        raw["stages"][0]["blend"]["mixture"] = "recommended"
+
+    with pytest.raises(RecipeError, match="needs a mixture_search section"):
+        load_recipe(str(write_demo_variant(tmp_path, without_search, "b.yaml")))
+
+    def too_much(raw: dict) -> None:
+        bounds = {"vi_news": {"min": 0.7}, "en_books": {"min": 0.6}}
+        raw["stages"][0]["mixture_search"] = {
+            "sources": bounds,
+            "proxy": {"tokens": 1000},
+            "target": [{"evaluation": "perplexity"}],
+        }
+
+    with pytest.raises(RecipeError, match="mixture_search.sources: the minimum shares sum to more than 1"):
+        load_recipe(str(write_demo_variant(tmp_path, too_much, "c.yaml")))
