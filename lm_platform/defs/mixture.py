@@ -13,7 +13,7 @@ import dagster as dg
 
 from lm_platform.atomic import read_json, write_json
 from lm_platform.data.pack import boundary_tokens, tokenizer_meta
-from lm_platform.defs.metadata import headline, materialize, table, versioned
+from lm_platform.defs.metadata import headline, materialize, optional, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.mixture import proxy as mx
 from lm_platform.mixture.search import recommend
@@ -26,6 +26,7 @@ from lm_platform.versions import content_version
 CODE = "1"
 GROUP = "mixture_search"
 PREEMPTION_RETRIES = 3
+LEFT_OUT = optional("make mixture-search")  # make demo leaves the group out
 
 
 def partitions(recipe: Recipe, stage: StageConfig) -> dg.DynamicPartitionsDefinition:
@@ -117,7 +118,7 @@ def candidates_asset(s: _Search, parts: dg.DynamicPartitionsDefinition) -> dg.As
         code_version=versioned(CODE, s.cfg, s.stage.blend),
         description=f"{s.cfg.candidates} mixtures of {', '.join(s.sources)} for stage '{s.stage.name}' "
         "(seeded Dirichlet within the bounds); each becomes a partition of its proxies",
-        metadata=headline("candidates"),
+        metadata={**headline("candidates"), **LEFT_OUT},
     )
     def _candidates(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = s.layout(storage)
@@ -152,7 +153,7 @@ def proxy_assets(s: _Search, parts: dg.DynamicPartitionsDefinition) -> list[dg.A
         kinds={"python", "parquet"},
         code_version=versioned(CODE, s.cfg.proxy.tokens, s.stage.blend),
         description=f"A candidate's proxy blend for stage '{s.stage.name}' (blend_tokens, the candidate's weights)",
-        metadata=headline("tokens"),
+        metadata={**headline("tokens"), **LEFT_OUT},
         **common,
     )
     def _blend(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
@@ -174,7 +175,7 @@ def proxy_assets(s: _Search, parts: dg.DynamicPartitionsDefinition) -> list[dg.A
         kinds={"numpy"},
         code_version=versioned(CODE, s.cfg.proxy.pack),
         description="A candidate's proxy blend packed (pack_tokens)",
-        metadata=headline("tokens"),
+        metadata={**headline("tokens"), **LEFT_OUT},
         **common,
     )
     def _dataset(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
@@ -192,7 +193,7 @@ def proxy_assets(s: _Search, parts: dg.DynamicPartitionsDefinition) -> list[dg.A
         pool="gpu",
         code_version=versioned(CODE, s.cfg.proxy.model, s.cfg.proxy.train),
         description="A candidate's proxy model, trained from scratch by the trainer (like any stage; not a model version)",
-        metadata=headline("final_val_loss"),
+        metadata={**headline("final_val_loss"), **LEFT_OUT},
         **common,
     )
     def _checkpoint(
@@ -206,7 +207,7 @@ def proxy_assets(s: _Search, parts: dg.DynamicPartitionsDefinition) -> list[dg.A
         kinds={"python"},
         code_version=versioned(CODE, s.cfg.target, [s.evaluations[t.evaluation] for t in s.cfg.target]),
         description="A candidate proxy's target: weighted bits per byte on the target's evaluation sets",
-        metadata=headline("score"),
+        metadata={**headline("score"), **LEFT_OUT},
         **common,
     )
     def _score(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
@@ -231,7 +232,10 @@ def recommendation_asset(s: _Search) -> dg.AssetsDefinition:
         code_version=versioned(CODE, s.cfg, s.stage.blend),
         description=f"The mixture the predictor fitted on stage '{s.stage.name}''s proxies scores best, "
         "with its leave-one-out Spearman, a verification proxy and a predicted-vs-measured plot",
-        metadata=headline("loo_spearman", "predicted_score", "verified_score", "best_candidate_score"),
+        metadata={
+            **headline("loo_spearman", "predicted_score", "verified_score", "best_candidate_score"),
+            **LEFT_OUT,
+        },
     )
     def _recommendation(
         context: dg.AssetExecutionContext, storage: LMStorage, trainer: dg.PipesSubprocessClient

@@ -11,7 +11,7 @@ import sys
 
 import dagster as dg
 
-from lm_platform.defs.metadata import HEADLINE_KEY
+from lm_platform.defs.metadata import HEADLINE_KEY, OPTIONAL_KEY
 
 
 def _fmt(value) -> str:
@@ -23,7 +23,8 @@ def _fmt(value) -> str:
 
 
 def summarize(defs: dg.Definitions, instance: dg.DagsterInstance) -> tuple[list[str], int]:
-    """Lines to print, and how many assets have never been materialized."""
+    """Lines to print, and how many assets have never been materialized (those `make demo` leaves out
+    on purpose, `metadata.optional`, are listed with the command that makes them, and not counted)."""
     lines, missing = [], 0
     graph = defs.resolve_asset_graph()
     keys = sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string())
@@ -31,6 +32,10 @@ def summarize(defs: dg.Definitions, instance: dg.DagsterInstance) -> tuple[list[
         event = instance.get_latest_materialization_event(key)
         name = key.to_user_string()
         if event is None or event.asset_materialization is None:
+            left_out = graph.get(key).metadata.get(OPTIONAL_KEY)
+            if left_out is not None:
+                lines.append(f"  {name:<22} not materialized (left out of make demo: {left_out.value})")
+                continue
             lines.append(f"  {name:<22} not materialized")
             missing += 1
             continue
