@@ -9,7 +9,8 @@ are held apart as material for the project's seeded noise generator (lm_platform
 
 - Keep rates: every set through the matching recipe's chain (`vi` recipe's `vi` filters for Vietnamese,
   its `en` filters for English; `ja` recipe's `ja` filters for Japanese): documents in, kept, raw keep
-  rate, and keep rate among the documents at or above the recipe's minimum length.
+  rate, and keep rate among the documents at or above the recipe's minimum length (measured as the length
+  filter measures it: on the normalised text).
 - Noise recall: per language and noise kind, the share of generated noise documents the chain removes.
 - Perplexity: when KenLM's lmplz is available, each language with a perplexity filter gets a reference
   model trained on the held-apart documents of its reference set (never on measured documents), and
@@ -278,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     from lm_platform.data.noise import NOISE_TYPES, make_noise
+    from lm_platform.data.normalize import normalize_text
 
     rounds = args.rounds or 1
     n_noise = 12 if args.quick else 80
@@ -335,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
                     why = judge(chain, gate, d.text)
                 if qb is not None:
                     why = qb.judge(name, lang, d.text, why is None) or why
-                long_enough = len(d.text) >= floor
+                # As the length filter measures it: after normalisation (spaces collapsed, lines stripped).
+                long_enough = len(normalize_text(d.text, cfg.unicode_form, cfg.fix_mojibake)) >= floor
                 n_min += long_enough
                 if why is None:
                     kept += 1

@@ -151,6 +151,12 @@ HEADS: dict[str, dict[str, frozenset[str]]] = {
         # an article wants its noun on the same line: a line of verse does not end on "the"
         **dict.fromkeys(("the", "a", "an"), _EN_ARTICLE_BAD | {"\n"}),
         **dict.fromkeys(("of", "in", "from", "with", "at", "by", "on", "for"), _EN_OPEN),
+        # a possessive determiner is followed by its noun (or an adjective), on the same line: never by an
+        # article, a preposition, a conjunction or an auxiliary ("our a", "their of", "my and")
+        **dict.fromkeys(("my", "your", "our", "their"), _EN_OPEN | {"the", "a", "an", "\n"}),
+        # "to" takes a verb or a noun phrase, never a preposition or a finite auxiliary ("to of", "to was");
+        # "to and fro", "to and from" stay in
+        "to": frozenset(["of", "to", "from", "with", "at", "is", "was", "are", "were", "been"]),
     },
     "vi": {  # plural markers and quantifiers want a noun; "của" (of) wants its possessor
         **dict.fromkeys(("các", "những", "mỗi", "mọi", "vài", "của"), _VI_BAD | {"\n"}),
