@@ -179,3 +179,48 @@ def test_url_domain_allow_and_deny():
     assert allow("text", url="https://vi.wikipedia.org/wiki/X") is None
     assert "allow" in allow("text", url="https://example.com/")
     assert allow("text") == "no url"
+
+
+def test_keyword_echo_drops_stuffed_pages_and_keeps_refrains():
+    """A keyword said twice with only a list separator between, over and over ("即日融資、即日融資"):
+    keyword stuffing. A poem's refrain echoes one phrase ("Break, break, break"), and Japanese refrains
+    are hiragana ("さよなら、さよなら"), not names."""
+    ja = build_filter(GopherRepetitionFilter(), "ja")
+    stuffed = (
+        "渋谷で即日融資なら当店へ。即日融資、即日融資の最安値ランキング。\n"
+        "新宿でカードローンを比べるなら当店が便利です。カードローン・カードローンの口コミを毎日更新しています。\n"
+        "駅前の店舗では土日も相談を受け付けています。審査、審査の流れを分かりやすく説明します。\n"
+        "初めての方にも安心の窓口をご用意しました。お気軽にお問い合わせください。"
+    )
+    assert "keyword_echo" in (ja(stuffed) or "")
+    refrain = "\n".join(
+        f"さよなら、さよなら！\n{line}\nいろいろお世話になりました"
+        for line in ("こんなに良いお天気の日に", "僕は午睡の夢から覚めてみると", "そして明日の今頃は")
+    )
+    assert ja(refrain) is None or "keyword_echo" not in ja(refrain)
+    en = build_filter(GopherRepetitionFilter(), "en")
+    poem = (
+        "Break, break, break,\nOn thy cold gray stones, O Sea!\nAnd I would that my tongue could utter\n"
+        "The thoughts that arise in me.\nO, well for the fisherman's boy,\nThat he shouts with his sister at play!"
+    )
+    assert en(poem) is None
+    shop = (
+        "Looking for cheap shoes near Springfield? Cheap shoes, cheap shoes and more at our store.\n"
+        "We stock running boots for every season. Running boots, running boots with free delivery today.\n"
+        "Visit the outlet on Main Street for the full range of sizes and colours."
+    )
+    assert "keyword_echo" in (en(shop) or "")
+
+
+def test_english_word_order_knows_possessives_and_to():
+    """A possessive determiner wants its noun next and "to" a verb or a noun phrase: "our a", "their
+    of", "to of" do not occur in English; "to and fro" and "my own" do."""
+    from lm_platform.data.filters.prose import function_word_disorder
+
+    def disorder(text):
+        return function_word_disorder([w.strip(".,") for w in text.split()], "en")
+
+    r, n = disorder("Place our a Renee new. Their of law to of the hair. Your and my by help.")
+    assert n >= 4 and round(r * n) >= 4
+    r, n = disorder("They walked to and fro in their own garden and gave my book to our friends.")
+    assert n >= 4 and r == 0
