@@ -224,3 +224,24 @@ def test_english_word_order_knows_possessives_and_to():
     assert n >= 4 and round(r * n) >= 4
     r, n = disorder("They walked to and fro in their own garden and gave my book to our friends.")
     assert n >= 4 and r == 0
+
+
+def test_lexical_richness_reads_the_whole_page():
+    """Herdan's C sees a page that cycles a few templates around a few keywords with a period longer
+    than MATTR's 50-word windows; the shipped Vietnamese paragraphs stay above the `vi` threshold."""
+    from lm_platform.data.filters.gopher_repetition import lexical_richness
+
+    assert lexical_richness(["một"] * 49) is None  # under 50 words: not judged
+    templates = [
+        "Mua {k} ở đâu? Cửa hàng Phú Quý chuyên {k}, {k} chính hãng.",
+        "Top {n} {k} tốt nhất Hà Nội năm {y}.",
+        "Dịch vụ {k} Sài Gòn - {k} chất lượng - {k} giá tốt.",
+        "{k} giá rẻ tại Đà Nẵng, {k} uy tín nhất.",
+        "Liên hệ Phú Quý để được tư vấn {k} miễn phí.",
+    ]
+    keys = ["máy lọc nước", "nồi chiên", "máy lọc nước", "điều hòa"]
+    page = " ".join(templates[i % 5].format(k=keys[i % 4], n=5 + i, y=2018 + i % 6) for i in range(24))
+    f = build_filter(GopherRepetitionFilter(min_lexical_richness=0.78, max_keyword_echoes=None), "vi")
+    assert "lexical_richness" in (f(page) or "")
+    long_paragraphs = [p for p in PARAS["vi"] if len(p.split()) >= 50]
+    assert long_paragraphs and all(f(p) is None for p in long_paragraphs)

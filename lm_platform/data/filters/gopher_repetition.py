@@ -5,6 +5,7 @@ Gopher), and a most frequent n-gram counts only from three occurrences."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal
 
@@ -26,6 +27,17 @@ class GopherRepetitionFilter(StrictConfig):
         le=1,
         description="Moving-average type-token ratio over 50-word windows (MATTR): SEO pages recycle a few "
         "templates around a few keywords; prose keeps introducing words. None: off",
+    )
+    min_lexical_richness: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Herdan's C, log(distinct words) / log(words), over the first `richness_words` words "
+        "(numbers as one word): a page that recycles a few templates and keywords with a period longer "
+        "than MATTR's windows. None: off",
+    )
+    richness_words: int = Field(
+        400, ge=50, description="Words Herdan's C reads at most (texts of 50 or more)"
     )
     max_keyword_echoes: float | None = Field(
         1.0,
@@ -211,6 +223,19 @@ def keyword_echoes(words: list[str], lang: str, function_words: frozenset[str]) 
     return n, len(phrases)
 
 
+_DIGITS = re.compile(r"\d+")
+
+
+def lexical_richness(words: list[str], limit: int = 400) -> float | None:
+    """Herdan's C over the first `limit` words (case folded, without punctuation; every number the same
+    word): log(distinct) / log(total); None for a text of under 50 words. C depends on length far less
+    than a type-token ratio, and reads the whole page, not a 50-word window."""
+    w = [_DIGITS.sub("0", x) for x in words[:limit]]
+    if len(w) < 50:
+        return None
+    return math.log(len(set(w))) / math.log(len(w))
+
+
 def collapse_symbol_runs(words: list[str]) -> list[str]:
     """Words with each run of one repeated punctuation token kept once. Gopher's words are whitespace
     tokens, so a ruler of 48 asterisks or underscores (an e-mail signature, a legal notice) is one word;
@@ -263,6 +288,10 @@ class GopherRepetition(Filter):
                 diversity = word_diversity(doc.words[:20_000])
             if diversity is not None and diversity < c.min_word_diversity:
                 return f"word_diversity: {diversity:.2f} distinct words per window < {c.min_word_diversity}"
+        if c.min_lexical_richness is not None:
+            richness = lexical_richness(doc.lower_content, c.richness_words)
+            if richness is not None and richness < c.min_lexical_richness:
+                return f"lexical_richness: Herdan's C {richness:.2f} < {c.min_lexical_richness}"
         if c.max_keyword_echoes is not None:
             echoes, phrases = keyword_echoes(doc.words, self.lang, self.function_words)
             rate = 100 * echoes / max(len(doc.content_words), 1)
