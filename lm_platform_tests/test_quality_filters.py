@@ -245,3 +245,17 @@ def test_lexical_richness_reads_the_whole_page():
     assert "lexical_richness" in (f(page) or "")
     long_paragraphs = [p for p in PARAS["vi"] if len(p.split()) >= 50]
     assert long_paragraphs and all(f(p) is None for p in long_paragraphs)
+
+
+def test_vietnamese_possessor_may_open_on_a_plural_marker():
+    """ "của các" (of the [plural]) is grammatical, and "nội các" (the cabinet) is a noun, not the plural
+    marker "các": neither is an out-of-order pair; "của và", "các của" are."""
+    from lm_platform.data.filters.prose import function_word_disorder
+
+    def pairs(text):
+        r, n = function_word_disorder(text.split(), "vi")
+        return round(r * n), n
+
+    assert pairs("xe của các doanh nghiệp và xe của những cơ quan nhà nước")[0] == 0
+    assert pairs("ông làm Bộ trưởng Tài chính trong nội các của Hatoyama")[0] == 0
+    assert pairs("xe của và người các của nhà")[0] == 2
