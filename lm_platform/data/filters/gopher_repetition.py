@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from itertools import compress
 from typing import Literal
 
 import numpy as np
@@ -210,11 +211,15 @@ def keyword_echoes(words: list[str], lang: str, function_words: frozenset[str]) 
     said again right after a list separator ("即日融資、即日融資", "giá rẻ, giá rẻ")."""
     n, phrases = 0, set()
     last = len(words) - 1
-    for i in [i for i, w in enumerate(words) if w in ECHO_SEPARATORS and 0 < i < last]:
+    # Separator positions found in C (a Python loop over every word cost 3 % of the chain).
+    for i in compress(range(1, last), map(ECHO_SEPARATORS.__contains__, words[1:last])):
+        nxt = words[i + 1].lower()
         for k in (1, 2, 3):
-            before, after = words[max(0, i - k) : i], words[i + 1 : i + 1 + k]
-            if len(before) < k or len(after) < k:
+            if i - k < 0 or i + k > last:
                 break
+            if words[i - k].lower() != nxt:  # an echo starts with the word after the separator
+                continue
+            before, after = words[i - k : i], words[i + 1 : i + 1 + k]
             if [w.lower() for w in before] == [w.lower() for w in after] and not any(map(is_symbol, before)):
                 if any(_content(w, lang, function_words) for w in before):
                     n += 1
