@@ -179,3 +179,83 @@ def test_url_domain_allow_and_deny():
     assert allow("text", url="https://vi.wikipedia.org/wiki/X") is None
     assert "allow" in allow("text", url="https://example.com/")
     assert allow("text") == "no url"
+
+
+def test_keyword_echo_drops_stuffed_pages_and_keeps_refrains():
+    """A keyword said twice with only a list separator between, over and over ("即日融資、即日融資"):
+    keyword stuffing. A poem's refrain echoes one phrase ("Break, break, break"), and Japanese refrains
+    are hiragana ("さよなら、さよなら"), not names."""
+    ja = build_filter(GopherRepetitionFilter(), "ja")
+    stuffed = (
+        "渋谷で即日融資なら当店へ。即日融資、即日融資の最安値ランキング。\n"
+        "新宿でカードローンを比べるなら当店が便利です。カードローン・カードローンの口コミを毎日更新しています。\n"
+        "駅前の店舗では土日も相談を受け付けています。審査、審査の流れを分かりやすく説明します。\n"
+        "初めての方にも安心の窓口をご用意しました。お気軽にお問い合わせください。"
+    )
+    assert "keyword_echo" in (ja(stuffed) or "")
+    refrain = "\n".join(
+        f"さよなら、さよなら！\n{line}\nいろいろお世話になりました"
+        for line in ("こんなに良いお天気の日に", "僕は午睡の夢から覚めてみると", "そして明日の今頃は")
+    )
+    assert ja(refrain) is None or "keyword_echo" not in ja(refrain)
+    en = build_filter(GopherRepetitionFilter(), "en")
+    poem = (
+        "Break, break, break,\nOn thy cold gray stones, O Sea!\nAnd I would that my tongue could utter\n"
+        "The thoughts that arise in me.\nO, well for the fisherman's boy,\nThat he shouts with his sister at play!"
+    )
+    assert en(poem) is None
+    shop = (
+        "Looking for cheap shoes near Springfield? Cheap shoes, cheap shoes and more at our store.\n"
+        "We stock running boots for every season. Running boots, running boots with free delivery today.\n"
+        "Visit the outlet on Main Street for the full range of sizes and colours."
+    )
+    assert "keyword_echo" in (en(shop) or "")
+
+
+def test_english_word_order_knows_possessives_and_to():
+    """A possessive determiner wants its noun next and "to" a verb or a noun phrase: "our a", "their
+    of", "to of" do not occur in English; "to and fro" and "my own" do."""
+    from lm_platform.data.filters.prose import function_word_disorder
+
+    def disorder(text):
+        return function_word_disorder([w.strip(".,") for w in text.split()], "en")
+
+    r, n = disorder("Place our a Renee new. Their of law to of the hair. Your and my by help.")
+    assert n >= 4 and round(r * n) >= 4
+    r, n = disorder("They walked to and fro in their own garden and gave my book to our friends.")
+    assert n >= 4 and r == 0
+
+
+def test_lexical_richness_reads_the_whole_page():
+    """Herdan's C sees a page that cycles a few templates around a few keywords with a period longer
+    than MATTR's 50-word windows; the shipped Vietnamese paragraphs stay above the `vi` threshold."""
+    from lm_platform.data.filters.gopher_repetition import lexical_richness
+
+    assert lexical_richness(["một"] * 49) is None  # under 50 words: not judged
+    templates = [
+        "Mua {k} ở đâu? Cửa hàng Phú Quý chuyên {k}, {k} chính hãng.",
+        "Top {n} {k} tốt nhất Hà Nội năm {y}.",
+        "Dịch vụ {k} Sài Gòn - {k} chất lượng - {k} giá tốt.",
+        "{k} giá rẻ tại Đà Nẵng, {k} uy tín nhất.",
+        "Liên hệ Phú Quý để được tư vấn {k} miễn phí.",
+    ]
+    keys = ["máy lọc nước", "nồi chiên", "máy lọc nước", "điều hòa"]
+    page = " ".join(templates[i % 5].format(k=keys[i % 4], n=5 + i, y=2018 + i % 6) for i in range(24))
+    f = build_filter(GopherRepetitionFilter(min_lexical_richness=0.78, max_keyword_echoes=None), "vi")
+    assert "lexical_richness" in (f(page) or "")
+    long_paragraphs = [p for p in PARAS["vi"] if len(p.split()) >= 50]
+    assert long_paragraphs and all(f(p) is None for p in long_paragraphs)
+
+
+def test_vietnamese_possessor_may_open_on_a_plural_marker():
+    """ "của các" (of the [plural]) is grammatical, and "nội các" (the cabinet) is a noun, not the plural
+    marker "các": neither is an out-of-order pair; "của và", "các của" are."""
+    from lm_platform.data.filters.prose import function_word_disorder
+
+    def pairs(text):
+        r, n = function_word_disorder(text.split(), "vi")
+        return round(r * n), n
+
+    assert pairs("xe của các doanh nghiệp và xe của những cơ quan nhà nước")[0] == 0
+    assert pairs("ông làm Bộ trưởng Tài chính trong nội các của Hatoyama")[0] == 0
+    assert pairs("xe của và người các của nhà")[0] == 2

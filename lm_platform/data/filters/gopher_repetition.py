@@ -5,7 +5,9 @@ Gopher), and a most frequent n-gram counts only from three occurrences."""
 
 from __future__ import annotations
 
+import math
 import re
+from itertools import compress
 from typing import Literal
 
 import numpy as np
@@ -13,6 +15,7 @@ from pydantic import Field
 
 from lm_platform.data.filters.base import Filter
 from lm_platform.data.filters.lines import is_section_mark
+from lm_platform.data.filters.resources import function_words, stop_words
 from lm_platform.data.text import Doc, is_symbol
 from lm_platform.recipe.base import StrictConfig
 
@@ -25,6 +28,27 @@ class GopherRepetitionFilter(StrictConfig):
         le=1,
         description="Moving-average type-token ratio over 50-word windows (MATTR): SEO pages recycle a few "
         "templates around a few keywords; prose keeps introducing words. None: off",
+    )
+    min_lexical_richness: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Herdan's C, log(distinct words) / log(words), over the first `richness_words` words "
+        "(numbers as one word): a page that recycles a few templates and keywords with a period longer "
+        "than MATTR's windows. None: off",
+    )
+    richness_words: int = Field(
+        400, ge=50, description="Words Herdan's C reads at most (texts of 50 or more)"
+    )
+    max_keyword_echoes: float | None = Field(
+        1.0,
+        ge=0,
+        description="Keyword echoes per 100 words: a name or phrase said twice with only a list separator "
+        "between ('即日融資、即日融資', 'cheap shoes, cheap shoes'), as keyword-stuffed pages write; "
+        "needs `min_keyword_echoes` different phrases. None: off",
+    )
+    min_keyword_echoes: int = Field(
+        2, ge=1, description="Different echoed phrases a document needs at least (a refrain echoes one)"
     )
     dup_line_frac: float | None = 0.3
     dup_para_frac: float | None = 0.3
@@ -167,6 +191,56 @@ def word_diversity(
     return sum(ratios) / len(ratios)
 
 
+# List separators a keyword-stuffed page puts between a keyword and its echo (not hyphens and dashes: a
+# hyphen joins a reduplicated name, "cha-cha").
+ECHO_SEPARATORS = frozenset(["、", "・", ",", "，", "/", "|", "·", "／", "｜"])
+_HIRAGANA = re.compile(r"[\u3040-\u309f]")
+
+
+def _content(word: str, lang: str, function_words: frozenset[str]) -> bool:
+    """A word that can be a keyword: not a function word, not a number, two characters or more with a
+    letter; in Japanese written without hiragana (names and nouns are kanji or katakana; particles and
+    inflected words, the stuff of a poem's refrain, are hiragana)."""
+    if len(word) < 2 or word.lower() in function_words or not any(c.isalpha() for c in word):
+        return False
+    return not (lang == "ja" and _HIRAGANA.search(word))
+
+
+def keyword_echoes(words: list[str], lang: str, function_words: frozenset[str]) -> tuple[int, int]:
+    """(echoes, different echoed phrases): a phrase of one to three words holding a content word,
+    said again right after a list separator ("即日融資、即日融資", "giá rẻ, giá rẻ")."""
+    n, phrases = 0, set()
+    last = len(words) - 1
+    # Separator positions found in C (a Python loop over every word cost 3 % of the chain).
+    for i in compress(range(1, last), map(ECHO_SEPARATORS.__contains__, words[1:last])):
+        nxt = words[i + 1].lower()
+        for k in (1, 2, 3):
+            if i - k < 0 or i + k > last:
+                break
+            if words[i - k].lower() != nxt:  # an echo starts with the word after the separator
+                continue
+            before, after = words[i - k : i], words[i + 1 : i + 1 + k]
+            if [w.lower() for w in before] == [w.lower() for w in after] and not any(map(is_symbol, before)):
+                if any(_content(w, lang, function_words) for w in before):
+                    n += 1
+                    phrases.add(" ".join(before).lower())
+                break
+    return n, len(phrases)
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def lexical_richness(words: list[str], limit: int = 400) -> float | None:
+    """Herdan's C over the first `limit` words (case folded, without punctuation; every number the same
+    word): log(distinct) / log(total); None for a text of under 50 words. C depends on length far less
+    than a type-token ratio, and reads the whole page, not a 50-word window."""
+    w = [_DIGITS.sub("0", x) for x in words[:limit]]
+    if len(w) < 50:
+        return None
+    return math.log(len(set(w))) / math.log(len(w))
+
+
 def collapse_symbol_runs(words: list[str]) -> list[str]:
     """Words with each run of one repeated punctuation token kept once. Gopher's words are whitespace
     tokens, so a ruler of 48 asterisks or underscores (an e-mail signature, a legal notice) is one word;
@@ -189,6 +263,10 @@ def repeated_ngram_chars(words: list[str], n: int) -> int:
 
 class GopherRepetition(Filter):
     name = "gopher_repetition"
+
+    def __init__(self, cfg: GopherRepetitionFilter, lang: str):
+        super().__init__(cfg, lang)
+        self.function_words = function_words(lang) | stop_words(lang)
 
     def check(self, doc: Doc) -> str | None:
         c, text = self.cfg, doc.text
@@ -215,6 +293,18 @@ class GopherRepetition(Filter):
                 diversity = word_diversity(doc.words[:20_000])
             if diversity is not None and diversity < c.min_word_diversity:
                 return f"word_diversity: {diversity:.2f} distinct words per window < {c.min_word_diversity}"
+        if c.min_lexical_richness is not None:
+            richness = lexical_richness(doc.lower_content, c.richness_words)
+            if richness is not None and richness < c.min_lexical_richness:
+                return f"lexical_richness: Herdan's C {richness:.2f} < {c.min_lexical_richness}"
+        if c.max_keyword_echoes is not None:
+            echoes, phrases = keyword_echoes(doc.words, self.lang, self.function_words)
+            rate = 100 * echoes / max(len(doc.content_words), 1)
+            if phrases >= c.min_keyword_echoes and rate > c.max_keyword_echoes:
+                return (
+                    f"keyword_echo: {echoes} echoes of {phrases} phrases, {rate:.1f} per 100 words "
+                    f"> {c.max_keyword_echoes}"
+                )
         grams = _Grams(collapse_symbol_runs(doc.words))
         for n_, frac in c.top_n_grams:
             share = grams.top_chars(n_) / len(text)

@@ -151,9 +151,17 @@ HEADS: dict[str, dict[str, frozenset[str]]] = {
         # an article wants its noun on the same line: a line of verse does not end on "the"
         **dict.fromkeys(("the", "a", "an"), _EN_ARTICLE_BAD | {"\n"}),
         **dict.fromkeys(("of", "in", "from", "with", "at", "by", "on", "for"), _EN_OPEN),
+        # a possessive determiner is followed by its noun (or an adjective), on the same line: never by an
+        # article, a preposition, a conjunction or an auxiliary ("our a", "their of", "my and")
+        **dict.fromkeys(("my", "your", "our", "their"), _EN_OPEN | {"the", "a", "an", "\n"}),
+        # "to" takes a verb or a noun phrase, never a preposition or a finite auxiliary ("to of", "to was");
+        # "to and fro", "to and from" stay in
+        "to": frozenset(["of", "to", "from", "with", "at", "is", "was", "are", "were", "been"]),
     },
     "vi": {  # plural markers and quantifiers want a noun; "của" (of) wants its possessor
-        **dict.fromkeys(("các", "những", "mỗi", "mọi", "vài", "của"), _VI_BAD | {"\n"}),
+        **dict.fromkeys(("các", "những", "mỗi", "mọi", "vài"), _VI_BAD | {"\n"}),
+        # a possessor may open on a plural marker: "xe của các doanh nghiệp" (the enterprises' cars)
+        "của": (_VI_BAD - {"các", "những"}) | {"\n"},
         "một": (_VI_BAD - {"trong", "khi"}) | {"\n"},  # một trong (one of), một khi (once)
     },
     "ja": {  # case particles follow a noun phrase; a sentence does not end on one ("をも" is emphatic を)
@@ -172,6 +180,11 @@ _SENTENCE_END = {
 }
 
 
+# Syllables that are a head only outside these words: "nội các" (the cabinet) is a noun, not "nội" and the
+# plural marker "các".
+_NOT_HEADS = {"vi": frozenset([("nội", "các")])}
+
+
 def function_word_disorder(words: list[str], lang: str) -> tuple[float, int]:
     """(share of phrase-opening function words followed by a function word that cannot follow them,
     how many openers there were); (0, 0) for a language without lists."""
@@ -184,9 +197,10 @@ def function_word_disorder(words: list[str], lang: str) -> tuple[float, int]:
     else:
         keys = [w.lower() for w in words if not is_symbol(w)]
     n = bad = 0
-    for cur, nxt in zip(keys, keys[1:], strict=False):
+    not_heads = _NOT_HEADS.get(lang, frozenset())
+    for prev, cur, nxt in zip(["\n", *keys], keys, keys[1:], strict=False):
         follow = heads.get(cur)
-        if follow is not None:
+        if follow is not None and (prev, cur) not in not_heads:
             n += 1
             bad += nxt in follow
     return (bad / n if n else 0.0), n
