@@ -1,6 +1,8 @@
 """Atomic writes: build beside the target under a temporary name, then rename into place.
 
-A killed run leaves at most a `.tmp-*` sibling, never a half-written file where a reader looks.
+A killed run leaves at most a `.tmp-*` sibling, never a half-written file where a reader looks. Under an
+object-store root (`LM_PLATFORM_STORAGE=s3://...`) the target lies in the store's local cache, and once it
+is in place it is also published to the store, committed by its manifest (`lm_platform.storage.cache`).
 """
 
 from __future__ import annotations
@@ -28,9 +30,17 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, target)
+        _published(target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _published(target: Path) -> None:
+    """The write of `target` is in place: publish it when it lies in an object store's cache (else nothing)."""
+    from lm_platform.storage import cache
+
+    cache.after_commit(target)
 
 
 def fsync_tree(root: str | Path) -> None:
@@ -72,6 +82,7 @@ def atomic_dir(target: str | Path, durable: bool = False) -> Iterator[Path]:
             fsync_path(target.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        _published(target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

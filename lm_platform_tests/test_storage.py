@@ -1,0 +1,176 @@
+"""The storage interface and its commit protocol, on a local folder and on an S3 API server (moto on
+127.0.0.1): an output exists only once its manifest is committed, readers refuse what no manifest lists,
+a rerun cleans up what a killed write left, and the object store retries throttled requests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lm_platform.storage import LocalStore, Throttled, UncommittedError
+from lm_platform.storage.base import manifest_key
+from lm_platform_tests.s3_fixtures import S3Server, s3_server  # noqa: F401  (a fixture)
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    from lm_platform.storage.fsspec_store import FsspecStore, S3Options
+
+    server = request.getfixturevalue("s3_server")
+    bucket = server.new_bucket()
+    return FsspecStore(
+        f"s3://{bucket}/some/prefix",
+        S3Options(endpoint_url=server.endpoint_url, addressing_style="path", concurrency=3),
+    )
+
+
+def _dir(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    d = tmp_path / "out"
+    for rel, data in files.items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(data)
+    return d
+
+
+def test_publish_commits_a_directory_and_reads_it_back(store, tmp_path):
+    d = _dir(tmp_path, {"a.bin": b"0123456789", "sub/b.json": b"{}"})
+    m = store.publish(d, "demo/tokenizer")
+    assert m["kind"] == "dir" and set(m["files"]) == {"a.bin", "sub/b.json"}
+    assert store.exists("demo/tokenizer") and store.exists("demo/tokenizer/a.bin")
+    assert store.list("demo") == ["demo/tokenizer/a.bin", "demo/tokenizer/sub/b.json"]
+    assert store.read_bytes("demo/tokenizer/a.bin") == b"0123456789"
+    assert store.read_range("demo/tokenizer/a.bin", 3, 7) == b"3456"
+    store.get("demo/tokenizer", tmp_path / "back")
+    assert (tmp_path / "back" / "sub" / "b.json").read_bytes() == b"{}"
+    assert store.url_of("demo/tokenizer").endswith("/demo/tokenizer")
+
+
+def test_a_single_file_output(store, tmp_path):
+    f = tmp_path / "x.json"
+    f.write_text('{"a": 1}')
+    store.publish(f, "demo/eval/x.json")
+    assert store.read_bytes("demo/eval/x.json") == b'{"a": 1}'
+    assert store.list("demo/eval") == ["demo/eval/x.json"]
+    store.delete("demo/eval/x.json")
+    assert not store.exists("demo/eval/x.json")
+    with pytest.raises(UncommittedError):
+        store.read_bytes("demo/eval/x.json")
+
+
+def test_readers_refuse_objects_no_manifest_lists(store, tmp_path):
+    # A write killed before its manifest: objects under the key, no commit.
+    (tmp_path / "part").write_bytes(b"partial")
+    store._put_file(tmp_path / "part", "demo/dataset/main/shard_0.npy")
+    assert not store.exists("demo/dataset/main")
+    assert store.list("demo") == []
+    with pytest.raises(UncommittedError):
+        store.read_bytes("demo/dataset/main/shard_0.npy")
+    with pytest.raises(UncommittedError):
+        store.get("demo/dataset/main", tmp_path / "got")
+    # An object added beside a committed output is not part of it either.
+    store.publish(_dir(tmp_path, {"index.json": b"[]"}), "demo/dataset/anneal")
+    store._put_file(tmp_path / "part", "demo/dataset/anneal/extra.npy")
+    assert store.list("demo/dataset") == ["demo/dataset/anneal/index.json"]
+    with pytest.raises(UncommittedError):
+        store.read_range("demo/dataset/anneal/extra.npy", 0, 3)
+
+
+def test_republishing_uncommits_first_and_cleans_up_stale_objects(store, tmp_path):
+    store.publish(_dir(tmp_path, {"old.npy": b"old", "keep.npy": b"k1"}), "demo/dataset/main")
+    # A rerun whose upload dies midway: the old manifest is gone before any object changed.
+    failing = tmp_path / "new"
+    failing.mkdir()
+    (failing / "keep.npy").write_bytes(b"k2")
+    original = store._put_file
+
+    def dies(local, key):
+        raise KeyboardInterrupt("killed during upload")
+
+    store._put_file = dies
+    with pytest.raises(KeyboardInterrupt):
+        store.publish(failing, "demo/dataset/main")
+    store._put_file = original
+    assert store.manifest("demo/dataset/main") is None
+    assert not store.exists("demo/dataset/main/keep.npy")
+    # The rerun completes: only the new output's objects remain, and they are committed.
+    store.publish(failing, "demo/dataset/main")
+    assert store.list("demo/dataset/main") == ["demo/dataset/main/keep.npy"]
+    assert sorted(store._list("demo/dataset/main")) == ["demo/dataset/main/keep.npy"]
+    assert store.read_bytes("demo/dataset/main/keep.npy") == b"k2"
+
+
+def test_sweep_deletes_uncommitted_leftovers_only(store, tmp_path):
+    store.publish(_dir(tmp_path, {"a.npy": b"a"}), "demo/tokens/en")
+    (tmp_path / "junk").write_bytes(b"junk")
+    store._put_file(tmp_path / "junk", "demo/tokens/vi/part.npy")
+    assert store.sweep("demo", older_than_s=3600)[0] == []  # too recent: maybe a write still running
+    deleted, _ = store.sweep("demo", older_than_s=0)
+    assert deleted == ["demo/tokens/vi/part.npy"]
+    assert store.list("demo") == ["demo/tokens/en/a.npy"]
+
+
+def test_a_nested_output_replaces_its_part_of_a_directory_output(store, tmp_path):
+    store.publish(_dir(tmp_path, {"exact/index.sqlite": b"v1", "near/x": b"n"}), "demo/dedup")
+    f = tmp_path / "v2"
+    f.mkdir()
+    (f / "index.sqlite").write_bytes(b"v2")
+    store.publish(f, "demo/dedup/exact")
+    assert store.read_bytes("demo/dedup/exact/index.sqlite") == b"v2"
+    assert store.manifest("demo/dedup")["files"] == {
+        "near/x": store.manifest("demo/dedup")["files"]["near/x"]
+    }
+    assert store.list("demo/dedup") == ["demo/dedup/exact/index.sqlite", "demo/dedup/near/x"]
+
+
+def test_throttled_requests_are_retried_with_backoff(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    store.backoff_s = 0.001
+    calls = []
+    original = store._put_bytes
+
+    def slow_down(data, key):
+        calls.append(key)
+        if len(calls) <= 2:
+            raise Throttled("SlowDown: Please reduce your request rate.")
+        original(data, key)
+
+    store._put_bytes = slow_down
+    store.publish(_dir(tmp_path, {"a": b"1"}), "demo/x")
+    assert store.read_bytes("demo/x/a") == b"1" and len(calls) == 3
+    store._put_bytes = lambda data, key: (_ for _ in ()).throw(Throttled("SlowDown"))
+    with pytest.raises(Throttled):
+        store.publish(_dir(tmp_path, {"a": b"2"}), "demo/y")
+
+
+def test_s3_store_aborts_incomplete_multipart_uploads_and_keeps_credentials_out(
+    s3_server: S3Server,  # noqa: F811
+    tmp_path,
+):
+    from lm_platform.storage.fsspec_store import FsspecStore, S3Options
+
+    bucket = s3_server.new_bucket()
+    store = FsspecStore(
+        f"s3://{bucket}/p", S3Options(endpoint_url=s3_server.endpoint_url, addressing_style="path")
+    )
+    client = s3_server.client()
+    client.create_multipart_upload(Bucket=bucket, Key="p/demo/checkpoint/main/model.safetensors")
+    client.create_multipart_upload(Bucket=bucket, Key="other/x")
+    # (moto reports a fixed 2010 start time for every upload, so the age bound is not exercised here.)
+    assert store.sweep("demo", older_than_s=0)[1] == 1
+    left = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u["Key"] for u in left] == ["other/x"]
+    # Credentials come from the environment; none is in what the store shows or commits.
+    store.publish(_dir(tmp_path, {"a": b"1"}), "demo/x")
+    shown = repr(store) + json.dumps(store.manifest("demo/x")) + store.url_of("demo/x")
+    assert "testing-secret-never-logged" not in shown and "testing" not in shown.replace("lm-test", "")
+    assert store.fs.key is None and store.fs.secret is None
+
+
+def test_manifest_lives_under_commits(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    store.publish(_dir(tmp_path, {"a": b"1"}), "demo/x")
+    assert (tmp_path / "store" / manifest_key("demo/x")).is_file()
