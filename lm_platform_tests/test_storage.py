@@ -174,3 +174,74 @@ def test_manifest_lives_under_commits(tmp_path):
     store = LocalStore(tmp_path / "store")
     store.publish(_dir(tmp_path, {"a": b"1"}), "demo/x")
     assert (tmp_path / "store" / manifest_key("demo/x")).is_file()
+
+
+def test_cache_publishes_atomic_writes_and_fills_an_empty_cache(tmp_path):
+    from lm_platform.atomic import atomic_dir, write_json
+    from lm_platform.storage import cache as store_cache
+    from lm_platform.storage.cache import LocalCache
+
+    store = LocalStore(tmp_path / "store")
+    first = LocalCache(store, tmp_path / "cache1")
+    store_cache.activate(first)
+    try:
+        with atomic_dir(first.root / "demo" / "tokenizer") as tmp:
+            (tmp / "tokenizer.json").write_text("{}")
+        write_json(first.root / "demo" / "eval" / "x.json", {"score": 1})
+        write_json(tmp_path / "elsewhere.json", {})  # outside the cache: not published
+        assert store_cache.object_url(first.root / "demo" / "tokenizer") == f"{store.url}/demo/tokenizer"
+    finally:
+        store_cache.activate(None)
+    assert store.list("demo") == ["demo/eval/x.json", "demo/tokenizer/tokenizer.json"]
+    # A second machine with an empty cache: filled from the store on demand.
+    second = LocalCache(store, tmp_path / "cache2")
+    second.fill(second.root / "demo" / "tokenizer")
+    assert (second.root / "demo" / "tokenizer" / "tokenizer.json").read_text() == "{}"
+    assert not (second.root / "demo" / "eval").exists()
+    second.fill(second.root / "demo")
+    assert json.loads((second.root / "demo" / "eval" / "x.json").read_text()) == {"score": 1}
+
+
+def test_cache_evicts_published_outputs_above_its_bound(tmp_path):
+    from lm_platform.storage.cache import LocalCache
+
+    store = LocalStore(tmp_path / "store")
+    for name in ("a", "b", "c"):
+        store.publish(_dir(tmp_path / name, {"w.bin": b"x" * 1000}), f"demo/checkpoint/{name}")
+    cache = LocalCache(store, tmp_path / "cache", max_bytes=2500, grace_s=0)
+    for name in ("a", "b", "c"):
+        cache.fill(cache.root / "demo" / "checkpoint" / name)
+        cache._pinned.clear()  # a later step of the process: earlier outputs may go
+    assert cache.size() <= 2500 and cache.peak() <= 2500
+    assert (cache.root / "demo/checkpoint/c/w.bin").exists()
+    assert not (cache.root / "demo/checkpoint/a").exists()
+    cache.fill(cache.root / "demo" / "checkpoint" / "a")  # evicted, still in the store: filled again
+    assert (cache.root / "demo/checkpoint/a/w.bin").read_bytes() == b"x" * 1000
+
+
+def test_layout_under_an_s3_root_fills_from_the_store(s3_server: S3Server, tmp_path, monkeypatch):  # noqa: F811
+    from lm_platform.paths import StoreLayout, layout_for
+    from lm_platform.storage import cache as store_cache
+
+    bucket = s3_server.new_bucket()
+    url = f"s3://{bucket}/team/lm"
+    for k, v in s3_server.env(url).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("LM_PLATFORM_CACHE", str(tmp_path / "cache"))
+    try:
+        layout = layout_for(url, "demo")
+        assert isinstance(layout, StoreLayout) and layout.root == tmp_path / "cache"
+        from lm_platform.atomic import write_json
+
+        write_json(layout.eval("mc"), {"score": 0.5})
+        assert store_cache.active().store.read_bytes("demo/eval/mc.json")
+        assert layout.url(layout.eval("mc")) == f"{url}/demo/eval/mc.json"
+        # Another pod: an empty cache, the same store.
+        monkeypatch.setenv("LM_PLATFORM_CACHE", str(tmp_path / "cache2"))
+        store_cache.activate(None)
+        store_cache._FROM_ENV = None
+        other = layout_for(url, "demo")
+        assert json.loads(other.eval("mc").read_text()) == {"score": 0.5}
+    finally:
+        store_cache.activate(None)
+        store_cache._FROM_ENV = None

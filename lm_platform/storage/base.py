@@ -94,8 +94,9 @@ class Store(ABC):
         """The object's bytes (`start:end` when given); FileNotFoundError when absent."""
 
     @abstractmethod
-    def _list(self, prefix: str) -> dict[str, tuple[int, float]]:
-        """Every object whose key starts with `prefix`: key -> (size, modified time in epoch seconds)."""
+    def _list(self, prefix: str) -> dict[str, tuple[int, float, str]]:
+        """Every object whose key starts with `prefix`: key -> (size, modified time in epoch seconds, a tag
+        that changes when the object is rewritten: the ETag, or the file's mtime in nanoseconds)."""
 
     @abstractmethod
     def _delete(self, keys: list[str]) -> None: ...
@@ -160,18 +161,28 @@ class Store(ABC):
         self._parallel(load, keys)
         return dict(sorted(out.items()))
 
+    def manifest_index(self, key: str) -> dict[str, str]:
+        """The committed outputs at `key`, above it or under it: key -> the manifest object's tag. One
+        listing of the key's top folder, no manifest read (what a cache compares with its copies)."""
+        top = key.split("/")[0]
+        listing = self._retry(lambda: self._list(f"{COMMITS}/{top}"))
+        out = {}
+        for k, (_, _, tag) in listing.items():
+            if k.endswith(".json"):
+                out_key = k[len(COMMITS) + 1 : -len(".json")]
+                if _under(out_key, key) or _under(key, out_key):
+                    out[out_key] = tag
+        return dict(sorted(out.items()))
+
     def covering(self, obj: str) -> tuple[str, dict[str, Any]] | None:
         """The committed output (key, manifest) that lists object `obj`: the object's own output, or the
         directory output it lies in."""
-        parts = obj.split("/")
-        for n in range(len(parts), 0, -1):
-            key = "/".join(parts[:n])
+        holders = [k for k in self.manifest_index(obj) if _under(obj, k)]
+        for key in sorted(holders, key=len, reverse=True):
             m = self.manifest(key)
             if m is not None:
-                rel = "/".join(parts[n:])
-                if rel in m["files"]:
-                    return key, m
-                return None
+                rel = obj[len(key) + 1 :] if obj != key else ""
+                return (key, m) if rel in m["files"] else None
         return None
 
     def _committed_object(self, obj: str) -> dict[str, Any]:
@@ -190,9 +201,10 @@ class Store(ABC):
         mkey = manifest_key(key)
         # Uncommit first: from here until the new manifest lands, readers see no output under this key.
         self._retry(lambda: self._delete([mkey]))
-        nested = [k for k in self.manifests(key) if k != key]
+        related = self.manifest_index(key)
+        nested = [k for k in related if k != key and _under(k, key)]
         self._retry(lambda: self._delete([manifest_key(k) for k in nested]))
-        self._drop_from_ancestors(key)
+        self._drop_from_ancestors(key, [k for k in related if k != key and _under(key, k)])
         new = {object_key(key, rel) for rel in files}
         stale = [k for k in self._retry(lambda: self._list(key)) if _under(k, key) and k not in new]
         if stale:
@@ -215,11 +227,9 @@ class Store(ABC):
         self._retry(lambda: self._put_bytes(data, mkey))
         return manifest
 
-    def _drop_from_ancestors(self, key: str) -> None:
+    def _drop_from_ancestors(self, key: str, ancestors: list[str]) -> None:
         """A committed directory output that holds `key` stops listing its objects (they change now)."""
-        parts = key.split("/")
-        for n in range(len(parts) - 1, 0, -1):
-            anc = "/".join(parts[:n])
+        for anc in ancestors:
             m = self.manifest(anc)
             if m is None:
                 continue
@@ -268,7 +278,13 @@ class Store(ABC):
 
     def exists(self, key: str) -> bool:
         """`key` is a committed output or an object listed by one."""
-        return self.manifest(key) is not None or self.covering(key) is not None
+        return key in self.manifest_index(key) or self.covering(key) is not None
+
+    def manifest_tag(self, key: str) -> str | None:
+        """The tag of output `key`'s manifest object (changes whenever it is rewritten), or None."""
+        found = self._retry(lambda: self._list(manifest_key(key)))
+        st = found.get(manifest_key(key))
+        return st[2] if st else None
 
     def list(self, prefix: str = "") -> list[str]:
         """The committed objects under `prefix` (uncommitted leftovers are not listed)."""
@@ -281,18 +297,20 @@ class Store(ABC):
         return sorted(out)
 
     def _manifests_touching(self, prefix: str) -> dict[str, dict[str, Any]]:
-        found = self.manifests(prefix)
-        parts = prefix.split("/")
-        for n in range(len(parts) - 1, 0, -1):
-            anc = "/".join(parts[:n])
-            m = self.manifest(anc)
+        found: dict[str, dict[str, Any]] = {}
+
+        def load(k: str) -> None:
+            m = self.manifest(k)
             if m is not None:
-                found[anc] = m
-        return found
+                found[k] = m
+
+        self._parallel(load, list(self.manifest_index(prefix)))
+        return dict(sorted(found.items()))
 
     def delete(self, key: str) -> None:
         """Uncommit output `key` (and outputs nested in it), then delete its objects."""
-        self._retry(lambda: self._delete([manifest_key(k) for k in self.manifests(key)]))
+        nested = [k for k in self.manifest_index(key) if _under(k, key)]
+        self._retry(lambda: self._delete([manifest_key(k) for k in nested]))
         objs = [k for k in self._retry(lambda: self._list(key)) if _under(k, key)]
         if objs:
             self._retry(lambda: self._delete(objs))
@@ -309,7 +327,7 @@ class Store(ABC):
         now = time.time()
         stray = [
             k
-            for k, (_, mtime) in self._retry(lambda: self._list(prefix)).items()
+            for k, (_, mtime, _) in self._retry(lambda: self._list(prefix)).items()
             if not k.startswith(COMMITS + "/")
             and (not prefix or _under(k, prefix))
             and k not in listed

@@ -66,6 +66,8 @@ class LocalCache:
         self.state = self.root / STATE_DIR
         self.state.mkdir(parents=True, exist_ok=True)
         self._pinned: set[str] = set()
+        self._pin_mutex = threading.Lock()
+        # Threads of this process, then processes (flock): one fills or evicts at a time.
         self._mutex = threading.Lock()
 
     def __repr__(self) -> str:
@@ -101,12 +103,12 @@ class LocalCache:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
-    def _write_marker(self, key: str, manifest: dict[str, Any]) -> None:
+    def _write_marker(self, key: str, manifest: dict[str, Any], tag: str | None) -> None:
         marker = self._marker(key)
         marker.parent.mkdir(parents=True, exist_ok=True)
         size = sum(f["size"] for f in manifest["files"].values())
         tmp = marker.with_name(f".tmp-{marker.name}-{uuid.uuid4().hex[:8]}")
-        tmp.write_text(json.dumps({"digest": _digest(manifest), "size": size}))
+        tmp.write_text(json.dumps({"digest": _digest(manifest), "tag": tag, "size": size}))
         os.replace(tmp, marker)
 
     @contextlib.contextmanager
@@ -120,31 +122,33 @@ class LocalCache:
 
     # ---- fill ----------------------------------------------------------------------------------------
     def fill(self, path: str | Path) -> Path:
-        """Make the committed outputs at, under or above `path` local and current; returns `path`."""
+        """Make the committed outputs at, under or above `path` local and current; returns `path`. One
+        listing of the store; a manifest is read only where the copy's marker holds another tag."""
         path = Path(path)
         key = self.key_of(path)
         if key is None:
             return path
-        entries = dict(self.store.manifests(key))
-        parts = key.split("/")
-        for n in range(len(parts) - 1, 0, -1):
-            anc = "/".join(parts[:n])
-            m = self.store.manifest(anc)
-            if m is not None:
-                entries[anc] = m
-                break
-        for k, m in sorted(entries.items()):
-            self._fill_entry(k, m)
+        index = self.store.manifest_index(key)
+        # One process fills at a time (the others then find the copy current).
+        with self._lock():
+            for k, tag in index.items():
+                self._fill_entry(k, tag)
         self._enforce()
         return path
 
-    def _fill_entry(self, key: str, manifest: dict[str, Any]) -> None:
+    def _fill_entry(self, key: str, tag: str) -> None:
         local = self.path_of(key)
-        with self._mutex:
+        with self._pin_mutex:
             self._pinned.add(key)
         marker = self._read_marker(key)
-        if marker is not None and marker["digest"] == _digest(manifest) and local.exists():
+        if marker is not None and marker.get("tag") == tag and local.exists():
             os.utime(self._marker(key))
+            return
+        manifest = self.store.manifest(key)
+        if manifest is None:  # uncommitted since the listing
+            return
+        if marker is not None and marker["digest"] == _digest(manifest) and local.exists():
+            self._write_marker(key, manifest, tag)
             return
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".tmp-{local.name}-{uuid.uuid4().hex[:8]}")
@@ -162,7 +166,7 @@ class LocalCache:
         finally:
             if tmp.exists():
                 _remove(tmp)
-        self._write_marker(key, manifest)
+        self._write_marker(key, manifest, tag)
 
     # ---- publish -------------------------------------------------------------------------------------
     def publish(self, path: str | Path) -> dict[str, Any] | None:
@@ -172,14 +176,23 @@ class LocalCache:
         if key is None or not path.exists():
             return None
         manifest = self.store.publish(path, key)
-        with self._mutex:
+        with self._pin_mutex:
             self._pinned.add(key)
         # Markers of outputs nested in a directory output are superseded by it.
         if path.is_dir():
             shutil.rmtree(self.state / "entries" / key, ignore_errors=True)
-        self._write_marker(key, manifest)
+        self._write_marker(key, manifest, self.store.manifest_tag(key))
         self._enforce()
         return manifest
+
+    def forget(self, path: str | Path) -> None:
+        """`path` was deleted locally on purpose (a pruned step checkpoint): delete it from the store too."""
+        key = self.key_of(path)
+        if key is None:
+            return
+        self.store.delete(key)
+        self._marker(key).unlink(missing_ok=True)
+        shutil.rmtree(self.state / "entries" / key, ignore_errors=True)
 
     # ---- size bound ----------------------------------------------------------------------------------
     def size(self) -> int:
@@ -278,6 +291,31 @@ def open_cache(url: str, cache_dir: str | Path | None = None, max_bytes: int | N
     if max_bytes is None:
         max_bytes = int(os.environ.get(CACHE_MAX_ENV, DEFAULT_MAX_BYTES))
     return LocalCache(store, cache_dir, max_bytes, float(os.environ.get(CACHE_GRACE_ENV, "60")))
+
+
+def object_url(path: str | Path) -> str | None:
+    """The object URL of a path in the active store's cache, else None (a local root)."""
+    cache = active()
+    if cache is None or cache.key_of(path) is None:
+        return None
+    return cache.url_of(path)
+
+
+def fill_paths(*paths: str | Path | None) -> None:
+    """Under an object-store root, make the committed outputs at these paths local (a process that starts on
+    an empty disk, like the trainer's pod, calls it for its inputs and step checkpoints); else nothing."""
+    cache = active()
+    if cache is not None:
+        for p in paths:
+            if p:
+                cache.fill(p)
+
+
+def after_delete(path: str | Path) -> None:
+    """`path` was deleted locally on purpose: under an object-store root, delete it from the store too."""
+    cache = active()
+    if cache is not None:
+        cache.forget(path)
 
 
 def after_commit(target: str | Path) -> None:

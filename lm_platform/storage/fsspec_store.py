@@ -105,7 +105,7 @@ class FsspecStore(Store):
             return self.fs.cat_file(self._full(key))
         return self.fs.cat_file(self._full(key), start=start, end=end)
 
-    def _list(self, prefix: str) -> dict[str, tuple[int, float]]:
+    def _list(self, prefix: str) -> dict[str, tuple[int, float, str]]:
         # A listing of the folder part of the prefix, filtered on the whole key.
         head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         self.fs.invalidate_cache()
@@ -113,14 +113,15 @@ class FsspecStore(Store):
             found = self.fs.find(self._full(head), detail=True, withdirs=False)
         except FileNotFoundError:
             return {}
-        out: dict[str, tuple[int, float]] = {}
+        out: dict[str, tuple[int, float, str]] = {}
         for full, info in found.items():
             key = self._key(full)
             if not key.startswith(prefix) or info.get("type") == "directory":
                 continue
             modified = info.get("LastModified")
             mtime = modified.timestamp() if isinstance(modified, dt.datetime) else 0.0
-            out[key] = (int(info.get("size", 0)), mtime)
+            tag = str(info.get("ETag") or f"{info.get('size', 0)}:{mtime}")
+            out[key] = (int(info.get("size", 0)), mtime, tag)
         return out
 
     def _delete(self, keys: list[str]) -> None:

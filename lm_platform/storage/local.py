@@ -45,11 +45,11 @@ class LocalStore(Store):
             f.seek(start)
             return f.read((end if end is not None else path.stat().st_size) - start)
 
-    def _list(self, prefix: str) -> dict[str, tuple[int, float]]:
+    def _list(self, prefix: str) -> dict[str, tuple[int, float, str]]:
         # The folder holding the prefix, then a filter on the full key.
         head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         base = self._path(head) if head else self.root
-        out: dict[str, tuple[int, float]] = {}
+        out: dict[str, tuple[int, float, str]] = {}
         if not base.is_dir():
             return out
         for dirpath, _, names in os.walk(base):
@@ -58,7 +58,7 @@ class LocalStore(Store):
                 key = p.relative_to(self.root).as_posix()
                 if key.startswith(prefix) and not name.startswith(".tmp-"):
                     st = p.stat()
-                    out[key] = (st.st_size, st.st_mtime)
+                    out[key] = (st.st_size, st.st_mtime, f"{st.st_size}:{st.st_mtime_ns}")
         return out
 
     def _delete(self, keys: list[str]) -> None:
