@@ -2,7 +2,8 @@
 
 A killed run leaves at most a `.tmp-*` sibling, never a half-written file where a reader looks. Under an
 object-store root (`LM_PLATFORM_STORAGE=s3://...`) the target lies in the store's local cache, and once it
-is in place it is also published to the store, committed by its manifest (`lm_platform.storage.cache`).
+is in place it is also published to the store, committed by its manifest (the hook that
+`lm_platform.storage.cache` registers with `on_commit`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,20 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def _published(target: Path) -> None:
-    """The write of `target` is in place: publish it when it lies in an object store's cache (else nothing)."""
-    from lm_platform.storage import cache
+# Called with each target once it is in place: `lm_platform.storage.cache` registers the publish to an
+# object store (a no-op for paths outside a store's cache, and on a local root nothing is registered).
+_ON_COMMIT: list[Callable[[Path], None]] = []
 
-    cache.after_commit(target)
+
+def on_commit(hook: Callable[[Path], None]) -> None:
+    """Call `hook(target)` after every atomic write of `target` is in place."""
+    if hook not in _ON_COMMIT:
+        _ON_COMMIT.append(hook)
+
+
+def _published(target: Path) -> None:
+    for hook in _ON_COMMIT:
+        hook(target)
 
 
 def fsync_tree(root: str | Path) -> None:

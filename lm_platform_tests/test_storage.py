@@ -220,8 +220,8 @@ def test_cache_evicts_published_outputs_above_its_bound(tmp_path):
 
 
 def test_layout_under_an_s3_root_fills_from_the_store(s3_server: S3Server, tmp_path, monkeypatch):  # noqa: F811
-    from lm_platform.paths import StoreLayout, layout_for
     from lm_platform.storage import cache as store_cache
+    from lm_platform.storage.layout import StoreLayout, layout_for
 
     bucket = s3_server.new_bucket()
     url = f"s3://{bucket}/team/lm"

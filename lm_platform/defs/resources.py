@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from lm_platform.paths import STORAGE_ENV, Layout, default_storage_root, layout_for
+from lm_platform.paths import STORAGE_ENV, Layout, default_storage_root
+from lm_platform.storage.layout import layout_for
 
 
 class LMStorage(dg.ConfigurableResource):

@@ -33,6 +33,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lm_platform import atomic
+from lm_platform.paths import STORAGE_ENV
 from lm_platform.storage.base import Store, UncommittedError
 
 STATE_DIR = ".lm-cache"
@@ -257,8 +259,6 @@ def is_object_url(root: str) -> bool:
 def cache_from_env() -> LocalCache | None:
     """The cache of `$LM_PLATFORM_STORAGE` when it is an object store URL, else None (one per process)."""
     global _FROM_ENV
-    from lm_platform.paths import STORAGE_ENV
-
     url = os.environ.get(STORAGE_ENV, "")
     if _FROM_ENV is not None and _FROM_ENV[0] == url:
         return _FROM_ENV[1]
@@ -323,3 +323,6 @@ def after_commit(target: str | Path) -> None:
     cache = active()
     if cache is not None and cache.key_of(target) is not None:
         cache.publish(target)
+
+
+atomic.on_commit(after_commit)
