@@ -245,3 +245,49 @@ def test_layout_under_an_s3_root_fills_from_the_store(s3_server: S3Server, tmp_p
     finally:
         store_cache.activate(None)
         store_cache._FROM_ENV = None
+
+
+def test_k8s_profile_with_an_s3_root_gives_pods_a_cache_and_credentials_by_reference():
+    from lm_platform.deployment.pods import trainer_pod_spec
+    from lm_platform.deployment.profile import ProfileError, parse_profile
+    from lm_platform.recipe import load_recipe
+
+    raw = {
+        "kind": "k8s",
+        "image": "lm:1",
+        "storage": {
+            "url": "s3://team-bucket/lm",
+            "endpoint_url": "https://minio.internal",
+            "addressing_style": "path",
+            "credentials_secret": "lm-s3",
+            "cache_size": "20Gi",
+        },
+    }
+    profile = parse_profile(raw)
+    assert profile.storage_root() == "s3://team-bucket/lm"
+    recipe = load_recipe("demo")
+    spec = trainer_pod_spec(profile, recipe, recipe.stages[0].name, "/cache/lm_platform/demo/x.job.json")
+    (c,) = spec["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["LM_PLATFORM_STORAGE"]["value"] == "s3://team-bucket/lm"
+    assert env["LM_PLATFORM_S3_ENDPOINT_URL"]["value"] == "https://minio.internal"
+    assert env["LM_PLATFORM_S3_ADDRESSING_STYLE"]["value"] == "path"
+    assert int(env["LM_PLATFORM_CACHE_MAX_BYTES"]["value"]) == 20 * 2**30 * 9 // 10
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key] == {"name": key, "valueFrom": {"secretKeyRef": {"name": "lm-s3", "key": key}}}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert volumes[mounts["/cache/lm_platform"]]["emptyDir"] == {"sizeLimit": "20Gi"}
+    assert not any("persistentVolumeClaim" in v for v in spec["volumes"])
+    # Without a Secret: the service account's role; never a plain credential.
+    del raw["storage"]["credentials_secret"]
+    assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(
+        trainer_pod_spec(parse_profile(raw), recipe, "main", "/j")
+    )
+    for bad, message in (
+        ({"url": "s3://b/p", "pvc": "data"}, "either pvc"),
+        ({"url": "gs://b/p"}, "is not an s3://bucket/prefix URL"),
+        ({"url": "s3://b/p", "cache_size": "20 GB"}, "storage.cache_size"),
+    ):
+        with pytest.raises(ProfileError, match=message):
+            parse_profile({**raw, "storage": bad})

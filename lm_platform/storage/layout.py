@@ -10,6 +10,7 @@ commit hook, registered by `lm_platform.storage.cache`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,23 @@ def layout_for(root: str | Path, recipe: str) -> Layout:
         if cache is None or cache.store.url != root.rstrip("/"):
             cache = store_cache.open_cache(root)
         store_cache.activate(cache)
+        _sweep_once(cache, recipe)
         return StoreLayout(cache.root, recipe, cache)
     return Layout(Path(root).expanduser().resolve(), recipe)
+
+
+SWEEP_ENV = "LM_PLATFORM_SWEEP_AFTER_S"
+_SWEPT: set[tuple[str, str]] = set()
+
+
+def _sweep_once(cache: Any, recipe: str) -> None:
+    """Once per process and recipe: delete what killed writes left under the recipe (objects no manifest
+    lists, incomplete multipart uploads) older than $LM_PLATFORM_SWEEP_AFTER_S (default 6 hours; "off")."""
+    after = os.environ.get(SWEEP_ENV, str(6 * 3600))
+    if after == "off" or (cache.store.url, recipe) in _SWEPT:
+        return
+    _SWEPT.add((cache.store.url, recipe))
+    cache.store.sweep(recipe, older_than_s=float(after))
 
 
 # Layout attributes that are not locations of outputs (nothing to fill).
