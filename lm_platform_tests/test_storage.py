@@ -291,3 +291,23 @@ def test_k8s_profile_with_an_s3_root_gives_pods_a_cache_and_credentials_by_refer
     ):
         with pytest.raises(ProfileError, match=message):
             parse_profile({**raw, "storage": bad})
+
+
+def test_metadata_shows_object_urls_under_an_object_store(tmp_path):
+    import dagster as dg
+
+    from lm_platform.defs.metadata import value
+    from lm_platform.storage import cache as store_cache
+    from lm_platform.storage.cache import LocalCache
+
+    cache = LocalCache(LocalStore(tmp_path / "store"), tmp_path / "cache")
+    assert value(cache.root / "demo" / "tokenizer") == dg.MetadataValue.path(
+        str(cache.root / "demo/tokenizer")
+    )
+    store_cache.activate(cache)
+    try:
+        shown = value(cache.root / "demo" / "tokenizer")
+        assert shown == dg.MetadataValue.url(f"{tmp_path / 'store'}/demo/tokenizer")
+        assert value(tmp_path / "elsewhere") == dg.MetadataValue.path(str(tmp_path / "elsewhere"))
+    finally:
+        store_cache.activate(None)

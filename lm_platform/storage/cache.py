@@ -10,8 +10,10 @@ object-store root, the platform works on a local folder that mirrors the store's
 - **publish**: every atomic write under the cache (`lm_platform.atomic`) is published to the store once it
   is in place locally (write-then-commit: `Store.publish`), so a pod that dies loses nothing committed.
 - **bound**: after each fill or publish, outputs that are in the store are evicted, least recently used
-  first, until the cache is under `max_bytes`; an output this process filled or wrote, or any process used
-  in the last `grace_s` seconds, stays (a step's own working set is never evicted under it).
+  first, until the cache is under `max_bytes`; an output the current step filled or wrote, or any process
+  used in the last `grace_s` seconds, stays (a step's own working set is never evicted under it). So the
+  cache holds at most the bound or the running step's working set, whichever is larger, plus what that
+  step is writing before it is published.
 
 Which store and which cache a process uses comes from the environment (`LM_PLATFORM_STORAGE=s3://...`,
 `LM_PLATFORM_CACHE`, `LM_PLATFORM_CACHE_MAX_BYTES`, `LM_PLATFORM_S3_ENDPOINT_URL`,
@@ -74,6 +76,12 @@ class LocalCache:
 
     def __repr__(self) -> str:
         return f"LocalCache({self.store!r}, root={str(self.root)!r}, max_bytes={self.max_bytes})"
+
+    def new_step(self) -> None:
+        """A new step starts in this process (the in-process executor runs them one after another): what
+        the previous steps filled or wrote may be evicted once it is older than the grace period."""
+        with self._pin_mutex:
+            self._pinned.clear()
 
     # ---- keys and markers ----------------------------------------------------------------------------
     def key_of(self, path: str | Path) -> str | None:

@@ -27,11 +27,15 @@ def layout_for(root: str | Path, recipe: str) -> Layout:
         if cache is None or cache.store.url != root.rstrip("/"):
             cache = store_cache.open_cache(root)
         store_cache.activate(cache)
+        cache.new_step()
         _sweep_once(cache, recipe)
         return StoreLayout(cache.root, recipe, cache)
     return Layout(Path(root).expanduser().resolve(), recipe)
 
 
+# What `StoreLayout.base` fills: the kinds its callers (model versions, evaluations, automation) read
+# through paths they build themselves (`evaluation.versions.model_dir`, `result_path`).
+BASE_FILLED = ("checkpoint", "adapter", "merged", "eval")
 SWEEP_ENV = "LM_PLATFORM_SWEEP_AFTER_S"
 _SWEPT: set[tuple[str, str]] = set()
 
@@ -54,8 +58,8 @@ _NOT_FILLED = frozenset({"root", "recipe", "cache"})
 class StoreLayout(Layout):
     """A `Layout` under an object store: the same paths, in the store's local cache, each filled from the
     store's committed outputs when asked for (so a step on an empty local disk finds its inputs). Every
-    location method of `Layout` (present and future ones) is filled alike; `base` fills the whole recipe
-    (for callers that build paths themselves)."""
+    location method of `Layout` (present and future ones) is filled alike; `base` fills the kinds its
+    callers build paths into (`BASE_FILLED`)."""
 
     cache: Any = field(default=None, compare=False, repr=False)
 
@@ -79,8 +83,12 @@ class StoreLayout(Layout):
 
     @property
     def base(self) -> Path:
+        """The recipe's folder, with what the callers that build paths from it read filled: the model
+        directories and results (`BASE_FILLED`). Data kinds are filled through their methods."""
         path = self.root / self.recipe
-        object.__getattribute__(self, "cache").fill(path)
+        cache = object.__getattribute__(self, "cache")
+        for kind in BASE_FILLED:
+            cache.fill(path / kind)
         return path
 
     def url(self, path: str | Path) -> str:
