@@ -207,7 +207,7 @@ def test_cache_evicts_published_outputs_above_its_bound(tmp_path):
 
     store = LocalStore(tmp_path / "store")
     for name in ("a", "b", "c"):
-        store.publish(_dir(tmp_path / name, {"w.bin": b"x" * 1000}), f"demo/checkpoint/{name}")
+        store.publish(_dir(tmp_path / name, {"w.bin": name.encode() * 1000}), f"demo/checkpoint/{name}")
     cache = LocalCache(store, tmp_path / "cache", max_bytes=2500, grace_s=0)
     for name in ("a", "b", "c"):
         cache.fill(cache.root / "demo" / "checkpoint" / name)
@@ -216,7 +216,7 @@ def test_cache_evicts_published_outputs_above_its_bound(tmp_path):
     assert (cache.root / "demo/checkpoint/c/w.bin").exists()
     assert not (cache.root / "demo/checkpoint/a").exists()
     cache.fill(cache.root / "demo" / "checkpoint" / "a")  # evicted, still in the store: filled again
-    assert (cache.root / "demo/checkpoint/a/w.bin").read_bytes() == b"x" * 1000
+    assert (cache.root / "demo/checkpoint/a/w.bin").read_bytes() == b"a" * 1000
 
 
 def test_layout_under_an_s3_root_fills_from_the_store(s3_server: S3Server, tmp_path, monkeypatch):  # noqa: F811
@@ -311,3 +311,23 @@ def test_metadata_shows_object_urls_under_an_object_store(tmp_path):
         assert value(tmp_path / "elsewhere") == dg.MetadataValue.path(str(tmp_path / "elsewhere"))
     finally:
         store_cache.activate(None)
+
+
+def test_fill_hard_links_content_the_cache_already_holds(tmp_path):
+    from lm_platform.storage.cache import LocalCache
+
+    store = LocalStore(tmp_path / "store")
+    store.publish(_dir(tmp_path / "a", {"model.safetensors": b"w" * 500}), "demo/checkpoint/main.run/step_5")
+    store.publish(_dir(tmp_path / "b", {"model.safetensors": b"w" * 500, "x": b"1"}), "demo/checkpoint/main")
+    transferred = []
+    original = store._get_file
+    store._get_file = lambda key, local: (transferred.append(key), original(key, local))
+    cache = LocalCache(store, tmp_path / "cache")
+    cache.fill(cache.root / "demo" / "checkpoint")
+    step = cache.root / "demo/checkpoint/main.run/step_5/model.safetensors"
+    export = cache.root / "demo/checkpoint/main/model.safetensors"
+    assert export.read_bytes() == b"w" * 500 and export.stat().st_ino == step.stat().st_ino
+    assert sorted(transferred) == [
+        "demo/checkpoint/main.run/step_5/model.safetensors",
+        "demo/checkpoint/main/x",
+    ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import time
 from abc import ABC, abstractmethod
@@ -240,18 +241,28 @@ class Store(ABC):
                 data = json.dumps(m, indent=1, sort_keys=True).encode()
                 self._retry(lambda d=data, a=anc: self._put_bytes(d, manifest_key(a)))
 
-    def get(self, key: str, local: Path) -> dict[str, Any]:
+    def get(self, key: str, local: Path, have: dict[str, Path] | None = None) -> dict[str, Any]:
         """Copy committed output `key` to `local` (a file, or a directory with its files); each object is
-        checked against the manifest's size and SHA-256. UncommittedError when `key` is not committed."""
+        checked against the manifest's size and SHA-256. UncommittedError when `key` is not committed.
+        `have`: local files by SHA-256 (a cache's other outputs): an object with the same content is
+        hard-linked from there instead of transferred (a checkpoint export shares its step's weights)."""
         m = self.manifest(key)
         if m is None:
             raise UncommittedError(f"{self.url_of(key)}: not a committed output")
         local = Path(local)
+        have = have or {}
 
         def download(item: tuple[str, dict[str, Any]]) -> None:
             rel, meta = item
             dst = local / rel if rel else local
             dst.parent.mkdir(parents=True, exist_ok=True)
+            src = have.get(meta["sha256"])
+            if src is not None and src.is_file() and src.stat().st_size == meta["size"]:
+                try:
+                    os.link(src, dst)
+                    return
+                except OSError:
+                    pass
             self._retry(lambda: self._get_file(object_key(key, rel), dst))
             if dst.stat().st_size != meta["size"] or sha256_file(dst) != meta["sha256"]:
                 raise UncommittedError(f"{self.url_of(object_key(key, rel))}: differs from its manifest")

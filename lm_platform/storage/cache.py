@@ -118,7 +118,8 @@ class LocalCache:
         marker.parent.mkdir(parents=True, exist_ok=True)
         size = sum(f["size"] for f in manifest["files"].values())
         tmp = marker.with_name(f".tmp-{marker.name}-{uuid.uuid4().hex[:8]}")
-        tmp.write_text(json.dumps({"digest": _digest(manifest), "tag": tag, "size": size}))
+        files = {rel: f["sha256"] for rel, f in manifest["files"].items()}
+        tmp.write_text(json.dumps({"digest": _digest(manifest), "tag": tag, "size": size, "files": files}))
         os.replace(tmp, marker)
 
     @contextlib.contextmanager
@@ -163,7 +164,7 @@ class LocalCache:
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".tmp-{local.name}-{uuid.uuid4().hex[:8]}")
         try:
-            got = self.store.get(key, tmp)
+            got = self.store.get(key, tmp, have=self._local_files())
             if got != manifest:
                 raise UncommittedError(f"{self.store.url_of(key)} changed while it was read")
             old = None
@@ -177,6 +178,17 @@ class LocalCache:
             if tmp.exists():
                 _remove(tmp)
         self._write_marker(key, manifest, tag)
+
+    def _local_files(self) -> dict[str, Path]:
+        """The cache's committed files by SHA-256 (from the markers), for hard links instead of transfers."""
+        out: dict[str, Path] = {}
+        entries = self.state / "entries"
+        for m in entries.rglob("*.json") if entries.is_dir() else []:
+            key = m.relative_to(entries).as_posix()[: -len(".json")]
+            marker = self._read_marker(key) or {}
+            for rel, sha in (marker.get("files") or {}).items():
+                out.setdefault(sha, self.path_of(key) / rel if rel else self.path_of(key))
+        return out
 
     # ---- publish -------------------------------------------------------------------------------------
     def publish(self, path: str | Path) -> dict[str, Any] | None:
