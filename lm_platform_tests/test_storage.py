@@ -327,7 +327,5 @@ def test_fill_hard_links_content_the_cache_already_holds(tmp_path):
     step = cache.root / "demo/checkpoint/main.run/step_5/model.safetensors"
     export = cache.root / "demo/checkpoint/main/model.safetensors"
     assert export.read_bytes() == b"w" * 500 and export.stat().st_ino == step.stat().st_ino
-    assert sorted(transferred) == [
-        "demo/checkpoint/main.run/step_5/model.safetensors",
-        "demo/checkpoint/main/x",
-    ]
+    # One of the two equal weight files was transferred, the other linked to it.
+    assert len(transferred) == 2 and "demo/checkpoint/main/x" in transferred
