@@ -2,7 +2,8 @@
 
 One run on a local folder and one chain of runs on the object store go side by side. The chain is killed
 (SIGKILL, the whole process group) during a curation step, run again and killed after the first step
-checkpoint of `checkpoint/main` reached the store, then run again on an EMPTY local cache (a replacement pod):
+checkpoint of `checkpoint/main` reached the store (while the next one uploads, when the poll catches it),
+then run again on an EMPTY local cache (a replacement pod):
 after each kill no committed manifest points at partial data and readers refuse what no manifest lists; the
 last run completes, its trainer resumes from the store's step checkpoint, and the tokenizer, token shards,
 dataset shards, packed datasets and stage exports in the store are byte-identical to the local folder's.
@@ -69,12 +70,16 @@ def _store_run(root: Path, recipe: Path, server: S3Server) -> tuple[Path, list[s
     assert _materialize(env, curating), "the run ended before a curation step"
     events.append(f"killed during curation: {_check_store(store)} uncommitted objects refused")
 
-    def first_step_checkpoint(lines: list[str]) -> bool:
-        # The cache's marker of an output is written once the store committed it (a local look, no request).
+    def second_step_checkpoint(lines: list[str]) -> bool:
+        # Local looks, no request. Once one step checkpoint is committed (its marker is written after the
+        # store committed it): the next one in place in the cache without a marker is being uploaded
+        # (killing then leaves objects without a manifest), or else the next one is committed too.
         markers = cache / ".lm-cache" / "entries" / "demo" / "checkpoint" / "main.run"
-        return any(markers.glob("step_*.json"))
+        committed = {p.name[: -len(".json")] for p in markers.glob("step_*.json")}
+        steps = {p.name for p in (cache / "demo" / "checkpoint" / "main.run").glob("step_*")}
+        return bool(committed) and (bool(steps - committed) or len(committed) >= 2)
 
-    assert _materialize(env, first_step_checkpoint), "the run ended before the first step checkpoint"
+    assert _materialize(env, second_step_checkpoint), "the run ended before the second step checkpoint"
     events.append(f"killed during training: {_check_store(store)} uncommitted objects refused")
     assert store.manifest("demo/checkpoint/main") is None
     # A replacement pod: nothing on the local disk.
