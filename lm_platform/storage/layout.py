@@ -11,6 +11,7 @@ commit hook, registered by `lm_platform.storage.cache`).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,12 @@ def _sweep_once(cache: Any, recipe: str) -> None:
     if after == "off" or (cache.store.url, recipe) in _SWEPT:
         return
     _SWEPT.add((cache.store.url, recipe))
-    cache.store.sweep(recipe, older_than_s=float(after))
+    try:
+        cache.store.sweep(recipe, older_than_s=float(after))
+    except Exception as e:  # housekeeping: a step does not fail on it (e.g. no ListBucketMultipartUploads)
+        warnings.warn(
+            f"{cache.store.url_of(recipe)}: the sweep of uncommitted objects failed: {e}", stacklevel=2
+        )
 
 
 # Layout attributes that are not locations of outputs (nothing to fill).
