@@ -1,6 +1,9 @@
 """Atomic writes: build beside the target under a temporary name, then rename into place.
 
-A killed run leaves at most a `.tmp-*` sibling, never a half-written file where a reader looks.
+A killed run leaves at most a `.tmp-*` sibling, never a half-written file where a reader looks. Under an
+object-store root (`LM_PLATFORM_STORAGE=s3://...`) the target lies in the store's local cache, and once it
+is in place it is also published to the store, committed by its manifest (the hook that
+`lm_platform.storage.cache` registers with `on_commit`).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +31,26 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, target)
+        _published(target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+# Called with each target once it is in place: `lm_platform.storage.cache` registers the publish to an
+# object store (a no-op for paths outside a store's cache, and on a local root nothing is registered).
+_ON_COMMIT: list[Callable[[Path], None]] = []
+
+
+def on_commit(hook: Callable[[Path], None]) -> None:
+    """Call `hook(target)` after every atomic write of `target` is in place."""
+    if hook not in _ON_COMMIT:
+        _ON_COMMIT.append(hook)
+
+
+def _published(target: Path) -> None:
+    for hook in _ON_COMMIT:
+        hook(target)
 
 
 def fsync_tree(root: str | Path) -> None:
@@ -72,6 +92,7 @@ def atomic_dir(target: str | Path, durable: bool = False) -> Iterator[Path]:
             fsync_path(target.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        _published(target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

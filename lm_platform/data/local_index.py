@@ -60,10 +60,22 @@ def local_working_copy(shared_dir: str | Path, scratch: str | Path | None = None
             os.rename(shared, old)
         os.rename(staging, shared)
         shutil.rmtree(old, ignore_errors=True)
+        _published(shared)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _published(shared: Path) -> None:
+    """Under an object-store root the shared copy lies in the store's cache: publish it to the store."""
+    from lm_platform.storage import cache
+
+    cache.after_commit(shared)
+
+
 def index_dir(shared_dir: str | Path, local: bool) -> AbstractContextManager[Path]:
-    """`local_working_copy(shared_dir)` when `local`, else `shared_dir` itself (worked on in place)."""
+    """`local_working_copy(shared_dir)` when `local` or under an object-store root (whose copy is then
+    published to the store), else `shared_dir` itself (worked on in place)."""
+    from lm_platform.storage import cache
+
+    local = local or cache.object_url(shared_dir) is not None
     return local_working_copy(shared_dir) if local else nullcontext(Path(shared_dir))

@@ -17,6 +17,7 @@ from typing import Any
 
 import dagster as dg
 
+from lm_platform.storage.cache import object_url
 from lm_platform.versions import code_version
 
 CODE_VERSION = "1"
@@ -67,7 +68,9 @@ def value(v: Any) -> Any:
     if isinstance(v, (int, float, str)):
         return v
     if isinstance(v, Path):
-        return dg.MetadataValue.path(str(v))
+        # Under an object-store root, the object's URL (s3://...), not the local cache's path.
+        url = object_url(v)
+        return dg.MetadataValue.path(str(v)) if url is None else dg.MetadataValue.url(url)
     if isinstance(v, Mapping):
         return dg.MetadataValue.json(json.loads(json.dumps(v, default=str)))
     if isinstance(v, (list, tuple)):

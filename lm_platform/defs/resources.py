@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from lm_platform.paths import Layout, default_storage_root
+from lm_platform.paths import STORAGE_ENV, Layout, default_storage_root
+from lm_platform.storage.layout import layout_for
 
 
 class LMStorage(dg.ConfigurableResource):
@@ -14,6 +15,9 @@ class LMStorage(dg.ConfigurableResource):
     local_index: bool = False
 
     def layout(self, recipe: str) -> Layout:
-        from pathlib import Path
+        """A local folder's layout, or under an `s3://` root the layout of its local cache (filled from and
+        published to the store)."""
+        import os
 
-        return Layout(Path(self.root).expanduser().resolve() if self.root else default_storage_root(), recipe)
+        root = self.root or os.environ.get(STORAGE_ENV, "")
+        return layout_for(root or default_storage_root(), recipe)

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lm_platform.deployment.profile import PodSettings, Profile
+from lm_platform.deployment.profile import PodSettings, Profile, quantity_bytes
 from lm_platform.paths import STORAGE_ENV
 from lm_platform.recipe.schema import Recipe
 from lm_platform.training.job import GRACE_ENV, trainer_command
@@ -51,21 +51,51 @@ def base_env(profile: Profile) -> list[dict[str, Any]]:
     """What every pod of the platform sees: the storage root, unbuffered output, caches on the volume,
     and the Secrets (by reference)."""
     root = profile.storage_root()
+    assert profile.storage is not None
+    local = profile.storage.cache_path if profile.storage.url else root
     return [
         {"name": STORAGE_ENV, "value": root},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "HOME", "value": "/tmp"},
-        {"name": "HF_HOME", "value": f"{root}/.cache/huggingface"},
+        {"name": "HF_HOME", "value": f"{local}/.cache/huggingface"},
+        *object_store_env(profile),
         *secret_env(profile),
     ]
 
 
+def object_store_env(profile: Profile) -> list[dict[str, Any]]:
+    """Under an object-store root: its settings and the local cache (`lm_platform.storage.cache`), and the
+    credentials by Secret reference when the profile names one (else the service account's role)."""
+    st = profile.storage
+    if st is None or st.url is None:
+        return []
+    # The cache's bound leaves a tenth of the emptyDir for what a step writes before it is published.
+    env = {
+        "LM_PLATFORM_CACHE": st.cache_path,
+        "LM_PLATFORM_CACHE_MAX_BYTES": str(quantity_bytes(st.cache_size) * 9 // 10),
+        "LM_PLATFORM_S3_ADDRESSING_STYLE": st.addressing_style,
+        "LM_PLATFORM_S3_CONCURRENCY": str(st.concurrency),
+        "LM_PLATFORM_S3_ENDPOINT_URL": st.endpoint_url,
+        "LM_PLATFORM_S3_REGION": st.region,
+    }
+    out: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in env.items() if v is not None]
+    if st.credentials_secret:
+        out += [
+            {"name": k, "valueFrom": {"secretKeyRef": {"name": st.credentials_secret, "key": k}}}
+            for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        ]
+    return out
+
+
 def _volumes(profile: Profile, shm_size: str | None) -> tuple[list[dict], list[dict]]:
     assert profile.storage is not None
-    volumes: list[dict[str, Any]] = [
-        {"name": STORAGE_VOLUME, "persistentVolumeClaim": {"claimName": profile.storage.pvc}}
-    ]
-    mounts: list[dict[str, Any]] = [{"name": STORAGE_VOLUME, "mountPath": profile.storage.mount_path}]
+    st = profile.storage
+    if st.url:  # an object store: the pod's local cache on its own disk, bounded
+        volumes: list[dict[str, Any]] = [{"name": STORAGE_VOLUME, "emptyDir": {"sizeLimit": st.cache_size}}]
+        mounts: list[dict[str, Any]] = [{"name": STORAGE_VOLUME, "mountPath": st.cache_path}]
+    else:
+        volumes = [{"name": STORAGE_VOLUME, "persistentVolumeClaim": {"claimName": st.pvc}}]
+        mounts = [{"name": STORAGE_VOLUME, "mountPath": st.mount_path}]
     if shm_size:
         volumes.append({"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}})
         mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})

@@ -150,19 +150,61 @@ class TrainerSettings(PodSettings):
 
 
 class Storage(_Strict):
-    """The storage root on a ReadWriteMany volume, mounted at the same path in every pod."""
+    """The storage root: a ReadWriteMany volume mounted at the same path in every pod (`pvc`), or an object
+    store (`url: s3://bucket/prefix`) with a size-bounded local cache on each pod's own disk. Credentials
+    of an object store come from the pod's service account (IRSA, workload identity) or from the Secret
+    `credentials_secret` names (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), never from this file."""
 
-    pvc: str = Field(description="PersistentVolumeClaim (ReadWriteMany) holding the storage root")
+    pvc: str | None = Field(
+        None, description="PersistentVolumeClaim (ReadWriteMany) holding the storage root"
+    )
     mount_path: str = Field("/data/lm_platform", description="Mount path = LM_PLATFORM_STORAGE in every pod")
+    url: str | None = Field(None, description="s3://bucket/prefix: an object store as the root (no pvc)")
+    endpoint_url: str | None = Field(None, description="S3 API endpoint (MinIO, Ceph RGW, R2, GCS interop)")
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    region: str | None = None
+    credentials_secret: str | None = Field(
+        None,
+        description="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (omit with a service account role)",
+    )
+    cache_path: str = Field("/cache/lm_platform", description="The local cache's mount (an emptyDir)")
+    cache_size: str = Field("100Gi", description="The local cache's bound (and its emptyDir's size limit)")
+    concurrency: int = Field(8, ge=1, description="Transfers at once per step (bounded concurrency)")
 
-    _pvc = field_validator("pvc")(_dns_label)
+    _pvc = field_validator("pvc", "credentials_secret")(_dns_label)
+    _cache = field_validator("cache_size", mode="before")(lambda v: _quantity(None if v is None else str(v)))
 
-    @field_validator("mount_path")
+    @field_validator("url")
+    @classmethod
+    def _object_url(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("s3://") or not v[len("s3://") :].strip("/")):
+            raise ValueError(f"'{v}' is not an s3://bucket/prefix URL")
+        return v
+
+    @model_validator(mode="after")
+    def _one_root(self) -> Storage:
+        if (self.pvc is None) == (self.url is None):
+            raise ValueError("give either pvc (a ReadWriteMany volume) or url (s3://bucket/prefix), not both")
+        return self
+
+    @field_validator("mount_path", "cache_path")
     @classmethod
     def _absolute(cls, v: str) -> str:
         if not v.startswith("/"):
             raise ValueError(f"'{v}' is not an absolute path")
         return v.rstrip("/") or "/"
+
+
+_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+_UNITS |= {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, "m": 1e-3}
+
+
+def quantity_bytes(value: str) -> int:
+    """A Kubernetes quantity ("100Gi", "20G") in bytes."""
+    m = re.match(r"^([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)$", value)
+    if not m or m.group(2) not in _UNITS:
+        raise ValueError(f"'{value}' is not a Kubernetes quantity")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
 class SecretEnv(_Strict):
@@ -245,7 +287,7 @@ class Profile(_Strict):
 
     def storage_root(self) -> str:
         assert self.storage is not None
-        return self.storage.mount_path
+        return self.storage.url or self.storage.mount_path
 
 
 def parse_profile(raw: dict[str, Any], origin: str = "<profile>") -> Profile:

@@ -30,7 +30,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lm_platform.atomic import atomic_dir, read_json, write_json
+from lm_platform.atomic import atomic_dir, atomic_path, read_json, write_json
+from lm_platform.storage import cache as store_cache
 from lm_platform.tokenization.hf_compat import make_model_dir_compatible
 
 FORMAT = 2  # trainer_state.json "format"; 1 (no field): the fingerprint of the whole job, moved aside
@@ -209,7 +210,14 @@ def move_aside(run_dir: str | Path, why: str) -> Path:
     for p in run_dir.iterdir():
         if STEP_DIR.match(p.name) or p.name in (FINISHED_FILE, LOG_FILE):
             os.replace(p, target / p.name)
+            _moved_in_store(p, target / p.name)
     return target
+
+
+def _moved_in_store(old: Path, new: Path) -> None:
+    """Under an object-store root, a move in the cache is a publish of the new key and a delete of the old."""
+    store_cache.after_commit(new)
+    store_cache.after_delete(old)
 
 
 def prune_aside(run_dir: str | Path, keep_aside: int) -> list[Path]:
@@ -249,11 +257,13 @@ def prune(run_dir: str | Path, keep_last: int) -> None:
     for _, path in step_dirs(run_dir)[:-keep_last]:
         if not (path / KEEP_FILE).exists():
             shutil.rmtree(path, ignore_errors=True)
+            store_cache.after_delete(path)
 
 
 def mark_finished(run_dir: str | Path) -> None:
     """The stage's checkpoint is exported: its step checkpoints stay for reading, not for resuming."""
-    (Path(run_dir) / FINISHED_FILE).write_text("the stage finished; a new run starts afresh\n")
+    with atomic_path(Path(run_dir) / FINISHED_FILE) as tmp:  # atomic: published under an object store
+        tmp.write_text("the stage finished; a new run starts afresh\n")
 
 
 def disk_usage(*roots: str | Path) -> int:

@@ -36,6 +36,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lm_platform.storage import cache as store_cache
 from lm_platform.training.job import (
     DEFAULT_GRACE_SECONDS,
     GRACE_ENV,
@@ -149,6 +150,7 @@ def exit_status(returncode: int, got_sigterm: bool, run_dir: Path) -> tuple[int,
 
 def run(job_file: str | Path, nproc_per_node: int, env=None) -> int:
     env = dict(os.environ if env is None else env)
+    store_cache.fill_paths(job_file)  # under an object-store root, a pod's empty disk gets it from the store
     job = json.loads(Path(job_file).read_text(encoding="utf-8"))
     run_dir = Path(job["run_dir"])
     (run_dir / PREEMPTED_FILE).unlink(missing_ok=True)  # a record of an earlier attempt

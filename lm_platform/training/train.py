@@ -49,6 +49,7 @@ from lm_platform.data.pack import SplitReader
 from lm_platform.modeling.eeve import read_eeve
 from lm_platform.modeling.freeze import TrainablePlan, apply_policy
 from lm_platform.modeling.init import build_model
+from lm_platform.storage import cache as store_cache
 from lm_platform.training import checkpoint as ckpt
 from lm_platform.training import flops, parallel
 from lm_platform.training.config import TrainConfig, TrainJob
@@ -430,6 +431,8 @@ def setup(
     if device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(max(1, min(os.cpu_count() or 1, 8) // dist.world))
 
+    # Under an object-store root: inputs and step checkpoints from the store (a pod on an empty disk resumes).
+    store_cache.fill_paths(job.dataset_dir, job.tokenizer_dir, job.init.get("path"), job.run_dir)
     # Data: rows read on demand; steps derived from the budget; validation on a bounded sample.
     index = read_json(Path(job.dataset_dir) / "index.json")
     train_rows, val_rows = SplitReader(job.dataset_dir, "train"), SplitReader(job.dataset_dir, "val")
@@ -860,13 +863,19 @@ def _samples(model, job: TrainJob, device) -> list[dict[str, str]]:
     return generate_samples(model, tok, gen, device)
 
 
+def _location(path: str) -> dict[str, str]:
+    """A path as Pipes metadata: the object's URL under an object-store root, else the local path."""
+    url = store_cache.object_url(path)
+    return {"raw_value": url, "type": "url"} if url else {"raw_value": path, "type": "path"}
+
+
 def materialization_metadata(job: TrainJob | dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     """What `checkpoint/<stage>` shows in Dagster (Pipes metadata: raw values with their types)."""
     job = job if isinstance(job, TrainJob) else TrainJob.model_validate(job)
     out = Path(job.output_dir)
     samples = read_json(out / "samples.json") if (out / "samples.json").exists() else []
     meta = {
-        "path": {"raw_value": job.output_dir, "type": "path"},
+        "path": _location(job.output_dir),
         "steps": {"raw_value": metrics["steps"], "type": "int"},
         "tokens_seen": {"raw_value": metrics["tokens_seen"], "type": "int"},
         "tokens_seen_total": {"raw_value": metrics.get("tokens_seen_total", 0), "type": "int"},
