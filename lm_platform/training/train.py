@@ -54,6 +54,7 @@ from lm_platform.training import flops, parallel
 from lm_platform.training.config import TrainConfig, TrainJob
 from lm_platform.training.dataloader import Prefetcher
 from lm_platform.training.job import PREEMPTED_FILE, write_preempted
+from lm_platform.training.loss import fused_head, hidden_states, linear_cross_entropy
 from lm_platform.training.metrics import (
     generate_samples,
     loss_curve_markdown,
@@ -204,6 +205,13 @@ def batch_tensors(rows: np.ndarray, pad_id: int, mask: np.ndarray | None = None,
 
 
 def token_loss(model, inputs, labels, reduction: str = "mean"):
+    """Cross-entropy of the next-token predictions of `model` (plain, DDP or FSDP) against `labels`
+    (IGNORE skipped). A plain linear head goes through `linear_cross_entropy` (no [B, T, V] logits
+    tensor, no logits for ignored positions); other heads compute the logits."""
+    head = fused_head(model)
+    if head is not None:
+        hidden = hidden_states(model, head, inputs)
+        return linear_cross_entropy(hidden, head.weight, labels, IGNORE, reduction)
     logits = model(input_ids=inputs).logits
     return torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.size(-1)).float(),
