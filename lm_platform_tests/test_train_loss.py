@@ -275,7 +275,7 @@ def test_fused_head_loss_matches_full_logits_without_building_them(tmp_path):
             {"kind": "scratch", "model": {**TINY, "tie_word_embeddings": tied}}, VOCAB, 1, 2, None, 0
         )
         widths = []
-        hook = model.lm_head.register_forward_hook(lambda m, i, o: widths.append(o.shape[-1]))
+        hook = model.lm_head.register_forward_hook(lambda m, i, o, w=widths: w.append(o.shape[-1]))
         ref = grads(model, reference)
         assert widths == [model.config.vocab_size]
         widths.clear()
