@@ -3,12 +3,14 @@
 A causal LM's last matmul turns [B, T, H] hidden states into [B, T, V] logits, and cross-entropy then
 makes several passes over them (log-softmax, its backward, the one-hot gradient): for SmolLM2's 49,152
 tokens at seq 2048 that is 400 MB of fp32 per sequence, twice. `linear_cross_entropy` instead takes the
-hidden states and the head's weight and works through the positions a chunk at a time: a chunk's logits
-(about 2 MB on CPU) are exponentiated once, the loss and the gradient (softmax minus the one-hot target)
-come from that one buffer, and the chunk's share of the head's and the hidden states' gradients is
-computed right away, so the backward only scales them. Positions whose label is `ignore_index`
-(padding, masked prompt tokens) get no logits at all on CPU, and add nothing to the loss or the gradients
-anywhere.
+hidden states and the head's weight and works through the positions a chunk at a time (on CPU 8,192
+positions a chunk for a 2,048-token vocabulary, 341 for SmolLM2's 49,152): a chunk's logits go through one
+log-softmax, whose output gives the loss and, exponentiated in place, the gradient (softmax minus the
+one-hot target), and the chunk's share of the head's and the hidden states' gradients is computed right
+away, so the backward only scales them. The full-logits path makes more passes over [B, T, V] (the
+one-hot gradient is zero-filled, then log-softmax's backward reads two such tensors). Positions whose
+label is `ignore_index` (padding, masked prompt tokens) get no logits at all on CPU, and add nothing to
+the loss or the gradients anywhere.
 
 Same math as `log_softmax` + `nll_loss` on the full logits; sums are taken in another order (per chunk),
 so the loss and gradients agree to rounding (about 1e-7 relative in fp32, see test_train_loss.py), not
@@ -33,8 +35,9 @@ PLAIN_HEAD_MODELS = {
     "Qwen2ForCausalLM",
     "Qwen3ForCausalLM",
 }
-# Logits held at once per chunk: 2 MB of fp32 on CPU (stays in cache), 256 MB on GPU.
-CHUNK_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 26}
+# Logits held at once per chunk (fp32): 64 MB on CPU, 256 MB on GPU. Few, large chunks: each op costs a
+# dispatch (and, on a busy CPU, a wait for every thread of the pool), so more chunks are no faster.
+CHUNK_ELEMENTS = {"cpu": 1 << 24, "cuda": 1 << 26}
 
 
 def _core(model):
@@ -75,32 +78,33 @@ class _LinearCrossEntropy(torch.autograd.Function):
     the gradients are computed in the forward, chunk by chunk, and scaled in the backward."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, ignore_index: int, chunk: int, grads: bool):
-        # (`grads`: whether autograd will ask; `needs_input_grad` alone is also set under no_grad)
+    def forward(ctx, hidden, weight, targets, ignore_index: int, chunk: int, grads: bool, masked: bool):
+        # `grads`: whether autograd will ask (`needs_input_grad` alone is also set under no_grad);
+        # `masked`: whether some targets may be `ignore_index` (else no masking work at all).
         need_h, need_w = grads and ctx.needs_input_grad[0], grads and ctx.needs_input_grad[1]
-        grad_h = torch.zeros_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(weight) if need_w else None
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk):
             h, t = hidden[start : start + chunk], targets[start : start + chunk]
-            valid = t != ignore_index
-            t = t.masked_fill(~valid, 0)
-            z = (h @ weight.t()).float()  # this chunk's logits
-            picked = z.gather(1, t[:, None]).squeeze(1)
-            top = z.amax(1, keepdim=True)
-            z.sub_(top).exp_()  # exp(z - max), the one exponential per logit
-            sums = z.sum(1, keepdim=True)
-            lse = (top + sums.log()).squeeze(1)
-            total += ((lse - picked) * valid).sum()
-            if need_h or need_w:
-                z.div_(sums)  # softmax
-                z[torch.arange(len(t), device=z.device), t] -= 1.0
-                z.mul_(valid[:, None])  # ignored positions: no gradient
-                g = z.to(h.dtype)
-                if need_h:
-                    grad_h[start : start + chunk] = g @ weight
-                if need_w:
-                    grad_w += g.t() @ h
+            if masked:
+                valid = t != ignore_index
+                t = t.masked_fill(~valid, 0)
+            logp = torch.log_softmax((h @ weight.t()).float(), dim=1)  # this chunk's logits, normalised
+            picked = logp.gather(1, t[:, None]).squeeze(1)
+            total -= (picked * valid).sum() if masked else picked.sum()
+            if not (need_h or need_w):
+                continue
+            g = logp.exp_()  # softmax; minus the one-hot target: d(loss)/d(logits)
+            g[torch.arange(len(t), device=g.device), t] -= 1.0
+            if masked:
+                g.mul_(valid[:, None])
+            g = g.to(h.dtype)
+            if need_h:
+                grad_h[start : start + chunk] = g @ weight
+            if need_w:
+                part = (g.t() @ h).to(weight.dtype)  # (fp32 sums under autocast too)
+                grad_w = part if grad_w is None else grad_w.add_(part)
         ctx.save_for_backward(grad_h, grad_w)
         return total
 
@@ -110,6 +114,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return (
             None if grad_h is None else grad_h * grad_out.to(grad_h.dtype),
             None if grad_w is None else grad_w * grad_out.to(grad_w.dtype),
+            None,
             None,
             None,
             None,
@@ -135,7 +140,6 @@ def linear_cross_entropy(
     hidden = hidden.reshape(-1, hidden.size(-1))
     targets = targets.reshape(-1)
     keep = targets != ignore_index
-    count = keep.sum()
     if compact is None:
         compact = hidden.device.type == "cpu"
     if compact and not bool(keep.all()):
@@ -143,5 +147,6 @@ def linear_cross_entropy(
     if chunk is None:
         chunk = max(64, CHUNK_ELEMENTS.get(hidden.device.type, 1 << 26) // weight.shape[0])
     grads = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    total = _LinearCrossEntropy.apply(hidden, weight, targets, ignore_index, chunk, grads)
-    return total if reduction == "sum" else total / count.clamp(min=1)
+    masked = not compact  # compacted: every remaining target counts
+    total = _LinearCrossEntropy.apply(hidden, weight, targets, ignore_index, chunk, grads, masked)
+    return total if reduction == "sum" else total / keep.sum().clamp(min=1)
