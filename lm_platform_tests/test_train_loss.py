@@ -302,3 +302,29 @@ def test_fused_head_loss_matches_full_logits_without_building_them(tmp_path):
     ref = grads(model, reference)
     close(ref, grads(model, lambda m: token_loss(m, inputs, labels, "sum")))
     assert model.lm_head.weight.grad is None
+
+
+def test_clipping_gives_torch_s_gradients_and_skips_the_multiply_when_nothing_is_clipped(monkeypatch):
+    from lm_platform.training.train import clip_gradients
+
+    torch.manual_seed(0)
+    grads = [torch.randn(40, 8), torch.randn(8)]
+    original = torch.nn.utils.clip_grads_with_norm_
+    norm = float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])))
+    for max_norm in (norm / 3, norm * 3):  # clipped, not clipped
+        ours, ref = (
+            [torch.nn.Parameter(torch.zeros_like(g)) for g in grads],
+            [torch.nn.Parameter(torch.zeros_like(g)) for g in grads],
+        )
+        for p, q, g in zip(ours, ref, grads, strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        calls: list[int] = []
+        monkeypatch.setattr(
+            torch.nn.utils, "clip_grads_with_norm_", lambda *a, c=calls, **k: c.append(1) or original(*a, **k)
+        )
+        got = clip_gradients(ours, max_norm)
+        monkeypatch.undo()
+        want = float(torch.nn.utils.clip_grad_norm_(ref, max_norm))
+        assert got == want
+        assert all(torch.equal(p.grad, q.grad) for p, q in zip(ours, ref, strict=True))
+        assert len(calls) == (1 if max_norm < norm else 0)
