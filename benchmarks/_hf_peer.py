@@ -39,14 +39,13 @@ class InOrder(Trainer):
 
 
 class Clock(TrainerCallback):
-    """When each optimizer step ended (wall clock, and this process's CPU time), and the logged losses."""
+    """When each optimizer step ended, and the logged losses."""
 
     def __init__(self):
-        self.ends, self.cpu_ends, self.losses = [], [], []
+        self.ends, self.losses = [], []
 
     def on_step_end(self, args, state, control, **kwargs):
         self.ends.append(time.perf_counter())
-        self.cpu_ends.append(time.process_time())
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:

@@ -8,8 +8,7 @@ same micro-batch, sequence length, fp32 on CPU, AdamW (betas 0.9/0.95, weight de
 constant lr, gradient clipping at 1.0, loss logged every step. Each engine runs in its own process (so
 peak RSS is its own) for several rounds, the two engines' rounds interleaved; a round times `--steps`
 optimizer steps after `--warmup` steps, each from the end of the previous step to its own end, and
-takes the median step (the whole-round rate is printed too, and `cpu_time_ratio`: the same median
-over the process's CPU time instead of the wall clock, which a busy machine's waits disturb less). Both engines log every step as a user's
+takes the median step (the whole-round rate is printed too). Both engines log every step as a user's
 run would (ours: its log line and `log.jsonl`; HF: its printed log dict), and read the loss every step.
 
 Agreement: the largest difference between the two engines' per-step training losses, absolute and
@@ -33,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -127,25 +125,8 @@ def run_ours(work: Path, data: Path, model: Path, warmup: int, steps: int, r: in
         init={"kind": "pretrained", "path": str(model)},
         train=cfg,
     )
-    import lm_platform.training.train as trainer
-
-    cpu_ends, step = [], trainer.train_step
-
-    def timed_step(run, state):  # this process's CPU time at each step's end (as HF's Clock takes it)
-        record = step(run, state)
-        cpu_ends.append(time.process_time())
-        return record
-
-    trainer.train_step = timed_step
-    try:
-        curve = train(job, Reporter(), stop_after=warmup + steps)["curve"]  # logs every step, like HF
-    finally:
-        trainer.train_step = step
-    return (
-        _rates([c["elapsed"] for c in curve], warmup)
-        | {"cpu_tokens_per_second": _rates(cpu_ends, warmup)["tokens_per_second"]}
-        | {"losses": [c["loss"] for c in curve]}
-    )
+    curve = train(job, Reporter(), stop_after=warmup + steps)["curve"]  # logs every step, like HF
+    return _rates([c["elapsed"] for c in curve], warmup) | {"losses": [c["loss"] for c in curve]}
 
 
 def run_hf(work: Path, data: Path, model: Path, warmup: int, steps: int, r: int) -> dict:
@@ -194,11 +175,7 @@ def run_hf(work: Path, data: Path, model: Path, warmup: int, steps: int, r: int)
         data_collator=collate,
         callbacks=[clock],
     ).train()
-    return (
-        _rates(clock.ends, warmup)
-        | {"cpu_tokens_per_second": _rates(clock.cpu_ends, warmup)["tokens_per_second"]}
-        | {"losses": clock.losses}
-    )
+    return _rates(clock.ends, warmup) | {"losses": clock.losses}
 
 
 def _rates(step_ends: list[float], warmup: int) -> dict[str, float]:
@@ -288,8 +265,6 @@ def main() -> None:
                 rounds_out[engine].append(json.loads(line[len("WORKER ") :]))
                 print(
                     f"round {r + 1} {engine:<5} {rounds_out[engine][-1]['tokens_per_second']:>10,.0f} tokens/s"
-                    f" ({rounds_out[engine][-1]['cpu_tokens_per_second']:,.0f} per CPU-second),"
-                    f" load average {os.getloadavg()[0]:.1f}"
                 )
         for proc in procs.values():
             proc.stdin.close()
@@ -298,32 +273,22 @@ def main() -> None:
             e: {
                 "tokens_per_second": [x["tokens_per_second"] for x in rs],
                 "round_tokens_per_second": [x["round_tokens_per_second"] for x in rs],
-                "cpu_tokens_per_second": [x["cpu_tokens_per_second"] for x in rs],
                 "losses": rs[0]["losses"],
                 "peak_rss_mb": rs[-1]["peak_rss_mb"],
             }
             for e, rs in rounds_out.items()
         }
     print(
-        f"{'engine':<12}{'tokens/s per round (median step)':<40}{'median':>9}{'whole rounds':>14}"
-        f"{'per CPU-s':>11}{'RSS MB':>8}"
+        f"{'engine':<12}{'tokens/s per round (median step)':<40}{'median':>9}{'whole rounds':>14}{'RSS MB':>8}"
     )
     for engine, name in (("ours", "ours"), ("hf", "HF Trainer")):
         r = out[engine]
         rounds_txt = ", ".join(f"{t:,.0f}" for t in r["tokens_per_second"])
-        med, whole, cpu = (
-            statistics.median(r[k])
-            for k in ("tokens_per_second", "round_tokens_per_second", "cpu_tokens_per_second")
-        )
-        print(f"{name:<12}{rounds_txt:<40}{med:>9,.0f}{whole:>14,.0f}{cpu:>11,.0f}{r['peak_rss_mb']:>8,.0f}")
+        med, whole = (statistics.median(r[k]) for k in ("tokens_per_second", "round_tokens_per_second"))
+        print(f"{name:<12}{rounds_txt:<40}{med:>9,.0f}{whole:>14,.0f}{r['peak_rss_mb']:>8,.0f}")
     ours, peer = (statistics.median(out[e]["tokens_per_second"]) for e in ("ours", "hf"))
     whole_ratio = statistics.median(out["ours"]["round_tokens_per_second"]) / statistics.median(
         out["hf"]["round_tokens_per_second"]
-    )
-    # Per CPU-second of the engine's process (median step): less sensitive to a busy machine's waits, as
-    # long as both engines spin their thread pools alike.
-    cpu_ratio = statistics.median(out["ours"]["cpu_tokens_per_second"]) / statistics.median(
-        out["hf"]["cpu_tokens_per_second"]
     )
     n = min(len(out["ours"]["losses"]), len(out["hf"]["losses"]))
     pairs = list(zip(out["ours"]["losses"][:n], out["hf"]["losses"][:n], strict=True))
@@ -340,7 +305,7 @@ def main() -> None:
         f"RESULT name=train ours={ours:.0f} peer={peer:.0f} ratio={ours / peer:.3f} unit=tokens/s "
         f"higher_is_better=true compile={str(a.compile).lower()} loss_max_abs_diff={diff:.2e} "
         f"loss_max_rel_diff={rel:.2e} agreement={str(agree).lower()} steps_compared={n} "
-        f"whole_round_ratio={whole_ratio:.3f} cpu_time_ratio={cpu_ratio:.3f} peak_rss_mb={out['ours']['peak_rss_mb']:.0f} "
+        f"whole_round_ratio={whole_ratio:.3f} peak_rss_mb={out['ours']['peak_rss_mb']:.0f} "
         f"peer_peak_rss_mb={out['hf']['peak_rss_mb']:.0f} load_avg={load:.1f}"
     )
     if not agree:
