@@ -236,3 +236,95 @@ if __name__ == "__main__":  # one rank of the 2-process gradient test
     grads = step_grads(Path(sys.argv[1]), accum=2, micro=ROWS // 4)
     if os.environ["RANK"] == "0":
         save_file({k: v.contiguous() for k, v in grads.items()}, sys.argv[2])
+
+
+def test_fused_head_loss_matches_full_logits_without_building_them(tmp_path):
+    """`token_loss` on a Llama goes through `linear_cross_entropy`: the same loss and gradients as
+    cross-entropy on the full logits (to rounding: sums are taken per chunk), in chunks and with ignored
+    positions dropped or masked, tied or untied, frozen head or not; the head never outputs V-wide logits."""
+    from lm_platform.training.loss import linear_cross_entropy
+    from lm_platform.training.train import IGNORE, batch_tensors, token_loss
+
+    data = masked_dataset(tmp_path / "ds")
+    rows, mask = SplitReader(data, "train").rows(np.arange(ROWS))
+    inputs, labels = batch_tensors(rows, PAD, mask)
+    assert (labels == IGNORE).any() and (labels != IGNORE).any()
+
+    def reference(model):
+        logits = model(input_ids=inputs).logits
+        flat = logits.reshape(-1, logits.size(-1))
+        return torch.nn.functional.cross_entropy(
+            flat, labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
+        )
+
+    def grads(model, loss_fn):
+        model.zero_grad(set_to_none=True)
+        loss = loss_fn(model)
+        loss.backward()
+        return loss.item(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    def close(a, b):
+        (la, ga), (lb, gb) = a, b
+        assert abs(la - lb) <= 1e-6 * abs(la)
+        assert ga.keys() == gb.keys()
+        for name, g in ga.items():
+            assert torch.allclose(gb[name], g, rtol=1e-5, atol=1e-6 * g.abs().max()), name
+
+    for tied in (False, True):
+        model = build_model(
+            {"kind": "scratch", "model": {**TINY, "tie_word_embeddings": tied}}, VOCAB, 1, 2, None, 0
+        )
+        widths = []
+        hook = model.lm_head.register_forward_hook(lambda m, i, o, w=widths: w.append(o.shape[-1]))
+        ref = grads(model, reference)
+        assert widths == [model.config.vocab_size]
+        widths.clear()
+        close(ref, grads(model, lambda m: token_loss(m, inputs, labels, "sum")))
+        assert widths == [TINY["hidden_size"]]  # the head was skipped: no [B, T, V] logits
+        hook.remove()
+        for compact in (True, False):  # on GPU ignored positions are masked, not dropped
+            head = model.lm_head
+
+            def chunked(m, compact=compact, head=head):
+                hidden = m.model(input_ids=inputs).last_hidden_state
+                return linear_cross_entropy(
+                    hidden, head.weight, labels, IGNORE, "sum", chunk=7, compact=compact
+                )
+
+            close(ref, grads(model, chunked))
+        mean = token_loss(model, inputs, labels)
+        assert abs(mean.item() - ref[0] / int((labels != IGNORE).sum())) <= 1e-6 * mean.item()
+        with torch.no_grad():  # evaluation: the loss only
+            assert abs(token_loss(model, inputs, labels, "sum").item() - ref[0]) <= 1e-6 * ref[0]
+
+    model = _model()
+    model.lm_head.weight.requires_grad_(False)  # a frozen head gets no gradient work at all
+    ref = grads(model, reference)
+    close(ref, grads(model, lambda m: token_loss(m, inputs, labels, "sum")))
+    assert model.lm_head.weight.grad is None
+
+
+def test_clipping_gives_torch_s_gradients_and_skips_the_multiply_when_nothing_is_clipped(monkeypatch):
+    from lm_platform.training.train import clip_gradients
+
+    torch.manual_seed(0)
+    grads = [torch.randn(40, 8), torch.randn(8)]
+    original = torch.nn.utils.clip_grads_with_norm_
+    norm = float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])))
+    for max_norm in (norm / 3, norm * 3):  # clipped, not clipped
+        ours, ref = (
+            [torch.nn.Parameter(torch.zeros_like(g)) for g in grads],
+            [torch.nn.Parameter(torch.zeros_like(g)) for g in grads],
+        )
+        for p, q, g in zip(ours, ref, grads, strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        calls: list[int] = []
+        monkeypatch.setattr(
+            torch.nn.utils, "clip_grads_with_norm_", lambda *a, c=calls, **k: c.append(1) or original(*a, **k)
+        )
+        got = clip_gradients(ours, max_norm)
+        monkeypatch.undo()
+        want = float(torch.nn.utils.clip_grad_norm_(ref, max_norm))
+        assert got == want
+        assert all(torch.equal(p.grad, q.grad) for p, q in zip(ours, ref, strict=True))
+        assert len(calls) == (1 if max_norm < norm else 0)

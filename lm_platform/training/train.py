@@ -55,6 +55,7 @@ from lm_platform.training import flops, parallel
 from lm_platform.training.config import TrainConfig, TrainJob
 from lm_platform.training.dataloader import Prefetcher
 from lm_platform.training.job import PREEMPTED_FILE, write_preempted
+from lm_platform.training.loss import fused_head, hidden_states, linear_cross_entropy
 from lm_platform.training.metrics import (
     generate_samples,
     loss_curve_markdown,
@@ -205,6 +206,13 @@ def batch_tensors(rows: np.ndarray, pad_id: int, mask: np.ndarray | None = None,
 
 
 def token_loss(model, inputs, labels, reduction: str = "mean"):
+    """Cross-entropy of the next-token predictions of `model` (plain, DDP or FSDP) against `labels`
+    (IGNORE skipped). A plain linear head goes through `linear_cross_entropy` (no [B, T, V] logits
+    tensor, no logits for ignored positions); other heads compute the logits."""
+    head = fused_head(model)
+    if head is not None:
+        hidden = hidden_states(model, head, inputs)
+        return linear_cross_entropy(hidden, head.weight, labels, IGNORE, reduction)
     logits = model(input_ids=inputs).logits
     return torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.size(-1)).float(),
@@ -248,6 +256,21 @@ def step_gradients(model, batches, dist: Dist, device) -> tuple[torch.Tensor, in
             (loss * scale).backward()
         loss_sum += loss.detach()
     return loss_sum, total
+
+
+def clip_gradients(params, max_norm: float, sharded: bool = False) -> float:
+    """`clip_grad_norm_` (same coefficient, same result), without its pass over every gradient when the
+    coefficient is 1 (x * 1.0 is x): the norm is read on the host for the log anyway. Returns the norm."""
+    params = list(params)
+    if sharded:  # DTensor gradients: torch's own, with the norm gathered for the log
+        return float(parallel.full_tensor(torch.nn.utils.clip_grad_norm_(params, max_norm)))
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    norm = torch.nn.utils.get_total_norm(grads)
+    if float(max_norm / (norm + 1e-6)) < 1.0:  # the coefficient torch clamps to at most 1
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return float(norm)
 
 
 def evaluate_loss(
@@ -580,7 +603,7 @@ def train_step(run: Run, state: TrainState) -> dict[str, float]:
     run.plan.gather_row_grads()
     params = run.plan.parameters()
     if cfg.grad_clip is not None:
-        grad_norm = float(parallel.full_tensor(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)))
+        grad_norm = clip_gradients(params, cfg.grad_clip, parallel.is_sharded(run.model))
     else:
         grad_norm = float(parallel.grad_norm(params))
     run.optimizer.step()
