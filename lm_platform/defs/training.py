@@ -6,7 +6,7 @@ import dagster as dg
 
 from lm_platform.atomic import read_json, write_json
 from lm_platform.data.blend import MANIFEST_FILE
-from lm_platform.data.pack import TokensPackResult, pack_tokens
+from lm_platform.data.pack import PackResult, pack_tokens
 from lm_platform.defs.metadata import headline, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.paths import Layout
@@ -22,7 +22,7 @@ CODE = "2"  # packing from tokens/<source>
 SOURCE_COLUMNS = ["source", "docs", "tokens", "blend_tokens", "target_tokens", "share", "ratio"]
 
 
-def _tokens_per_source(index: TokensPackResult, stage: StageConfig, layout: Layout) -> list[dict]:
+def _tokens_per_source(index: PackResult, stage: StageConfig, layout: Layout) -> list[dict]:
     """Exact tokens per source next to what the blend counted and targeted (equal by construction)."""
     rows = {r["source"]: r for r in read_json(layout.blend(stage.name) / MANIFEST_FILE)["sources"]}
     total = index.tokens or 1
