@@ -7,7 +7,8 @@ import pytest
 from lm_platform.paths import Layout
 from lm_platform.recipe import load_recipe
 from lm_platform.training.config import TrainConfig, TrainJob
-from lm_platform.training.job import make_job, trainer_command
+from lm_platform.training.contract import TrainerLaunch
+from lm_platform.training.job import make_job, make_launch
 from lm_platform.training.train import lr_at
 
 CFG = TrainConfig(lr=1.0, min_lr_ratio=0.1, warmup_steps=10, schedule="cosine")
@@ -73,12 +74,20 @@ def test_wsd_schedule_is_flat_then_decays_to_the_floor():
     assert lrs[-1] == pytest.approx(0.0)
 
 
-def test_trainer_command_is_the_launcher_for_one_or_several_processes():
+def test_one_launch_value_gives_the_command_the_launcher_arguments_and_the_pipes_extras(tmp_path):
     # The launcher runs the trainer directly or through torchrun (test_preemption*.py).
-    one = ["-m", "lm_platform.training.launch", "--nproc_per_node=1", "--job", "j.json"]
-    assert trainer_command("j.json")[1:] == one
-    cmd = trainer_command("j.json", 2)
-    assert cmd[1:3] == ["-m", "lm_platform.training.launch"] and "--nproc_per_node=2" in cmd
+    launch = make_launch(load_recipe("demo"), "main", Layout(tmp_path, "demo"))
+    assert launch == TrainerLaunch(str(tmp_path / "demo" / "checkpoint" / "main.job.json"), 1, "main")
+    cmd = launch.command("/opt/python")
+    assert cmd == ["/opt/python", "-m", "lm_platform.training.launch", *launch.args()]
+    assert TrainerLaunch.parse(launch.args()) == launch  # what the launcher reads is what was launched
+    assert TrainerLaunch.from_extras(launch.as_extras()) == launch  # what the k8s trainer receives
+    two = TrainerLaunch("j.json", 2, "main")
+    assert "--nproc_per_node=2" in two.command() and "--job" in two.args()
+    with pytest.raises(ValueError, match="nproc_per_node"):
+        TrainerLaunch("j.json", 0, "main")
+    with pytest.raises(ValueError, match="no trainer launch"):
+        TrainerLaunch.from_extras({})
 
 
 def test_stage_job_carries_training_settings_not_data_settings(tmp_path):

@@ -13,6 +13,7 @@ import numpy as np
 from lm_platform.atomic import write_json
 from lm_platform.data.documents import DocWriter, make_doc
 from lm_platform.training.config import TrainConfig, TrainJob
+from lm_platform.training.contract import TrainerLaunch
 from lm_platform_tests.pack_fixtures import pack_text
 
 TEXTS = Path(__file__).resolve().parents[1] / "lm_platform" / "demo" / "texts"
@@ -178,3 +179,8 @@ def load_weights(path: Path) -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(Path(path) / "model.safetensors"))
+
+
+def launch_command(job_file: str | Path, nproc_per_node: int = 1, stage: str = "s") -> list[str]:
+    """The command the platform runs for a trainer launch (`TrainerLaunch.command`)."""
+    return TrainerLaunch(str(job_file), nproc_per_node, stage).command()

@@ -11,7 +11,8 @@ from lm_platform.defs.metadata import headline, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe, StageConfig
-from lm_platform.training.job import make_job, preempted, trainer_command
+from lm_platform.training.contract import preempted
+from lm_platform.training.job import make_job, make_launch
 from lm_platform.versions import content_version
 
 # A preempted trainer (exit 75, checkpoint written) is retried this many times, resuming from its checkpoint.
@@ -113,10 +114,11 @@ def checkpoint_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, storage: LMStorage, trainer: dg.PipesSubprocessClient
     ) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
-        job_file = layout.checkpoint(stage.name).with_suffix(".job.json")
-        write_json(job_file, make_job(recipe, stage.name, layout).model_dump(mode="json"))
+        launch = make_launch(recipe, stage.name, layout)
+        write_json(launch.job_file, make_job(recipe, stage.name, layout).model_dump(mode="json"))
         try:
-            run = trainer.run(command=trainer_command(job_file, train.nproc_per_node), context=context)
+            # One launch value: a subprocess runs its command; the k8s trainer builds the pod from the extras.
+            run = trainer.run(command=launch.command(), context=context, extras=launch.as_extras())
         except Exception as err:
             if preempted(err):  # the step reruns and resumes from the checkpoint the trainer wrote
                 raise dg.RetryRequested(PREEMPTION_RETRIES, PREEMPTION_RETRY_WAIT_S) from err

@@ -32,6 +32,7 @@ from typing import Any
 
 from lm_platform.atomic import atomic_dir, read_json, write_json
 from lm_platform.tokenization.hf_compat import make_model_dir_compatible
+from lm_platform.training.contract import FINISHED_FILE
 
 FORMAT = 2  # trainer_state.json "format"; 1 (no field): the fingerprint of the whole job, moved aside
 STATE_FILE = "trainer_state.json"
@@ -50,7 +51,6 @@ STEP_DIR = re.compile(r"^step_(\d{8})$")
 # In an export cast below float32: the step's float32 weights and config (hard links, no second copy),
 # which the next stage of the chain starts from instead of the rounded weights.
 FULL_PRECISION_DIR = "full_precision"
-FINISHED_FILE = "FINISHED"
 LOG_FILE = "log.jsonl"
 
 

@@ -52,8 +52,13 @@ from lm_platform.modeling.init import build_model
 from lm_platform.training import checkpoint as ckpt
 from lm_platform.training import flops, parallel
 from lm_platform.training.config import TrainConfig, TrainJob
+from lm_platform.training.contract import (
+    PREEMPTED_EXIT_CODE,
+    PREEMPTED_FILE,
+    preempted_message,
+    write_preempted,
+)
 from lm_platform.training.dataloader import Prefetcher
-from lm_platform.training.job import PREEMPTED_FILE, write_preempted
 from lm_platform.training.metrics import (
     generate_samples,
     loss_curve_markdown,
@@ -64,7 +69,6 @@ from lm_platform.training.metrics import (
 from lm_platform.versions import content_version
 
 # Exit status after SIGTERM once the step checkpoint is written (EX_TEMPFAIL: run it again to resume).
-PREEMPTED_EXIT_CODE = 75
 IGNORE = -100  # label of a token the loss skips (padding, masked prompt tokens)
 
 
@@ -103,7 +107,7 @@ class Preempted(Exception):
     """SIGTERM arrived: a step checkpoint was written at `step`; running the job again resumes there."""
 
     def __init__(self, step: int, path: Path | None) -> None:
-        super().__init__(f"stopped by SIGTERM after step {step}; checkpoint {path}")
+        super().__init__(preempted_message(step, path))
         self.step, self.path = step, path
 
 
