@@ -5,13 +5,15 @@ a refactor changes nothing:
     python scripts/demo_hashes.py STORAGE_ROOT [RECIPE] > hashes.txt   # once before, once after; diff
 
 Some exported files record where they were made (`export.json` the source directory, `eeve.json` the base
-tokenizer's directory, `mergekit_config.yml` the models merged): before hashing, the storage root and the
-checkout holding `lm_platform` are replaced by placeholders, so two runs in different directories compare.
+tokenizer's directory, `mergekit_config.yml` the models merged, the model card the recipe file): before
+hashing, the storage root, the checkout holding `lm_platform` and the recipe file ($LM_PLATFORM_RECIPE when
+it is a path) are replaced by placeholders, so two runs in different directories compare.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -23,7 +25,11 @@ TEXT_SUFFIXES = {".json", ".yml", ".yaml", ".md", ".jinja", ".txt"}
 def _digest(path: Path, root: Path) -> str:
     data = path.read_bytes()
     if path.suffix in TEXT_SUFFIXES:
-        for real, placeholder in ((root.resolve(), "$STORAGE"), (REPO, "$REPO")):
+        places = [(root.resolve(), "$STORAGE"), (REPO, "$REPO")]
+        recipe = os.environ.get("LM_PLATFORM_RECIPE", "")
+        if recipe.endswith((".yaml", ".yml")):
+            places.insert(0, (Path(recipe).resolve(), "$RECIPE"))
+        for real, placeholder in places:
             data = data.replace(str(real).encode(), placeholder.encode())
     return hashlib.sha256(data).hexdigest()
 
