@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from lm_platform.paths import Layout
 from lm_platform.recipe import load_recipe
-from lm_platform.training.config import TrainConfig, TrainJob
+from lm_platform.recipe.training import GenerationConfig
+from lm_platform.training.config import PretrainedInit, ScratchInit, TrainConfig, TrainJob
 from lm_platform.training.contract import TrainerLaunch
 from lm_platform.training.job import make_job, make_launch
 from lm_platform.training.train import lr_at
@@ -40,14 +43,67 @@ def test_stage_jobs_chain_checkpoints(tmp_path):
     recipe = load_recipe("demo")
     layout = Layout(tmp_path, recipe.name)
     main, anneal = make_job(recipe, "main", layout), make_job(recipe, "anneal", layout)
-    assert main.init["kind"] == "scratch" and main.init["model"]["hidden_size"] == 128
-    assert anneal.init == {"kind": "pretrained", "path": str(layout.checkpoint("main"))}
+    assert isinstance(main.init, ScratchInit) and main.init.model == recipe.model
+    assert anneal.init == PretrainedInit(path=str(layout.checkpoint("main")))
     assert anneal.train.lr == recipe.stage("anneal").train.lr == 5.0e-4
+    assert main.generation == recipe.generation and main.model.eeve_tied_rule == recipe.model.eeve_tied_rule
     vi = load_recipe("vi")
-    assert make_job(vi, "eeve_3", Layout(tmp_path, "vi")).init == {
-        "kind": "pretrained",
-        "path": "HuggingFaceTB/SmolLM2-360M",
-    }
+    assert make_job(vi, "eeve_3", Layout(tmp_path, "vi")).init == PretrainedInit(
+        path="HuggingFaceTB/SmolLM2-360M"
+    )
+
+
+# A job file as the platform wrote it before the job was typed (init, model and generation as mappings):
+# the typed job reads it, and the run identity is made of the same mappings, so a run started then resumes.
+UNTYPED_JOB = {
+    "recipe": "demo",
+    "stage": "main",
+    "dataset_dir": "{tmp}/dataset/main",
+    "tokenizer_dir": "{tmp}/tokenizer",
+    "output_dir": "{tmp}/checkpoint/main",
+    "run_dir": "{tmp}/checkpoint/main.run",
+    "model": {"eeve_tied_rule": "input"},
+    "generation": {"prompts": ["Xin chào"], "max_new_tokens": 8},
+    "train": {"lr": 0.003},
+}
+
+
+def test_a_job_written_before_the_typed_job_keeps_its_resume_identity(tmp_path):
+    from lm_platform.training.checkpoint import run_identity
+
+    raw = json.loads(json.dumps(UNTYPED_JOB).replace("{tmp}", str(tmp_path)))
+    raw["init"] = {"kind": "scratch", "model": load_recipe("demo").model.model_dump(mode="json")}
+    (tmp_path / "dataset" / "main").mkdir(parents=True)
+    (tmp_path / "dataset" / "main" / "index.json").write_text("{}")
+    path = tmp_path / "main.job.json"
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    job = TrainJob.read(path)
+    identity = run_identity(job, 1)
+    assert identity["init"] == raw["init"] and identity["model"] == raw["model"]
+    # Sampling settings the old file left out come from GenerationConfig, the one place of their defaults.
+    assert (
+        (job.generation.temperature, job.generation.top_p)
+        == (0.8, 0.95)
+        == (
+            GenerationConfig().temperature,
+            GenerationConfig().top_p,
+        )
+    )
+    assert job.generation.max_new_tokens == 8
+
+
+def test_a_bad_job_names_the_field(tmp_path):
+    raw = json.loads(json.dumps(UNTYPED_JOB).replace("{tmp}", str(tmp_path)))
+    raw["init"] = {"kind": "scratch", "model": {"hidden_size": 64, "num_heads": 5}}
+    with pytest.raises(ValueError, match=r"init\.scratch\.model"):
+        TrainJob.model_validate(raw)
+    raw["init"] = {"kind": "pretrained"}
+    with pytest.raises(ValueError, match=r"init\.pretrained\.path"):
+        TrainJob.model_validate(raw)
+    raw["init"] = {"kind": "pretrained", "path": "x"}
+    raw["model"] = {}  # the tied rule is the recipe's to give; the job carries it, no second default
+    with pytest.raises(ValueError, match=r"model\.eeve_tied_rule"):
+        TrainJob.model_validate(raw)
 
 
 def test_vi_eeve_jobs_carry_policy_tied_rule_and_run_dir(tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 
 from lm_platform.atomic import write_json
 from lm_platform.data.documents import DocWriter, make_doc
+from lm_platform.recipe.model_init import EEVE_TIED_RULE
 from lm_platform.training.config import TrainConfig, TrainJob
 from lm_platform.training.contract import TrainerLaunch
 from lm_platform_tests.pack_fixtures import pack_text
@@ -153,7 +154,7 @@ def make_job(
 ) -> dict[str, Any]:
     """A trainer job like `lm_platform.training.job.make_job` builds (a validated `TrainJob`, as JSON),
     with TrainConfig's defaults. `seq_len` is the dataset's and is ignored here."""
-    tied_rule = train.pop("eeve_tied_rule", "input")
+    tied_rule = train.pop("eeve_tied_rule", EEVE_TIED_RULE)
     train.pop("seq_len", None)
     fields = {"micro_batch_size": 4, "lr": 1e-2, "warmup_steps": 1, "log_every": 5, **train}
     return TrainJob(

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lm_platform.recipe.model_init import EEVE_TIED_RULE, TiedRule
+
 EEVE_FILE = "eeve.json"
 
 
@@ -46,7 +48,7 @@ def read_eeve(tokenizer_dir: str | Path) -> EeveSpec | None:
     return EeveSpec(base, tuple(tokens))
 
 
-def extend_embeddings(model, spec: EeveSpec, tied_rule: str = "input") -> None:
+def extend_embeddings(model, spec: EeveSpec, tied_rule: TiedRule = EEVE_TIED_RULE) -> None:
     """Grow `model`'s vocabulary from `spec.base_vocab_size` to `spec.vocab_size` with EEVE rows."""
     import torch
 

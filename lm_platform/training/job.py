@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe
-from lm_platform.training.config import TrainJob
+from lm_platform.training.config import JobModel, PretrainedInit, ScratchInit, TrainJob
 from lm_platform.training.contract import TrainerLaunch
 
 
@@ -16,12 +16,12 @@ def make_job(recipe: Recipe, stage_name: str, layout: Layout) -> TrainJob:
     stage = recipe.stage(stage_name)
     if stage.init_from == "model":
         init = (
-            {"kind": "pretrained", "path": recipe.model.base}
+            PretrainedInit(path=recipe.model.base)
             if recipe.model.init == "pretrained"
-            else {"kind": "scratch", "model": recipe.model.model_dump()}
+            else ScratchInit(model=recipe.model)
         )
     else:
-        init = {"kind": "pretrained", "path": str(layout.checkpoint(stage.init_from))}
+        init = PretrainedInit(path=str(layout.checkpoint(stage.init_from)))
     output = layout.checkpoint(stage.name)
     train = stage.train
     if stage.eval_every and not train.keep_every:
@@ -35,8 +35,8 @@ def make_job(recipe: Recipe, stage_name: str, layout: Layout) -> TrainJob:
         output_dir=str(output),
         run_dir=str(layout.run_dir(stage.name)),
         init=init,
-        model={"eeve_tied_rule": recipe.model.eeve_tied_rule},
-        generation=recipe.generation.model_dump(),
+        model=JobModel(eeve_tied_rule=recipe.model.eeve_tied_rule),
+        generation=recipe.generation,
         train=train,
     )
 

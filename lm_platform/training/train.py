@@ -51,7 +51,7 @@ from lm_platform.modeling.freeze import TrainablePlan, apply_policy
 from lm_platform.modeling.init import build_model
 from lm_platform.training import checkpoint as ckpt
 from lm_platform.training import flops, parallel
-from lm_platform.training.config import TrainConfig, TrainJob
+from lm_platform.training.config import ModelInit, PretrainedInit, TrainConfig, TrainJob
 from lm_platform.training.contract import (
     PREEMPTED_EXIT_CODE,
     PREEMPTED_FILE,
@@ -463,7 +463,7 @@ def setup(
 
     # Model: the resumed checkpoint, else the stage's init (EEVE extension included).
     # A stage export cast to the model's dtype hands the next stage its float32 weights.
-    init = {"kind": "pretrained", "path": str(resume)} if resume else ckpt.full_precision_init(job.init)
+    init = PretrainedInit(path=str(resume)) if resume else ckpt.full_precision_init(job.init)
     model = build_model(
         init,
         index["vocab_size"],
@@ -472,7 +472,7 @@ def setup(
         index.get("model_pad_id"),
         cfg.seed,
         job.tokenizer_dir,
-        job.model.get("eeve_tied_rule", "input"),
+        job.model.eeve_tied_rule,
     ).to(device)
     eeve = read_eeve(job.tokenizer_dir)
     plan = apply_policy(model, cfg.trainable, eeve.base_vocab_size if eeve else None)
@@ -814,13 +814,13 @@ def train(
 # Outputs
 
 
-def tokens_before(init: dict[str, Any]) -> int:
+def tokens_before(init: ModelInit) -> int:
     """Training tokens the init checkpoint has seen along its stage chain: its `metrics.json`'s
     `tokens_seen_total` (or `tokens_seen`) when it is a stage export of this platform, else 0 (a base
     model's own pretraining is not counted)."""
-    if init.get("kind") != "pretrained":
+    if not isinstance(init, PretrainedInit):
         return 0
-    f = Path(init["path"]) / "metrics.json"
+    f = Path(init.path) / "metrics.json"
     if not f.is_file():
         return 0
     m = read_json(f)
@@ -828,18 +828,16 @@ def tokens_before(init: dict[str, Any]) -> int:
 
 
 def export_dtype(job: TrainJob) -> str:
-    """The dtype the stage's model is published in: `model.dtype` in the job, else the init checkpoint's
-    own (bf16 for SmolLM2 and Llama-3.2), else float32 (models from the recipe's config)."""
-    if job.model.get("dtype"):
-        return str(job.model["dtype"])
-    if job.init["kind"] != "pretrained":
+    """The dtype the stage's model is published in: the init checkpoint's own (bf16 for SmolLM2 and
+    Llama-3.2), else float32 (models from the recipe's config)."""
+    if not isinstance(job.init, PretrainedInit):
         return "float32"
-    config_file = Path(job.init["path"]) / "config.json"
+    config_file = Path(job.init.path) / "config.json"
     if config_file.exists():
         config = read_json(config_file)
     else:
         try:
-            config = AutoConfig.from_pretrained(job.init["path"]).to_dict()
+            config = AutoConfig.from_pretrained(job.init.path).to_dict()
         except Exception:  # noqa: BLE001 - an unreadable hub config: keep the training dtype
             return "float32"
     dtype = config.get("dtype") or config.get("torch_dtype") or "float32"
@@ -857,11 +855,10 @@ def export(step_dir: Path, job: TrainJob, metrics: dict[str, Any], dtype: str = 
 
 
 def _samples(model, job: TrainJob, device) -> list[dict[str, str]]:
-    gen = job.generation or {}
-    if not gen.get("prompts"):
+    if not job.generation.prompts:
         return []
     tok = AutoTokenizer.from_pretrained(job.tokenizer_dir)
-    return generate_samples(model, tok, gen, device)
+    return generate_samples(model, tok, job.generation, device)
 
 
 def materialization_metadata(job: TrainJob | dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
