@@ -48,7 +48,7 @@ def test_a_score_of_another_metric_is_no_baseline(tmp_path, monkeypatch):
     import types
 
     from lm_platform.atomic import write_json
-    from lm_platform.evaluation import sets
+    from lm_platform.evaluation import versions
     from lm_platform.evaluation.versions import model_dir, score_version, weights_hash
     from lm_platform.paths import Layout
 
@@ -63,7 +63,7 @@ def test_a_score_of_another_metric_is_no_baseline(tmp_path, monkeypatch):
         {"score": 41.0, "metric": "perplexity", "weights": weights_hash(model_dir(layout, "main"))},
     )
     monkeypatch.setattr(
-        sets, "run_evaluation", lambda ev, path, seed: {"score": 1.5, "metric": "bits_per_byte"}
+        versions, "run_evaluation", lambda ev, path, seed: {"score": 1.5, "metric": "bits_per_byte"}
     )
     ev = types.SimpleNamespace(name="perplexity")
     result, _, _ = score_version(ev, layout, "anneal", "main", seed=0, code_version="1")

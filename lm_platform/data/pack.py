@@ -33,6 +33,7 @@ from lm_platform.data.tokens import (
     tokens_file,
 )
 from lm_platform.results import JsonResult
+from lm_platform.tokenization.hf_compat import load_tokenizer
 
 INDEX_FILE = "index.json"
 SPLITS = ("train", "val")
@@ -74,7 +75,6 @@ def tokenizer_meta(tokenizer_dir: str | Path) -> TokenizerMeta:
     padding id: always `len(tokenizer)`, one past the last token, never the tokenizer's own pad token.
     Many tokenizers (SmolLM2's, Llama 3's) have none or reuse EOS or a chat token for it; padding with a
     real token would make training ignore that token wherever it occurs."""
-    from lm_platform.tokenization.hf_compat import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
     bos = boundary_id(tok)

@@ -1,5 +1,7 @@
 """Resources: where artifacts live, and how training processes are launched."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from lm_platform.paths import Layout, default_storage_root
@@ -14,6 +16,5 @@ class LMStorage(dg.ConfigurableResource):
     local_index: bool = False
 
     def layout(self, recipe: str) -> Layout:
-        from pathlib import Path
 
         return Layout(Path(self.root).expanduser().resolve() if self.root else default_storage_root(), recipe)

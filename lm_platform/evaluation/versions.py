@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lm_platform.atomic import atomic_dir, read_json, write_json
+from lm_platform.evaluation.sets import run_evaluation
+from lm_platform.evaluation.stats import with_previous
 from lm_platform.paths import Layout
 
 STEP_KEY = re.compile(r"^(?P<stage>[A-Za-z0-9_.-]+)@step_(?P<step>\d+)$")
@@ -326,8 +328,6 @@ def score_version(
     scores are of the same metric. A stored score of the same
     weights and code version is reused (only the comparison is redone); one of other weights moves to the
     history first. Returns the result, where a superseded score went (or None), and whether it was reused."""
-    from lm_platform.evaluation.sets import run_evaluation
-    from lm_platform.evaluation.stats import with_previous
 
     path = model_dir(layout, version)
     weights = weights_hash(path)

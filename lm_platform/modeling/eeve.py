@@ -9,6 +9,7 @@ tied, one row serves both and the recipe's `eeve_tied_rule` picks which of the t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,6 @@ class EeveSpec:
 
 def read_eeve(tokenizer_dir: str | Path) -> EeveSpec | None:
     """The extension described in `tokenizer_dir/eeve.json`, or None for a tokenizer that was not extended."""
-    import json
 
     path = Path(tokenizer_dir) / EEVE_FILE
     if not path.exists():

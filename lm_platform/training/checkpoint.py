@@ -33,6 +33,7 @@ from typing import Any
 from lm_platform.atomic import atomic_dir, read_json, write_json
 from lm_platform.recipe.model_init import ModelInit, PretrainedInit
 from lm_platform.tokenization.hf_compat import make_model_dir_compatible
+from lm_platform.training.config import IDENTITY_WHEN_SET, NON_TRAJECTORY_FIELDS
 from lm_platform.training.contract import FINISHED_FILE
 
 FORMAT = 2  # trainer_state.json "format"; 1 (no field): the fingerprint of the whole job, moved aside
@@ -61,7 +62,6 @@ LOG_FILE = "log.jsonl"
 
 def run_identity(job, world: int) -> dict[str, Any]:
     """What a run's trajectory depends on (a `TrainJob` and the number of processes), as a JSON object."""
-    from lm_platform.training.config import IDENTITY_WHEN_SET, NON_TRAJECTORY_FIELDS
 
     # The same mappings as the job file holds (the identity format of runs written before the job was typed).
     init = job.init.model_dump(mode="json")
