@@ -8,7 +8,7 @@ import pytest
 
 from lm_platform.paths import Layout
 from lm_platform.recipe import load_recipe
-from lm_platform.recipe.training import GenerationConfig
+from lm_platform.recipe.training import GenerationConfig, ModelConfig
 from lm_platform.training.config import PretrainedInit, ScratchInit, TrainConfig, TrainJob
 from lm_platform.training.contract import TrainerLaunch
 from lm_platform.training.job import make_job, make_launch
@@ -101,9 +101,12 @@ def test_a_bad_job_names_the_field(tmp_path):
     with pytest.raises(ValueError, match=r"init\.pretrained\.path"):
         TrainJob.model_validate(raw)
     raw["init"] = {"kind": "pretrained", "path": "x"}
-    raw["model"] = {}  # the tied rule is the recipe's to give; the job carries it, no second default
+    raw["model"] = {"eeve_tied_rule": "inputs"}
     with pytest.raises(ValueError, match=r"model\.eeve_tied_rule"):
         TrainJob.model_validate(raw)
+    # Left out, the rule is the recipe's default (ModelConfig's, the one place it is written).
+    raw["model"] = {}
+    assert TrainJob.model_validate(raw).model.eeve_tied_rule == ModelConfig().eeve_tied_rule
 
 
 def test_vi_eeve_jobs_carry_policy_tied_rule_and_run_dir(tmp_path):

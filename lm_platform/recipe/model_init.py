@@ -48,5 +48,6 @@ class JobModel(Strict):
     """What the trainer applies to the model beyond its init (part of a run's resume identity)."""
 
     eeve_tied_rule: TiedRule = Field(
-        description="EEVE init of a new token's row when embeddings are tied (the recipe's model.eeve_tied_rule)"
+        EEVE_TIED_RULE,
+        description="EEVE init of a new token's row when embeddings are tied (the recipe's model.eeve_tied_rule)",
     )

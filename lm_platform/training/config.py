@@ -44,7 +44,7 @@ class TrainJob(Strict):
     output_dir: str
     run_dir: str
     init: ModelInit
-    model: JobModel
+    model: JobModel = Field(default_factory=JobModel)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
