@@ -2,7 +2,7 @@
 
 Documents are selected from deduplicated Parquet files by token estimates (characters / chars per token
 given per source), with the same ratios, groups, epoch caps and overflow rule as `data.blend`, and
-written out as text (`data.parquet`) for `data.pack.pack_dataset` to tokenize again. Only the benchmark
+written out as text (`data.parquet`) for `benchmarks._text_pack.pack_text` to tokenize again. Only the benchmark
 uses it; the platform runs `data.blend.blend_tokens`.
 """
 

@@ -7,8 +7,8 @@ the same `tokenizers` code), the same three stages (mixtures and token targets),
 documents to packed `seq_len + 1` datasets with BOS/EOS. Ours: `tokens/<source>` once
 (data/tokens.py, two worker processes), then per stage an exact blend (a document list) and packing from
 the token shards. Peer: the path before blends counted exact tokens, per stage: a blend of the
-documents' text by chars-per-token estimates (`benchmarks/_text_blend.py`) and `pack_dataset`, which
-tokenizes the stage's text again (two worker processes). Throughput: packed tokens written by all three stages over the wall time of the whole path.
+documents' text by chars-per-token estimates (`benchmarks/_text_blend.py`) and `pack_text`
+(`benchmarks/_text_pack.py`), which tokenizes the stage's text again (two worker processes). Throughput: packed tokens written by all three stages over the wall time of the whole path.
 Reported with it: how far each path lands from the stages' token targets (`ours_target_error`,
 `peer_target_error`: the largest |packed - target| / target over the stages), and `rss_growth`: the peak
 RSS of our path on 10x the input over 1x (each in its own process).
@@ -31,9 +31,10 @@ import time
 from pathlib import Path
 
 from benchmarks._text_blend import blend
+from benchmarks._text_pack import pack_text
 from lm_platform.data.blend import blend_tokens
 from lm_platform.data.documents import DocWriter, make_doc
-from lm_platform.data.pack import boundary_tokens, pack_dataset, pack_tokens, tokenizer_meta
+from lm_platform.data.pack import boundary_tokens, pack_tokens, tokenizer_meta
 from lm_platform.data.tokens import tokenize_source
 from lm_platform.demo.generate import read_paragraphs
 from lm_platform.recipe.schema import TokenizerConfig
@@ -112,7 +113,7 @@ def run_peer(sources: dict[str, Path], tok: Path, out: Path, stage_targets: dict
     for st, (mixture, _) in STAGES.items():
         inputs = {s: (path, cpt[s]) for s, path in sources.items()}
         blend(inputs, mixture, stage_targets[st], out / "blend" / st, seed=f"0:{st}")
-        index = pack_dataset(
+        index = pack_text(
             out / "blend" / st / "data.parquet", tok, out / "dataset" / st, SEQ_LEN, 0.05, workers=WORKERS
         )
         packed[st] = index["tokens"]

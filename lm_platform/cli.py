@@ -12,6 +12,7 @@ import argparse
 import sys
 import warnings
 
+from lm_platform.recipe.json_schema import schema_text, write_schema
 from lm_platform.recipe.loader import RecipeDeprecationWarning, RecipeError, load_recipe
 
 
@@ -45,7 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check":
         return check(args.recipes)
-    from lm_platform.recipe.json_schema import schema_text, write_schema
 
     if args.write:
         print(write_schema())

@@ -90,8 +90,51 @@ class Layout:
     def checkpoint(self, stage: str) -> Path:
         return self.base / "checkpoint" / stage
 
-    def eval(self, name: str) -> Path:
-        return self.base / "eval" / f"{name}.json"
+    # --- Training jobs, model versions and evaluations (one block: every path under checkpoint/*.job.json,
+    # models/ and eval/ that the platform writes is made here) ---
+
+    def train_job(self, stage: str) -> Path:
+        """The stage's `TrainJob` (JSON) that its trainer launch names."""
+        return self.base / "checkpoint" / f"{stage}.job.json"
+
+    def run_dir(self, stage: str) -> Path:
+        """The stage's run: step checkpoints, log, preemption record (the trainer's `run_dir`)."""
+        return self.base / "checkpoint" / f"{stage}.run"
+
+    def adapters(self) -> Path:
+        """Every `adapter(name)` lies in here."""
+        return self.base / "adapter"
+
+    def merges(self) -> Path:
+        """Every `merged(name)` lies in here."""
+        return self.base / "merged"
+
+    def model_snapshot(self, key: str) -> Path:
+        """A kept step checkpoint registered as a model version (`<stage>@step_<N>`), snapshotted."""
+        return self.base / "models" / key
+
+    def superseded_snapshots(self) -> Path:
+        """Where the step snapshots of a retrained run are moved aside."""
+        return self.base / "models" / ".superseded"
+
+    def eval_results(self, benchmark: str) -> Path:
+        """The benchmark's current scores, one `<version>.json` per model version."""
+        return self.base / "eval" / benchmark
+
+    def eval_result(self, benchmark: str, version: str) -> Path:
+        return self.eval_results(benchmark) / f"{version}.json"
+
+    def eval_history(self, benchmark: str) -> Path:
+        """The benchmark's superseded scores (scores of weights their version no longer names)."""
+        return self.base / "eval" / "history" / benchmark
+
+    def leaderboard(self) -> Path:
+        return self.base / "eval" / "leaderboard.json"
+
+    def leaderboard_plot(self) -> Path:
+        return self.base / "eval" / "leaderboard.png"
+
+    # --- end of the block ---
 
     def model_ref(self, ref: str) -> Path:
         """A fine-tuning model reference (`checkpoint/<stage>`, `adapter/<set>`, `merged/<name>`, or an

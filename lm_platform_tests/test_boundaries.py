@@ -7,8 +7,9 @@ import pytest
 
 from lm_platform.data.blend import blend_tokens
 from lm_platform.data.documents import DocWriter, make_doc
-from lm_platform.data.pack import load_split, load_split_mask, pack_dataset, pack_tokens
+from lm_platform.data.pack import load_split, load_split_mask, pack_tokens
 from lm_platform.data.tokens import tokenize_source
+from lm_platform_tests.pack_fixtures import pack_text
 
 PROMPT = "Question: what is pho?"
 ANSWER = "Answer: a Vietnamese noodle soup."
@@ -45,16 +46,6 @@ def _trained_text(tokenizer_dir, rows, mask) -> str:
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     flat, fmask = rows.reshape(-1), mask.reshape(-1)
     return tok.decode(flat[fmask == 1].tolist(), skip_special_tokens=True)
-
-
-def test_a_loss_span_trains_its_first_byte_level_token(bytelevel_dir, tmp_path):
-    with DocWriter(tmp_path / "b.parquet") as w:
-        w.write(_chat_doc())
-    pack_dataset(tmp_path / "b.parquet", bytelevel_dir, tmp_path / "ds", 64, 0.0, loss_mask=True)
-    trained = _trained_text(
-        bytelevel_dir, load_split(tmp_path / "ds", "train"), load_split_mask(tmp_path / "ds", "train")
-    )
-    assert trained.strip() == ANSWER  # "Answer" included, nothing of the prompt
 
 
 def test_a_loss_span_from_token_shards_trains_its_first_token(bytelevel_dir, tmp_path):
@@ -120,7 +111,7 @@ def test_without_a_bos_packing_and_scoring_share_one_boundary_token(bytelevel_di
     texts = ["Some other plain text about soup.", "Noodles and soup."]
     with DocWriter(tmp_path / "b.parquet") as w:
         w.write_all([make_doc(f"d/{i}", t, "web", "CC0-1.0", "en") for i, t in enumerate(texts)])
-    index = pack_dataset(tmp_path / "b.parquet", bytelevel_dir, tmp_path / "ds", 256, 0.0)
+    index = pack_text(tmp_path / "b.parquet", bytelevel_dir, tmp_path / "ds", 256, 0.0)
     assert index["boundary_tokens"] == 1
     flat = load_split(tmp_path / "ds", "train").reshape(-1)[: index["tokens"]].tolist()
     expected = []

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from lm_platform.training import checkpoint as ckpt
-from lm_platform.training.train import PREEMPTED_EXIT_CODE, Reporter, train
+from lm_platform.training.contract import PREEMPTED_EXIT_CODE
+from lm_platform.training.train import Reporter, train
 from lm_platform_tests.training_fixtures import (
     TINY,
     load_weights,
@@ -235,7 +236,7 @@ def _env() -> dict[str, str]:
 
 
 def test_sigterm_writes_a_checkpoint_at_the_last_step_and_a_restart_ends_equal(tmp_path):
-    from lm_platform.training.job import trainer_command
+    from lm_platform_tests.training_fixtures import launch_command
 
     data = synthetic_dataset(tmp_path / "data", VOCAB, rows=400, seq_len=16)
     (tmp_path / "tok").mkdir()
@@ -243,12 +244,12 @@ def test_sigterm_writes_a_checkpoint_at_the_last_step_and_a_restart_ends_equal(t
     init = {"kind": "scratch", "model": TINY}
     ref = make_job(tmp_path / "ref", "ref", data, tmp_path / "tok", init, **settings)
     subprocess.run(
-        trainer_command(write_job(ref, tmp_path / "ref.json")), env=_env(), check=True, capture_output=True
+        launch_command(write_job(ref, tmp_path / "ref.json")), env=_env(), check=True, capture_output=True
     )
     job = make_job(tmp_path / "run", "run", data, tmp_path / "tok", init, **settings)
     job_file = write_job(job, tmp_path / "run.json")
     proc = subprocess.Popen(
-        trainer_command(job_file), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        launch_command(job_file), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     log = Path(job["run_dir"]) / "log.jsonl"
     deadline = time.monotonic() + 300
@@ -263,7 +264,7 @@ def test_sigterm_writes_a_checkpoint_at_the_last_step_and_a_restart_ends_equal(t
     assert step == logged[-1] and 3 <= step < 100
     assert json.loads((path / ckpt.STATE_FILE).read_text())["step"] == step
     assert not Path(job["output_dir"]).exists()
-    done = subprocess.run(trainer_command(job_file), env=_env(), capture_output=True, text=True)
+    done = subprocess.run(launch_command(job_file), env=_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resumed from step_{step:08d}" in done.stdout
     a, b = load_weights(Path(ref["output_dir"])), load_weights(Path(job["output_dir"]))

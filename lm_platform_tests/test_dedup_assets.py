@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from lm_platform.defs import build_definitions
 from lm_platform.defs.assets import build_assets
+from lm_platform.defs.deployment import build_deployment_definitions
 from lm_platform.defs.resources import LMStorage
 from lm_platform.recipe import load_recipe
 
@@ -139,7 +139,7 @@ def test_recorded_shortfall_is_on_the_blend(tmp_path):
 @pytest.mark.parametrize("name", ["vi", "ja"])
 def test_real_recipes_build_the_dedup_graph(name):
     recipe = load_recipe(name)
-    graph = build_definitions(recipe).resolve_asset_graph()
+    graph = build_deployment_definitions(recipe, prefix=[]).resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert "near_duplicates" in keys
     for src in recipe.sources:

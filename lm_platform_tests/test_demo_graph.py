@@ -545,8 +545,9 @@ def test_demo_fine_tunes_merges_and_exports_a_loadable_model(demo_run):
     assert "Licenses that reached the model: CC-BY-4.0, CC-BY-SA-4.0, CC0-1.0" in card
     # The card shows the scores of the exported version (scored before the export ran), and says whose.
     from lm_platform.evaluation.versions import version_weights
+    from lm_platform.paths import Layout
 
-    weights = version_weights(base, "merged/final")
+    weights = version_weights(Layout(base.parent, base.name), "merged/final")
     assert f"Scores of version `merged/final`, the exported model (weights `{weights}`" in card
     for bench in ("perplexity", "exam_vi", "samples"):
         result = json.loads((base / "eval" / bench / "merged" / "final.json").read_text())

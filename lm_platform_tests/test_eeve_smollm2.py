@@ -262,15 +262,24 @@ def test_sentencepiece_export_loads_alike_under_transformers_4_57(ja_sentencepie
     assert got[str(out)] == {"len": len(tok), "ids": [tok.encode(t, add_special_tokens=False) for t in texts]}
 
 
-def test_packing_encodes_real_japanese_exactly_as_the_hf_tokenizer(ja_sentencepiece):
-    """Packing's ids are the HF tokenizer's (what inference uses), on every document, though the
-    SentencePiece model beside it breaks some BPE ties differently."""
-    from lm_platform.data.pack import _Encoder
+def test_packing_encodes_real_japanese_exactly_as_the_hf_tokenizer(ja_sentencepiece, tmp_path):
+    """The token shards' ids (what packing assembles) are the HF tokenizer's (what inference uses), on
+    every document, though the SentencePiece model beside it breaks some BPE ties differently."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from lm_platform.data.documents import DocWriter, make_doc
+    from lm_platform.data.tokens import DOCS_FILE, tokenize_source, tokens_file
 
     out, docs, _ = ja_sentencepiece
     tok = _load(out)
     texts = docs[-200:] + [d["text"][:3000] for d in _docs("ja_aozora.jsonl")[10:30]]
-    ids = _Encoder(str(out / "tokenizer.json"), threads=1).ids(texts)
+    with DocWriter(tmp_path / "ja.parquet") as w:
+        w.write_all(make_doc(f"ja/{i}", t, "ja", "CC0-1.0", "ja") for i, t in enumerate(texts))
+    tokenize_source(tmp_path / "ja.parquet", out, tmp_path / "tokens", source="ja")
+    rows = pq.read_table(tmp_path / "tokens" / DOCS_FILE).to_pylist()
+    shard = np.load(tmp_path / "tokens" / tokens_file(0))
+    ids = [shard[r["offset"] : r["offset"] + r["tokens"]].tolist() for r in rows]
     assert ids == [tok.encode(t, add_special_tokens=False) for t in texts]
 
 

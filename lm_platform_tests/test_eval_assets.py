@@ -13,6 +13,7 @@ import pytest
 from lm_platform.defs import automation, evaluation
 from lm_platform.defs.resources import LMStorage
 from lm_platform.evaluation.versions import parse_key, predecessor
+from lm_platform.paths import Layout
 from lm_platform_tests import eval_fixtures as fx
 from lm_platform_tests.conftest import write_demo_variant
 
@@ -120,7 +121,7 @@ def test_new_checkpoints_appear_as_partitions_and_survive_pruning(world):
     # a step written while the run goes on is found on the next tick
     tok = fx.tokenizer()
     _write_step(base / "checkpoint" / "main.run", 100, fx.tiny_model(tok, seed=4), tok)
-    assert evaluation.register_versions(instance, recipe, base) == ["main@step_100"]
+    assert evaluation.register_versions(instance, recipe, Layout(storage, recipe.name)) == ["main@step_100"]
     assert isinstance(sensor(ctx), dg.SkipReason)
     instance.delete_dynamic_partition("demo_models", "main@step_100")
     shutil.rmtree(base / "models" / "main@step_100")
@@ -129,7 +130,7 @@ def test_new_checkpoints_appear_as_partitions_and_survive_pruning(world):
 
 def test_scores_regression_check_schedule_and_leaderboard(world):
     recipe, storage, base, instance = world
-    evaluation.register_versions(instance, recipe, base)
+    evaluation.register_versions(instance, recipe, Layout(storage, recipe.name))
     assert set(instance.get_dynamic_partitions("demo_models")) == {"main", "main@step_50"}
 
     res = _materialize(recipe, storage, instance, "planted", "main@step_50")
@@ -191,6 +192,8 @@ def test_scores_regression_check_schedule_and_leaderboard(world):
     assert mat.metadata["plot"].value.startswith("![score vs tokens seen](data:image/png;base64,")
     from lm_platform.evaluation.leaderboard import leaderboard_rows
 
-    rows = leaderboard_rows([e.name for e in recipe.evaluations], ["main", "anneal"], base)
+    rows = leaderboard_rows(
+        [e.name for e in recipe.evaluations], ["main", "anneal"], Layout(storage, recipe.name)
+    )
     assert [r["version"] for r in rows] == ["main@step_50", "main"]
     assert "perplexity" in rows[1] and "perplexity" not in rows[0]

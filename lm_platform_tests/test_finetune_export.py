@@ -13,7 +13,6 @@ import torch
 import yaml
 
 from lm_platform.data.documents import DocWriter, make_doc
-from lm_platform.data.pack import pack_dataset
 from lm_platform.demo.generate import read_paragraphs
 from lm_platform.finetune.card import lineage, model_card
 from lm_platform.finetune.export import export_model, push_to_hub
@@ -21,6 +20,7 @@ from lm_platform.recipe import RecipeError, load_recipe, parse_recipe
 from lm_platform.recipe.finetune import HubConfig
 from lm_platform.recipe.loader import recipe_path
 from lm_platform_tests.finetune_fixtures import BASE_TOKENIZER, tiny_model
+from lm_platform_tests.pack_fixtures import pack_text
 
 LANG = {"vi_news": "vi", "ja_wiki": "ja", "en_books": "en", "en_web": "en"}
 
@@ -41,7 +41,7 @@ def storage(tmp_path_factory):
         ]
         with DocWriter(blend, batch_size=50) as w:
             w.write_all(docs)
-        pack_dataset(blend, BASE_TOKENIZER, base / "dataset" / st.name, seq_len=64, val_fraction=0.1)
+        pack_text(blend, BASE_TOKENIZER, base / "dataset" / st.name, seq_len=64, val_fraction=0.1)
     tiny_model(base / "checkpoint" / "anneal")
     for name, n in (("vi_chat", 321), ("en_alpaca", 123)):
         (base / "adapter" / name).mkdir(parents=True)

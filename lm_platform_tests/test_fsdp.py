@@ -13,8 +13,10 @@ from pathlib import Path
 
 import torch
 
-from lm_platform.training.checkpoint import FINISHED_FILE, step_dirs
+from lm_platform.training.checkpoint import step_dirs
+from lm_platform.training.contract import FINISHED_FILE
 from lm_platform_tests.training_fixtures import (
+    launch_command,
     load_weights,
     make_job,
     synthetic_dataset,
@@ -46,11 +48,10 @@ def _env() -> dict[str, str]:
 
 
 def _run(job: dict, tmp: Path, nproc: int) -> dict:
-    from lm_platform.training.job import trainer_command
 
     job_file = write_job(job, tmp / f"{job['stage']}.{nproc}.json")
     done = subprocess.run(
-        trainer_command(job_file, nproc), env=_env(), capture_output=True, text=True, timeout=600
+        launch_command(job_file, nproc), env=_env(), capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return json.loads((Path(job["output_dir"]) / "metrics.json").read_text())

@@ -20,7 +20,10 @@ from dagster_k8s.pipes import build_pod_body
 
 from lm_platform.deployment.pods import step_k8s_config, trainer_pod, trainer_pod_spec
 from lm_platform.deployment.profile import EXAMPLE_PROFILE, ProfileError, load_profile, parse_profile
+from lm_platform.paths import Layout
 from lm_platform.recipe import load_recipe
+from lm_platform.training.contract import TrainerLaunch
+from lm_platform.training.job import make_launch
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -130,8 +133,8 @@ def _all_stages():
 @pytest.mark.parametrize("recipe_stage", list(_all_stages()), ids=lambda rs: f"{rs[0].name}-{rs[1].name}")
 def test_trainer_pod_of_every_vi_and_ja_stage_validates(profile, recipe_stage):
     recipe, stage = recipe_stage
-    job = f"{profile.storage_root()}/{recipe.name}/checkpoint/{stage.name}.job.json"
-    manifest = trainer_pod(profile, recipe, stage.name, job)
+    launch = make_launch(recipe, stage.name, Layout(Path(profile.storage_root()), recipe.name))
+    manifest = trainer_pod(profile, recipe, launch)
     validate(manifest)
     # What PipesK8sClient sends: dagster-k8s's own pod body (with the Pipes environment) from our spec.
     body = build_pod_body(
@@ -153,7 +156,9 @@ def test_trainer_pod_of_every_vi_and_ja_stage_validates(profile, recipe_stage):
     # The launcher runs the trainer (through torchrun for several GPUs) and reports a preemption as 75.
     assert c["command"][:3] == [profile.python, "-m", "lm_platform.training.launch"]
     assert f"--nproc_per_node={gpus}" in c["command"]
-    assert c["command"][-2:] == ["--job", job]
+    assert c["command"][-2:] == ["--job", launch.job_file] and launch.job_file.endswith(
+        f"/{recipe.name}/checkpoint/{stage.name}.job.json"
+    )
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
@@ -170,7 +175,7 @@ def test_trainer_pod_of_every_vi_and_ja_stage_validates(profile, recipe_stage):
 
 def test_hub_token_comes_from_a_secret_reference_only(profile):
     recipe = load_recipe("vi")
-    spec = trainer_pod_spec(profile, recipe, "main", "/data/job.json")
+    spec = trainer_pod_spec(profile, recipe, TrainerLaunch("/data/job.json", 1, "main"))
     (token,) = [e for e in spec["containers"][0]["env"] if e["name"] == "HF_TOKEN"]
     assert "value" not in token
     assert token["valueFrom"]["secretKeyRef"] == {"name": "lm-platform-hub", "key": "token", "optional": True}
@@ -178,8 +183,8 @@ def test_hub_token_comes_from_a_secret_reference_only(profile):
 
 def test_stage_override_changes_only_that_stages_pod(profile):
     recipe = load_recipe("vi")
-    main = trainer_pod_spec(profile, recipe, "main", "/j")
-    eeve = trainer_pod_spec(profile, recipe, "eeve_3", "/j")
+    main = trainer_pod_spec(profile, recipe, TrainerLaunch("/j", 1, "main"))
+    eeve = trainer_pod_spec(profile, recipe, TrainerLaunch("/j", 1, "eeve_3"))
     assert main["containers"][0]["resources"]["requests"]["memory"] == "256Gi"
     assert eeve["containers"][0]["resources"]["requests"]["memory"] == "64Gi"
     shm = {s["name"]: s for s in main["volumes"]}["dshm"]["emptyDir"]["sizeLimit"]
@@ -193,7 +198,9 @@ def test_torchrun_pod_for_a_multi_gpu_stage(profile):
     raw = yaml.safe_load(rp("vi").read_text())
     raw["stages"][-1]["nproc_per_node"] = 8
     recipe = parse_recipe(raw, base_dir=rp("vi").parent)
-    manifest = trainer_pod(profile, recipe, raw["stages"][-1]["name"], "/data/j.json")
+    manifest = trainer_pod(
+        profile, recipe, make_launch(recipe, raw["stages"][-1]["name"], Layout(Path("/data"), "vi"))
+    )
     validate(manifest)
     c = manifest["spec"]["containers"][0]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 8
@@ -418,13 +425,12 @@ def test_k8s_profile_fans_steps_out_with_per_asset_pod_config(profile):
 
 
 def test_k8s_trainer_passes_the_stage_pod_timeout_and_deletion(profile, monkeypatch):
-    """K8sTrainer hands PipesK8sClient the stage's pod (from the job file in the asset's command), the
+    """K8sTrainer hands PipesK8sClient the stage's pod (from the trainer launch in the Pipes extras), the
     profile's namespace and multi-day pod_wait_timeout, and deletion on completion."""
     import dagster as dg
     from dagster_k8s import PipesK8sClient
 
     from lm_platform.defs.k8s_trainer import K8sTrainer
-    from lm_platform.training.job import trainer_command
 
     seen = {}
     monkeypatch.setattr(PipesK8sClient, "run", lambda self, **kw: seen.update(kw))
@@ -433,13 +439,16 @@ def test_k8s_trainer_passes_the_stage_pod_timeout_and_deletion(profile, monkeypa
     class Ctx:
         asset_key = dg.AssetKey(["vi", "checkpoint", "eeve_4"])
 
-    K8sTrainer(profile, recipe).run(context=Ctx(), command=trainer_command("/data/lm_platform/j.json", 1))
+    launch = TrainerLaunch("/data/lm_platform/j.json", 1, "eeve_4")
+    K8sTrainer(profile, recipe).run(context=Ctx(), command=launch.command(), extras=launch.as_extras())
     assert seen["namespace"] == "lm-platform"
     assert seen["pod_wait_timeout"] == profile.pod_wait_timeout_seconds == 14 * 24 * 3600
     assert seen["delete_pod_on_completion"] is True
-    assert seen["base_pod_spec"] == trainer_pod_spec(profile, recipe, "eeve_4", "/data/lm_platform/j.json")
+    assert seen["base_pod_spec"] == trainer_pod_spec(profile, recipe, launch)
+    assert seen["base_pod_spec"]["containers"][0]["command"] == launch.command(profile.python)
+    assert seen["extras"] == launch.as_extras()
     assert seen["base_pod_meta"]["labels"]["lm-platform.dev/stage"] == "eeve_4"
-    with pytest.raises(ValueError, match="not a trainer command"):
+    with pytest.raises(ValueError, match="no trainer launch"):
         K8sTrainer(profile, recipe).run(context=Ctx(), command=["python", "x.py"])
 
 

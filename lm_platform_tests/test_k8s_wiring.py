@@ -15,6 +15,7 @@ from lm_platform.defs.assets import build_assets
 from lm_platform.defs.deployment import build_deployment_definitions
 from lm_platform.defs.resources import LMStorage
 from lm_platform.deployment.profile import Profile
+from lm_platform.training.contract import TrainerLaunch
 from lm_platform_tests.test_dedup_assets import make_recipe
 
 
@@ -53,7 +54,7 @@ def _train_with_exit(tmp_path, monkeypatch, demo_recipe, status: int) -> tuple[b
     """The checkpoint asset with a trainer command that records its start and exits with `status`."""
     attempts = tmp_path / "attempts"
     script = f"open({str(attempts)!r}, 'a').write('x'); import sys; sys.exit({status})"
-    monkeypatch.setattr(training_defs, "trainer_command", lambda *a, **k: [sys.executable, "-c", script])
+    monkeypatch.setattr(TrainerLaunch, "command", lambda self, *a: [sys.executable, "-c", script])
     monkeypatch.setattr(training_defs, "make_job", lambda *a, **k: Profile())  # any pydantic model
     monkeypatch.setattr(training_defs, "PREEMPTION_RETRY_WAIT_S", 0)
     stage = demo_recipe.stages[0].name
@@ -88,17 +89,20 @@ def test_other_trainer_failures_are_not_retried(tmp_path, monkeypatch, demo_reci
     ],
 )
 def test_preemption_is_recognised_by_the_exit_status(message, hit):
-    from lm_platform.training.job import PREEMPTED_EXIT_CODE, preempted
+    from lm_platform.training.contract import PREEMPTED_EXIT_CODE, preempted
 
     assert preempted(message) is hit
     assert PREEMPTED_EXIT_CODE == 75
 
 
 def test_preemption_message_is_the_trainers():
-    from lm_platform.training import train
-    from lm_platform.training.job import PREEMPTED_EXIT_CODE, PREEMPTED_MESSAGE, preempted
+    from lm_platform.training import launch, train
+    from lm_platform.training.contract import PREEMPTED_EXIT_CODE, PREEMPTED_MESSAGE, preempted
 
-    assert train.PREEMPTED_EXIT_CODE == PREEMPTED_EXIT_CODE
+    # One definition: the trainer and the launcher use the contract's values, not copies of them.
+    assert (
+        train.PREEMPTED_EXIT_CODE is PREEMPTED_EXIT_CODE and launch.PREEMPTED_EXIT_CODE is PREEMPTED_EXIT_CODE
+    )
     assert str(train.Preempted(6, None)).startswith(PREEMPTED_MESSAGE)
     assert preempted(f'Container "trainer" failed. Last 100 log lines: "{train.Preempted(6, None)}"')
 
@@ -209,7 +213,7 @@ def test_preempted_trainer_pod_is_retried(tmp_path, monkeypatch, demo_recipe, st
     )
     monkeypatch.setattr(DagsterKubernetesClient, "production_client", staticmethod(lambda *a, **k: client))
     monkeypatch.setattr(kubernetes.config, "load_kube_config", lambda *a, **k: None)
-    from lm_platform.training.job import PREEMPTED_MESSAGE
+    from lm_platform.training.contract import PREEMPTED_MESSAGE
 
     said = f"print('{PREEMPTED_MESSAGE} 6; checkpoint x')" if status == 75 else "print('boom')"
     command = [sys.executable, "-c", f"import sys; {said}; sys.exit({status})"]

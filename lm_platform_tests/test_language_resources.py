@@ -105,7 +105,7 @@ def test_a_language_written_without_spaces_fails_for_filters_that_count_words(tm
 def test_the_default_keep_rate_band_flags_a_collapse():
     low, high = LanguageConfig().expected_keep_rate
     assert (low, high) == (0.2, 1.0)
-    assert not _keep_rate_check(3 / 72, low, high).passed  # the Indonesian recipe of the issue: 3 of 72
+    assert not _keep_rate_check(3 / 72, low, high).passed  # a collapse: 3 of 72 documents kept
     assert _keep_rate_check(0.9, low, high).passed
 
 

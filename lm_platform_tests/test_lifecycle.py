@@ -28,6 +28,7 @@ import pytest
 import yaml
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
+from lm_platform.paths import Layout
 from lm_platform_tests.conftest import write_demo_variant
 from lm_platform_tests.test_reproducible_runs import _trim
 
@@ -102,6 +103,7 @@ class Season:
         self.defs = build_deployment_definitions(self.recipe, Profile(), prefix=[])
         self.graph = self.defs.resolve_asset_graph()
         self.base = self.storage / self.recipe.name
+        self.layout = Layout(self.storage, self.recipe.name)
 
     # -- running -----------------------------------------------------------------------------------------
 
@@ -207,7 +209,7 @@ class Season:
             for f in sorted(d.rglob("*.json")) if d.is_dir() else []:
                 version = str(f.relative_to(d).with_suffix(""))
                 recorded = json.loads(f.read_text())["weights"]
-                assert recorded == version_weights(self.base, version), (
+                assert recorded == version_weights(self.layout, version), (
                     f"{name}: {ev.name}/{version} is stale"
                 )
 
@@ -250,7 +252,7 @@ def test_a_season_of_runs_keeps_lineage_true(tmp_path, monkeypatch):
     # A fresh run, then the demo's scores of the last stage.
     season.event("fresh run", everything, everything)
     assert season.run(evals, partition="anneal") == {f"eval/{b}" for b in benchmarks}
-    scored = {b: current_result(season.base, b, "anneal")["weights"] for b in benchmarks}
+    scored = {b: current_result(season.layout, b, "anneal")["weights"] for b in benchmarks}
 
     # The same run again: nothing is stale, nothing runs.
     season.event("same run again", set(), set())
@@ -276,9 +278,9 @@ def test_a_season_of_runs_keeps_lineage_true(tmp_path, monkeypatch):
     )
     # anneal was retrained: its scores moved to the history (registering the new weights), none deleted
     for bench in benchmarks:
-        assert current_result(season.base, bench, "anneal") is None
-        (old,) = history(season.base, bench, "anneal")
-        assert old["weights"] == scored[bench] != version_weights(season.base, "anneal")
+        assert current_result(season.layout, bench, "anneal") is None
+        (old,) = history(season.layout, bench, "anneal")
+        assert old["weights"] == scored[bench] != version_weights(season.layout, "anneal")
 
     # A filter threshold edited: the Japanese source's curation and what its new output reaches; the
     # tokenizer and the other sources' tokens stay.
@@ -350,21 +352,21 @@ def test_a_season_of_runs_keeps_lineage_true(tmp_path, monkeypatch):
     )
 
     # The nightly evaluation tick: every (benchmark, version) without a score of its current weights, once.
-    requests = automation.unscored_requests(season.recipe, season.instance, (), season.base)
+    requests = automation.unscored_requests(season.recipe, season.instance, (), season.layout)
     versions = {"main", "main@step_10", "main@step_20", "anneal"}
     assert {(r.asset_selection[0].to_user_string(), r.partition_key) for r in requests} == {
         (f"eval/{b}", v) for b in benchmarks for v in versions
     }
     for r in requests:
         assert season.execute(list(r.asset_selection), r.partition_key)
-    assert automation.unscored_requests(season.recipe, season.instance, (), season.base) == []
+    assert automation.unscored_requests(season.recipe, season.instance, (), season.layout) == []
     assert season.run('key:"eval/leaderboard"') == {"eval/leaderboard"}
     board = json.loads((season.base / "eval" / "leaderboard.json").read_text())
     assert {r["version"] for r in board} == versions
     for bench in benchmarks:  # comparisons only with the current score of the previous version
-        res = current_result(season.base, bench, "anneal")
+        res = current_result(season.layout, bench, "anneal")
         assert res["previous_version"] == "main"
-        assert res["previous_score"] == current_result(season.base, bench, "main")["score"]
+        assert res["previous_score"] == current_result(season.layout, bench, "main")["score"]
     season.check("nightly tick")
 
     # A source removed: its assets leave the graph (their files stay on disk); the blends change.

@@ -1,4 +1,5 @@
-"""Tokenize-and-pack: parallel parts, seeded shuffling, loss masks, exact counts, uint32 vocabularies."""
+"""Packing text the platform's way (token shards per source, a document list, `pack_tokens`): several
+token parts, seeded shuffling, loss masks, exact counts, uint32 vocabularies."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import numpy as np
 import pytest
 
 from lm_platform.data.documents import DocWriter, make_doc
-from lm_platform.data.pack import is_val, load_split, load_split_mask, pack_dataset
+from lm_platform.data.pack import is_val, load_split, load_split_mask
 from lm_platform.demo.generate import read_paragraphs
 from lm_platform.recipe.schema import TokenizerConfig
 from lm_platform.tokenization.sentencepiece_trainer import train_sentencepiece
+from lm_platform_tests.pack_fixtures import pack_text
 
 TEXTS = {lang: read_paragraphs(lang) for lang in ("vi", "ja", "en")}
 
@@ -26,7 +28,7 @@ def tokenizer_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def blend(tmp_path_factory):
-    """All demo paragraphs from three sources, in small row groups so that parts can run in parallel."""
+    """All demo paragraphs from three sources, in small row groups so that a source has several token parts."""
     path = tmp_path_factory.mktemp("blend") / "data.parquet"
     docs = [
         make_doc(f"{lang}/{i}", t, f"{lang}_src", "CC0-1.0", lang)
@@ -69,35 +71,35 @@ def _expected(tokenizer_dir, docs, split, val_fraction):
     ]
 
 
-@pytest.mark.parametrize(("workers", "shuffle"), [(1, 0), (2, 0), (2, 64)])
-def test_every_token_of_every_document_lands_exactly_once(tokenizer_dir, blend, tmp_path, workers, shuffle):
+@pytest.mark.parametrize(("part_rows", "shuffle"), [(65_536, 0), (40, 0), (40, 64)])
+def test_every_token_of_every_document_lands_exactly_once(tokenizer_dir, blend, tmp_path, part_rows, shuffle):
     path, docs = blend
-    index = pack_dataset(
+    index = pack_text(
         path,
         tokenizer_dir,
         tmp_path / "ds",
         64,
         0.15,
+        part_rows=part_rows,
         rows_per_shard=20,
-        workers=workers,
         shuffle_buffer=shuffle,
     )
-    assert index["workers"] == workers and index["dtype"] == "uint16"
+    assert index["dtype"] == "uint16"
     for split in ("train", "val"):
         got = _docs_in(tmp_path / "ds", split, index)
         want = _expected(tokenizer_dir, docs, split, 0.15)
         assert Counter(got) == Counter(want)  # each document once, every token of it
         if not shuffle:
-            assert got == want  # order kept (parts are consecutive)
+            assert got == want  # order kept (the document list's order)
         assert sum(map(len, got)) + 2 * len(got) == index["splits"][split]["tokens"]
     files = sorted(p.name for p in (tmp_path / "ds").glob("*.npy"))
     names = [s["file"] for sp in ("train", "val") for s in index["splits"][sp]["shards"]]
-    assert files == sorted(names) and len(index["splits"]["train"]["shards"]) > workers
+    assert files == sorted(names) and len(index["splits"]["train"]["shards"]) > 1
 
 
 def test_exact_token_counts_per_source_and_split(tokenizer_dir, blend, tmp_path):
     path, docs = blend
-    index = pack_dataset(path, tokenizer_dir, tmp_path / "ds", 64, 0.15, workers=2)
+    index = pack_text(path, tokenizer_dir, tmp_path / "ds", 64, 0.15, part_rows=40)
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
@@ -114,9 +116,9 @@ def test_shuffling_is_seeded(tokenizer_dir, blend, tmp_path):
     path, _ = blend
     runs = {}
     for name, seed in [("a", 1), ("b", 1), ("c", 2)]:
-        pack_dataset(path, tokenizer_dir, tmp_path / name, 64, 0.0, shuffle_buffer=100, seed=seed)
+        pack_text(path, tokenizer_dir, tmp_path / name, 64, 0.0, shuffle_buffer=100, seed=seed)
         runs[name] = load_split(tmp_path / name, "train")
-    plain = pack_dataset(path, tokenizer_dir, tmp_path / "plain", 64, 0.0)
+    plain = pack_text(path, tokenizer_dir, tmp_path / "plain", 64, 0.0)
     unshuffled = load_split(tmp_path / "plain", "train")
     assert np.array_equal(runs["a"], runs["b"])
     assert not np.array_equal(runs["a"], runs["c"]) and not np.array_equal(runs["a"], unshuffled)
@@ -140,7 +142,7 @@ def test_loss_mask_trains_only_on_the_answer_spans(tokenizer_dir, tmp_path):
     plain = make_doc("p/1", TEXTS["en"][0], "web", "CC0-1.0", "en")
     with DocWriter(tmp_path / "b.parquet") as w:
         w.write_all([chat, plain])
-    index = pack_dataset(tmp_path / "b.parquet", tokenizer_dir, tmp_path / "ds", 32, 0.0, loss_mask=True)
+    index = pack_text(tmp_path / "b.parquet", tokenizer_dir, tmp_path / "ds", 32, 0.0, loss_mask=True)
     assert index["loss_mask"] is True
     rows, mask = load_split(tmp_path / "ds", "train"), load_split_mask(tmp_path / "ds", "train")
     assert mask.shape == rows.shape and mask.dtype == np.uint8
@@ -159,7 +161,7 @@ def test_bad_loss_spans_name_the_document(tokenizer_dir, tmp_path):
     with DocWriter(tmp_path / "b.parquet") as w:
         w.write(doc)
     with pytest.raises(ValueError, match="bad/7"):
-        pack_dataset(tmp_path / "b.parquet", tokenizer_dir, tmp_path / "ds", 32, 0.0, loss_mask=True)
+        pack_text(tmp_path / "b.parquet", tokenizer_dir, tmp_path / "ds", 32, 0.0, loss_mask=True)
     assert not (tmp_path / "ds").exists()
 
 
@@ -175,7 +177,7 @@ def test_large_vocabulary_packs_as_uint32(tmp_path):
     ).save_pretrained(str(tmp_path / "tok"))
     with DocWriter(tmp_path / "b.parquet") as w:
         w.write(make_doc("d/0", "w69999 w5 w65600", "s", "CC0-1.0", "en"))
-    index = pack_dataset(tmp_path / "b.parquet", tmp_path / "tok", tmp_path / "ds", 8, 0.0)
+    index = pack_text(tmp_path / "b.parquet", tmp_path / "tok", tmp_path / "ds", 8, 0.0)
     rows = load_split(tmp_path / "ds", "train")
     assert index["dtype"] == "uint32" and rows.dtype == np.uint32
     assert rows.reshape(-1)[:5].tolist() == [0, 70003, 9, 65604, 1]
@@ -196,7 +198,7 @@ def test_texts_with_added_token_strings_pack_as_the_hf_tokenizer_encodes_them(tm
     ]
     with DocWriter(tmp_path / "b.parquet") as w:
         w.write_all(make_doc(f"d/{i}", t, "s", "CC0-1.0", "vi") for i, t in enumerate(texts))
-    index = pack_dataset(tmp_path / "b.parquet", tok_dir, tmp_path / "ds", 32, 0.0)
+    index = pack_text(tmp_path / "b.parquet", tok_dir, tmp_path / "ds", 32, 0.0)
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
     want = [
         i
@@ -229,7 +231,7 @@ def test_eos_stays_trainable_when_the_tokenizer_pads_with_eos(tmp_path):
             make_doc(f"d/{i}", " ".join(f"w{j}" for j in range(i + 3)), "s", "CC0-1.0", "en")
             for i in range(5)
         )
-    index = pack_dataset(tmp_path / "b.parquet", tmp_path / "tok", tmp_path / "ds", 8, 0.0)
+    index = pack_text(tmp_path / "b.parquet", tmp_path / "tok", tmp_path / "ds", 8, 0.0)
     assert index["pad_id"] == 51 and index["model_pad_id"] is None and index["splits"]["train"]["padding"] > 0
     rows = load_split(tmp_path / "ds", "train")
     inputs, labels = batch_tensors(np.asarray(rows), index["pad_id"])

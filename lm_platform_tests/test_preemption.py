@@ -12,8 +12,8 @@ import pytest
 
 from lm_platform.training import checkpoint as ckpt
 from lm_platform.training import train as trainer
-from lm_platform.training.job import PREEMPTED_EXIT_CODE, read_preempted, write_preempted
-from lm_platform_tests.training_fixtures import TINY, make_job, synthetic_dataset
+from lm_platform.training.contract import PREEMPTED_EXIT_CODE, read_preempted, write_preempted
+from lm_platform_tests.training_fixtures import TINY, launch_command, make_job, synthetic_dataset
 
 VOCAB = 64
 
@@ -99,14 +99,13 @@ def test_the_launchers_exit_status(tmp_path):
 
 
 def test_torchrun_gets_the_grace_period_as_its_shutdown_timeout(monkeypatch):
-    from lm_platform.training.job import torchrun_command, trainer_command
-    from lm_platform.training.launch import grace_seconds
+    from lm_platform.training.launch import grace_seconds, torchrun_command
 
     assert grace_seconds({"LM_PLATFORM_TERMINATION_GRACE_SECONDS": "600"}) == 600
     cmd = torchrun_command("/j.json", 2, 600)
     assert "--shutdown-timeout=590" in cmd and cmd[cmd.index("-m", 3) + 1] == "lm_platform.training.train"
-    assert trainer_command("/j.json", 2)[1:3] == ["-m", "lm_platform.training.launch"]
-    assert "--nproc_per_node=1" in trainer_command("/j.json")
+    assert launch_command("/j.json", 2)[1:3] == ["-m", "lm_platform.training.launch"]
+    assert "--nproc_per_node=1" in launch_command("/j.json")
     with pytest.raises(ValueError, match="LM_PLATFORM_TERMINATION_GRACE_SECONDS"):
         grace_seconds({"LM_PLATFORM_TERMINATION_GRACE_SECONDS": "5m"})
 
@@ -118,8 +117,6 @@ def test_sigterm_while_a_single_process_trainer_starts_is_a_preemption(job, tmp_
     import subprocess
     import sys
     import time
-
-    from lm_platform.training.job import trainer_command
 
     path = tmp_path / "job.json"
     path.write_text(json.dumps(job))
@@ -135,13 +132,13 @@ def test_sigterm_while_a_single_process_trainer_starts_is_a_preemption(job, tmp_
             time.sleep(0.005)
         return proc, int(children.read_text().split()[0])
 
-    proc, _ = started(trainer_command(path))
+    proc, _ = started(launch_command(path))
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == PREEMPTED_EXIT_CODE, out[-3000:]
     assert "stopped by SIGTERM" in out
     if sys.platform.startswith("linux"):
-        proc, child = started(trainer_command(path))
+        proc, child = started(launch_command(path))
         proc.kill()
         proc.wait()
         deadline = time.monotonic() + 30

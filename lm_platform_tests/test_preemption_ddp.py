@@ -16,8 +16,8 @@ import numpy as np
 
 from lm_platform.atomic import write_json
 from lm_platform.training.checkpoint import step_dirs
-from lm_platform.training.job import PREEMPTED_EXIT_CODE, PREEMPTED_MESSAGE, preempted, trainer_command
-from lm_platform_tests.training_fixtures import TINY, make_job, write_job
+from lm_platform.training.contract import PREEMPTED_EXIT_CODE, PREEMPTED_MESSAGE, preempted
+from lm_platform_tests.training_fixtures import TINY, launch_command, make_job, write_job
 
 VOCAB = 64
 
@@ -65,7 +65,7 @@ def _start(tmp: Path, train_rows: int, val_split: int = 8, **train) -> tuple[dic
     job = make_job(tmp, "s", data, tmp / "tok", {"kind": "scratch", "model": TINY}, **settings)
     job_file = write_job(job, tmp / "job.json")
     proc = subprocess.Popen(
-        trainer_command(job_file, 2), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        launch_command(job_file, 2), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     return job, job_file, proc
 
@@ -86,7 +86,7 @@ def _terminate(proc: subprocess.Popen) -> tuple[int, str]:
 
 def _retry(job_file: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        trainer_command(job_file, 2), env=_env(), capture_output=True, text=True, timeout=300
+        launch_command(job_file, 2), env=_env(), capture_output=True, text=True, timeout=300
     )
 
 

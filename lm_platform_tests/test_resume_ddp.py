@@ -12,7 +12,13 @@ from pathlib import Path
 import torch
 
 from lm_platform.training.checkpoint import step_dirs
-from lm_platform_tests.training_fixtures import load_weights, make_job, synthetic_dataset, write_job
+from lm_platform_tests.training_fixtures import (
+    launch_command,
+    load_weights,
+    make_job,
+    synthetic_dataset,
+    write_job,
+)
 
 VOCAB = 96
 MODEL = {
@@ -34,9 +40,7 @@ def _env() -> dict[str, str]:
 
 
 def _trainer(job_file: Path, nproc: int = 1) -> list[str]:
-    from lm_platform.training.job import trainer_command
-
-    return trainer_command(job_file, nproc)
+    return launch_command(job_file, nproc)
 
 
 def _job(tmp: Path, name: str, data: Path, **train):

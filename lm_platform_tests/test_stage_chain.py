@@ -177,13 +177,15 @@ def test_tokens_seen_accumulate_along_the_stage_chain_and_on_the_leaderboard(cha
     # of the weights each version names now, so the versions' model directories sit where the platform
     # keeps them (`checkpoint/<stage>`) and each score records their weights.
     from lm_platform.evaluation.versions import model_dir, weights_hash
+    from lm_platform.paths import Layout
 
+    layout = Layout(tmp_path, "chain")
     for stage in ("eeve_3", "anneal"):
-        where = model_dir(tmp_path, stage)
+        where = model_dir(layout, stage)
         where.parent.mkdir(parents=True, exist_ok=True)
         where.symlink_to(jobs[stage]["output_dir"], target_is_directory=True)
         write_json(
-            tmp_path / "eval" / "ppl" / f"{stage}.json",
+            layout.eval_result("ppl", stage),
             {
                 "version": stage,
                 "model": str(where),
@@ -192,7 +194,7 @@ def test_tokens_seen_accumulate_along_the_stage_chain_and_on_the_leaderboard(cha
                 "weights": weights_hash(where),
             },
         )
-    rows = leaderboard_rows(["ppl"], order, tmp_path)
+    rows = leaderboard_rows(["ppl"], order, layout)
     assert [(x["version"], x["tokens_seen"]) for x in rows] == [
         ("eeve_3", r["eeve_3"]["tokens_seen_total"]),
         ("anneal", total),

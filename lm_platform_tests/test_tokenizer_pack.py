@@ -7,12 +7,13 @@ import pytest
 import sentencepiece as spm
 
 from lm_platform.data.documents import DocWriter, make_doc
-from lm_platform.data.pack import INDEX_FILE, is_val, load_split, pack_dataset, token_dtype
+from lm_platform.data.pack import INDEX_FILE, is_val, load_split, token_dtype
 from lm_platform.demo.generate import read_paragraphs
 from lm_platform.recipe.loader import BUNDLED_DIR
 from lm_platform.recipe.schema import TokenizerConfig
 from lm_platform.tokenization.fertility import fertility
 from lm_platform.tokenization.sentencepiece_trainer import train_sentencepiece
+from lm_platform_tests.pack_fixtures import pack_text
 
 TEXTS = {lang: read_paragraphs(lang) for lang in ("vi", "ja", "en")}
 BUNDLED_BASE = BUNDLED_DIR / "demo_data" / "base_tokenizer"  # the demo's byte-level BPE base
@@ -78,7 +79,7 @@ def test_pack_keeps_every_token_once_across_shards(tokenizer_dir, tmp_path):
     docs = [make_doc(f"s/{i}", t, "s", "CC0-1.0", "en") for i, t in enumerate(TEXTS["en"][:60])]
     with DocWriter(tmp_path / "blend.parquet") as w:
         w.write_all(docs)
-    index = pack_dataset(
+    index = pack_text(
         tmp_path / "blend.parquet",
         tokenizer_dir,
         tmp_path / "ds",

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from lm_platform.paths import Layout
 from lm_platform.recipe import load_recipe
-from lm_platform.training.config import TrainConfig, TrainJob
-from lm_platform.training.job import make_job, trainer_command
+from lm_platform.recipe.training import GenerationConfig, ModelConfig
+from lm_platform.training.config import PretrainedInit, ScratchInit, TrainConfig, TrainJob
+from lm_platform.training.contract import TrainerLaunch
+from lm_platform.training.job import make_job, make_launch
 from lm_platform.training.train import lr_at
 
 CFG = TrainConfig(lr=1.0, min_lr_ratio=0.1, warmup_steps=10, schedule="cosine")
@@ -39,14 +43,70 @@ def test_stage_jobs_chain_checkpoints(tmp_path):
     recipe = load_recipe("demo")
     layout = Layout(tmp_path, recipe.name)
     main, anneal = make_job(recipe, "main", layout), make_job(recipe, "anneal", layout)
-    assert main.init["kind"] == "scratch" and main.init["model"]["hidden_size"] == 128
-    assert anneal.init == {"kind": "pretrained", "path": str(layout.checkpoint("main"))}
+    assert isinstance(main.init, ScratchInit) and main.init.model == recipe.model
+    assert anneal.init == PretrainedInit(path=str(layout.checkpoint("main")))
     assert anneal.train.lr == recipe.stage("anneal").train.lr == 5.0e-4
+    assert main.generation == recipe.generation and main.model.eeve_tied_rule == recipe.model.eeve_tied_rule
     vi = load_recipe("vi")
-    assert make_job(vi, "eeve_3", Layout(tmp_path, "vi")).init == {
-        "kind": "pretrained",
-        "path": "HuggingFaceTB/SmolLM2-360M",
-    }
+    assert make_job(vi, "eeve_3", Layout(tmp_path, "vi")).init == PretrainedInit(
+        path="HuggingFaceTB/SmolLM2-360M"
+    )
+
+
+# A job file as the platform wrote it before the job was typed (init, model and generation as mappings):
+# the typed job reads it, and the run identity is made of the same mappings, so a run started then resumes.
+UNTYPED_JOB = {
+    "recipe": "demo",
+    "stage": "main",
+    "dataset_dir": "{tmp}/dataset/main",
+    "tokenizer_dir": "{tmp}/tokenizer",
+    "output_dir": "{tmp}/checkpoint/main",
+    "run_dir": "{tmp}/checkpoint/main.run",
+    "model": {"eeve_tied_rule": "input"},
+    "generation": {"prompts": ["Xin chào"], "max_new_tokens": 8},
+    "train": {"lr": 0.003},
+}
+
+
+def test_a_job_written_before_the_typed_job_keeps_its_resume_identity(tmp_path):
+    from lm_platform.training.checkpoint import run_identity
+
+    raw = json.loads(json.dumps(UNTYPED_JOB).replace("{tmp}", str(tmp_path)))
+    raw["init"] = {"kind": "scratch", "model": load_recipe("demo").model.model_dump(mode="json")}
+    (tmp_path / "dataset" / "main").mkdir(parents=True)
+    (tmp_path / "dataset" / "main" / "index.json").write_text("{}")
+    path = tmp_path / "main.job.json"
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    job = TrainJob.read(path)
+    identity = run_identity(job, 1)
+    assert identity["init"] == raw["init"] and identity["model"] == raw["model"]
+    # Sampling settings the old file left out come from GenerationConfig, the one place of their defaults.
+    assert (
+        (job.generation.temperature, job.generation.top_p)
+        == (0.8, 0.95)
+        == (
+            GenerationConfig().temperature,
+            GenerationConfig().top_p,
+        )
+    )
+    assert job.generation.max_new_tokens == 8
+
+
+def test_a_bad_job_names_the_field(tmp_path):
+    raw = json.loads(json.dumps(UNTYPED_JOB).replace("{tmp}", str(tmp_path)))
+    raw["init"] = {"kind": "scratch", "model": {"hidden_size": 64, "num_heads": 5}}
+    with pytest.raises(ValueError, match=r"init\.scratch\.model"):
+        TrainJob.model_validate(raw)
+    raw["init"] = {"kind": "pretrained"}
+    with pytest.raises(ValueError, match=r"init\.pretrained\.path"):
+        TrainJob.model_validate(raw)
+    raw["init"] = {"kind": "pretrained", "path": "x"}
+    raw["model"] = {"eeve_tied_rule": "inputs"}
+    with pytest.raises(ValueError, match=r"model\.eeve_tied_rule"):
+        TrainJob.model_validate(raw)
+    # Left out, the rule is the recipe's default (ModelConfig's, the one place it is written).
+    raw["model"] = {}
+    assert TrainJob.model_validate(raw).model.eeve_tied_rule == ModelConfig().eeve_tied_rule
 
 
 def test_vi_eeve_jobs_carry_policy_tied_rule_and_run_dir(tmp_path):
@@ -73,12 +133,20 @@ def test_wsd_schedule_is_flat_then_decays_to_the_floor():
     assert lrs[-1] == pytest.approx(0.0)
 
 
-def test_trainer_command_is_the_launcher_for_one_or_several_processes():
+def test_one_launch_value_gives_the_command_the_launcher_arguments_and_the_pipes_extras(tmp_path):
     # The launcher runs the trainer directly or through torchrun (test_preemption*.py).
-    one = ["-m", "lm_platform.training.launch", "--nproc_per_node=1", "--job", "j.json"]
-    assert trainer_command("j.json")[1:] == one
-    cmd = trainer_command("j.json", 2)
-    assert cmd[1:3] == ["-m", "lm_platform.training.launch"] and "--nproc_per_node=2" in cmd
+    launch = make_launch(load_recipe("demo"), "main", Layout(tmp_path, "demo"))
+    assert launch == TrainerLaunch(str(tmp_path / "demo" / "checkpoint" / "main.job.json"), 1, "main")
+    cmd = launch.command("/opt/python")
+    assert cmd == ["/opt/python", "-m", "lm_platform.training.launch", *launch.args()]
+    assert TrainerLaunch.parse(launch.args()) == launch  # what the launcher reads is what was launched
+    assert TrainerLaunch.from_extras(launch.as_extras()) == launch  # what the k8s trainer receives
+    two = TrainerLaunch("j.json", 2, "main")
+    assert "--nproc_per_node=2" in two.command() and "--job" in two.args()
+    with pytest.raises(ValueError, match="nproc_per_node"):
+        TrainerLaunch("j.json", 0, "main")
+    with pytest.raises(ValueError, match="no trainer launch"):
+        TrainerLaunch.from_extras({})
 
 
 def test_stage_job_carries_training_settings_not_data_settings(tmp_path):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
+
 from lm_platform.recipe import load_recipe
 from lm_platform.versions import code_version, content_version
 
@@ -43,24 +48,83 @@ def test_a_score_of_another_metric_is_no_baseline(tmp_path, monkeypatch):
     import types
 
     from lm_platform.atomic import write_json
-    from lm_platform.evaluation import sets
-    from lm_platform.evaluation.versions import model_dir, result_path, score_version, weights_hash
+    from lm_platform.evaluation import versions
+    from lm_platform.evaluation.versions import model_dir, score_version, weights_hash
+    from lm_platform.paths import Layout
 
+    layout = Layout(tmp_path, "r")
     for stage, payload in (("main", b"main-weights"), ("anneal", b"anneal-weights")):
-        d = model_dir(tmp_path, stage)
+        d = model_dir(layout, stage)
         d.mkdir(parents=True)
         (d / "model.safetensors").write_bytes(payload)
         (d / "config.json").write_text("{}")
     write_json(
-        result_path(tmp_path, "perplexity", "main"),
-        {"score": 41.0, "metric": "perplexity", "weights": weights_hash(model_dir(tmp_path, "main"))},
+        layout.eval_result("perplexity", "main"),
+        {"score": 41.0, "metric": "perplexity", "weights": weights_hash(model_dir(layout, "main"))},
     )
     monkeypatch.setattr(
-        sets, "run_evaluation", lambda ev, path, seed: {"score": 1.5, "metric": "bits_per_byte"}
+        versions, "run_evaluation", lambda ev, path, seed: {"score": 1.5, "metric": "bits_per_byte"}
     )
     ev = types.SimpleNamespace(name="perplexity")
-    result, _, _ = score_version(ev, tmp_path, "anneal", "main", seed=0, code_version="1")
+    result, _, _ = score_version(ev, layout, "anneal", "main", seed=0, code_version="1")
     assert result["previous_score"] is None and result["delta"] is None
-    score_version(ev, tmp_path, "main", None, seed=0, code_version="1")
-    result, _, _ = score_version(ev, tmp_path, "anneal", "main", seed=0, code_version="2")
+    score_version(ev, layout, "main", None, seed=0, code_version="1")
+    result, _, _ = score_version(ev, layout, "anneal", "main", seed=0, code_version="2")
     assert result["previous_score"] == 1.5 and result["delta"] == 0.0
+
+
+def test_the_leaderboard_and_its_plot_are_written_atomically(tmp_path, monkeypatch):
+    from lm_platform.evaluation import leaderboard
+    from lm_platform.paths import Layout
+
+    layout = Layout(tmp_path, "r")
+    rows = [{"version": "main", "tokens_seen": 10, "ppl": 2.0}]
+    monkeypatch.setattr(leaderboard, "leaderboard_rows", lambda *a: rows)
+    monkeypatch.setattr(leaderboard, "leaderboard_plot", lambda *a: b"first plot")
+    board = leaderboard.write_leaderboard(layout, ["ppl"], ["main"])
+    assert board.plot_file == layout.leaderboard_plot() and board.plot_file.read_bytes() == b"first plot"
+    assert json.loads(layout.leaderboard().read_text()) == rows == board.rows
+
+    # A write that dies half-way leaves the previous plot whole and nothing partial beside it.
+    real = Path.write_bytes
+
+    def dies_half_way(self, data):
+        real(self, data[: len(data) // 2])
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(leaderboard, "leaderboard_plot", lambda *a: b"second plot")
+    monkeypatch.setattr(Path, "write_bytes", dies_half_way)
+    with pytest.raises(OSError, match="no space"):
+        leaderboard.write_leaderboard(layout, ["ppl"], ["main"])
+    monkeypatch.setattr(Path, "write_bytes", real)
+    assert layout.leaderboard_plot().read_bytes() == b"first plot"
+    assert sorted(p.name for p in layout.leaderboard().parent.iterdir()) == [
+        "leaderboard.json",
+        "leaderboard.png",
+    ]
+
+    # Without a plot (no matplotlib) the old one goes, so the plot never shows other rows than the JSON.
+    monkeypatch.setattr(leaderboard, "leaderboard_plot", lambda *a: None)
+    assert leaderboard.write_leaderboard(layout, ["ppl"], ["main"]).plot_file is None
+    assert not layout.leaderboard_plot().exists()
+
+
+def test_paths_under_eval_models_and_checkpoint_are_made_only_by_layout():
+    """`paths.Layout` is the one place those paths are made: no module joins the folder names itself."""
+    import re
+
+    import lm_platform
+
+    package = Path(lm_platform.__file__).parent
+    made_here = re.compile(
+        r'/ "(eval|models|checkpoint|adapter|merged|export)"|\.with_suffix\("\.job\.json"\)'
+    )
+    offenders = [
+        f"{path.relative_to(package)}:{n}"
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "paths.py"
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if made_here.search(line)
+    ]
+    assert offenders == [], "make these paths with paths.Layout"
+    assert made_here.search('base / "eval" / name') and not hasattr(lm_platform.paths.Layout, "eval")

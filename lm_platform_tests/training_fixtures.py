@@ -12,8 +12,10 @@ import numpy as np
 
 from lm_platform.atomic import write_json
 from lm_platform.data.documents import DocWriter, make_doc
-from lm_platform.data.pack import pack_dataset
+from lm_platform.recipe.model_init import EEVE_TIED_RULE
 from lm_platform.training.config import TrainConfig, TrainJob
+from lm_platform.training.contract import TrainerLaunch
+from lm_platform_tests.pack_fixtures import pack_text
 
 TEXTS = Path(__file__).resolve().parents[1] / "lm_platform" / "demo" / "texts"
 TINY = {
@@ -80,13 +82,13 @@ def pack_demo(tokenizer_dir: Path, out_dir: Path, seq_len: int = 32, langs=("vi"
     with DocWriter(blend) as w:
         for i, (lang, text) in enumerate(demo_paragraphs(langs)):
             w.write(make_doc(f"{lang}-{i}", text, lang, "CC0-1.0", lang))
-    return pack_dataset(blend, tokenizer_dir, out_dir, seq_len=seq_len, val_fraction=0.1)
+    return pack_text(blend, tokenizer_dir, out_dir, seq_len=seq_len, val_fraction=0.1)
 
 
 def synthetic_dataset(
     out_dir: Path, vocab_size: int, rows: int = 48, seq_len: int = 16, seed: int = 0
 ) -> Path:
-    """A packed dataset of random tokens (no padding) in the format `pack_dataset` writes."""
+    """A packed dataset of random tokens (no padding) in the format `pack_tokens` writes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     splits = {}
@@ -152,7 +154,7 @@ def make_job(
 ) -> dict[str, Any]:
     """A trainer job like `lm_platform.training.job.make_job` builds (a validated `TrainJob`, as JSON),
     with TrainConfig's defaults. `seq_len` is the dataset's and is ignored here."""
-    tied_rule = train.pop("eeve_tied_rule", "input")
+    tied_rule = train.pop("eeve_tied_rule", EEVE_TIED_RULE)
     train.pop("seq_len", None)
     fields = {"micro_batch_size": 4, "lr": 1e-2, "warmup_steps": 1, "log_every": 5, **train}
     return TrainJob(
@@ -178,3 +180,8 @@ def load_weights(path: Path) -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(Path(path) / "model.safetensors"))
+
+
+def launch_command(job_file: str | Path, nproc_per_node: int = 1, stage: str = "s") -> list[str]:
+    """The command the platform runs for a trainer launch (`TrainerLaunch.command`)."""
+    return TrainerLaunch(str(job_file), nproc_per_node, stage).command()

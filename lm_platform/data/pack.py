@@ -1,39 +1,39 @@
-"""Tokenize documents and pack them into fixed-length sequences stored as NumPy shards.
+"""Pack a blend into fixed-length sequences stored as NumPy shards, from the sources' token shards.
 
-Each document becomes BOS + tokens + EOS, or tokens + EOS where the tokenizer's BOS is its EOS or it
-has none (`boundary_id`: the one rule that evaluation shares). Documents go to train or val by a hash of their id (stable
-across runs and independent of order), are concatenated per split and cut into rows of `seq_len + 1`
-tokens (inputs and shifted labels). The last row of a split is padded with the pad id (`vocab_size`, an id
-no token has), which training ignores. Shards are uint16 when the ids fit, else uint32, with `index.json`
-describing them.
+The platform tokenizes each source once (`data.tokens.tokenize_source`, `tokens/<source>`), a blend
+picks documents by their exact token counts (`data.blend.blend_tokens`, a document list), and
+`pack_tokens` assembles that list here without tokenizing again. Each document becomes BOS + ids + EOS,
+or ids + EOS where the tokenizer's BOS is its EOS or it has none (`boundary_id`: the one rule that
+evaluation shares). Documents go to train or val by their id's hash bucket (`is_val`, stable across runs
+and independent of order), are put in a seeded order (`shuffle_buffer` > 0), concatenated per split and
+cut into rows of `seq_len + 1` tokens (inputs and shifted labels). The last row of a split is padded
+with the pad id (`vocab_size`, an id no token has), which training ignores. Shards are uint16 when the
+ids fit, else uint32, with `index.json` describing them. With `loss_mask`, each shard has a `.mask.npy`
+twin (uint8, 1 = train on this token), made from the token shards' masks (`data.tokens.span_mask`).
 
-The input is streamed in batches (bounded memory). With `workers > 1` the blend's Parquet row groups are
-divided into contiguous parts, each packed by its own process into its own shards (each part pads only
-its own last row, so each shard records the padding at its end); shards are then numbered in part order, so the output depends on the number of
-workers but never on timing. `shuffle_buffer` shuffles documents through a seeded buffer of that many
-documents. With `loss_mask`, each shard has a `.mask.npy` twin (uint8, 1 = train on this token): a
-document whose meta has `loss_spans` ([[start, end), ...] in characters, e.g. the answers of an
-instruction) is trained only on tokens overlapping a span (`data.tokens.span_mask`), and on its EOS; other documents on all.
+`load_split`, `load_split_mask` and `SplitReader` read a packed dataset back.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import random
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from lm_platform.atomic import atomic_dir, read_json, write_json
-from lm_platform.data.tokens import span_mask
+from lm_platform.data.blend import read_document_list
+from lm_platform.data.tokens import (
+    BUCKETS,
+    DOCS_FILE,
+    check_tokenizer,
+    id_bucket,
+    mask_file,
+    tokens_file,
+)
 from lm_platform.results import JsonResult
+from lm_platform.tokenization.hf_compat import load_tokenizer
 
 INDEX_FILE = "index.json"
 SPLITS = ("train", "val")
@@ -41,8 +41,8 @@ MASK_SUFFIX = ".mask.npy"
 
 
 def is_val(doc_id: str, val_fraction: float) -> bool:
-    bucket = int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "big") % 1_000_000
-    return bucket < val_fraction * 1_000_000
+    """Whether the document is held out for validation: its id's hash bucket is below the fraction."""
+    return id_bucket(doc_id) < val_fraction * BUCKETS
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -75,7 +75,6 @@ def tokenizer_meta(tokenizer_dir: str | Path) -> TokenizerMeta:
     padding id: always `len(tokenizer)`, one past the last token, never the tokenizer's own pad token.
     Many tokenizers (SmolLM2's, Llama 3's) have none or reuse EOS or a chat token for it; padding with a
     real token would make training ignore that token wherever it occurs."""
-    from lm_platform.tokenization.hf_compat import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
     bos = boundary_id(tok)
@@ -155,259 +154,6 @@ class _SplitWriter:
             "shards": self.shards,
             "sources": self.sources,
         }
-
-
-@dataclass(frozen=True)
-class _Part:
-    blend_file: str
-    row_groups: tuple[int, ...] | None  # None: the whole file
-    tokenizer_file: str
-    out_dir: str
-    part: int
-    row_len: int
-    rows_per_shard: int
-    dtype: str
-    bos: int
-    eos: int
-    pad: int
-    val_fraction: float
-    batch_docs: int
-    shuffle_buffer: int
-    seed: int
-    loss_mask: bool
-
-
-def _read(part: _Part) -> Iterator[dict]:
-    pf = pq.ParquetFile(part.blend_file)
-    columns = ["id", "text", "source"] + (["meta"] if part.loss_mask else [])
-    groups = part.row_groups if part.row_groups is not None else range(pf.num_row_groups)
-    for g in groups:
-        for batch in pf.iter_batches(batch_size=part.batch_docs, row_groups=[g], columns=columns):
-            yield from batch.to_pylist()
-
-
-def _shuffled(docs: Iterator[dict], size: int, seed: str) -> Iterator[dict]:
-    """A seeded shuffle through a buffer of `size` documents (bounded memory)."""
-    if size <= 1:
-        yield from docs
-        return
-    rng = random.Random(seed)
-    buffer: list[dict] = []
-    for doc in docs:
-        if len(buffer) < size:
-            buffer.append(doc)
-            continue
-        i = rng.randrange(size)
-        yield buffer[i]
-        buffer[i] = doc
-    rng.shuffle(buffer)
-    yield from buffer
-
-
-def _loss_mask(doc: dict, offsets: list[tuple[int, int]], head: int) -> np.ndarray:
-    """The document's mask: `head` BOS positions (0 or 1), its tokens, its EOS (always trained)."""
-    meta = json.loads(doc["meta"]) if doc.get("meta") else {}
-    spans = meta.get("loss_spans")
-    mask = np.ones(len(offsets) + head + 1, dtype=np.uint8)
-    if spans is None:
-        return mask
-    mask[:head] = 0  # BOS: the document's prompt starts here
-    mask[head:-1] = span_mask(spans, offsets, doc["id"])
-    return mask
-
-
-class _Encoder:
-    """Ids of a batch of texts, without special tokens, from the HF tokenizer (what inference uses; a
-    SentencePiece model beside it is not used: its ids differ on BPE ties, about 1 in 900 documents)."""
-
-    def __init__(self, tokenizer_file: str, threads: int):
-        from tokenizers import Tokenizer
-
-        self.hf = Tokenizer.from_file(tokenizer_file)
-        self.threads = threads
-
-    def ids(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.hf.encode_batch_fast(texts, add_special_tokens=False)]
-
-    def encodings(self, texts: list[str]):
-        return self.hf.encode_batch(texts, add_special_tokens=False)
-
-
-def _pack_part(part: _Part) -> dict:
-    threads = 1 if part.row_groups is not None else len(os.sched_getaffinity(0))
-    encoder = _Encoder(part.tokenizer_file, threads)
-    dtype = np.dtype(part.dtype)
-    out = Path(part.out_dir)
-    prefix = "" if part.row_groups is None else f"p{part.part:04d}_"
-    writers = {
-        s: _SplitWriter(
-            out, f"{prefix}{s}", part.row_len, part.rows_per_shard, dtype, part.pad, part.loss_mask
-        )
-        for s in SPLITS
-    }
-    sources: dict[str, dict[str, int]] = {}
-    # The same boundary rule as `pack_tokens`: BOS + ids + EOS, or ids + EOS where BOS is EOS.
-    head = np.asarray([part.bos] if part.bos != part.eos else [], dtype=dtype)
-    tail = np.asarray([part.eos], dtype=dtype)
-    docs = _shuffled(_read(part), part.shuffle_buffer, f"{part.seed}:{part.part}")
-    batch: list[dict] = []
-
-    def flush() -> None:
-        texts = [d["text"] for d in batch]
-        if part.loss_mask:
-            encoded = encoder.encodings(texts)
-            all_ids = [e.ids for e in encoded]
-        else:
-            all_ids = encoder.ids(texts)
-        for k, (doc, doc_ids) in enumerate(zip(batch, all_ids, strict=True)):
-            ids = np.concatenate([head, np.asarray(doc_ids, dtype=dtype), tail])
-            split = "val" if is_val(doc["id"], part.val_fraction) else "train"
-            mask = _loss_mask(doc, encoded[k].offsets, len(head)) if part.loss_mask else None
-            writers[split].add(ids, doc["source"], mask)
-            src = sources.setdefault(doc["source"], {"docs": 0, "tokens": 0})
-            src["docs"] += 1
-            src["tokens"] += len(ids)
-        batch.clear()
-
-    for doc in docs:
-        batch.append(doc)
-        if len(batch) == part.batch_docs:
-            flush()
-    if batch:
-        flush()
-    return {"splits": {s: w.close() for s, w in writers.items()}, "sources": sources}
-
-
-def _worker_init() -> None:
-    # Processes already divide the cores; a thread pool per process would only oversubscribe them.
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-
-
-@dataclass(frozen=True, eq=False)  # equality: as the JSON mapping (JsonResult)
-class PackResult(JsonResult):
-    """What packing wrote: the fields of the dataset's `index.json` (exact tokens per split and source)."""
-
-    seq_len: int
-    row_len: int
-    dtype: str
-    vocab_size: int
-    bos_id: int | None
-    eos_id: int | None
-    pad_id: int
-    model_pad_id: int | None
-    boundary_tokens: int
-    val_fraction: float
-    shuffle_buffer: int
-    seed: int
-    workers: int
-    loss_mask: bool
-    tokens: int
-    splits: dict
-    sources: dict
-
-
-def pack_dataset(
-    blend_file: str | Path,
-    tokenizer_dir: str | Path,
-    out_dir: str | Path,
-    seq_len: int,
-    val_fraction: float = 0.05,
-    rows_per_shard: int = 8192,
-    batch_docs: int = 1024,
-    shuffle_buffer: int = 0,
-    seed: int = 0,
-    loss_mask: bool = False,
-    workers: int = 1,
-) -> PackResult:
-    """Tokenize `blend_file` with the tokenizer at `tokenizer_dir` and write packed shards to `out_dir`.
-
-    Returns the index (also written as `index.json`): exact tokens per split and per source.
-    """
-    tokenizer_dir = Path(tokenizer_dir)
-    if not (tokenizer_dir / "tokenizer.json").exists():
-        raise ValueError(f"tokenizer {tokenizer_dir}: no tokenizer.json (packing needs a fast HF tokenizer)")
-    meta = tokenizer_meta(tokenizer_dir)
-    dtype = token_dtype(meta.vocab_size)
-    n_groups = pq.ParquetFile(blend_file).num_row_groups
-    workers = max(1, min(workers, n_groups))
-    with atomic_dir(out_dir) as tmp:
-        common = dict(
-            blend_file=str(blend_file),
-            tokenizer_file=str(tokenizer_dir / "tokenizer.json"),
-            out_dir=str(tmp),
-            row_len=seq_len + 1,
-            rows_per_shard=rows_per_shard,
-            dtype=dtype.name,
-            bos=meta.bos_id,
-            eos=meta.eos_id,
-            pad=meta.pad_id,
-            val_fraction=val_fraction,
-            batch_docs=batch_docs,
-            shuffle_buffer=shuffle_buffer,
-            seed=seed,
-            loss_mask=loss_mask,
-        )
-        if workers == 1:
-            results = [_pack_part(_Part(row_groups=None, part=0, **common))]
-        else:
-            bounds = np.linspace(0, n_groups, workers + 1).astype(int)
-            parts = [
-                _Part(row_groups=tuple(range(bounds[i], bounds[i + 1])), part=i, **common)
-                for i in range(workers)
-            ]
-            with ProcessPoolExecutor(
-                workers, mp_context=get_context("spawn"), initializer=_worker_init
-            ) as pool:
-                results = list(pool.map(_pack_part, parts))
-        splits = {s: _merge_split(tmp, s, [r["splits"][s] for r in results], loss_mask) for s in SPLITS}
-        sources: dict[str, dict[str, int]] = {}
-        for r in results:
-            for name, counts in r["sources"].items():
-                acc = sources.setdefault(name, dict.fromkeys(counts, 0))
-                for k, v in counts.items():
-                    acc[k] += v
-        index = {
-            "seq_len": seq_len,
-            "row_len": seq_len + 1,
-            "dtype": dtype.name,
-            "vocab_size": meta.vocab_size,
-            "bos_id": meta.bos_id,
-            "eos_id": meta.eos_id,
-            "pad_id": meta.pad_id,
-            "model_pad_id": meta.model_pad_id,
-            "boundary_tokens": boundary_tokens(meta),
-            "val_fraction": val_fraction,
-            "shuffle_buffer": shuffle_buffer,
-            "seed": seed,
-            "workers": workers,
-            "loss_mask": loss_mask,
-            "tokens": sum(s["tokens"] for s in splits.values()),
-            "splits": splits,
-            "sources": dict(sorted(sources.items())),
-        }
-        write_json(tmp / INDEX_FILE, index)
-    return PackResult(**index)
-
-
-def _merge_split(tmp: Path, split: str, parts: list[dict], loss_mask: bool) -> dict:
-    """Number the parts' shards `{split}_NNNNN.npy` in part order and sum their counts."""
-    shards = []
-    for p in parts:
-        for s in p["shards"]:
-            name = f"{split}_{len(shards):05d}.npy"
-            if s["file"] != name:
-                os.replace(tmp / s["file"], tmp / name)
-                if loss_mask:
-                    os.replace(
-                        tmp / s["file"].replace(".npy", MASK_SUFFIX), tmp / name.replace(".npy", MASK_SUFFIX)
-                    )
-            shards.append({**s, "file": name})
-    merged = {k: sum(p[k] for p in parts) for k in ("docs", "tokens", "rows", "padding")}
-    per_source: dict[str, int] = {}
-    for p in parts:
-        for name, n in p["sources"].items():
-            per_source[name] = per_source.get(name, 0) + n
-    return {**merged, "shards": shards, "sources": dict(sorted(per_source.items()))}
 
 
 def load_split(dataset_dir: str | Path, split: str) -> np.ndarray:
@@ -498,14 +244,9 @@ class SplitReader:
         self._fds.clear()
 
 
-# ---------------------------------------------------------------------------------------------------
-# Packing from token shards: a blend's document list (data/blend.py `blend_tokens`) assembled from
-# `tokens/<source>` (data/tokens.py) without tokenizing again.
-
-
 @dataclass(frozen=True, eq=False)  # equality: as the JSON mapping (JsonResult)
-class TokensPackResult(JsonResult):
-    """What packing from token shards wrote: the fields of the dataset's `index.json`."""
+class PackResult(JsonResult):
+    """What packing wrote: the fields of the dataset's `index.json`."""
 
     seq_len: int
     row_len: int
@@ -543,19 +284,15 @@ def pack_tokens(
     seed: int = 0,
     loss_mask: bool = False,
     chunk_docs: int = 4096,
-) -> TokensPackResult:
+) -> PackResult:
     """Assemble the packed dataset of a blend's document list from the sources' token shards.
 
     Each document becomes BOS + ids + EOS (ids + EOS where BOS is EOS); documents go to train or val by
     their id's hash bucket (computed at tokenization, so the same split as `is_val`); with `shuffle_buffer`
     > 0 the whole document list is put in a seeded order first (any size shuffles everything: the list is
-    a few integers per document, so no buffer is needed; 0 keeps the blend's order). Rows, shards, padding and `index.json` are as `pack_dataset` writes them, so
-    `load_split` reads either. Token shards are memory-mapped; memory is bounded by `chunk_docs`
-    documents of ids plus the document list's columns."""
+    a few integers per document, so no buffer is needed; 0 keeps the blend's order). Token shards are
+    memory-mapped; memory is bounded by `chunk_docs` documents of ids plus the document list's columns."""
     import polars as pl
-
-    from lm_platform.data.blend import read_document_list
-    from lm_platform.data.tokens import BUCKETS, DOCS_FILE, check_tokenizer, mask_file, tokens_file
 
     tokenizer_dir = Path(tokenizer_dir)
     meta = tokenizer_meta(tokenizer_dir)
@@ -667,4 +404,4 @@ def pack_tokens(
             "sources": dict(sorted(sources.items())),
         }
         write_json(tmp / INDEX_FILE, index)
-    return TokensPackResult(**index)
+    return PackResult(**index)

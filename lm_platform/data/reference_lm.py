@@ -24,7 +24,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import kenlm
+
 from lm_platform.atomic import atomic_dir
+from lm_platform.data.filters.script import _is_japanese, _is_vietnamese_syllable
 from lm_platform.data.text import split_words
 from lm_platform.recipe.filters import ReferenceLMConfig
 
@@ -67,7 +70,6 @@ def normalize_line(line: str) -> str:
 def written_in(line: str, lang: str) -> bool:
     """Whether a line has at least one word written the way `lang` is (languages with a script rule:
     Vietnamese letters and tone marks, Japanese kana and kanji); True for other languages."""
-    from lm_platform.data.filters.script import _is_japanese, _is_vietnamese_syllable
 
     if lang == "vi":
         return any(_is_vietnamese_syllable(w) for w in line.split())
@@ -86,7 +88,6 @@ class PerplexityScorer:
     sentence boundaries and counted with its end-of-sentence token, as CCNet does."""
 
     def __init__(self, model_path: str | Path, lang: str, sp_model: str | Path | None = None):
-        import kenlm
         import sentencepiece as spm
 
         self.model_path = Path(model_path)

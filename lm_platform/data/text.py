@@ -15,6 +15,8 @@ import re
 from functools import lru_cache
 from itertools import filterfalse
 
+import fugashi
+
 # spaCy-like English tokenization: URLs, dotted abbreviations, ellipses, decimal numbers, contractions
 # split off ("do" + "n't", "It" + "'s"), word runs, and every other symbol on its own.
 _WORD_RE = re.compile(
@@ -36,8 +38,6 @@ _SENT_RE = re.compile(r"[^.!?。！？]*(?:[.!?。！？]+[\"'”’」』)）]*
 @lru_cache(maxsize=1)
 def _tagger():
     try:
-        import fugashi
-
         return fugashi.Tagger()
     except Exception:  # no fugashi/dictionary installed: the character-class fallback applies
         return None
@@ -51,8 +51,6 @@ def _wakati():
     if _tagger() is None:
         return None
     try:
-        import fugashi
-
         return fugashi.Tagger("-Owakati")
     except Exception:
         return None

@@ -138,7 +138,7 @@ def span_mask(spans, offsets: list[tuple[int, int]], doc_id: str) -> np.ndarray:
     Overlap, not "starts inside": a byte-level token carries the space before a word ("Ġanswer" starts
     at the space), so the span's first token begins one character before the span and would otherwise
     never train. A token with no characters of its own (a byte-fallback piece sharing its character's
-    offsets) trains when its position lies inside a span. Shared by `tokens/` and `pack_dataset`."""
+    offsets) trains when its position lies inside a span."""
     try:
         bounds = [(int(a), int(b)) for a, b in spans]
     except (TypeError, ValueError) as exc:

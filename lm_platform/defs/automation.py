@@ -1,5 +1,5 @@
 """Automation: sensors and schedules (what starts runs without a person), one factory per trigger, each
-taking the recipe. `build` returns them for `build_definitions` and `defs/deployment.py`.
+taking the recipe. `build` returns them for `defs/deployment.py`, which assembles the Definitions.
 
 - `train_<location>_<stage>` (automation condition sensor, one per stage; deployments only):
   `checkpoint/<stage>` carries `training_condition` (trains on a new data version of its dataset or
@@ -21,6 +21,14 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from lm_platform.defs.resources import LMStorage
+from lm_platform.evaluation.versions import (
+    current_result,
+    discover_versions,
+    parse_key,
+    supersede_stale,
+    version_weights,
+)
+from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe
 
 SCHEDULE_ENV = "LM_PLATFORM_EVAL_SCHEDULE"
@@ -45,13 +53,11 @@ def versions_sensor(recipe: Recipe) -> dg.SensorDefinition:
     """Watches the stages' checkpoint directories, adapters and merges; registers new model versions."""
 
     def _sensor(context: dg.SensorEvaluationContext, storage: LMStorage):
-        from lm_platform.evaluation.versions import discover_versions, supersede_stale
-
-        base = storage.layout(recipe.name).base
+        layout = storage.layout(recipe.name)
         known = list(context.instance.get_dynamic_partitions(recipe.versions_name))
-        for bench, version, where in supersede_stale(base, [ev.name for ev in recipe.evaluations], known):
+        for bench, version, where in supersede_stale(layout, [ev.name for ev in recipe.evaluations], known):
             context.log.info(f"{bench} of '{version}': scored weights it no longer names; moved to {where}")
-        new = discover_versions(recipe, base, set(known))
+        new = discover_versions(recipe, layout, set(known))
         if not new:
             return dg.SkipReason("no new model versions")
         request = dg.DynamicPartitionsDefinition(name=recipe.versions_name).build_add_request(new)
@@ -66,31 +72,29 @@ def versions_sensor(recipe: Recipe) -> dg.SensorDefinition:
 
 
 def unscored_requests(
-    recipe: Recipe, instance: dg.DagsterInstance, prefix: Sequence[str] = (), base=None
+    recipe: Recipe, instance: dg.DagsterInstance, prefix: Sequence[str] = (), layout: Layout | None = None
 ) -> list[dg.RunRequest]:
     """One run request per (benchmark, registered version) without a current score: with the storage
-    `base`, a version is scored when its stored result recorded the weights the version names now (the run
+    `layout`, a version is scored when its stored result recorded the weights the version names now (the run
     key carries those weights, so a retrained version is requested again); without it, when the partition
     has a materialization."""
-    from lm_platform.evaluation.versions import current_result, parse_key, version_weights
-
     versions = list(instance.get_dynamic_partitions(recipe.versions_name))
     requests = []
     for ev in recipe.evaluations:
         key = _eval_key(ev.name, prefix)
-        done = instance.get_materialized_partitions(key) if base is None else set()
+        done = instance.get_materialized_partitions(key) if layout is None else set()
         for v in versions:
             p = parse_key(v)
             if ev.stage and p.kind in ("stage", "step") and p.name != ev.stage:
                 continue
-            if base is None:
+            if layout is None:
                 if v not in done:
                     requests.append(
                         dg.RunRequest(run_key=f"{ev.name}:{v}", partition_key=v, asset_selection=[key])
                     )
                 continue
-            weights = version_weights(base, v)
-            if weights is None or current_result(base, ev.name, v) is not None:
+            weights = version_weights(layout, v)
+            if weights is None or current_result(layout, ev.name, v) is not None:
                 continue  # no model there now (nothing to score), or scored on these weights
             requests.append(
                 dg.RunRequest(run_key=f"{ev.name}:{v}:{weights}", partition_key=v, asset_selection=[key])
@@ -109,8 +113,7 @@ def nightly_schedule(
     )
 
     def _nightly(context: dg.ScheduleEvaluationContext, storage: LMStorage):
-        base = storage.layout(recipe.name).base
-        requests = unscored_requests(recipe, context.instance, prefix, base)
+        requests = unscored_requests(recipe, context.instance, prefix, storage.layout(recipe.name))
         return requests or dg.SkipReason("every registered version is scored on every benchmark")
 
     return dg.schedule(

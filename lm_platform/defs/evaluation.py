@@ -1,15 +1,30 @@
 """Evaluation (group `evaluation`): model versions as dynamic partitions (`<recipe>_models`), one
 `eval/<benchmark>` asset per recipe evaluation partitioned by version, each with a `no_regression` check,
 and `eval/leaderboard`. `model_versions` (group `training`) registers the versions the stages just wrote.
-The sensor and the nightly schedule are in `automation`. All work happens in `lm_platform.evaluation`."""
+The sensor and the nightly schedule are in `automation`. All work happens in `lm_platform.evaluation`
+(`versions`: keys, snapshots, scores; `report`: what these assets show; `leaderboard`)."""
 
 import base64
 
 import dagster as dg
 
-from lm_platform.atomic import write_json
-from lm_platform.defs.metadata import headline, versioned
+from lm_platform.defs.metadata import headline, md_table, to_metadata, versioned
 from lm_platform.defs.resources import LMStorage
+from lm_platform.evaluation.leaderboard import write_leaderboard
+from lm_platform.evaluation.report import (
+    VERSION_COLUMNS,
+    regression_verdict,
+    samples_side_by_side,
+    version_rows,
+)
+from lm_platform.evaluation.versions import (
+    discover_versions,
+    model_dir,
+    predecessor,
+    score_version,
+    supersede_stale,
+)
+from lm_platform.paths import Layout
 from lm_platform.recipe.schema import EvalConfig, Recipe
 from lm_platform.versions import code_version, content_version
 
@@ -17,6 +32,8 @@ GROUP = "evaluation"
 CODE = "2"  # scores record the weights they scored; a rescore of the same weights reuses the score
 LEADERBOARD = dg.AssetKey(["eval", "leaderboard"])
 MODEL_VERSIONS = dg.AssetKey("model_versions")
+# The parts of a stored result shown as tables, and their first column.
+BREAKDOWNS = (("per_subject", "subject"), ("per_language", "lang"), ("per_task", "task"))
 
 
 def versions_partitions(recipe: Recipe) -> dg.DynamicPartitionsDefinition:
@@ -28,38 +45,21 @@ def eval_key(ev: EvalConfig) -> dg.AssetKey:
     return dg.AssetKey(["eval", ev.name])
 
 
-def register_versions(instance: dg.DagsterInstance, recipe: Recipe, base, log=None) -> list[str]:
+def register_versions(instance: dg.DagsterInstance, recipe: Recipe, layout: Layout, log=None) -> list[str]:
     """Register every version on disk that the instance does not know yet; returns the new keys. Scores of
     weights a version no longer names (its stage was retrained) move to the history, each with a message
     (`log`, a logger's info) naming what and why."""
-    from lm_platform.evaluation.versions import discover_versions, supersede_stale
-
-    new = discover_versions(recipe, base, set(instance.get_dynamic_partitions(recipe.versions_name)))
+    new = discover_versions(recipe, layout, set(instance.get_dynamic_partitions(recipe.versions_name)))
     if new:
         instance.add_dynamic_partitions(recipe.versions_name, new)
     known = list(instance.get_dynamic_partitions(recipe.versions_name))
-    for bench, version, where in supersede_stale(base, [ev.name for ev in recipe.evaluations], known):
+    for bench, version, where in supersede_stale(layout, [ev.name for ev in recipe.evaluations], known):
         if log is not None:
             log(
                 f"{bench} of '{version}' scored other weights than the version names now (retrained); "
                 f"moved to {where}"
             )
     return new
-
-
-def _md(rows: list[dict], columns: list[str]) -> dg.MetadataValue:
-    def cell(v):
-        if isinstance(v, float):
-            return f"{v:.4f}"
-        return "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
-    return dg.MetadataValue.md("\n".join(lines))
-
-
-def _nullable(v):
-    return dg.MetadataValue.null() if v is None else v
 
 
 def _model_deps(recipe: Recipe) -> list[dg.AssetKey]:
@@ -72,6 +72,8 @@ def _model_deps(recipe: Recipe) -> list[dg.AssetKey]:
 
 
 def model_versions_asset(recipe: Recipe) -> dg.AssetsDefinition:
+    stages = [s.name for s in recipe.stages]
+
     @dg.asset(
         key=MODEL_VERSIONS,
         deps=_model_deps(recipe),
@@ -84,94 +86,58 @@ def model_versions_asset(recipe: Recipe) -> dg.AssetsDefinition:
         metadata=headline("versions"),
     )
     def _versions(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
-        from lm_platform.evaluation.versions import chain_order, model_dir, tokens_seen, weights_hash
-
-        base = storage.layout(recipe.name).base
-        new = register_versions(context.instance, recipe, base, context.log.info)
-        known = list(context.instance.get_dynamic_partitions(recipe.versions_name))
-        rows = [
-            {
-                "version": k,
-                "tokens_seen": tokens_seen(model_dir(base, k)),
-                "weights": weights_hash(model_dir(base, k)),
-                "path": str(model_dir(base, k)),
-            }
-            for k in chain_order(known, [s.name for s in recipe.stages])
-        ]
-        weights = {r["version"]: r["weights"] for r in rows}
+        layout = storage.layout(recipe.name)
+        new = register_versions(context.instance, recipe, layout, context.log.info)
+        rows = version_rows(
+            layout, list(context.instance.get_dynamic_partitions(recipe.versions_name)), stages
+        )
         return dg.MaterializeResult(
             metadata={
                 "versions": len(rows),
                 "registered_now": dg.MetadataValue.json(new),
-                "table": _md(rows, ["version", "tokens_seen", "weights", "path"]),
+                "table": md_table(rows, VERSION_COLUMNS),
             },
-            data_version=dg.DataVersion(code_version("w", weights)),
+            data_version=dg.DataVersion(code_version("w", {r["version"]: r["weights"] for r in rows})),
         )
 
     return _versions
 
 
-def _score_metadata(result: dict, result_file) -> dict:
-    """A scored result -> metadata: the headline numbers, the previous version, the breakdown table."""
-    meta = {
-        "score": result["score"],
-        "metric": f"{result['metric']} ({'higher' if result['higher_is_better'] else 'lower'} is better)",
-        "n": result["n"],
-        "stderr": result["stderr"],
-        "version": result["version"],
-        "tokens_seen": _nullable(result["tokens_seen"]),
-        "previous_version": _nullable(result["previous_version"]),
-        "previous_score": _nullable(result["previous_score"]),
-        "delta": _nullable(result["delta"]),
+def _score_metadata(result: dict, layout: Layout, ev: EvalConfig, stages: list[str]) -> dict:
+    """A scored result -> metadata: the headline numbers, the previous version, the breakdown tables."""
+    better = "higher" if result["higher_is_better"] else "lower"
+    meta = {k: result[k] for k in ("score", "n", "stderr", "version", "tokens_seen", "previous_version")}
+    meta |= {k: result[k] for k in ("previous_score", "delta", "weights")}
+    meta |= {
+        "metric": f"{result['metric']} ({better} is better)",
         "model": dg.MetadataValue.path(result["model"]),
-        "result": dg.MetadataValue.path(str(result_file)),
     }
-    for field, label in (("per_subject", "subject"), ("per_language", "lang"), ("per_task", "task")):
+    meta["result"] = dg.MetadataValue.path(str(layout.eval_result(ev.name, result["version"])))
+    for field, label in BREAKDOWNS:
         if result.get(field):
             rows = [{label: k, **v} for k, v in result[field].items()]
-            meta[field] = _md(rows, list(rows[0]))
+            meta[field] = md_table(rows, list(rows[0]))
     if "metrics" in result:
         meta["metrics"] = dg.MetadataValue.json(result["metrics"])
-    return meta
+    if ev.kind == "generation":
+        meta["samples"] = md_table(*samples_side_by_side(layout, ev.name, stages, result))
+    return to_metadata(meta)
 
 
-def _samples_table(recipe: Recipe, ev: EvalConfig, base, result: dict) -> dg.MetadataValue:
-    """Generation: each prompt's greedy output under every scored version, side by side."""
-    from lm_platform.evaluation.generation import side_by_side
-    from lm_platform.evaluation.versions import chain_order, current_results
-
-    current = current_results(base, ev.name)
-    versions = set(current) | {result["version"]}
-    order = chain_order(sorted(versions), [s.name for s in recipe.stages])
-    by_version = {v: current.get(v, {}).get("samples", []) for v in order}
-    by_version[result["version"]] = result["samples"]
-    return _md(side_by_side(by_version), ["prompt", *order])
-
-
-def _regression(ev: EvalConfig, result: dict) -> dg.AssetCheckResult:
-    from lm_platform.evaluation.stats import regression
-
-    prev = result["previous_score"]
-    worse = (
-        0.0 if prev is None else regression(result["score"], prev, ev.tolerance, result["higher_is_better"])
-    )
+def _regression_check(ev: EvalConfig, result: dict) -> dg.AssetCheckResult:
+    verdict = regression_verdict(result, ev.tolerance)
     return dg.AssetCheckResult(
         check_name="no_regression",
-        passed=worse == 0.0,
+        passed=verdict.passed,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "previous_version": result["previous_version"] or "none",
-            "previous_score": _nullable(prev),
-            "score": result["score"],
-            "tolerance": ev.tolerance,
-            "beyond_tolerance": worse,
-        },
+        metadata=to_metadata(verdict, previous_version=verdict.previous_version or "none"),
     )
 
 
 def eval_asset(recipe: Recipe, ev: EvalConfig) -> dg.AssetsDefinition:
     key = eval_key(ev)
     init_from = {s.name: s.init_from for s in recipe.stages}
+    stages = [s.name for s in recipe.stages]
     what = (
         f"{ev.prompt_format}, {ev.mode}"
         if ev.kind == "multiple_choice"
@@ -196,39 +162,29 @@ def eval_asset(recipe: Recipe, ev: EvalConfig) -> dg.AssetsDefinition:
         metadata=headline("score", "n", "stderr"),
     )
     def _eval(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
-        from lm_platform.evaluation.versions import model_dir, predecessor, result_path, score_version
-
-        base = storage.layout(recipe.name).base
-        version = context.partition_key
-        path = model_dir(base, version)
-        if not (path / "config.json").is_file():
-            raise dg.Failure(f"model version '{version}': no model at {path}")
+        layout, version = storage.layout(recipe.name), context.partition_key
+        if not (model_dir(layout, version) / "config.json").is_file():
+            raise dg.Failure(f"model version '{version}': no model at {model_dir(layout, version)}")
         registered = list(context.instance.get_dynamic_partitions(recipe.versions_name))
-        prev = (
-            ev.baseline
-            if ev.baseline and ev.baseline != version
-            else predecessor(version, registered, init_from)
-        )
-        result, moved, reused = score_version(
-            ev, base, version, prev, recipe.seed, versioned(CODE, ev, recipe.seed)
-        )
-        weights = result["weights"]
+        baseline = ev.baseline if ev.baseline and ev.baseline != version else None
+        prev = baseline or predecessor(version, registered, init_from)
+        code = versioned(CODE, ev, recipe.seed)
+        result, moved, reused = score_version(ev, layout, version, prev, recipe.seed, code)
         if reused:
-            context.log.info(f"{ev.name} of '{version}': weights {weights} already scored; score reused")
+            context.log.info(
+                f"{ev.name} of '{version}': weights {result['weights']} already scored; score reused"
+            )
         if moved is not None:
             context.log.info(
                 f"{ev.name} of '{version}': a score of other weights (retrained) moved to {moved}"
             )
-        meta = _score_metadata(result, result_path(base, ev.name, version))
-        meta["weights"] = _nullable(weights)
+        meta = _score_metadata(result, layout, ev, stages)
         if moved is not None:
             meta["superseded_score"] = dg.MetadataValue.path(str(moved))
-        if ev.kind == "generation":
-            meta["samples"] = _samples_table(recipe, ev, base, result)
         return dg.MaterializeResult(
             metadata=meta,
-            check_results=[_regression(ev, result)],
-            data_version=dg.DataVersion(content_version(result_path(base, ev.name, version))),
+            check_results=[_regression_check(ev, result)],
+            data_version=dg.DataVersion(content_version(layout.eval_result(ev.name, version))),
         )
 
     return _eval
@@ -247,22 +203,17 @@ def leaderboard_asset(recipe: Recipe) -> dg.AssetsDefinition:
         metadata=headline("versions"),
     )
     def _leaderboard(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
-        from lm_platform.evaluation.leaderboard import leaderboard_plot, leaderboard_rows
-
-        base = storage.layout(recipe.name).base
-        rows = leaderboard_rows(names, [s.name for s in recipe.stages], base)
-        write_json(base / "eval" / "leaderboard.json", rows)
+        board = write_leaderboard(storage.layout(recipe.name), names, [s.name for s in recipe.stages])
         meta = {
-            "versions": len(rows),
+            "versions": len(board.rows),
             "benchmarks": len(names),
-            "leaderboard": _md(rows, ["version", "tokens_seen", *names]),
+            "leaderboard": md_table(board.rows, ["version", "tokens_seen", *names]),
+            "path": dg.MetadataValue.path(str(board.path)),
         }
-        png = leaderboard_plot(names, rows)
-        if png:
-            (base / "eval" / "leaderboard.png").write_bytes(png)
-            data = base64.b64encode(png).decode()
+        if board.plot is not None:
+            data = base64.b64encode(board.plot).decode()
             meta["plot"] = dg.MetadataValue.md(f"![score vs tokens seen](data:image/png;base64,{data})")
-            meta["plot_file"] = dg.MetadataValue.path(str(base / "eval" / "leaderboard.png"))
+            meta["plot_file"] = dg.MetadataValue.path(str(board.plot_file))
         return dg.MaterializeResult(metadata=meta)
 
     return _leaderboard

@@ -3,12 +3,13 @@ recipe's merge plan as chained `merged/<name>` assets (mergekit), and `export/<n
 with a model card. Adapters and merges are registered as model versions (`<recipe>_models`)."""
 
 import os
-from pathlib import Path
 
 import dagster as dg
 
 from lm_platform.defs.metadata import headline, materialize, versioned
 from lm_platform.defs.resources import LMStorage
+from lm_platform.evaluation.versions import current_result, version_weights
+from lm_platform.paths import Layout
 from lm_platform.recipe.finetune import ExportConfig, InstructionSet, MergeConfig, check_model_ref
 from lm_platform.recipe.schema import Recipe
 
@@ -142,7 +143,7 @@ def export_asset(recipe: Recipe, e: ExportConfig) -> dg.AssetsDefinition:
 
         layout = storage.layout(recipe.name)
         lin = lineage(recipe, e.model, layout.base)
-        scores, weights = _scores(recipe, layout.base, version)
+        scores, weights = _scores(recipe, layout, version)
         scored = _scored_line(version, weights, scores)
         recipe_file = os.environ.get("LM_PLATFORM_RECIPE", f"bundled:{recipe.name}")
         card = model_card(recipe, e.name, e.model, lin, layout.base, recipe_file, scores, scored)
@@ -167,19 +168,17 @@ def export_asset(recipe: Recipe, e: ExportConfig) -> dg.AssetsDefinition:
     return _export
 
 
-def _scores(recipe: Recipe, base: Path, version: str | None) -> tuple[dict, str | None]:
+def _scores(recipe: Recipe, layout: Layout, version: str | None) -> tuple[dict, str | None]:
     """The scores of `version` on each of the recipe's benchmarks that scored the weights the version names
     now (`evaluation.versions.current_result`), and those weights' hash."""
-    from lm_platform.evaluation.versions import current_result, version_weights
-
     if version is None:
         return {}, None
     out = {}
     for ev in recipe.evaluations:
-        res = current_result(base, ev.name, version)
+        res = current_result(layout, ev.name, version)
         if res is not None and res.get("score") is not None:
             out[ev.name] = res["score"]
-    return out, version_weights(base, version)
+    return out, version_weights(layout, version)
 
 
 def _scored_line(version: str | None, weights: str | None, scores: dict) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 
+from lm_platform.deployment.pods import step_k8s_config
 from lm_platform.deployment.profile import Profile
 from lm_platform.recipe.schema import Recipe
 
@@ -27,7 +28,6 @@ def op_name(key: dg.AssetKey) -> str:
 def executor_config(profile: Profile, assets: Sequence[dg.AssetsDefinition]) -> dict[str, Any]:
     """The `k8s_job_executor` config: namespace, service account, and per step (op) the asset's
     `dagster-k8s/config` from the profile (requests, node selector, storage volume, Secrets)."""
-    from lm_platform.deployment.pods import step_k8s_config
 
     return {
         "job_namespace": profile.namespace,

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dagster as dg
 
+from lm_platform.defs.deployment import build_deployment_definitions
+from lm_platform.defs.recipe_load import location_recipe
+
 
 def __getattr__(name: str) -> dg.Definitions:
     if name.startswith("__"):
         raise AttributeError(name)
-    from lm_platform.defs.deployment import build_deployment_definitions
-    from lm_platform.defs.recipe_load import location_recipe
 
     recipe = location_recipe(name)
     return build_deployment_definitions(recipe, prefix=[recipe.name])

@@ -51,6 +51,20 @@ def table(rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None) -
     return dg.MetadataValue.md("\n".join(lines))
 
 
+def md_table(rows: Iterable[Mapping[str, Any]], columns: list[str]) -> dg.MetadataValue:
+    """A markdown table for scores and text: floats to four places, None as an empty cell, pipes and
+    newlines in text escaped (model outputs and prompts hold both)."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
 def licenses_table(licenses: Mapping[str, int]) -> dg.MetadataValue:
     """Documents per license as a table."""
     return table([{"license": k, "docs": v} for k, v in sorted(licenses.items())], ["license", "docs"])

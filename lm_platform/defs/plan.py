@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+from dagster._time import get_current_datetime
 
 
 @dataclass(frozen=True)
@@ -30,9 +33,6 @@ class Planned:
 
 
 def _resolver(defs: dg.Definitions, instance: dg.DagsterInstance):
-    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver
-    from dagster._time import get_current_datetime
 
     graph = defs.resolve_asset_graph()
     view = AssetGraphView(
@@ -52,7 +52,6 @@ def plan(
 ) -> list[Planned]:
     """The assets of `selection` to materialize (in key order): missing or stale ones, or all of them
     with `force`. A partitioned asset is judged by `partition` (or, without one, by every partition)."""
-    from dagster._core.definitions.data_version import StaleStatus
 
     graph, resolver = _resolver(defs, instance)
     keys = sorted(dg.AssetSelection.from_string(selection).resolve(graph))

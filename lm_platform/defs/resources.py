@@ -1,5 +1,8 @@
 """Resources: where artifacts live, and how training processes are launched."""
 
+import os
+from pathlib import Path
+
 import dagster as dg
 
 from lm_platform.paths import STORAGE_ENV, Layout, default_storage_root
@@ -17,7 +20,6 @@ class LMStorage(dg.ConfigurableResource):
     def layout(self, recipe: str) -> Layout:
         """A local folder's layout, or under an `s3://` root the layout of its local cache (filled from and
         published to the store)."""
-        import os
 
         root = self.root or os.environ.get(STORAGE_ENV, "")
         return layout_for(root or default_storage_root(), recipe)

@@ -12,6 +12,7 @@ import sys
 import dagster as dg
 
 from lm_platform.defs.metadata import HEADLINE_KEY, OPTIONAL_KEY
+from lm_platform.tokenization.fertility import describe
 
 
 def _fmt(value) -> str:
@@ -50,7 +51,6 @@ def summarize(defs: dg.Definitions, instance: dg.DagsterInstance) -> tuple[list[
 def fertility_lines(instance: dg.DagsterInstance) -> list[str]:
     """One line per language from the last `tokenizer` materialization, e.g.
     `tokenizer: vi tokens/word 4.93 -> 2.42 (-51%)` (base -> new where the tokenizer extends a base)."""
-    from lm_platform.tokenization.fertility import describe
 
     event = instance.get_latest_materialization_event(dg.AssetKey("tokenizer"))
     if event is None or event.asset_materialization is None:

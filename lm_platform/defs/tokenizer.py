@@ -8,11 +8,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from lm_platform.data.readers import read_eval_set
 from lm_platform.data.tokens import tokenize_source
 from lm_platform.defs.metadata import headline, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe, SourceConfig, TokenizerConfig
+from lm_platform.tokenization.hf_compat import load_tokenizer
 from lm_platform.versions import content_version
 
 CHECK = "fertility_not_worse_than_base"
@@ -83,7 +85,6 @@ def _invariant_result(invariant: dict) -> dg.AssetCheckResult:
 def _held_out(recipe: Recipe, layout: Layout) -> tuple[list[tuple[str, str]], str]:
     """(lang, text) pairs to measure fertility on: the first perplexity-kind evaluation's held-out text,
     else a small sample of each training source (training text)."""
-    from lm_platform.data.readers import read_eval_set
     from lm_platform.tokenization.sample import sample_texts
 
     ev = recipe.text_evaluation
@@ -143,7 +144,6 @@ def tokenizer_asset(recipe: Recipe) -> dg.AssetsDefinition:
     )
     def _tokenizer(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         from lm_platform.tokenization.fertility import fertility_report
-        from lm_platform.tokenization.hf_compat import load_tokenizer
 
         layout = storage.layout(recipe.name)
         texts, sampled = _sample(recipe, layout)

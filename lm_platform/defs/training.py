@@ -6,12 +6,13 @@ import dagster as dg
 
 from lm_platform.atomic import read_json, write_json
 from lm_platform.data.blend import MANIFEST_FILE
-from lm_platform.data.pack import TokensPackResult, pack_tokens
+from lm_platform.data.pack import PackResult, pack_tokens
 from lm_platform.defs.metadata import headline, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe, StageConfig
-from lm_platform.training.job import make_job, preempted, trainer_command
+from lm_platform.training.contract import preempted
+from lm_platform.training.job import make_job, make_launch
 from lm_platform.versions import content_version
 
 # A preempted trainer (exit 75, checkpoint written) is retried this many times, resuming from its checkpoint.
@@ -22,7 +23,7 @@ CODE = "2"  # packing from tokens/<source>
 SOURCE_COLUMNS = ["source", "docs", "tokens", "blend_tokens", "target_tokens", "share", "ratio"]
 
 
-def _tokens_per_source(index: TokensPackResult, stage: StageConfig, layout: Layout) -> list[dict]:
+def _tokens_per_source(index: PackResult, stage: StageConfig, layout: Layout) -> list[dict]:
     """Exact tokens per source next to what the blend counted and targeted (equal by construction)."""
     rows = {r["source"]: r for r in read_json(layout.blend(stage.name) / MANIFEST_FILE)["sources"]}
     total = index.tokens or 1
@@ -114,10 +115,11 @@ def checkpoint_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, storage: LMStorage, trainer: dg.PipesSubprocessClient
     ) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
-        job_file = layout.checkpoint(stage.name).with_suffix(".job.json")
-        write_json(job_file, make_job(recipe, stage.name, layout).model_dump(mode="json"))
+        launch = make_launch(recipe, stage.name, layout)
+        write_json(launch.job_file, make_job(recipe, stage.name, layout).model_dump(mode="json"))
         try:
-            run = trainer.run(command=trainer_command(job_file, train.nproc_per_node), context=context)
+            # One launch value: a subprocess runs its command; the k8s trainer builds the pod from the extras.
+            run = trainer.run(command=launch.command(), context=context, extras=launch.as_extras())
         except Exception as err:
             if preempted(err):  # the step reruns and resumes from the checkpoint the trainer wrote
                 raise dg.RetryRequested(PREEMPTION_RETRIES, PREEMPTION_RETRY_WAIT_S) from err

@@ -11,13 +11,12 @@ trainer checkpoints on SIGTERM within it).
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from lm_platform.deployment.profile import PodSettings, Profile, quantity_bytes
 from lm_platform.paths import STORAGE_ENV
 from lm_platform.recipe.schema import Recipe
-from lm_platform.training.job import GRACE_ENV, trainer_command
+from lm_platform.training.contract import GRACE_ENV, TrainerLaunch
 
 TRAINER_CONTAINER = "trainer"
 STORAGE_VOLUME = "storage"
@@ -29,11 +28,6 @@ _LABEL_BAD = re.compile(r"[^A-Za-z0-9._-]")
 def label_value(value: str) -> str:
     """A valid label value (63 characters of [A-Za-z0-9._-], alphanumeric at both ends)."""
     return _LABEL_BAD.sub("-", value)[:63].strip("-._") or "x"
-
-
-def pod_command(profile: Profile, job_file: str | Path, nproc_per_node: int) -> list[str]:
-    """The trainer command inside the image: the profile's interpreter instead of this process's."""
-    return [profile.python, *trainer_command(job_file, nproc_per_node)[1:]]
 
 
 def secret_env(profile: Profile) -> list[dict[str, Any]]:
@@ -124,21 +118,19 @@ def _require_k8s(profile: Profile) -> None:
         raise ValueError("pod specs need a k8s profile (LM_PLATFORM_PROFILE names its file)")
 
 
-def trainer_pod_spec(
-    profile: Profile, recipe: Recipe, stage_name: str, job_file: str | Path
-) -> dict[str, Any]:
-    """The PodSpec of `checkpoint/<stage>`'s trainer (the `base_pod_spec` PipesK8sClient completes with
-    the Pipes environment)."""
+def trainer_pod_spec(profile: Profile, recipe: Recipe, launch: TrainerLaunch) -> dict[str, Any]:
+    """The PodSpec of a stage's trainer launch (the `base_pod_spec` PipesK8sClient completes with the Pipes
+    environment): the launch's command in the image's interpreter, one GPU per process."""
     _require_k8s(profile)
-    stage = recipe.stage(stage_name)
+    stage = recipe.stage(launch.stage)
     settings = profile.trainer.for_stage(stage.name)
-    gpus = {profile.trainer.gpu_resource: stage.train.nproc_per_node}
+    gpus = {profile.trainer.gpu_resource: launch.nproc_per_node}
     volumes, mounts = _volumes(profile, settings.shm_size)
     container = {
         "name": TRAINER_CONTAINER,
         "image": profile.image,
         "imagePullPolicy": profile.image_pull_policy,
-        "command": pod_command(profile, job_file, stage.train.nproc_per_node),
+        "command": launch.command(profile.python),
         # The launcher gives torchrun's workers this grace period (not torchrun's 30 s) to checkpoint.
         "env": [
             *base_env(profile),
@@ -178,18 +170,18 @@ def trainer_pod_labels(profile: Profile, recipe: Recipe, stage_name: str) -> dic
 
 
 def trainer_pod(
-    profile: Profile, recipe: Recipe, stage_name: str, job_file: str | Path, name: str | None = None
+    profile: Profile, recipe: Recipe, launch: TrainerLaunch, name: str | None = None
 ) -> dict[str, Any]:
-    """A whole Pod manifest for the stage (what `kubectl apply` or schema validation takes)."""
+    """A whole Pod manifest for a stage's trainer launch (what `kubectl apply` or schema validation takes)."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": name or label_value(f"{recipe.name}-{stage_name}-trainer").lower().replace("_", "-"),
+            "name": name or label_value(f"{recipe.name}-{launch.stage}-trainer").lower().replace("_", "-"),
             "namespace": profile.namespace,
-            "labels": trainer_pod_labels(profile, recipe, stage_name),
+            "labels": trainer_pod_labels(profile, recipe, launch.stage),
         },
-        "spec": trainer_pod_spec(profile, recipe, stage_name, job_file),
+        "spec": trainer_pod_spec(profile, recipe, launch),
     }
 
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lm_platform.data.pack import boundary_id
+from lm_platform.evaluation.stats import summary
+
 
 def read_prompts(path: str | Path) -> list[dict]:
     """Prompts from JSONL records with a string 'prompt' (optional 'id', 'lang')."""
@@ -40,9 +43,6 @@ def generate_outputs(
     signal of degenerate repetition); n is the number of prompts.
     """
     import torch
-
-    from lm_platform.data.pack import boundary_id
-    from lm_platform.evaluation.stats import summary
 
     head = boundary_id(tok)
     if head is None:

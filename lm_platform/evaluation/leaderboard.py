@@ -1,13 +1,16 @@
 """The leaderboard: every scored model version against every benchmark, from the stored results, and a
-plot of each benchmark's score against the tokens a version has seen."""
+plot of each benchmark's score against the tokens a version has seen, both written under `eval/`
+(`Layout.leaderboard`, `Layout.leaderboard_plot`) by `write_leaderboard`."""
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
-from lm_platform.atomic import read_json
+from lm_platform.atomic import atomic_path, read_json, write_json
 from lm_platform.evaluation.versions import chain_order, current_results
+from lm_platform.paths import Layout
 
 
 def cumulative_tokens_seen(model_dir: str | Path) -> int | None:
@@ -26,14 +29,14 @@ def cumulative_tokens_seen(model_dir: str | Path) -> int | None:
     return None
 
 
-def leaderboard_rows(benchmarks: list[str], stages: list[str], base: Path) -> list[dict]:
+def leaderboard_rows(benchmarks: list[str], stages: list[str], layout: Layout) -> list[dict]:
     """One row per scored version (stage-chain order): version, tokens_seen (cumulative along the
     version's stage chain, so a later stage plots to the right of the one it started from) and each
     benchmark's score. Only scores of the weights each version names now (`versions.current_results`): a
     score of weights a retrained stage replaced is not on the board."""
     rows: dict[str, dict] = {}
     for name in benchmarks:
-        for version, res in current_results(base, name).items():
+        for version, res in current_results(layout, name).items():
             seen = cumulative_tokens_seen(res["model"]) if res.get("model") else None
             seen = seen if seen is not None else res.get("tokens_seen")
             row = rows.setdefault(version, {"version": version, "tokens_seen": seen})
@@ -71,3 +74,29 @@ def leaderboard_plot(benchmarks: list[str], rows: list[dict]) -> bytes | None:
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """What `write_leaderboard` wrote: the rows (also `eval/leaderboard.json`) and the plot, if any
+    (`eval/leaderboard.png`)."""
+
+    rows: list[dict]
+    path: Path
+    plot: bytes | None
+    plot_file: Path | None
+
+
+def write_leaderboard(layout: Layout, benchmarks: list[str], stages: list[str]) -> Leaderboard:
+    """The leaderboard's rows and plot, each written atomically; a plot left by an earlier run is removed
+    when none can be drawn now (no matplotlib), so the files never disagree."""
+    rows = leaderboard_rows(benchmarks, stages, layout)
+    write_json(layout.leaderboard(), rows)
+    png = leaderboard_plot(benchmarks, rows)
+    plot_file = layout.leaderboard_plot()
+    if png:
+        with atomic_path(plot_file) as tmp:
+            tmp.write_bytes(png)
+    else:
+        plot_file.unlink(missing_ok=True)
+    return Leaderboard(rows, layout.leaderboard(), png, plot_file if png else None)

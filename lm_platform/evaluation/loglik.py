@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lm_platform.data.pack import boundary_id
+
 
 @dataclass(frozen=True)
 class LoglikResult:
@@ -34,7 +36,6 @@ class LoglikScorer:
         self.model = model
         self.tok = tokenizer
         self.batch_size = batch_size
-        from lm_platform.data.pack import boundary_id
 
         self.boundary = boundary_id(tokenizer) if add_bos else None
         self.add_bos = self.boundary is not None

@@ -11,6 +11,9 @@ import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from lm_platform.data.pack import boundary_id
+from lm_platform.data.readers import read_eval_set
+from lm_platform.evaluation.models import load_model
 from lm_platform.recipe.schema import EvalConfig
 
 
@@ -18,7 +21,6 @@ def read_eval_docs(path: str | Path | EvalConfig, max_docs: int | None = None) -
     """(lang, text) pairs of an evaluation set: a recipe's `EvalConfig` (a JSONL file or, format `hf`, a
     dataset read through the sources' `datasets` path), or the path of a JSONL file whose records have
     'text' and 'lang'."""
-    from lm_platform.data.readers import read_eval_set
 
     ev = path if isinstance(path, EvalConfig) else EvalConfig(name="eval", location=str(path))
     return read_eval_set(ev, max_docs)
@@ -26,7 +28,6 @@ def read_eval_docs(path: str | Path | EvalConfig, max_docs: int | None = None) -
 
 def perplexity(checkpoint_dir: str | Path, docs: Iterable[tuple[str, str]], batch_size: int = 8) -> dict:
     """Perplexity of the HF model directory `checkpoint_dir` (see `perplexity_of`)."""
-    from lm_platform.evaluation.models import load_model
 
     model, tok = load_model(checkpoint_dir)
     return perplexity_of(model, tok, docs, batch_size)
@@ -43,8 +44,6 @@ def perplexity_of(model, tok, docs: Iterable[tuple[str, str]], batch_size: int =
     fields.
     """
     import torch
-
-    from lm_platform.data.pack import boundary_id
 
     head = boundary_id(tok)
     if head is None or tok.eos_token_id is None:

@@ -6,6 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from lm_platform.data.readers import read_eval_set
+from lm_platform.evaluation.generation import generate_outputs, read_prompts
+from lm_platform.evaluation.lm_eval_adapter import run_lm_eval
+from lm_platform.evaluation.loglik import LoglikScorer
+from lm_platform.evaluation.models import load_model
+from lm_platform.evaluation.perplexity import perplexity_of, read_eval_docs
 from lm_platform.recipe.schema import EvalConfig
 
 
@@ -14,8 +20,6 @@ def evaluation_texts(ev: EvalConfig, default_lang: str = "") -> Iterator[tuple[s
     each multiple-choice question (with its passage) joined with its right answer, dev shots included;
     generation prompts. lm_eval tasks keep their data in their own files and yield nothing here."""
     if ev.kind == "perplexity":
-        from lm_platform.data.readers import read_eval_set
-
         yield from read_eval_set(ev, limit=False)
     elif ev.kind == "multiple_choice":
         from lm_platform.evaluation.multiple_choice import read_items
@@ -25,8 +29,6 @@ def evaluation_texts(ev: EvalConfig, default_lang: str = "") -> Iterator[tuple[s
                 for item in read_items(path):
                     yield item.lang or ev.language or default_lang, item.text_with_answer()
     elif ev.kind == "generation":
-        from lm_platform.evaluation.generation import read_prompts
-
         for p in read_prompts(ev.location):
             yield p["lang"] or ev.language or default_lang, p["prompt"]
 
@@ -34,7 +36,6 @@ def evaluation_texts(ev: EvalConfig, default_lang: str = "") -> Iterator[tuple[s
 def run_evaluation(ev: EvalConfig, model_path: str | Path, seed: int = 0, device: str | None = None) -> dict:
     """Score the model directory `model_path` on evaluation `ev`: a result with kind, metric, score, n,
     stderr, higher_is_better and the per-language / per-subject / per-task breakdown."""
-    from lm_platform.evaluation.models import load_model
 
     model, tok = load_model(model_path, device)
     return run_on_model(ev, model, tok, seed)
@@ -43,11 +44,8 @@ def run_evaluation(ev: EvalConfig, model_path: str | Path, seed: int = 0, device
 def run_on_model(ev: EvalConfig, model, tok, seed: int = 0) -> dict:
     """`run_evaluation` on a model object and its tokenizer."""
     if ev.kind == "perplexity":
-        from lm_platform.evaluation.perplexity import perplexity_of, read_eval_docs
-
         return perplexity_of(model, tok, read_eval_docs(ev, ev.max_docs), ev.batch_size)
     if ev.kind == "multiple_choice":
-        from lm_platform.evaluation.loglik import LoglikScorer
         from lm_platform.evaluation.multiple_choice import read_items, score_items
 
         items = read_items(ev.location, ev.max_docs)
@@ -55,13 +53,9 @@ def run_on_model(ev: EvalConfig, model, tok, seed: int = 0) -> dict:
         scorer = LoglikScorer(model, tok, batch_size=ev.batch_size)
         return score_items(scorer, items, ev.prompt_format, ev.mode, dev, ev.num_fewshot, ev.metric)
     if ev.kind == "generation":
-        from lm_platform.evaluation.generation import generate_outputs, read_prompts
-
         prompts = read_prompts(ev.location)[: ev.max_docs]
         return generate_outputs(model, tok, prompts, ev.max_new_tokens, ev.temperature, seed=seed)
     if ev.kind == "lm_eval":
-        from lm_platform.evaluation.lm_eval_adapter import run_lm_eval
-
         return run_lm_eval(
             model,
             tok,

@@ -2,7 +2,7 @@
 
 Keys: `<stage>` (a stage's exported checkpoint), `<stage>@step_<N>` (a step checkpoint the recipe keeps
 for evaluation: N a multiple of the stage's `eval_every`), `adapter/<name>` and `merged/<name>` (from
-fine-tuning and merging). A kept step checkpoint is snapshotted into `<base>/models/<key>/` (hard links
+fine-tuning and merging). A kept step checkpoint is snapshotted into `models/<key>/` (hard links
 where the file system allows, else copies) when it is registered, so the trainer's own pruning of its
 resume checkpoints (`keep_last`) never removes a version that is registered for scoring; the snapshot is
 deleted only by `release_step`.
@@ -10,10 +10,12 @@ deleted only by `release_step`.
 Score identity: a key names whatever weights lie at its model directory now. Every score records the
 weights it scored (`weights_hash`: the safetensors and config.json, hashed). When a stage is retrained its
 keys stay and name the new weights: a step snapshot whose run was retrained is moved to
-`<base>/models/.superseded/` and taken again from the new run (`keep_step`), and a score of other weights
-is moved to `<base>/eval/history/<benchmark>/` when the version is scored again (`supersede_result`).
+`models/.superseded/` and taken again from the new run (`keep_step`), and a score of other weights
+is moved to `eval/history/<benchmark>/` when the version is scored again (`supersede_result`).
 Registering versions (`supersede_stale`) moves the scores a retrain made stale at once, so every score
 under `eval/<benchmark>/` is of the weights its version names; readers also check (`current_result`).
+
+Every path here comes from the recipe's `paths.Layout` (its block for model versions and evaluations).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lm_platform.atomic import atomic_dir, read_json, write_json
+from lm_platform.evaluation.sets import run_evaluation
+from lm_platform.evaluation.stats import with_previous
+from lm_platform.paths import Layout
 
 STEP_KEY = re.compile(r"^(?P<stage>[A-Za-z0-9_.-]+)@step_(?P<step>\d+)$")
 PREFIXED = ("adapter", "merged")
@@ -44,8 +49,6 @@ MODEL_FILES = (
 )
 # What a version's weights are: the files that decide its outputs (never times, logs or metrics).
 WEIGHT_PATTERNS = ("*.safetensors", "config.json")
-SUPERSEDED_DIR = ".superseded"
-HISTORY_DIR = "history"
 
 
 @dataclass(frozen=True)
@@ -76,14 +79,14 @@ def parse_key(key: str) -> Version:
     )
 
 
-def model_dir(base: Path, key: str) -> Path:
-    """Where version `key`'s HF model directory lies under the recipe's storage base."""
+def model_dir(layout: Layout, key: str) -> Path:
+    """Where version `key`'s HF model directory lies."""
     v = parse_key(key)
     if v.kind == "stage":
-        return base / "checkpoint" / v.name
+        return layout.checkpoint(v.name)
     if v.kind == "step":
-        return base / "models" / key
-    return base / v.kind / v.name
+        return layout.model_snapshot(key)
+    return layout.adapter(v.name) if v.kind == "adapter" else layout.merged(v.name)
 
 
 def tokens_seen(path: Path) -> int | None:
@@ -125,21 +128,21 @@ def weights_hash(path: Path) -> str | None:
     return h.hexdigest()[:16]
 
 
-def version_weights(base: Path, key: str) -> str | None:
+def version_weights(layout: Layout, key: str) -> str | None:
     """The weights hash of what version `key` names now (None when its model is absent)."""
-    return weights_hash(model_dir(base, key))
+    return weights_hash(model_dir(layout, key))
 
 
-def keep_step(base: Path, stage: str, step: int, step_dir: Path) -> Path:
+def keep_step(layout: Layout, stage: str, step: int, step_dir: Path) -> Path:
     """Snapshot a step checkpoint as version `<stage>@step_<step>`; returns its directory. Idempotent for
     the same weights; a snapshot of other weights (the stage was retrained) is moved to
-    `<base>/models/.superseded/<key>-<weights>/` first, never deleted."""
-    target = model_dir(base, step_key(stage, step))
+    `models/.superseded/<key>-<weights>/` first, never deleted."""
+    target = model_dir(layout, step_key(stage, step))
     if (target / "config.json").is_file():
         old = weights_hash(target)
         if old == weights_hash(step_dir):
             return target
-        aside = Path(base) / "models" / SUPERSEDED_DIR / f"{target.name}-{old}"
+        aside = layout.superseded_snapshots() / f"{target.name}-{old}"
         aside.parent.mkdir(parents=True, exist_ok=True)
         if aside.exists():
             shutil.rmtree(target)  # the same weights are already kept aside
@@ -156,16 +159,16 @@ def keep_step(base: Path, stage: str, step: int, step_dir: Path) -> Path:
     return target
 
 
-def release_step(base: Path, key: str) -> None:
+def release_step(layout: Layout, key: str) -> None:
     """Delete a step version's snapshot (after it is unregistered)."""
     v = parse_key(key)
     if v.kind != "step":
         raise ValueError(f"'{key}' is not a step version")
-    shutil.rmtree(model_dir(base, key), ignore_errors=True)
+    shutil.rmtree(model_dir(layout, key), ignore_errors=True)
 
 
 def new_step_versions(
-    base: Path, stage: str, run_dir: Path, eval_every: int | None, known: set[str]
+    layout: Layout, stage: str, run_dir: Path, eval_every: int | None, known: set[str]
 ) -> list[str]:
     """Snapshot the kept step checkpoints of a stage's run; the keys not registered yet. A registered key
     whose run was retrained (other weights at that step) is snapshotted again (`keep_step`)."""
@@ -174,9 +177,9 @@ def new_step_versions(
     keys = []
     for step, path in eval_steps(run_dir, eval_every):
         key = step_key(stage, step)
-        if key in known and weights_hash(model_dir(base, key)) == weights_hash(path):
+        if key in known and weights_hash(model_dir(layout, key)) == weights_hash(path):
             continue
-        keep_step(base, stage, step, path)
+        keep_step(layout, stage, step, path)
         if key not in known:
             keys.append(key)
     return keys
@@ -222,64 +225,54 @@ def chain_order(versions: list[str], stage_order: list[str]) -> list[str]:
     return sorted(versions, key=rank)
 
 
-def discover_versions(recipe, base: Path, known: set[str]) -> list[str]:
+def discover_versions(recipe, layout: Layout, known: set[str]) -> list[str]:
     """Versions on disk that are not in `known`: stage exports, kept step checkpoints (snapshotted now, so
     the trainer's pruning cannot remove them), adapters and merged models."""
     found: list[str] = []
     for stage in recipe.stages:
-        run_dir = base / "checkpoint" / f"{stage.name}.run"
-        found += new_step_versions(base, stage.name, run_dir, stage.eval_every, known)
-        if stage.name not in known and (model_dir(base, stage.name) / "config.json").is_file():
+        run_dir = layout.run_dir(stage.name)
+        found += new_step_versions(layout, stage.name, run_dir, stage.eval_every, known)
+        if stage.name not in known and (model_dir(layout, stage.name) / "config.json").is_file():
             found.append(stage.name)
-    for kind in PREFIXED:
-        for cfg in sorted((base / kind).glob("*/config.json")) if (base / kind).is_dir() else []:
+    for kind, kind_dir in zip(PREFIXED, (layout.adapters(), layout.merges()), strict=True):
+        for cfg in sorted(kind_dir.glob("*/config.json")) if kind_dir.is_dir() else []:
             key = f"{kind}/{cfg.parent.name}"
             if key not in known:
                 found.append(key)
     return found
 
 
-def result_path(base: Path, benchmark: str, version: str) -> Path:
-    """Where a (benchmark, version) result is stored: `<base>/eval/<benchmark>/<version>.json`."""
-    return base / "eval" / benchmark / f"{version}.json"
-
-
-def scored_result(base: Path, benchmark: str, version: str | None) -> dict | None:
+def scored_result(layout: Layout, benchmark: str, version: str | None) -> dict | None:
     """A stored result, or None when that version was not scored on that benchmark (whatever weights it
     scored: readers that compare use `current_result`)."""
     if version is None:
         return None
-    path = result_path(base, benchmark, version)
+    path = layout.eval_result(benchmark, version)
     return read_json(path) if path.is_file() else None
 
 
-def current_result(base: Path, benchmark: str, version: str | None) -> dict | None:
+def current_result(layout: Layout, benchmark: str, version: str | None) -> dict | None:
     """The stored result of `version` if it scored the weights the version names now, else None (not
     scored, scored before the stage was retrained, or scored before scores recorded their weights)."""
-    res = scored_result(base, benchmark, version)
+    res = scored_result(layout, benchmark, version)
     if res is None:
         return None
-    now = version_weights(base, version)
+    now = version_weights(layout, version)
     return res if now is not None and res.get("weights") == now else None
 
 
-def history_dir(base: Path, benchmark: str) -> Path:
-    """Where superseded scores of a benchmark are kept: `<base>/eval/history/<benchmark>/`."""
-    return Path(base) / "eval" / HISTORY_DIR / benchmark
-
-
-def supersede_result(base: Path, benchmark: str, version: str, weights: str | None) -> Path | None:
+def supersede_result(layout: Layout, benchmark: str, version: str, weights: str | None) -> Path | None:
     """Before `version` is scored on new weights: move its stored result of other weights to the history
     (`<version>.<weights or 'unrecorded'>.json`, slashes as '__'); returns where it went, or None when
     there was nothing to move (no result, or one of the same weights)."""
-    src = result_path(base, benchmark, version)
+    src = layout.eval_result(benchmark, version)
     if not src.is_file():
         return None
     old = read_json(src)
     if weights is not None and old.get("weights") == weights:
         return None
     target = (
-        history_dir(base, benchmark)
+        layout.eval_history(benchmark)
         / f"{version.replace('/', '__')}.{old.get('weights') or 'unrecorded'}.json"
     )
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -288,58 +281,58 @@ def supersede_result(base: Path, benchmark: str, version: str, weights: str | No
     return target
 
 
-def history(base: Path, benchmark: str, version: str) -> list[dict]:
+def history(layout: Layout, benchmark: str, version: str) -> list[dict]:
     """The superseded scores of `version` on `benchmark` (each with the weights it scored)."""
-    d = history_dir(base, benchmark)
+    d = layout.eval_history(benchmark)
     prefix = version.replace("/", "__") + "."
     return [read_json(f) for f in sorted(d.glob("*.json")) if f.name.startswith(prefix)] if d.is_dir() else []
 
 
-def current_results(base: Path, benchmark: str) -> dict[str, dict]:
+def current_results(layout: Layout, benchmark: str) -> dict[str, dict]:
     """version -> result, for every stored result of `benchmark` that scored its version's weights now."""
-    d = Path(base) / "eval" / benchmark
+    d = layout.eval_results(benchmark)
     out = {}
     for f in sorted(d.rglob("*.json")) if d.is_dir() else []:
         version = str(f.relative_to(d).with_suffix(""))
-        res = current_result(base, benchmark, version)
+        res = current_result(layout, benchmark, version)
         if res is not None:
             out[version] = res
     return out
 
 
-def supersede_stale(base: Path, benchmarks: list[str], versions: list[str]) -> list[tuple[str, str, Path]]:
+def supersede_stale(
+    layout: Layout, benchmarks: list[str], versions: list[str]
+) -> list[tuple[str, str, Path]]:
     """Move every stored score of other weights than its version names now (the version was retrained or
     its model removed) to the history: (benchmark, version, where it went) for each. After this, every score
     under `eval/<benchmark>/` is of the weights its version names."""
     moved = []
     for bench in benchmarks:
         for version in versions:
-            res = scored_result(base, bench, version)
+            res = scored_result(layout, bench, version)
             if res is None:
                 continue
-            now = version_weights(base, version)
+            now = version_weights(layout, version)
             if res.get("weights") != now or now is None:
-                target = supersede_result(base, bench, version, now)
+                target = supersede_result(layout, bench, version, now)
                 if target is not None:
                     moved.append((bench, version, target))
     return moved
 
 
 def score_version(
-    ev, base: Path, version: str, previous_version: str | None, seed: int, code_version: str
+    ev, layout: Layout, version: str, previous_version: str | None, seed: int, code_version: str
 ) -> tuple[dict, Path | None, bool]:
     """Score `version` on evaluation `ev` and store the result (with the weights it scored and the scoring
     `code_version`); compared only with the current score of `previous_version`, and only when both
     scores are of the same metric. A stored score of the same
     weights and code version is reused (only the comparison is redone); one of other weights moves to the
     history first. Returns the result, where a superseded score went (or None), and whether it was reused."""
-    from lm_platform.evaluation.sets import run_evaluation
-    from lm_platform.evaluation.stats import with_previous
 
-    path = model_dir(base, version)
+    path = model_dir(layout, version)
     weights = weights_hash(path)
-    previous = current_result(base, ev.name, previous_version)
-    stored = current_result(base, ev.name, version)
+    previous = current_result(layout, ev.name, previous_version)
+    stored = current_result(layout, ev.name, version)
     reused = stored is not None and stored.get("code_version") == code_version
     if reused:
         fresh = {k: v for k, v in stored.items() if k not in ("previous_version", "previous_score", "delta")}
@@ -357,6 +350,6 @@ def score_version(
         weights=weights,
         code_version=code_version,
     )
-    moved = supersede_result(base, ev.name, version, weights)
-    write_json(result_path(base, ev.name, version), result)
+    moved = supersede_result(layout, ev.name, version, weights)
+    write_json(layout.eval_result(ev.name, version), result)
     return result, moved, reused

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from huggingface_hub import HfApi
+
 from lm_platform.atomic import atomic_dir, write_json
 from lm_platform.finetune.chat import ensure_chat_tokens
 from lm_platform.tokenization.hf_compat import make_model_dir_compatible
@@ -85,8 +87,6 @@ def push_to_hub(folder: str | Path, hub: Any, client: HubClient | None = None, e
     if not token:
         return PushResult(False, hub.repo_id, f"no hub token in ${hub.token_env}: nothing pushed")
     if client is None:
-        from huggingface_hub import HfApi
-
         client = HfApi()
     client.create_repo(hub.repo_id, token=token, private=hub.private, exist_ok=True)
     client.upload_folder(

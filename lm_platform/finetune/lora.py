@@ -13,7 +13,15 @@ from typing import Any
 import numpy as np
 
 from lm_platform.atomic import atomic_dir, write_json
-from lm_platform.finetune.chat import Example, batches, ensure_chat_tokens, read_instructions, tokenize
+from lm_platform.finetune.chat import (
+    CHAT_TOKENS,
+    Example,
+    batches,
+    ensure_chat_tokens,
+    read_instructions,
+    tokenize,
+)
+from lm_platform.modeling.eeve import read_eeve
 from lm_platform.tokenization.hf_compat import make_model_dir_compatible
 
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -63,8 +71,6 @@ def new_token_ids(tokenizer_dir: Path, added: list[int], tokenizer=None) -> list
     the chat template's tokens the base vocabulary already had (a tokenizer trained with them reserved, as
     the `ja` recipe's SentencePiece is, or a base model pretrained on plain text: their rows never saw a
     conversation, so fine-tuning trains them as it trains added ones)."""
-    from lm_platform.finetune.chat import CHAT_TOKENS
-    from lm_platform.modeling.eeve import read_eeve
 
     spec = read_eeve(tokenizer_dir)
     ids = [new_id for new_id, _ in spec.new_tokens] if spec is not None else []

@@ -11,6 +11,7 @@ The directory is written in the form transformers 4.57 and 5.x both load."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 from lm_platform.atomic import atomic_dir, write_json
-from lm_platform.tokenization.hf_compat import make_model_dir_compatible
+from lm_platform.tokenization.hf_compat import load_tokenizer, make_model_dir_compatible
 
 CONFIG_FILE = "mergekit_config.yml"  # the YAML mergekit ran, stored with the model
 RESULT_FILE = "merge.json"
@@ -70,7 +71,6 @@ def mergekit_config(merge: Any, base: Path) -> dict[str, Any]:
 
 def tokenizer_source(merge: Any, paths: list[Path]) -> Path:
     """The input (base first) whose vocabulary contains every other input's tokens with the same ids."""
-    from lm_platform.tokenization.hf_compat import load_tokenizer
 
     vocabs = [load_tokenizer(p).get_vocab() for p in paths]
     for path, vocab in sorted(zip(paths, vocabs, strict=True), key=lambda pv: -len(pv[1])):
@@ -120,7 +120,6 @@ def run_merge(merge: Any, base: Path, out_dir: str | Path) -> MergeResult:
             if (source / name).exists() and not (tmp / name).exists():
                 shutil.copy2(source / name, tmp / name)
         make_model_dir_compatible(tmp)
-        import json
 
         vocab = json.loads((tmp / "config.json").read_text())["vocab_size"]
         result = MergeResult(

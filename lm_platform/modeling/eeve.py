@@ -9,8 +9,11 @@ tied, one row serves both and the recipe's `eeve_tied_rule` picks which of the t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from lm_platform.recipe.model_init import EEVE_TIED_RULE, TiedRule
 
 EEVE_FILE = "eeve.json"
 
@@ -27,7 +30,6 @@ class EeveSpec:
 
 def read_eeve(tokenizer_dir: str | Path) -> EeveSpec | None:
     """The extension described in `tokenizer_dir/eeve.json`, or None for a tokenizer that was not extended."""
-    import json
 
     path = Path(tokenizer_dir) / EEVE_FILE
     if not path.exists():
@@ -46,7 +48,7 @@ def read_eeve(tokenizer_dir: str | Path) -> EeveSpec | None:
     return EeveSpec(base, tuple(tokens))
 
 
-def extend_embeddings(model, spec: EeveSpec, tied_rule: str = "input") -> None:
+def extend_embeddings(model, spec: EeveSpec, tied_rule: TiedRule = EEVE_TIED_RULE) -> None:
     """Grow `model`'s vocabulary from `spec.base_vocab_size` to `spec.vocab_size` with EEVE rows."""
     import torch
 

@@ -6,12 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 from lm_platform.modeling.eeve import extend_embeddings, read_eeve
+from lm_platform.recipe.model_init import EEVE_TIED_RULE, ModelInit, ScratchInit, TiedRule, parse_init
+from lm_platform.recipe.training import ModelConfig
 
 
-def llama_config(model: dict[str, Any], vocab_size: int, bos_id: int, eos_id: int, pad_id: int | None):
-    """A `LlamaConfig` from the recipe's model section (a dict of `ModelConfig` fields). Fields that older
-    job files lack take LlamaConfig's defaults, so such jobs build the model they built before."""
+def llama_config(
+    model: ModelConfig | dict[str, Any], vocab_size: int, bos_id: int, eos_id: int, pad_id: int | None
+):
+    """A `LlamaConfig` from the recipe's model section (a `ModelConfig`, or a mapping of its fields)."""
     from transformers import LlamaConfig
+
+    model = ModelConfig.model_validate(model).model_dump() if isinstance(model, dict) else model.model_dump()
 
     rope = {"rope_type": "default", "rope_theta": float(model["rope_theta"])}
     scaling = model.get("rope_scaling")
@@ -40,16 +45,17 @@ def llama_config(model: dict[str, Any], vocab_size: int, bos_id: int, eos_id: in
 
 
 def build_model(
-    init: dict[str, Any],
+    init: ModelInit | dict[str, Any],
     vocab_size: int,
     bos_id: int,
     eos_id: int,
     pad_id: int | None,
     seed: int,
     tokenizer_dir: str | None = None,
-    tied_rule: str = "input",
+    tied_rule: TiedRule = EEVE_TIED_RULE,
 ):
-    """`init` is {"kind": "scratch", "model": {...}} or {"kind": "pretrained", "path": dir-or-hub-id}.
+    """`init` is a `ScratchInit` (the recipe's `ModelConfig`) or a `PretrainedInit` (a directory or hub id),
+    or its mapping ({"kind": "scratch", "model": {...}}, {"kind": "pretrained", "path": ...}).
 
     A pretrained model whose vocabulary is smaller than the tokenizer's is extended with EEVE when the
     tokenizer directory carries `eeve.json` describing exactly that extension.
@@ -57,17 +63,18 @@ def build_model(
     import torch
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-    if init["kind"] == "scratch":
+    init = parse_init(init)
+    if isinstance(init, ScratchInit):
         torch.manual_seed(seed)
-        return LlamaForCausalLM(llama_config(init["model"], vocab_size, bos_id, eos_id, pad_id))
-    model = AutoModelForCausalLM.from_pretrained(init["path"], dtype=torch.float32)
+        return LlamaForCausalLM(llama_config(init.model, vocab_size, bos_id, eos_id, pad_id))
+    model = AutoModelForCausalLM.from_pretrained(init.path, dtype=torch.float32)
     have = model.get_input_embeddings().num_embeddings
     if have == vocab_size:
         return model
     spec = read_eeve(tokenizer_dir) if tokenizer_dir else None
     if spec is None or spec.vocab_size != vocab_size:
         raise ValueError(
-            f"checkpoint {init['path']} has {have} embeddings, the tokenizer has {vocab_size}; growing the "
+            f"checkpoint {init.path} has {have} embeddings, the tokenizer has {vocab_size}; growing the "
             f"vocabulary needs the tokenizer's eeve.json describing {have} -> {vocab_size}"
             + ("" if spec is None else f" (it describes {spec.base_vocab_size} -> {spec.vocab_size})")
         )

@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from lm_platform.recipe.base import did_you_mean, near_name
+from lm_platform.recipe.json_schema import recipe_json_schema
 
 Loc = tuple[str | int, ...]
 MISSING = "required, but missing"
@@ -174,7 +175,6 @@ def _translate(err: dict, loc: Loc, raw: Any) -> Problem | list[Problem]:
 
 @functools.cache
 def _schema() -> dict:
-    from lm_platform.recipe.json_schema import recipe_json_schema
 
     return recipe_json_schema()
 

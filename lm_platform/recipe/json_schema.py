@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from lm_platform.recipe.licenses import SPDX_SCHEMA_MARKER, SPDX_SCHEMA_REF, spdx_json_schema
+from lm_platform.recipe.schema import Recipe
 from lm_platform.recipe.spdx import SPDX_LIST_VERSION
 
 SCHEMA_PATH = Path(__file__).parent / "recipe.schema.json"
@@ -24,7 +25,6 @@ SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 def recipe_json_schema() -> dict:
     """The recipe's JSON Schema (draft 2020-12) as a dict."""
-    from lm_platform.recipe.schema import Recipe
 
     schema = _license_refs(Recipe.model_json_schema(mode="validation"))
     schema["$defs"][SPDX_SCHEMA_REF] = spdx_json_schema()

@@ -43,6 +43,7 @@ from lm_platform.recipe.finetune import ExportConfig, FinetuneConfig, MergeConfi
 from lm_platform.recipe.licenses import SpdxLicense, not_on_allowlist
 from lm_platform.recipe.quality import QualityBucket, QualityModelConfig, SourceQuality, check_quality  # noqa: F401
 from lm_platform.recipe.sources import SourceConfig
+from lm_platform.recipe.trainer import TrainConfig
 from lm_platform.recipe.training import (
     BlendConfig,
     GenerationConfig,
@@ -54,7 +55,6 @@ from lm_platform.recipe.training import (
     TargetTerm,
     check_mixture_search,
 )
-from lm_platform.training.config import TrainConfig
 
 
 class TokenizerSample(_Strict):

@@ -1,6 +1,6 @@
 """The recipe's model and training stages. A stage has three typed sections, each read by one part of the
 platform: `blend` (which documents, how many tokens: data/blend.py), `pack` (how they become sequences:
-data/pack.py) and `train` (how the model learns from them: `lm_platform.training.config.TrainConfig`, the
+data/pack.py) and `train` (how the model learns from them: `lm_platform.recipe.trainer.TrainConfig`, the
 section the trainer validates from its job file).
 
 Recipes written before the sections existed used flat stage keys (`lr`, `seq_len`, `mixture`, ...);
@@ -15,7 +15,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from lm_platform.recipe.base import NAME_PATTERN, Strict, did_you_mean
 from lm_platform.recipe.quality import QualityBucket
-from lm_platform.training.config import TrainConfig
+from lm_platform.recipe.trainer import TrainConfig
 
 
 class BlendConfig(Strict):

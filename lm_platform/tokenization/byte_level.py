@@ -19,6 +19,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
 from lm_platform.atomic import atomic_dir
 
 # SmolLM2's first three special tokens, then two of our own: SmolLM2 uses <|endoftext|> as BOS, EOS
@@ -32,7 +34,6 @@ def byte_level_bpe_files(texts: Iterable[str], vocab_size: int) -> dict[str, byt
     """Train on `texts`; the HF tokenizer directory's files (name -> exact bytes).
 
     `vocab_size` counts the 256 byte symbols and the special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     if vocab_size <= 256 + len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size {vocab_size}: a byte-level BPE needs more than 256 + special tokens")

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 Source = str | Path | Iterable[Any]
 
 
@@ -56,8 +58,6 @@ def _files(path: Path) -> list[Path]:
 
 def _iter_file(path: Path) -> Iterator[dict]:
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
         pf = pq.ParquetFile(path)
         names = set(pf.schema_arrow.names)
         if "text" not in names:

@@ -32,7 +32,10 @@ from typing import Any
 
 from lm_platform.atomic import atomic_dir, atomic_path, read_json, write_json
 from lm_platform.storage import cache as store_cache
+from lm_platform.recipe.model_init import ModelInit, PretrainedInit
 from lm_platform.tokenization.hf_compat import make_model_dir_compatible
+from lm_platform.training.config import IDENTITY_WHEN_SET, NON_TRAJECTORY_FIELDS
+from lm_platform.training.contract import FINISHED_FILE
 
 FORMAT = 2  # trainer_state.json "format"; 1 (no field): the fingerprint of the whole job, moved aside
 STATE_FILE = "trainer_state.json"
@@ -51,7 +54,6 @@ STEP_DIR = re.compile(r"^step_(\d{8})$")
 # In an export cast below float32: the step's float32 weights and config (hard links, no second copy),
 # which the next stage of the chain starts from instead of the rounded weights.
 FULL_PRECISION_DIR = "full_precision"
-FINISHED_FILE = "FINISHED"
 LOG_FILE = "log.jsonl"
 
 
@@ -61,18 +63,18 @@ LOG_FILE = "log.jsonl"
 
 def run_identity(job, world: int) -> dict[str, Any]:
     """What a run's trajectory depends on (a `TrainJob` and the number of processes), as a JSON object."""
-    from lm_platform.training.config import IDENTITY_WHEN_SET, NON_TRAJECTORY_FIELDS
 
-    init = dict(job.init)
-    path = Path(init.get("path", ""))
-    if init["kind"] == "pretrained" and path.is_dir():
+    # The same mappings as the job file holds (the identity format of runs written before the job was typed).
+    init = job.init.model_dump(mode="json")
+    if init["kind"] == "pretrained" and Path(init["path"]).is_dir():
+        path = Path(init["path"])
         init = {"kind": "pretrained", "weights": content_hash(path, "*.safetensors", "config.json")}
     eeve = Path(job.tokenizer_dir) / "eeve.json"
     at_default = {k for k, v in IDENTITY_WHEN_SET.items() if getattr(job.train, k) == v}
     identity = {
         "format": FORMAT,
         "init": init,
-        "model": dict(job.model),
+        "model": job.model.model_dump(mode="json"),
         "dataset": hashlib.sha256((Path(job.dataset_dir) / "index.json").read_bytes()).hexdigest()[:16],
         "eeve": hashlib.sha256(eeve.read_bytes()).hexdigest()[:16] if eeve.exists() else None,
         "train": job.train.model_dump(mode="json", exclude=set(NON_TRAJECTORY_FIELDS) | at_default),
@@ -404,15 +406,15 @@ def export(step_dir: str | Path, output_dir: str | Path, dtype: str, extra: dict
     return output_dir
 
 
-def full_precision_init(init: dict[str, Any]) -> dict[str, Any]:
+def full_precision_init(init: ModelInit) -> ModelInit:
     """The init a stage loads its weights from: a stage export's float32 weights where the export was
     cast below float32 (a bf16 base would otherwise round the weights at every stage boundary), else
     `init` itself."""
-    if init.get("kind") != "pretrained":
+    if not isinstance(init, PretrainedInit):
         return init
-    full = Path(init["path"]) / FULL_PRECISION_DIR
+    full = Path(init.path) / FULL_PRECISION_DIR
     if (full / "config.json").is_file():
-        return {**init, "path": str(full)}
+        return init.model_copy(update={"path": str(full)})
     return init
 
 

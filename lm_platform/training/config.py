@@ -1,113 +1,39 @@
-"""The trainer's typed configuration: a stage's `train` section and the job file the trainer reads.
+"""The job file the trainer reads: a `TrainJob`, typed all the way down.
 
-One definition of every training default. The recipe's stage config nests `TrainConfig` as its `train`
-section; the shell writes a `TrainJob` to `checkpoint/<stage>.job.json`; the trainer validates it with
-`TrainJob.read(path)`, so a bad job fails with the field path before any work starts.
+The shell (`training/job.py: make_job`) builds it from the recipe and writes it to
+`checkpoint/<stage>.job.json`; the trainer validates it with `TrainJob.read(path)`, so a bad job fails with
+the field path before any work starts. Its parts are the recipe's own config types, whose defaults are
+the only ones: the stage's `train` section (`TrainConfig`, `recipe/trainer.py`), the model's init
+(`ScratchInit` with the recipe's `ModelConfig`, or `PretrainedInit`) and what the trainer applies to it
+(`JobModel`, `recipe/model_init.py`), and the samples' settings (`GenerationConfig`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from lm_platform.recipe.base import Strict
+from lm_platform.recipe.model_init import JobModel, ModelInit, PretrainedInit, ScratchInit
+from lm_platform.recipe.trainer import IDENTITY_WHEN_SET, NON_TRAJECTORY_FIELDS, TrainConfig
+from lm_platform.recipe.training import GenerationConfig
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TrainConfig(_Strict):
-    """Optimisation settings of one training stage (the stage's `train:` section)."""
-
-    micro_batch_size: int = Field(8, gt=0)
-    grad_accum: int = Field(1, gt=0)
-    epochs: float = Field(1.0, gt=0, description="Passes over the stage's dataset; steps are derived")
-    token_budget: int | None = Field(
-        None, gt=0, description="Tokens to train on (steps derived); default `epochs` passes over the dataset"
-    )
-    lr: float = Field(3e-4, gt=0)
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    warmup_steps: int = Field(0, ge=0)
-    schedule: Literal["cosine", "constant", "linear", "wsd"] = "cosine"
-    wsd_decay_fraction: float = Field(0.2, gt=0, le=1, description="WSD: share of steps spent decaying")
-    weight_decay: float = Field(0.1, ge=0)
-    grad_clip: float | None = Field(
-        1.0, gt=0, description="Clip the global gradient norm to this value; null: no clipping"
-    )
-    trainable: Literal["all", "new_embeddings", "output_embeddings", "all_but_embeddings"] = Field(
-        "all",
-        description="EEVE policies: 3 = new_embeddings, 4 = output_embeddings, 6 = all, 7 = all_but_embeddings. "
-        "With tied embeddings (one matrix for input and output, e.g. SmolLM2), `output_embeddings` trains "
-        "only the rows EEVE added to the shared matrix (the base rows are also the input embeddings and "
-        "stay frozen); without an EEVE extension it is refused",
-    )
-    log_every: int = Field(10, gt=0)
-    seed: int = 0
-    val_rows: int = Field(
-        256, gt=0, description="Held-out rows (an evenly spaced sample of the val split) for the val loss"
-    )
-    checkpoint_every: int | None = Field(None, gt=0, description="Steps between checkpoints (and at the end)")
-    keep_last: int = Field(2, gt=0, description="Newest step checkpoints kept for resume")
-    keep_every: int | None = Field(
-        None, gt=0, description="Also write a step checkpoint every N steps and keep it (never pruned)"
-    )
-    keep_steps: tuple[int, ...] = Field((), description="Steps whose checkpoints are written and kept")
-    keep_aside: int = Field(
-        2,
-        ge=0,
-        description="Earlier runs moved aside (changed settings, retrained stage) kept in the run dir",
-    )
-    nproc_per_node: int = Field(1, gt=0, description="Training processes (torchrun) per node")
-    # Throughput options (`training/parallel.py`, `training/dataloader.py`). Their defaults leave a run's
-    # resume identity as it was before they existed (see IDENTITY_WHEN_SET).
-    compile: bool | None = Field(
-        None,
-        description="torch.compile each decoder layer; null: on with a GPU, off on CPU (where compiling "
-        "costs ~20 s on 2 cores and gains little)",
-    )
-    activation_checkpointing: Literal["none", "full", "selective"] = Field(
-        "none",
-        description="Recompute activations in the backward instead of keeping them: `full` for every "
-        "decoder layer (only its input is kept), `selective` for every second layer",
-    )
-    parallelism: Literal["ddp", "fsdp"] = Field(
-        "ddp",
-        description="With several processes: `ddp` replicates the model; `fsdp` shards parameters, "
-        "gradients and optimizer state (FSDP2 `fully_shard` per decoder layer; bf16 parameters with fp32 "
-        "gradient reduction on GPU, fp32 on CPU)",
-    )
-    data_prefetch: int = Field(
-        2, ge=0, description="Optimizer steps of batches loaded ahead by a background thread (0: inline)"
-    )
-    pin_memory: bool = Field(True, description="Load batches into pinned host memory (GPU only)")
+# Where the trainer's modules import these from (defined beside the recipe's config types).
+__all__ = [
+    "IDENTITY_WHEN_SET",
+    "NON_TRAJECTORY_FIELDS",
+    "GenerationConfig",
+    "JobModel",
+    "ModelInit",
+    "PretrainedInit",
+    "ScratchInit",
+    "TrainConfig",
+    "TrainJob",
+]
 
 
-# Settings that change neither the weights nor the data order: left out of a run's resume identity, so a
-# changed logging cadence or retention continues the run instead of starting it again.
-NON_TRAJECTORY_FIELDS = frozenset(
-    {
-        "log_every",
-        "val_rows",
-        "checkpoint_every",
-        "keep_last",
-        "keep_every",
-        "keep_steps",
-        "keep_aside",
-        "nproc_per_node",
-        "data_prefetch",
-        "pin_memory",
-        # Recomputation reruns the same ops on the same inputs: the gradients are the same.
-        "activation_checkpointing",
-    }
-)
-
-# Settings that change the trajectory's numerics but were added after runs existed: part of the resume
-# identity only when set away from their default, so the runs started before keep their identity.
-IDENTITY_WHEN_SET = {"compile": None, "parallelism": "ddp"}
-
-
-class TrainJob(_Strict):
+class TrainJob(Strict):
     """What one trainer process needs: where the data, tokenizer and outputs are, how to initialise the
     model, and the stage's `TrainConfig`."""
 
@@ -117,12 +43,10 @@ class TrainJob(_Strict):
     tokenizer_dir: str
     output_dir: str
     run_dir: str
-    init: dict[str, Any] = Field(
-        description="{'kind': 'scratch', 'model': {...}} or {'kind': 'pretrained', 'path': ...}"
-    )
-    model: dict[str, Any] = Field(default_factory=dict, description="e.g. {'eeve_tied_rule': 'input'}")
-    generation: dict[str, Any] = Field(default_factory=dict)
-    train: TrainConfig = TrainConfig()
+    init: ModelInit
+    model: JobModel = Field(default_factory=JobModel)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
     @classmethod
     def read(cls, path: str | Path) -> TrainJob:

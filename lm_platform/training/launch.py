@@ -1,6 +1,8 @@
 """The launcher in front of the trainer: what a Dagster step or a trainer pod runs for a stage.
 
-    python -m lm_platform.training.launch --nproc_per_node 2 --job job.json
+    python -m lm_platform.training.launch --nproc_per_node 2 --stage main --job job.json
+
+(the arguments of a `training.contract.TrainerLaunch`, which builds this command).
 
 With one process it runs `python -m lm_platform.training.train` (which dies with its launcher: Linux's
 parent-death signal), with several torchrun.
@@ -27,28 +29,29 @@ rendezvous store such a worker can only wait).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import ctypes
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from lm_platform.storage import cache as store_cache
-from lm_platform.training.job import (
+from lm_platform.training.contract import (
     DEFAULT_GRACE_SECONDS,
+    FINISHED_FILE,
     GRACE_ENV,
     PREEMPTED_EXIT_CODE,
     PREEMPTED_FILE,
-    PREEMPTED_MESSAGE,
+    TrainerLaunch,
+    preempted_message,
     read_preempted,
-    single_process_command,
-    torchrun_command,
+    shutdown_timeout,
 )
 
-FINISHED_FILE = "FINISHED"  # training/checkpoint.py marks a finished run so (that module imports torch)
 LEFTOVER_WAIT_SECONDS = 5.0
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_PDEATHSIG = 1
@@ -58,19 +61,23 @@ def _become_subreaper() -> bool:
     """Orphaned descendants are re-parented to this process instead of init (Linux); False elsewhere."""
     if not sys.platform.startswith("linux"):
         return False
-    import ctypes
-
     try:
         return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    import ctypes
+def _die_with(parent: int):
+    """What the child runs between fork and exec: die with `parent` (SIGKILL when it exits), and at once
+    if it is already gone (a parent killed before the prctl would leave the trainer running)."""
 
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    def preexec() -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 def _children() -> list[int]:
@@ -86,8 +93,6 @@ def _children() -> list[int]:
 
 def _reap_leftovers(wait: float = LEFTOVER_WAIT_SECONDS) -> list[int]:
     """Stop and reap the processes torchrun left behind (now children of this subreaper)."""
-    import time
-
     left = _children()
     for pid in left:
         with contextlib.suppress(ProcessLookupError):
@@ -132,13 +137,13 @@ def exit_status(returncode: int, got_sigterm: bool, run_dir: Path) -> tuple[int,
     record = read_preempted(run_dir)
     if record is not None:
         return PREEMPTED_EXIT_CODE, (
-            f"{PREEMPTED_MESSAGE} {record.get('step')}; checkpoint {record.get('checkpoint')} "
+            f"{preempted_message(record.get('step'), record.get('checkpoint'))} "
             f"(the trainer or torchrun exited {returncode})"
         )
     if got_sigterm and not (run_dir / FINISHED_FILE).exists():
         return PREEMPTED_EXIT_CODE, (
-            f"{PREEMPTED_MESSAGE} ? (SIGTERM before the trainer could checkpoint; the retried run resumes "
-            f"from the newest step checkpoint in {run_dir}; exit status {returncode})"
+            f"{preempted_message('?', None)} (SIGTERM before the trainer could checkpoint; the retried run "
+            f"resumes from the newest step checkpoint in {run_dir}; exit status {returncode})"
         )
     if got_sigterm:
         # The SIGTERM came after the trainer's last check: it exported, marked the run finished and reported
@@ -146,6 +151,28 @@ def exit_status(returncode: int, got_sigterm: bool, run_dir: Path) -> tuple[int,
         # fail the step, and a rerun would train the finished stage afresh.
         return 0, f"the stage had finished when SIGTERM came (torchrun exited {returncode}): nothing to retry"
     return returncode, None
+
+
+def single_process_command(job_file: str | Path) -> list[str]:
+    """The trainer as one plain process: `python -m lm_platform.training.train --job FILE`."""
+    return [sys.executable, "-m", "lm_platform.training.train", "--job", str(job_file)]
+
+
+def torchrun_command(job_file: str | Path, nproc_per_node: int, grace_seconds: int) -> list[str]:
+    """torchrun running the trainer on `nproc_per_node` processes of this machine; its workers get the
+    grace period (less a margin) to write their checkpoint after SIGTERM."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc_per_node}",
+        f"--shutdown-timeout={shutdown_timeout(grace_seconds)}",
+        "-m",
+        "lm_platform.training.train",
+        "--job",
+        str(job_file),
+    ]
 
 
 def run(job_file: str | Path, nproc_per_node: int, env=None) -> int:
@@ -170,7 +197,9 @@ def run(job_file: str | Path, nproc_per_node: int, env=None) -> int:
         if nproc_per_node == 1:  # a SIGKILL of the launcher (a killed pod, a test) takes the trainer too
             linux = sys.platform.startswith("linux")
             proc = subprocess.Popen(
-                single_process_command(job_file), env=env, preexec_fn=_die_with_parent if linux else None
+                single_process_command(job_file),
+                env=env,
+                preexec_fn=_die_with(os.getpid()) if linux else None,
             )
         else:
             proc = subprocess.Popen(torchrun_command(job_file, nproc_per_node, grace), env=env)
@@ -190,11 +219,8 @@ def run(job_file: str | Path, nproc_per_node: int, env=None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--nproc_per_node", "--nproc-per-node", type=int, required=True)
-    parser.add_argument("--job", required=True, help="JSON file describing the training job (a TrainJob)")
-    args = parser.parse_args(argv)
-    return run(args.job, args.nproc_per_node)
+    launch = TrainerLaunch.parse(argv)
+    return run(launch.job_file, launch.nproc_per_node)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Any
+
+from lm_platform.recipe.training import GenerationConfig
 
 
 def loss_curve_markdown(curve: list[dict[str, float]], points: int = 20) -> str:
@@ -48,7 +49,7 @@ def png_markdown(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
-def generate_samples(model, tokenizer, gen: dict[str, Any], device) -> list[dict[str, str]]:
+def generate_samples(model, tokenizer, gen: GenerationConfig, device) -> list[dict[str, str]]:
     """Continue each of the recipe's prompts with its sampling settings (seeded, RNG state restored)."""
     import torch
 
@@ -56,17 +57,17 @@ def generate_samples(model, tokenizer, gen: dict[str, Any], device) -> list[dict
     was_training = model.training
     model.eval()
     with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(gen.get("seed", 0))
-        for prompt in gen.get("prompts", ()):
+        torch.manual_seed(gen.seed)
+        for prompt in gen.prompts:
             ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)
             out = model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
-                max_new_tokens=gen.get("max_new_tokens", 32),
-                do_sample=gen.get("do_sample", True),
-                temperature=gen.get("temperature", 1.0),
-                top_k=gen.get("top_k", 50),
-                top_p=gen.get("top_p", 1.0),
+                max_new_tokens=gen.max_new_tokens,
+                do_sample=gen.do_sample,
+                temperature=gen.temperature,
+                top_k=gen.top_k,
+                top_p=gen.top_p,
                 pad_token_id=tokenizer.pad_token_id,
             )
             text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)

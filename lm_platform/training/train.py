@@ -52,9 +52,14 @@ from lm_platform.modeling.init import build_model
 from lm_platform.storage import cache as store_cache
 from lm_platform.training import checkpoint as ckpt
 from lm_platform.training import flops, parallel
-from lm_platform.training.config import TrainConfig, TrainJob
+from lm_platform.training.config import ModelInit, PretrainedInit, TrainConfig, TrainJob
+from lm_platform.training.contract import (
+    PREEMPTED_EXIT_CODE,
+    PREEMPTED_FILE,
+    preempted_message,
+    write_preempted,
+)
 from lm_platform.training.dataloader import Prefetcher
-from lm_platform.training.job import PREEMPTED_FILE, write_preempted
 from lm_platform.training.loss import fused_head, hidden_states, linear_cross_entropy
 from lm_platform.training.metrics import (
     generate_samples,
@@ -66,7 +71,6 @@ from lm_platform.training.metrics import (
 from lm_platform.versions import content_version
 
 # Exit status after SIGTERM once the step checkpoint is written (EX_TEMPFAIL: run it again to resume).
-PREEMPTED_EXIT_CODE = 75
 IGNORE = -100  # label of a token the loss skips (padding, masked prompt tokens)
 
 
@@ -105,7 +109,7 @@ class Preempted(Exception):
     """SIGTERM arrived: a step checkpoint was written at `step`; running the job again resumes there."""
 
     def __init__(self, step: int, path: Path | None) -> None:
-        super().__init__(f"stopped by SIGTERM after step {step}; checkpoint {path}")
+        super().__init__(preempted_message(step, path))
         self.step, self.path = step, path
 
 
@@ -485,7 +489,7 @@ def setup(
 
     # Model: the resumed checkpoint, else the stage's init (EEVE extension included).
     # A stage export cast to the model's dtype hands the next stage its float32 weights.
-    init = {"kind": "pretrained", "path": str(resume)} if resume else ckpt.full_precision_init(job.init)
+    init = PretrainedInit(path=str(resume)) if resume else ckpt.full_precision_init(job.init)
     model = build_model(
         init,
         index["vocab_size"],
@@ -494,7 +498,7 @@ def setup(
         index.get("model_pad_id"),
         cfg.seed,
         job.tokenizer_dir,
-        job.model.get("eeve_tied_rule", "input"),
+        job.model.eeve_tied_rule,
     ).to(device)
     eeve = read_eeve(job.tokenizer_dir)
     plan = apply_policy(model, cfg.trainable, eeve.base_vocab_size if eeve else None)
@@ -836,13 +840,13 @@ def train(
 # Outputs
 
 
-def tokens_before(init: dict[str, Any]) -> int:
+def tokens_before(init: ModelInit) -> int:
     """Training tokens the init checkpoint has seen along its stage chain: its `metrics.json`'s
     `tokens_seen_total` (or `tokens_seen`) when it is a stage export of this platform, else 0 (a base
     model's own pretraining is not counted)."""
-    if init.get("kind") != "pretrained":
+    if not isinstance(init, PretrainedInit):
         return 0
-    f = Path(init["path"]) / "metrics.json"
+    f = Path(init.path) / "metrics.json"
     if not f.is_file():
         return 0
     m = read_json(f)
@@ -850,18 +854,16 @@ def tokens_before(init: dict[str, Any]) -> int:
 
 
 def export_dtype(job: TrainJob) -> str:
-    """The dtype the stage's model is published in: `model.dtype` in the job, else the init checkpoint's
-    own (bf16 for SmolLM2 and Llama-3.2), else float32 (models from the recipe's config)."""
-    if job.model.get("dtype"):
-        return str(job.model["dtype"])
-    if job.init["kind"] != "pretrained":
+    """The dtype the stage's model is published in: the init checkpoint's own (bf16 for SmolLM2 and
+    Llama-3.2), else float32 (models from the recipe's config)."""
+    if not isinstance(job.init, PretrainedInit):
         return "float32"
-    config_file = Path(job.init["path"]) / "config.json"
+    config_file = Path(job.init.path) / "config.json"
     if config_file.exists():
         config = read_json(config_file)
     else:
         try:
-            config = AutoConfig.from_pretrained(job.init["path"]).to_dict()
+            config = AutoConfig.from_pretrained(job.init.path).to_dict()
         except Exception:  # noqa: BLE001 - an unreadable hub config: keep the training dtype
             return "float32"
     dtype = config.get("dtype") or config.get("torch_dtype") or "float32"
@@ -879,11 +881,10 @@ def export(step_dir: Path, job: TrainJob, metrics: dict[str, Any], dtype: str = 
 
 
 def _samples(model, job: TrainJob, device) -> list[dict[str, str]]:
-    gen = job.generation or {}
-    if not gen.get("prompts"):
+    if not job.generation.prompts:
         return []
     tok = AutoTokenizer.from_pretrained(job.tokenizer_dir)
-    return generate_samples(model, tok, gen, device)
+    return generate_samples(model, tok, job.generation, device)
 
 
 def _location(path: str) -> dict[str, str]:
