@@ -37,9 +37,10 @@ def _recipe(tmp_path, band):
     ]  # fmt: skip
     _only_english_scored(raw)
     raw["languages"]["en"]["expected_keep_rate"] = band
-    raw["stages"] = [
-        {**raw["stages"][0], "blend": {**raw["stages"][0]["blend"], "mixture": {"en_books": 1.0}}}
-    ]
+    stage = {
+        k: v for k, v in raw["stages"][0].items() if k != "mixture_search"
+    }  # it searches the demo's sources
+    raw["stages"] = [{**stage, "blend": {**stage["blend"], "mixture": {"en_books": 1.0}}}]
     raw["evaluations"] = []
     for section in ("finetune", "merges", "exports"):  # fine-tuning builds on stages not kept here
         raw.pop(section, None)
@@ -146,9 +147,10 @@ def test_a_sharded_source_is_a_partitioned_asset_and_dedup_finds_every_shard(tmp
          "license": "CC0-1.0", "language": "en", "id_field": "id", "shards": 2}
     ]  # fmt: skip
     _only_english_scored(raw)
-    raw["stages"] = [
-        {**raw["stages"][0], "blend": {**raw["stages"][0]["blend"], "mixture": {"en_books": 1.0}}}
-    ]
+    stage = {
+        k: v for k, v in raw["stages"][0].items() if k != "mixture_search"
+    }  # it searches the demo's sources
+    raw["stages"] = [{**stage, "blend": {**stage["blend"], "mixture": {"en_books": 1.0}}}]
     raw["evaluations"] = []
     for section in ("finetune", "merges", "exports"):  # fine-tuning builds on stages not kept here
         raw.pop(section, None)
