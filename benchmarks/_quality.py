@@ -26,9 +26,9 @@ WEB_LIKE = {"en_web"}
 
 class QualityBench:
     def __init__(self, apart: dict[str, list], langs: list[str], n_noise: int, quick: bool):
-        from lm_platform.data.noise import NOISE_TYPES, make_noise
-        from lm_platform.data.quality_model import QualityScorer, train_quality_model
-        from lm_platform.data.reference_lm import in_hash_share
+        from lm_platform.data.curation.noise import NOISE_TYPES, make_noise
+        from lm_platform.data.curation.quality_model import QualityScorer, train_quality_model
+        from lm_platform.data.curation.reference_lm import in_hash_share
         from lm_platform.recipe.quality import QualityModelConfig
 
         self.cfg = QualityModelConfig(positives=("clean",), negatives=("noise",))

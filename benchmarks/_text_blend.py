@@ -1,9 +1,9 @@
 """The text blend the platform used before blends counted exact tokens: the peer of `benchmarks.blend`.
 
 Documents are selected from deduplicated Parquet files by token estimates (characters / chars per token
-given per source), with the same ratios, groups, epoch caps and overflow rule as `data.blend`, and
+given per source), with the same ratios, groups, epoch caps and overflow rule as `data.blending.blend`, and
 written out as text (`data.parquet`) for `benchmarks._text_pack.pack_text` to tokenize again. Only the benchmark
-uses it; the platform runs `data.blend.blend_tokens`.
+uses it; the platform runs `data.blending.blend.blend_tokens`.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lm_platform.atomic import atomic_dir, write_json
-from lm_platform.data.blend import (
+from lm_platform.data.blending.blend import (
     MANIFEST_FILE,
     BlendShortfall,
     _allocate_positive,
     _rounded,
     expand_groups,
 )
-from lm_platform.data.documents import DocWriter, iter_docs
+from lm_platform.data.corpus.documents import DocWriter, iter_docs
 from lm_platform.results import JsonResult
 
 BLEND_FILE = "data.parquet"

@@ -2,7 +2,7 @@
 tokenized each source once into `tokens/<source>`).
 
 `pack_text` reads the blend's `data.parquet` (document text), tokenizes it with the HF tokenizer and
-writes the same packed format as `data.pack.pack_tokens` (BOS + ids + EOS per document, the same
+writes the same packed format as `data.blending.pack.pack_tokens` (BOS + ids + EOS per document, the same
 train/val rule, rows of `seq_len + 1`, `index.json`). With `workers > 1` the Parquet row groups are cut
 into contiguous parts, each packed by its own process into its own shards, numbered in part order
 afterwards. Only the benchmark uses it; no shuffling and no loss masks (the benchmark asks for neither).
@@ -20,7 +20,14 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from lm_platform.atomic import atomic_dir, write_json
-from lm_platform.data.pack import INDEX_FILE, SPLITS, _SplitWriter, is_val, token_dtype, tokenizer_meta
+from lm_platform.data.blending.pack import (
+    INDEX_FILE,
+    SPLITS,
+    _SplitWriter,
+    is_val,
+    token_dtype,
+    tokenizer_meta,
+)
 
 
 @dataclass(frozen=True)

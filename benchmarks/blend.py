@@ -5,7 +5,7 @@ Equivalent work: the same three deduplicated sources (vi, ja, en; documents of 1
 same HF tokenizer (the project's SentencePiece BPE export, `tokenizer.json` only, so both paths encode with
 the same `tokenizers` code), the same three stages (mixtures and token targets), from deduplicated
 documents to packed `seq_len + 1` datasets with BOS/EOS. Ours: `tokens/<source>` once
-(data/tokens.py, two worker processes), then per stage an exact blend (a document list) and packing from
+(data/blending/tokens.py, two worker processes), then per stage an exact blend (a document list) and packing from
 the token shards. Peer: the path before blends counted exact tokens, per stage: a blend of the
 documents' text by chars-per-token estimates (`benchmarks/_text_blend.py`) and `pack_text`
 (`benchmarks/_text_pack.py`), which tokenizes the stage's text again (two worker processes). Throughput: packed tokens written by all three stages over the wall time of the whole path.
@@ -32,10 +32,10 @@ from pathlib import Path
 
 from benchmarks._text_blend import blend
 from benchmarks._text_pack import pack_text
-from lm_platform.data.blend import blend_tokens
-from lm_platform.data.documents import DocWriter, make_doc
-from lm_platform.data.pack import boundary_tokens, pack_tokens, tokenizer_meta
-from lm_platform.data.tokens import tokenize_source
+from lm_platform.data.blending.blend import blend_tokens
+from lm_platform.data.blending.pack import boundary_tokens, pack_tokens, tokenizer_meta
+from lm_platform.data.blending.tokens import tokenize_source
+from lm_platform.data.corpus.documents import DocWriter, make_doc
 from lm_platform.demo.generate import read_paragraphs
 from lm_platform.recipe.schema import TokenizerConfig
 from lm_platform.tokenization.sentencepiece_trainer import train_sentencepiece

@@ -79,9 +79,9 @@ def write_input(path: Path, n: int, seed: int = 0) -> None:
 
 
 def run_ours(inp: Path, out: Path) -> dict:
-    from lm_platform.data.curate import curate
-    from lm_platform.data.documents import DocWriter, iter_docs
-    from lm_platform.data.readers import read_source
+    from lm_platform.data.corpus.documents import DocWriter, iter_docs
+    from lm_platform.data.corpus.readers import read_source
+    from lm_platform.data.curation.curate import curate
     from lm_platform.recipe.schema import (
         C4Filter,
         FineWebFilter,

@@ -50,10 +50,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from lm_platform.data.decontam import Decontaminator
+from lm_platform.data.corpus.documents import DocWriter, make_doc
+from lm_platform.data.dedup.decontam import Decontaminator
 from lm_platform.data.dedup.deduped import filter_deduped
 from lm_platform.data.dedup.near import minhash_signatures, near_dup_clusters
-from lm_platform.data.documents import DocWriter, make_doc
 from lm_platform.recipe.schema import NearDupConfig
 
 NGRAM, BANDS, ROWS, SEED, THRESHOLD = 5, 14, 8, 1, 0.8

@@ -5,7 +5,7 @@ they remove of noise, and how fast they run next to datatrove's filter chain.
 
 Input: the real development sample in ../shared/realtext-dev/ (beside the repository; not part of it).
 Each set is split by a hash of the document id: about 80 % are measured as clean text, the other 20 %
-are held apart as material for the project's seeded noise generator (lm_platform.data.noise).
+are held apart as material for the project's seeded noise generator (lm_platform.data.curation.noise).
 
 - Keep rates: every set through the matching recipe's chain (`vi` recipe's `vi` filters for Vietnamese,
   its `en` filters for English; `ja` recipe's `ja` filters for Japanese): documents in, kept, raw keep
@@ -90,7 +90,7 @@ class Doc:
 
 def load_sets(quick: bool) -> tuple[dict[str, list[Doc]], dict[str, list[Doc]]]:
     """(measured documents per set, held-apart documents per language)."""
-    from lm_platform.data.noise import held_apart
+    from lm_platform.data.curation.noise import held_apart
 
     if not REALTEXT.is_dir():
         raise SystemExit(
@@ -116,7 +116,7 @@ def load_sets(quick: bool) -> tuple[dict[str, list[Doc]], dict[str, list[Doc]]]:
 
 
 def chains():
-    from lm_platform.data.curate import Curator
+    from lm_platform.data.curation.curate import Curator
     from lm_platform.recipe import load_recipe
 
     out = {}
@@ -134,7 +134,7 @@ def min_chars(cfg) -> int:
 
 
 def _train(texts, lang: str, ref_cfg, out: Path):
-    from lm_platform.data.reference_lm import train_reference_lm
+    from lm_platform.data.curation.reference_lm import train_reference_lm
 
     # A development-sized model: fewer pieces, and a fifth held out to calibrate the threshold on.
     ref = ref_cfg.model_copy(
@@ -157,7 +157,7 @@ def reference_models(apart: dict[str, list[Doc]], chain_map, work: Path) -> dict
     reference sets (never on measured documents); {} when KenLM's programs are not installed. A chain
     whose recipe has no perplexity filter (English in the `vi` recipe) gets the filter's defaults and a
     model of its reference set, so every clean file is measured with perplexity on."""
-    from lm_platform.data.reference_lm import KenLMNotFound, kenlm_binary
+    from lm_platform.data.curation.reference_lm import KenLMNotFound, kenlm_binary
     from lm_platform.recipe.schema import PerplexityFilter, ReferenceLMConfig
 
     try:
@@ -184,7 +184,7 @@ def reference_models(apart: dict[str, list[Doc]], chain_map, work: Path) -> dict
 def source_gate(chain, ppl_cfg, model_dir: Path, lang: str, docs: list[str]):
     """The perplexity gate for one source (a set): calibrated on the source's own documents that pass
     the heuristics, as curation does (`calibrate: source`), or the reference's threshold alone."""
-    from lm_platform.data.curate import PerplexityGate
+    from lm_platform.data.curation.curate import PerplexityGate
 
     gate = PerplexityGate(ppl_cfg, model_dir, lang)
     if gate.per_source:
@@ -295,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         "--show", type=int, default=0, help="with --ours-only: print up to N examples per set/kind"
     )
     args = ap.parse_args(argv)
-    from lm_platform.data.noise import NOISE_TYPES, make_noise
-    from lm_platform.data.normalize import normalize_text
+    from lm_platform.data.curation.noise import NOISE_TYPES, make_noise
+    from lm_platform.data.curation.normalize import normalize_text
 
     rounds = args.rounds or 1
     n_noise = 12 if args.quick else 80

@@ -3,8 +3,8 @@
 Equivalent work: the same Parquet file of documents and the same tokenizer (the project's SentencePiece
 BPE export, trained here on the demo text), every document encoded as BOS + ids + EOS, written as uint16
 tokens to disk. Ours is what the platform runs for one source and one stage: `tokens/<source>`
-(`data.tokens.tokenize_source`, one process), a blend taking every document (`data.blend.blend_tokens`),
-and packing from the token shards into `seq_len + 1` rows (`data.pack.pack_tokens`, no validation split);
+(`data.blending.tokens.tokenize_source`, one process), a blend taking every document (`data.blending.blend.blend_tokens`),
+and packing from the token shards into `seq_len + 1` rows (`data.blending.pack.pack_tokens`, no validation split);
 datatrove reads the Parquet with its ParquetReader and tokenizes with `DocumentTokenizer` (BOS/EOS by a
 template post-processor, no shuffling, one task, as its docs run it); the floor is bare
 `Tokenizer.encode_batch_fast` on texts already in memory (no reading, no BOS/EOS, no writing).
@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from lm_platform.data.blend import blend_tokens
-from lm_platform.data.documents import DocWriter, make_doc
-from lm_platform.data.pack import boundary_tokens, pack_tokens, tokenizer_meta
-from lm_platform.data.tokens import DOCS_FILE, tokenize_source, tokens_file
+from lm_platform.data.blending.blend import blend_tokens
+from lm_platform.data.blending.pack import boundary_tokens, pack_tokens, tokenizer_meta
+from lm_platform.data.blending.tokens import DOCS_FILE, tokenize_source, tokens_file
+from lm_platform.data.corpus.documents import DocWriter, make_doc
 from lm_platform.demo.generate import read_paragraphs
 from lm_platform.recipe.schema import TokenizerConfig
 from lm_platform.tokenization.sentencepiece_trainer import BOS, EOS, train_sentencepiece

@@ -135,7 +135,7 @@ def run_hf(work: Path, data: Path, model: Path, warmup: int, steps: int, r: int)
     from transformers import AutoModelForCausalLM, TrainingArguments
 
     from benchmarks._hf_peer import Clock, InOrder, OrderedRows, collate
-    from lm_platform.data.pack import load_split
+    from lm_platform.data.blending.pack import load_split
     from lm_platform.training.train import DataOrder
 
     rows = load_split(data, "train")

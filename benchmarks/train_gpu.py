@@ -177,7 +177,7 @@ def run_hf(work: Path, shape: str, seq: int, warmup: int, steps: int, gpu: bool)
     from transformers import AutoModelForCausalLM, TrainingArguments
 
     from benchmarks._hf_peer import Clock, InOrder, OrderedRows, collate
-    from lm_platform.data.pack import SplitReader
+    from lm_platform.data.blending.pack import SplitReader
     from lm_platform.training.train import DataOrder
 
     micro = SHAPES[shape]["micro"]

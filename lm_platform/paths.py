@@ -78,7 +78,7 @@ class Layout:
         return self.base / "blend" / stage
 
     def tokens(self, source: str) -> Path:
-        """A source's documents tokenized once with the final tokenizer (data/tokens.py)."""
+        """A source's documents tokenized once with the final tokenizer (data/blending/tokens.py)."""
         return self.base / "tokens" / source
 
     def tokenizer(self) -> Path:

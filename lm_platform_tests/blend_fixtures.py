@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lm_platform.data.documents import DocWriter, make_doc
-from lm_platform.data.tokens import tokenize_source
+from lm_platform.data.blending.tokens import tokenize_source
+from lm_platform.data.corpus.documents import DocWriter, make_doc
 
 BOUNDARY = 2  # BOS + EOS: what `blend_tokens` adds to each document by default
 WORDS = [f"w{i}" for i in range(20)]

@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lm_platform.data.blend import DOCLIST_FILE
-from lm_platform.data.documents import DocWriter, iter_docs
-from lm_platform.data.pack import PackResult, pack_tokens
-from lm_platform.data.tokens import tokenize_source
+from lm_platform.data.blending.blend import DOCLIST_FILE
+from lm_platform.data.blending.pack import PackResult, pack_tokens
+from lm_platform.data.blending.tokens import tokenize_source
+from lm_platform.data.corpus.documents import DocWriter, iter_docs
 
 
 def pack_text(

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from lm_platform.data.readers import ReadStats, read_source
+from lm_platform.data.corpus.readers import ReadStats, read_source
 from lm_platform.recipe.schema import SourceConfig
 
 

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from lm_platform.data.blend import DOCLIST_FILE, MANIFEST_FILE, BlendShortfall, blend_tokens
-from lm_platform.data.dataset_card import dataset_card
+from lm_platform.data.blending.blend import DOCLIST_FILE, MANIFEST_FILE, BlendShortfall, blend_tokens
+from lm_platform.data.blending.dataset_card import dataset_card
 from lm_platform.recipe import load_recipe
 from lm_platform.recipe.loader import BUNDLED_DIR, RecipeError, parse_recipe
 from lm_platform_tests.blend_fixtures import tokenized_source

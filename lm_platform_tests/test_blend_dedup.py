@@ -8,10 +8,10 @@ import unicodedata
 import pyarrow.parquet as pq
 import pytest
 
-from lm_platform.data.blend import DOCLIST_FILE, MANIFEST_FILE, allocate, blend_tokens
+from lm_platform.data.blending.blend import DOCLIST_FILE, MANIFEST_FILE, allocate, blend_tokens
+from lm_platform.data.corpus.documents import DocWriter, iter_docs, make_doc
+from lm_platform.data.dedup.dedup_index import ExactIndex
 from lm_platform.data.dedup.exact import dedup_exact_indexed, dedup_key, exact_shards
-from lm_platform.data.dedup_index import ExactIndex
-from lm_platform.data.documents import DocWriter, iter_docs, make_doc
 from lm_platform.recipe import load_recipe
 from lm_platform_tests.blend_fixtures import tokenized_source
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from lm_platform.data.blend import blend_tokens
-from lm_platform.data.documents import DocWriter, make_doc
-from lm_platform.data.pack import load_split, load_split_mask, pack_tokens
-from lm_platform.data.tokens import tokenize_source
+from lm_platform.data.blending.blend import blend_tokens
+from lm_platform.data.blending.pack import load_split, load_split_mask, pack_tokens
+from lm_platform.data.blending.tokens import tokenize_source
+from lm_platform.data.corpus.documents import DocWriter, make_doc
 from lm_platform_tests.pack_fixtures import pack_text
 
 PROMPT = "Question: what is pho?"

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from lm_platform.data.documents import iter_docs
+from lm_platform.data.corpus.documents import iter_docs
 from lm_platform.defs.assets import build_assets
 from lm_platform.defs.resources import LMStorage
 from lm_platform.recipe import load_recipe
@@ -100,8 +100,8 @@ def test_keep_rate_inside_the_band_passes_with_funnel_and_quarantine(tmp_path):
 
 
 def test_shards_are_disjoint_cover_the_input_and_match_the_unsharded_run(tmp_path):
-    from lm_platform.data.curate import curate, merge_results
-    from lm_platform.data.documents import DocWriter
+    from lm_platform.data.corpus.documents import DocWriter
+    from lm_platform.data.curation.curate import curate, merge_results
 
     recipe = load_recipe("demo")
     corpus = tmp_path / "corpus.parquet"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from lm_platform.data.documents import DocWriter, make_doc
+from lm_platform.data.corpus.documents import DocWriter, make_doc
 from lm_platform.demo.generate import read_paragraphs
 from lm_platform.recipe import load_recipe
 
@@ -55,7 +55,7 @@ def test_rematerializing_unchanged_assets_reports_the_same_data_versions(graph):
     second = _versions(dg.materialize(assets, resources=resources, instance=instance))
     assert second == first
     # A changed output changes the version: the same blend with another seed writes other documents.
-    from lm_platform.data.blend import blend_tokens
+    from lm_platform.data.blending.blend import blend_tokens
     from lm_platform.versions import content_version
 
     before = content_version(layout.blend("main"))

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from lm_platform.data.corpus.documents import DocWriter, iter_docs, make_doc
+from lm_platform.data.dedup.dedup_index import ExactIndex
 from lm_platform.data.dedup.exact import dedup_exact_indexed, exact_shards
-from lm_platform.data.dedup_index import ExactIndex
-from lm_platform.data.documents import DocWriter, iter_docs, make_doc
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ DRIVER = textwrap.dedent(
     """
     import sys
     from lm_platform.data.dedup.exact import dedup_exact_indexed
-    from lm_platform.data.dedup_index import ExactIndex
+    from lm_platform.data.dedup.dedup_index import ExactIndex
 
     index_dir, out_dir, *shards = sys.argv[1:]
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from lm_platform.data.corpus.documents import DocWriter, iter_docs, make_doc
+from lm_platform.data.dedup.dedup_index import ExactIndex
 from lm_platform.data.dedup.deduped import filter_deduped
 from lm_platform.data.dedup.exact import dedup_exact_indexed, exact_shards
 from lm_platform.data.dedup.near import minhash_signatures, near_dup_clusters, removed_rows
 from lm_platform.data.dedup.staleness import StaleNearDuplicates
-from lm_platform.data.dedup_index import ExactIndex
-from lm_platform.data.documents import DocWriter, iter_docs, make_doc
 from lm_platform.recipe.schema import NearDupConfig
 
 NEAR = NearDupConfig(bands=14, rows=8, threshold=0.8)

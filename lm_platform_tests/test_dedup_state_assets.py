@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from lm_platform.data.documents import iter_docs
+from lm_platform.data.corpus.documents import iter_docs
 from lm_platform.defs.assets import build_assets
 from lm_platform.defs.resources import LMStorage
 from lm_platform_tests.test_dedup_assets import make_recipe

@@ -10,12 +10,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from lm_platform.data.decontam import Decontaminator
+from lm_platform.data.corpus.documents import DocWriter, iter_docs, make_doc
+from lm_platform.data.dedup.decontam import Decontaminator
 from lm_platform.data.dedup.deduped import filter_deduped
+from lm_platform.data.dedup.minhash import shingles
 from lm_platform.data.dedup.near import minhash_signatures, near_dup_clusters, removed_rows
-from lm_platform.data.documents import DocWriter, iter_docs, make_doc
-from lm_platform.data.minhash import shingles
-from lm_platform.data.near_verify import jaccard_sorted
+from lm_platform.data.dedup.near_verify import jaccard_sorted
 from lm_platform.recipe.schema import NearDupConfig
 
 # A stub as Wikipedia has thousands of: one template, a few words filled in.

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from lm_platform.data.pack import PackResult
+from lm_platform.data.blending.pack import PackResult
 from lm_platform.defs.metadata import HEADLINE_KEY, headline, materialize, to_metadata
 from lm_platform.tokenization.fertility import FertilityReport
 

@@ -9,10 +9,10 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from lm_platform.data.blend import DOCLIST_FILE
+from lm_platform.data.blending.blend import DOCLIST_FILE
+from lm_platform.data.blending.pack import load_split
+from lm_platform.data.corpus.documents import doc_meta, iter_docs
 from lm_platform.data.dedup import dedup_key
-from lm_platform.data.documents import doc_meta, iter_docs
-from lm_platform.data.pack import load_split
 
 pytestmark = pytest.mark.slow
 
@@ -157,7 +157,7 @@ def test_curated_documents_carry_their_reference_lm_perplexity(demo_run):
     """Each language's reference model was trained on its high-quality source; every curated document
     has the score it gave, and the perplexity filter's exclusions are listed with their score, above its
     absolute threshold (a multiple of the reference model's held-out perplexity)."""
-    from lm_platform.data.reference_lm import PerplexityScorer
+    from lm_platform.data.curation.reference_lm import PerplexityScorer
 
     for lang, source in (("vi", "vi_news"), ("ja", "ja_wiki"), ("en", "en_books")):
         meta = latest(demo_run, f"reference_lm/{lang}").asset_materialization.metadata
@@ -192,7 +192,7 @@ def test_en_web_is_scored_by_the_quality_model_keeps_its_top_share_and_main_upsa
     """quality_model/en learnt en_books against en_web; every curated en_web document carries its score,
     exactly round(0.9 x scored) of them stay, the funnel, curation report and cards say so, and blend/main
     draws en_web's best quarter twice as often within en_web's share."""
-    from lm_platform.data.quality_model import QualityScorer
+    from lm_platform.data.curation.quality_model import QualityScorer
 
     base = demo_run.base
     model = latest(demo_run, "quality_model/en").asset_materialization.metadata

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from lm_platform.data.documents import DocWriter, make_doc
+from lm_platform.data.corpus.documents import DocWriter, make_doc
 from lm_platform.demo.generate import read_paragraphs
 from lm_platform.tokenization.byte_level import train_byte_level_bpe
 from lm_platform.tokenization.eeve import EEVE_FILE, extend_tokenizer, token_bytes, token_is_valid

@@ -268,8 +268,8 @@ def test_packing_encodes_real_japanese_exactly_as_the_hf_tokenizer(ja_sentencepi
     import numpy as np
     import pyarrow.parquet as pq
 
-    from lm_platform.data.documents import DocWriter, make_doc
-    from lm_platform.data.tokens import DOCS_FILE, tokenize_source, tokens_file
+    from lm_platform.data.blending.tokens import DOCS_FILE, tokenize_source, tokens_file
+    from lm_platform.data.corpus.documents import DocWriter, make_doc
 
     out, docs, _ = ja_sentencepiece
     tok = _load(out)

@@ -93,7 +93,7 @@ def test_relative_dev_and_include_paths_resolve_beside_the_recipe(tmp_path):
 
 
 def test_decontamination_indexes_each_question_joined_with_its_answer(tmp_path):
-    from lm_platform.data.decontam import Decontaminator
+    from lm_platform.data.dedup.decontam import Decontaminator
     from lm_platform.evaluation.sets import evaluation_texts
     from lm_platform.recipe.schema import EvalConfig
 

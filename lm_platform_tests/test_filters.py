@@ -6,8 +6,8 @@ import unicodedata
 
 import pytest
 
-from lm_platform.data.filters import build_filter, script_ratio, undo_mojibake
-from lm_platform.data.normalize import normalize_text
+from lm_platform.data.curation.filters import build_filter, script_ratio, undo_mojibake
+from lm_platform.data.curation.normalize import normalize_text
 from lm_platform.demo.generate import read_paragraphs, sloppy_cp1252
 from lm_platform.recipe.schema import BoilerplateFilter, EncodingFilter, LengthFilter, ScriptFilter
 

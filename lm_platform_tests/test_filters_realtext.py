@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from lm_platform.data import text as text_mod
-from lm_platform.data.curate import Curator, curate
-from lm_platform.data.documents import DocWriter, iter_docs, make_doc
-from lm_platform.data.filters import FILTERS, build_filter
-from lm_platform.data.filters.gopher_quality import alpha_words_ratio
-from lm_platform.data.filters.prose import function_word_disorder
-from lm_platform.data.noise import NOISE_TYPES, held_apart, make_noise
-from lm_platform.data.pii import Redactor
-from lm_platform.data.text import Doc, split_words
+from lm_platform.data.corpus import text as text_mod
+from lm_platform.data.corpus.documents import DocWriter, iter_docs, make_doc
+from lm_platform.data.corpus.text import Doc, split_words
+from lm_platform.data.curation.curate import Curator, curate
+from lm_platform.data.curation.filters import FILTERS, build_filter
+from lm_platform.data.curation.filters.gopher_quality import alpha_words_ratio
+from lm_platform.data.curation.filters.prose import function_word_disorder
+from lm_platform.data.curation.noise import NOISE_TYPES, held_apart, make_noise
+from lm_platform.data.curation.pii import Redactor
 from lm_platform.recipe import load_recipe
 from lm_platform.recipe.filters import (
     BoilerplateFilter,
@@ -339,7 +339,7 @@ def test_each_filter_declares_its_settings_and_registers_once():
     for cfg_type in FILTERS:
         name = cfg_type.model_fields["name"].default
         module = cfg_type.__module__
-        assert module.startswith("lm_platform.data.filters."), module
+        assert module.startswith("lm_platform.data.curation.filters."), module
         assert getattr(schema, cfg_type.__name__) is cfg_type  # old imports keep working
         assert name and name in {f.name for f in (cfg_type.model_construct(),)}
 
@@ -449,7 +449,7 @@ def test_vietnamese_script_ratio_leaves_names_out():
 
 
 def test_fineweb_counts_a_sentence_end_without_a_space():
-    from lm_platform.data.filters.fineweb import _run_on_sentence_end
+    from lm_platform.data.curation.filters.fineweb import _run_on_sentence_end
     from lm_platform.recipe.filters import FineWebFilter
 
     assert _run_on_sentence_end("là tay vợt người Hà Lan.Vào năm 1996 anh đã giành chức vô địch")

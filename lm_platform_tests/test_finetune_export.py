@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from lm_platform.data.documents import DocWriter, make_doc
+from lm_platform.data.corpus.documents import DocWriter, make_doc
 from lm_platform.demo.generate import read_paragraphs
 from lm_platform.finetune.card import lineage, model_card
 from lm_platform.finetune.export import export_model, push_to_hub

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lm_platform.data.hub_shards import hub_data_files, read_hub_shard, shard_files
-from lm_platform.data.readers import ReadStats
+from lm_platform.data.corpus.hub_shards import hub_data_files, read_hub_shard, shard_files
+from lm_platform.data.corpus.readers import ReadStats
 from lm_platform.recipe.schema import SourceConfig
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from lm_platform.data.local_index import GENERATION_FILE
+from lm_platform.data.dedup.local_index import GENERATION_FILE
 from lm_platform.defs import training as training_defs
 from lm_platform.defs.assets import build_assets
 from lm_platform.defs.deployment import build_deployment_definitions
@@ -144,7 +144,7 @@ def _hub_recipe(tmp_path: Path, shards: int):
 
 
 def test_sharded_hub_source_reads_its_corpus_by_partition(tmp_path):
-    from lm_platform.data.documents import iter_docs
+    from lm_platform.data.corpus.documents import iter_docs
 
     recipe = _hub_recipe(tmp_path, shards=3)
     assets = build_assets(recipe)

@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from lm_platform.data.curate import curate, language_stop_words
-from lm_platform.data.documents import DocWriter, iter_docs, make_doc
-from lm_platform.data.filters.resources import derive_stop_words
+from lm_platform.data.corpus.documents import DocWriter, iter_docs, make_doc
+from lm_platform.data.curation.curate import curate, language_stop_words
+from lm_platform.data.curation.filters.resources import derive_stop_words
 from lm_platform.defs.blending import _target_check
 from lm_platform.defs.curation import _keep_rate_check
 from lm_platform.recipe import load_recipe

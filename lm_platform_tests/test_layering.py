@@ -200,7 +200,7 @@ def test_a_bad_import_fails_the_table():
         # config importing an implementation above it, at module level
         "recipe/base.py": "from lm_platform.evaluation.sets import run_evaluation\n",
         # an implementation importing one of its own layer, hidden in a function
-        "data/blend.py": "def f():\n    from lm_platform.tokenization import eeve\n    import lm_platform.training.job\n",
+        "data/blending/blend.py": "def f():\n    from lm_platform.tokenization import eeve\n    import lm_platform.training.job\n",
         # the core importing the shell
         "tokenization/eeve.py": "from lm_platform import defs\n",
         # a package the table does not know
@@ -208,14 +208,14 @@ def test_a_bad_import_fails_the_table():
     }
     problems = layer_violations(bad, layers)
     assert problems == [
-        "data/blend.py:3: data (layer 3) imports lm_platform.training.job (layer 4)",
+        "data/blending/blend.py:3: data (layer 3) imports lm_platform.training.job (layer 4)",
         "newpkg/x.py: package 'newpkg' is not in the import table of docs/architecture.md",
         "recipe/base.py:1: recipe (layer 1) imports lm_platform.evaluation.sets (layer 4)",
         "tokenization/eeve.py:1: tokenization (layer 2) imports lm_platform.defs (layer shell)",
     ]
     # The table, not the test, decides: with data above training the same import passes.
     moved = dict(layers, data=5)
-    assert "data/blend.py:3" not in " ".join(layer_violations(bad, moved))
+    assert "data/blending/blend.py:3" not in " ".join(layer_violations(bad, moved))
 
 
 def _module_name(rel: str) -> str:
@@ -308,31 +308,53 @@ def test_core_modules_import_each_other_without_cycles():
 
 TORCH = "torch, 3.7 s: only model work needs it"
 INLINE_IMPORTS = {
-    ("data/blend.py", "polars"): "283 ms at load; only blend steps use Polars",
-    ("data/pack.py", "polars"): "283 ms at load; only packing uses Polars",
-    ("data/tokens.py", "polars"): "283 ms at load; only the tokens summary uses Polars",
-    ("data/tokens.py", "tokenizers"): "17 ms at load; only tokenization needs it (in worker processes too)",
-    ("data/quality_model.py", "sklearn.linear_model"): "4.0 s at load (scikit-learn and SciPy); only the "
-    "quality_model step trains",
-    ("data/quality_model.py", "sklearn.metrics"): "3.5 s at load; with sklearn.linear_model",
-    ("data/quality_model.py", "scipy.sparse"): "277 ms at load; only training builds sparse matrices",
-    ("data/readers.py", "pypdf"): "216 ms at load; only PDF directory sources need it",
-    ("data/readers.py", "pypdf.errors"): "with pypdf",
-    ("data/readers.py", "datasets"): "1.5 s at load; only hub sources (format: hf) need it",
-    ("data/hub_shards.py", "datasets"): "1.5 s at load; only hub sources need it",
-    ("data/normalize.py", "ftfy"): "89 ms at load; only normalisation with fix_text uses it",
-    ("data/reference_lm.py", "sentencepiece"): "15 ms at load; only reference-LM training and scoring",
-    ("data/filters/encoding.py", "ftfy.badness"): "84 ms at load; only the encoding filter uses it",
-    ("data/filters/language_id.py", "py3langid.langid"): "14 ms at load and a model load on first use",
-    ("data/filters/datatrove_block.py", "datatrove.pipeline.filters.base_filter"): "430 ms at load; only "
-    "recipes that use the datatrove filter",
-    ("data/filters/datatrove_block.py", "datatrove.data"): "with datatrove.pipeline",
-    ("data/filters/lines.py", "lm_platform.data.text"): "0 ms (loaded at load): can move to the top",
+    ("data/blending/blend.py", "polars"): "283 ms at load; only blend steps use Polars",
+    ("data/blending/pack.py", "polars"): "283 ms at load; only packing uses Polars",
+    ("data/blending/tokens.py", "polars"): "283 ms at load; only the tokens summary uses Polars",
     (
-        "data/filters/resources.py",
-        "lm_platform.data.filters.script",
+        "data/blending/tokens.py",
+        "tokenizers",
+    ): "17 ms at load; only tokenization needs it (in worker processes too)",
+    (
+        "data/curation/quality_model.py",
+        "sklearn.linear_model",
+    ): "4.0 s at load (scikit-learn and SciPy); only the quality_model step trains",
+    ("data/curation/quality_model.py", "sklearn.metrics"): "3.5 s at load; with sklearn.linear_model",
+    (
+        "data/curation/quality_model.py",
+        "scipy.sparse",
+    ): "277 ms at load; only training builds sparse matrices",
+    ("data/corpus/readers.py", "pypdf"): "216 ms at load; only PDF directory sources need it",
+    ("data/corpus/readers.py", "pypdf.errors"): "with pypdf",
+    ("data/corpus/readers.py", "datasets"): "1.5 s at load; only hub sources (format: hf) need it",
+    ("data/corpus/hub_shards.py", "datasets"): "1.5 s at load; only hub sources need it",
+    ("data/curation/normalize.py", "ftfy"): "89 ms at load; only normalisation with fix_text uses it",
+    (
+        "data/curation/reference_lm.py",
+        "sentencepiece",
+    ): "15 ms at load; only reference-LM training and scoring",
+    ("data/curation/filters/encoding.py", "ftfy.badness"): "84 ms at load; only the encoding filter uses it",
+    (
+        "data/curation/filters/language_id.py",
+        "py3langid.langid",
+    ): "14 ms at load and a model load on first use",
+    (
+        "data/curation/filters/datatrove_block.py",
+        "datatrove.pipeline.filters.base_filter",
+    ): "430 ms at load; only recipes that use the datatrove filter",
+    ("data/curation/filters/datatrove_block.py", "datatrove.data"): "with datatrove.pipeline",
+    (
+        "data/curation/filters/lines.py",
+        "lm_platform.data.corpus.text",
     ): "0 ms (loaded at load): can move to the top",
-    ("recipe/filters.py", "lm_platform.data.filters.resources"): "0 ms (loaded at load): can move to the top",
+    (
+        "data/curation/filters/resources.py",
+        "lm_platform.data.curation.filters.script",
+    ): "0 ms (loaded at load): can move to the top",
+    (
+        "recipe/filters.py",
+        "lm_platform.data.curation.filters.resources",
+    ): "0 ms (loaded at load): can move to the top",
     ("defs/deployment.py", "lm_platform.defs.k8s_trainer"): "2.0 s (dagster_k8s and the Kubernetes client) "
     "at load; only the k8s profile",
     ("defs/k8s.py", "dagster_k8s"): "1.8 s at load; only the k8s profile's executor",
@@ -389,6 +411,11 @@ INLINE_IMPORTS = {
     ("training/parallel.py", "torch.distributed.fsdp"): "3.8 s: only FSDP runs",
     ("training/parallel.py", "torch.distributed.tensor"): "2.7 s: only FSDP runs",
     ("training/parallel.py", "torch.utils.checkpoint"): "2.1 s: only activation checkpointing",
+    ("mixture/proxy.py", "lm_platform.training.train"): "2.0 s (torch, transformers); only a search run in "
+    "one process",
+    ("mixture/search.py", "matplotlib"): "350 ms at load; only the recommendation's plot",
+    ("mixture/search.py", "matplotlib.pyplot"): "1.0 s at load; with matplotlib",
+    ("storage/fsspec_store.py", "s3fs"): "300 ms at load (aiobotocore); only an s3:// storage root",
 }
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from lm_platform.data.dedup.dedup_index import Entry, ExactIndex
 from lm_platform.data.dedup.exact import dedup_key
-from lm_platform.data.dedup_index import Entry, ExactIndex
-from lm_platform.data.local_index import ConcurrentWriterError, local_working_copy
+from lm_platform.data.dedup.local_index import ConcurrentWriterError, local_working_copy
 
 
 def _claim(directory, source: str, texts: list[str]):

@@ -12,8 +12,8 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from lm_platform.data.documents import DocWriter, make_doc
-from lm_platform.data.tokens import tokenize_source
+from lm_platform.data.blending.tokens import tokenize_source
+from lm_platform.data.corpus.documents import DocWriter, make_doc
 from lm_platform_tests.conftest import write_demo_variant
 from lm_platform_tests.test_mixture_search import word_chain, word_tokenizer
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lm_platform.data.documents import DocWriter, make_doc
-from lm_platform.data.tokens import tokenize_source
+from lm_platform.data.blending.tokens import tokenize_source
+from lm_platform.data.corpus.documents import DocWriter, make_doc
 from lm_platform.mixture import search as ms
 from lm_platform.mixture.proxy import (
     CANDIDATES_FILE,

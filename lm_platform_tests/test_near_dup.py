@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from lm_platform.data.decontam import Decontaminator, multiple_choice_text
+from lm_platform.data.corpus.documents import DocWriter, iter_docs, make_doc
+from lm_platform.data.dedup.decontam import Decontaminator, multiple_choice_text
 from lm_platform.data.dedup.deduped import filter_deduped
+from lm_platform.data.dedup.minhash import MinHasher, UnionFind, shingles
 from lm_platform.data.dedup.near import minhash_signatures, near_dup_clusters, removed_rows
-from lm_platform.data.documents import DocWriter, iter_docs, make_doc
-from lm_platform.data.minhash import MinHasher, UnionFind, shingles
 from lm_platform.recipe.schema import NearDupConfig
 
 DEMO_TEXTS = Path(__file__).resolve().parents[1] / "lm_platform" / "demo" / "texts"
@@ -215,7 +215,7 @@ def _synthetic_signatures(directory: Path, n: int, num_perm: int = 112, seed: in
 
 
 def test_vectorised_clusters_equal_union_find_on_random_graphs():
-    from lm_platform.data.minhash import candidate_pairs, components
+    from lm_platform.data.dedup.minhash import candidate_pairs, components
 
     rng = np.random.default_rng(0)
     for n in (1, 2, 50, 400):

@@ -9,8 +9,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from lm_platform.data.documents import DocWriter, make_doc
-from lm_platform.data.pack import is_val, load_split, load_split_mask
+from lm_platform.data.blending.pack import is_val, load_split, load_split_mask
+from lm_platform.data.corpus.documents import DocWriter, make_doc
 from lm_platform.demo.generate import read_paragraphs
 from lm_platform.recipe.schema import TokenizerConfig
 from lm_platform.tokenization.sentencepiece_trainer import train_sentencepiece

@@ -3,8 +3,8 @@ are counted; ordinary numbers stay."""
 
 from __future__ import annotations
 
-from lm_platform.data.normalize import fix_mojibake, normalize_text
-from lm_platform.data.pii import PiiCounts, Redactor
+from lm_platform.data.curation.normalize import fix_mojibake, normalize_text
+from lm_platform.data.curation.pii import PiiCounts, Redactor
 from lm_platform.demo.generate import read_paragraphs, sloppy_cp1252
 from lm_platform.recipe.schema import PiiConfig
 

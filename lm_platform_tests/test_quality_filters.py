@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from lm_platform.data.filters import build_filter, identify
-from lm_platform.data.filters.gopher_repetition import repeated_ngram_chars, top_ngram_chars
-from lm_platform.data.text import Doc, split_words
+from lm_platform.data.corpus.text import Doc, split_words
+from lm_platform.data.curation.filters import build_filter, identify
+from lm_platform.data.curation.filters.gopher_repetition import repeated_ngram_chars, top_ngram_chars
 from lm_platform.demo.generate import read_paragraphs
 from lm_platform.recipe.schema import (
     C4Filter,
@@ -215,7 +215,7 @@ def test_keyword_echo_drops_stuffed_pages_and_keeps_refrains():
 def test_english_word_order_knows_possessives_and_to():
     """A possessive determiner wants its noun next and "to" a verb or a noun phrase: "our a", "their
     of", "to of" do not occur in English; "to and fro" and "my own" do."""
-    from lm_platform.data.filters.prose import function_word_disorder
+    from lm_platform.data.curation.filters.prose import function_word_disorder
 
     def disorder(text):
         return function_word_disorder([w.strip(".,") for w in text.split()], "en")
@@ -229,7 +229,7 @@ def test_english_word_order_knows_possessives_and_to():
 def test_lexical_richness_reads_the_whole_page():
     """Herdan's C sees a page that cycles a few templates around a few keywords with a period longer
     than MATTR's 50-word windows; the shipped Vietnamese paragraphs stay above the `vi` threshold."""
-    from lm_platform.data.filters.gopher_repetition import lexical_richness
+    from lm_platform.data.curation.filters.gopher_repetition import lexical_richness
 
     assert lexical_richness(["một"] * 49) is None  # under 50 words: not judged
     templates = [
@@ -250,7 +250,7 @@ def test_lexical_richness_reads_the_whole_page():
 def test_vietnamese_possessor_may_open_on_a_plural_marker():
     """ "của các" (of the [plural]) is grammatical, and "nội các" (the cabinet) is a noun, not the plural
     marker "các": neither is an out-of-order pair; "của và", "các của" are."""
-    from lm_platform.data.filters.prose import function_word_disorder
+    from lm_platform.data.curation.filters.prose import function_word_disorder
 
     def pairs(text):
         r, n = function_word_disorder(text.split(), "vi")

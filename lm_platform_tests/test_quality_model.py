@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from lm_platform.data.blend import DOCLIST_FILE, blend_tokens
-from lm_platform.data.curate import curate
-from lm_platform.data.documents import DocWriter, iter_docs, make_doc
-from lm_platform.data.quality_model import (
+from lm_platform.data.blending.blend import DOCLIST_FILE, blend_tokens
+from lm_platform.data.corpus.documents import DocWriter, iter_docs, make_doc
+from lm_platform.data.curation.curate import curate
+from lm_platform.data.curation.quality_model import (
     MODEL_FILE,
     WEIGHTS_FILE,
     QualityScorer,
@@ -47,7 +47,7 @@ def model_dir(tmp_path_factory) -> Path:
     """A model of English: the demo's clean paragraphs (high quality) against word salad and keyword spam
     made from other demo paragraphs by the noise generator (the demo's en_books and en_web are one pool of
     paragraphs split in two, so they cannot teach a model anything)."""
-    from lm_platform.data.noise import make_noise
+    from lm_platform.data.curation.noise import make_noise
 
     clean = [
         (i, t)
@@ -180,7 +180,7 @@ def _tokenizer(path: Path) -> None:
 @pytest.fixture(scope="module")
 def weighted_sources(tmp_path_factory):
     """Two tokenized sources; `web` has a quality score per document (its documents 10 to 59 words)."""
-    from lm_platform.data.tokens import tokenize_source
+    from lm_platform.data.blending.tokens import tokenize_source
 
     base = tmp_path_factory.mktemp("weighted")
     _tokenizer(base / "tok")

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lm_platform.data.documents import DocWriter, doc_meta, iter_docs
-from lm_platform.data.readers import ReadStats, read_source
+from lm_platform.data.corpus.documents import DocWriter, doc_meta, iter_docs
+from lm_platform.data.corpus.readers import ReadStats, read_source
 from lm_platform.recipe.schema import SourceConfig
 
 

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lm_platform.data.decontam import recipe_decontaminator
+from lm_platform.data.corpus.documents import DocWriter, iter_docs, make_doc
+from lm_platform.data.corpus.readers import read_eval_set
+from lm_platform.data.dedup.decontam import recipe_decontaminator
 from lm_platform.data.dedup.deduped import filter_deduped
-from lm_platform.data.documents import DocWriter, iter_docs, make_doc
-from lm_platform.data.readers import read_eval_set
 from lm_platform.evaluation.sets import evaluation_texts
 from lm_platform.recipe import load_recipe
 from lm_platform.recipe.loader import RecipeError

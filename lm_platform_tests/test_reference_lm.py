@@ -14,9 +14,9 @@ import subprocess
 
 import pytest
 
-from lm_platform.data.curate import curate, keep_at_random
-from lm_platform.data.documents import DocWriter, iter_docs, make_doc
-from lm_platform.data.reference_lm import (
+from lm_platform.data.corpus.documents import DocWriter, iter_docs, make_doc
+from lm_platform.data.curation.curate import curate, keep_at_random
+from lm_platform.data.curation.reference_lm import (
     INFO_FILE,
     MODEL_FILE,
     SP_FILE,
@@ -323,7 +323,7 @@ def test_perplexity_recipe_errors_name_the_field(change, message, tmp_path):
 
 
 def test_missing_kenlm_programs_say_how_to_build_them(monkeypatch, tmp_path):
-    import lm_platform.data.reference_lm as rlm
+    import lm_platform.data.curation.reference_lm as rlm
 
     monkeypatch.setenv(rlm.KENLM_BIN_ENV, str(tmp_path))
     monkeypatch.setattr(rlm, "DEFAULT_KENLM_BIN", tmp_path / "nothing")

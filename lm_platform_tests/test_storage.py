@@ -11,6 +11,7 @@ import pytest
 
 from lm_platform.storage import LocalStore, Throttled, UncommittedError
 from lm_platform.storage.base import manifest_key
+from lm_platform.training.contract import TrainerLaunch
 from lm_platform_tests.s3_fixtures import S3Server, s3_server  # noqa: F401  (a fixture)
 
 
@@ -233,15 +234,15 @@ def test_layout_under_an_s3_root_fills_from_the_store(s3_server: S3Server, tmp_p
         assert isinstance(layout, StoreLayout) and layout.root == tmp_path / "cache"
         from lm_platform.atomic import write_json
 
-        write_json(layout.eval("mc"), {"score": 0.5})
-        assert store_cache.active().store.read_bytes("demo/eval/mc.json")
-        assert layout.url(layout.eval("mc")) == f"{url}/demo/eval/mc.json"
+        write_json(layout.eval_result("mc", "v1"), {"score": 0.5})
+        assert store_cache.active().store.read_bytes("demo/eval/mc/v1.json")
+        assert layout.url(layout.eval_result("mc", "v1")) == f"{url}/demo/eval/mc/v1.json"
         # Another pod: an empty cache, the same store.
         monkeypatch.setenv("LM_PLATFORM_CACHE", str(tmp_path / "cache2"))
         store_cache.activate(None)
         store_cache._FROM_ENV = None
         other = layout_for(url, "demo")
-        assert json.loads(other.eval("mc").read_text()) == {"score": 0.5}
+        assert json.loads(other.eval_result("mc", "v1").read_text()) == {"score": 0.5}
     finally:
         store_cache.activate(None)
         store_cache._FROM_ENV = None
@@ -266,7 +267,9 @@ def test_k8s_profile_with_an_s3_root_gives_pods_a_cache_and_credentials_by_refer
     profile = parse_profile(raw)
     assert profile.storage_root() == "s3://team-bucket/lm"
     recipe = load_recipe("demo")
-    spec = trainer_pod_spec(profile, recipe, recipe.stages[0].name, "/cache/lm_platform/demo/x.job.json")
+    spec = trainer_pod_spec(
+        profile, recipe, TrainerLaunch("/cache/lm_platform/demo/x.job.json", 1, recipe.stages[0].name)
+    )
     (c,) = spec["containers"]
     env = {e["name"]: e for e in c["env"]}
     assert env["LM_PLATFORM_STORAGE"]["value"] == "s3://team-bucket/lm"
@@ -282,7 +285,7 @@ def test_k8s_profile_with_an_s3_root_gives_pods_a_cache_and_credentials_by_refer
     # Without a Secret: the service account's role; never a plain credential.
     del raw["storage"]["credentials_secret"]
     assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(
-        trainer_pod_spec(parse_profile(raw), recipe, "main", "/j")
+        trainer_pod_spec(parse_profile(raw), recipe, TrainerLaunch("/j", 1, "main"))
     )
     for bad, message in (
         ({"url": "s3://b/p", "pvc": "data"}, "either pvc"),

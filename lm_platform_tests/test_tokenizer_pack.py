@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from lm_platform.data.documents import DocWriter, make_doc
-from lm_platform.data.pack import INDEX_FILE, is_val, load_split, token_dtype
+from lm_platform.data.blending.pack import INDEX_FILE, is_val, load_split, token_dtype
+from lm_platform.data.corpus.documents import DocWriter, make_doc
 from lm_platform.demo.generate import read_paragraphs
 from lm_platform.recipe.loader import BUNDLED_DIR
 from lm_platform.recipe.schema import TokenizerConfig

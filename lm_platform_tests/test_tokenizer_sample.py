@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lm_platform.data.documents import DocWriter, make_doc
+from lm_platform.data.corpus.documents import DocWriter, make_doc
 from lm_platform.tokenization.sample import sample_documents, sample_texts
 
 

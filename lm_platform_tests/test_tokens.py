@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lm_platform.data.blend import DOCLIST_FILE, MANIFEST_FILE, BlendShortfall, blend_tokens
-from lm_platform.data.documents import DocWriter, make_doc
-from lm_platform.data.pack import INDEX_FILE, is_val, load_split, load_split_mask, pack_tokens
-from lm_platform.data.tokens import DOCS_FILE, tokenize_source
+from lm_platform.data.blending.blend import DOCLIST_FILE, MANIFEST_FILE, BlendShortfall, blend_tokens
+from lm_platform.data.blending.pack import INDEX_FILE, is_val, load_split, load_split_mask, pack_tokens
+from lm_platform.data.blending.tokens import DOCS_FILE, tokenize_source
+from lm_platform.data.corpus.documents import DocWriter, make_doc
 from lm_platform.demo.generate import read_paragraphs
 from lm_platform.recipe.schema import TokenizerConfig
 from lm_platform.tokenization.sentencepiece_trainer import train_sentencepiece

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from lm_platform.atomic import write_json
-from lm_platform.data.pack import SplitReader
+from lm_platform.data.blending.pack import SplitReader
 from lm_platform.modeling.init import build_model
 from lm_platform_tests.training_fixtures import TINY, load_weights, make_job, synthetic_dataset
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from lm_platform.atomic import write_json
-from lm_platform.data.documents import DocWriter, make_doc
+from lm_platform.data.corpus.documents import DocWriter, make_doc
 from lm_platform.recipe.model_init import EEVE_TIED_RULE
 from lm_platform.training.config import TrainConfig, TrainJob
 from lm_platform.training.contract import TrainerLaunch

@@ -1,1 +1,1 @@
-"""Plain-Python data stages: reading, normalisation, filters, dedup, blending, packing."""
+"""Plain-Python data stages (no Dagster), one package per domain: `corpus` (reading sources), `curation` (normalisation, filters, PII, reference and quality models, noise), `dedup` (exact, near-duplicate, decontamination) and `blending` (tokens, blends, packing, dataset card)."""

@@ -4,9 +4,9 @@ license check (group `blending`)."""
 
 import dagster as dg
 
-from lm_platform.data.blend import DOCLIST_FILE, blend_tokens
-from lm_platform.data.dataset_card import CARD_FILE, write_dataset_card
-from lm_platform.data.pack import boundary_tokens, tokenizer_meta
+from lm_platform.data.blending.blend import DOCLIST_FILE, blend_tokens
+from lm_platform.data.blending.dataset_card import CARD_FILE, write_dataset_card
+from lm_platform.data.blending.pack import boundary_tokens, tokenizer_meta
 from lm_platform.defs.metadata import headline, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.mixture.proxy import recommended_mixture

@@ -8,9 +8,9 @@ from pathlib import Path
 import dagster as dg
 
 from lm_platform.atomic import write_json
-from lm_platform.data.documents import DocWriter
-from lm_platform.data.hub_shards import read_corpus_shard
-from lm_platform.data.readers import ReadStats, read_source
+from lm_platform.data.corpus.documents import DocWriter
+from lm_platform.data.corpus.hub_shards import read_corpus_shard
+from lm_platform.data.corpus.readers import ReadStats, read_source
 from lm_platform.defs.metadata import headline, materialize, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.paths import Layout

@@ -3,8 +3,8 @@ redacted (group `curation`), with the keep-rate check."""
 
 import dagster as dg
 
-from lm_platform.data.curate import CurationResult, build_reference_lm, curate, merge_results
-from lm_platform.data.quality_model import QualityStep
+from lm_platform.data.curation.curate import CurationResult, build_reference_lm, curate, merge_results
+from lm_platform.data.curation.quality_model import QualityStep
 from lm_platform.defs.metadata import headline, licenses_table, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.paths import Layout

@@ -5,11 +5,11 @@ import json
 
 import dagster as dg
 
-from lm_platform.data.decontam import recipe_decontaminator
+from lm_platform.data.dedup.decontam import recipe_decontaminator
 from lm_platform.data.dedup.deduped import deduplicate_source
 from lm_platform.data.dedup.exact import Winner, exact_dedup_source, exact_shards, recipe_ranks
+from lm_platform.data.dedup.local_index import index_dir
 from lm_platform.data.dedup.near import minhash_signatures, near_dup_clusters
-from lm_platform.data.local_index import index_dir
 from lm_platform.defs.metadata import headline, licenses_table, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.evaluation.sets import evaluation_texts

@@ -12,14 +12,14 @@ versions sensor, the nightly evaluation, the training automation and the leaderb
 import dagster as dg
 
 from lm_platform.atomic import read_json, write_json
-from lm_platform.data.pack import boundary_tokens, tokenizer_meta
+from lm_platform.data.blending.pack import boundary_tokens, tokenizer_meta
 from lm_platform.defs.metadata import headline, materialize, optional, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.mixture import proxy as mx
 from lm_platform.mixture.search import recommend
 from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe, StageConfig
-from lm_platform.training.job import preempted, trainer_command
+from lm_platform.training.contract import TrainerLaunch, preempted
 from lm_platform.training.metrics import png_markdown
 from lm_platform.versions import content_version
 
@@ -89,7 +89,9 @@ class _Search:
         job_file = d / "checkpoint.job.json"
         write_json(job_file, job.model_dump(mode="json"))
         try:
-            return trainer.run(command=trainer_command(job_file, job.train.nproc_per_node), context=context)
+            # Launched like a stage (the stage's pod settings on the k8s profile).
+            launch = TrainerLaunch(str(job_file), job.train.nproc_per_node, self.stage.name)
+            return trainer.run(command=launch.command(), context=context, extras=launch.as_extras())
         except Exception as err:
             if preempted(err):
                 raise dg.RetryRequested(PREEMPTION_RETRIES, 10) from err

@@ -4,8 +4,8 @@ curated assets of the sources that declare `quality` score with it."""
 
 import dagster as dg
 
-from lm_platform.data.curate import Curator
-from lm_platform.data.quality_model import build_quality_model
+from lm_platform.data.curation.curate import Curator
+from lm_platform.data.curation.quality_model import build_quality_model
 from lm_platform.defs.metadata import headline, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.paths import Layout

@@ -1,7 +1,6 @@
 """Resources: where artifacts live, and how training processes are launched."""
 
 import os
-from pathlib import Path
 
 import dagster as dg
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from lm_platform.data.readers import read_eval_set
-from lm_platform.data.tokens import tokenize_source
+from lm_platform.data.blending.tokens import tokenize_source
+from lm_platform.data.corpus.readers import read_eval_set
 from lm_platform.defs.metadata import headline, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.paths import Layout

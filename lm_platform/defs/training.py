@@ -5,8 +5,8 @@ section (group `training`)."""
 import dagster as dg
 
 from lm_platform.atomic import read_json, write_json
-from lm_platform.data.blend import MANIFEST_FILE
-from lm_platform.data.pack import PackResult, pack_tokens
+from lm_platform.data.blending.blend import MANIFEST_FILE
+from lm_platform.data.blending.pack import PackResult, pack_tokens
 from lm_platform.defs.metadata import headline, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.paths import Layout

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lm_platform.data.pack import boundary_id
+from lm_platform.data.blending.pack import boundary_id
 from lm_platform.evaluation.stats import summary
 
 

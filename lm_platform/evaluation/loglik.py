@@ -3,7 +3,7 @@
 A request is (context, continuation). As lm-evaluation-harness does, spaces at the end of the context
 move to the continuation, the pair is encoded as one string and the continuation's tokens are what
 follows the context's own encoding; with `add_bos` the sequence starts with the boundary token that
-packing put before every training document (`data.pack.boundary_id`: BOS, or EOS without one). Requests of one context whose model input is a prefix of another's (for
+packing put before every training document (`data.blending.pack.boundary_id`: BOS, or EOS without one). Requests of one context whose model input is a prefix of another's (for
 example the letters A-E after one exam question) share one forward pass. Sequences are sorted by length and run
 `batch_size` at a time, right-padded (causal attention never looks right, so padding changes nothing
 before it); only the positions of continuation tokens go through the output head and the softmax, so
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lm_platform.data.pack import boundary_id
+from lm_platform.data.blending.pack import boundary_id
 
 
 @dataclass(frozen=True)

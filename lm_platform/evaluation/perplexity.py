@@ -11,8 +11,8 @@ import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from lm_platform.data.pack import boundary_id
-from lm_platform.data.readers import read_eval_set
+from lm_platform.data.blending.pack import boundary_id
+from lm_platform.data.corpus.readers import read_eval_set
 from lm_platform.evaluation.models import load_model
 from lm_platform.recipe.schema import EvalConfig
 
@@ -35,7 +35,7 @@ def perplexity(checkpoint_dir: str | Path, docs: Iterable[tuple[str, str]], batc
 
 def perplexity_of(model, tok, docs: Iterable[tuple[str, str]], batch_size: int = 8) -> dict:
     """Token-level perplexity of text + EOS after the boundary token training put before every document
-    (`data.pack.boundary_id`: BOS, or EOS without one), in windows of the model's context length.
+    (`data.blending.pack.boundary_id`: BOS, or EOS without one), in windows of the model's context length.
 
     Windows of up to `batch_size` documents run together (right-padded, padding ignored). Returns score
     (bits per byte: every scored token's negative log-likelihood, the EOS's included, in bits over the

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from lm_platform.data.readers import read_eval_set
+from lm_platform.data.corpus.readers import read_eval_set
 from lm_platform.evaluation.generation import generate_outputs, read_prompts
 from lm_platform.evaluation.lm_eval_adapter import run_lm_eval
 from lm_platform.evaluation.loglik import LoglikScorer

@@ -11,8 +11,8 @@ from importlib import metadata as pkg_metadata
 from pathlib import Path
 from typing import Any
 
-from lm_platform.data.quality_model import describe as quality_describe
-from lm_platform.data.quality_model import read_reports as quality_reports
+from lm_platform.data.curation.quality_model import describe as quality_describe
+from lm_platform.data.curation.quality_model import read_reports as quality_reports
 
 SHARE_ALIKE = ("-SA", "ODbL", "GPL")
 ATTRIBUTION = ("CC-BY", "ODC-By")

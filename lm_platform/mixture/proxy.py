@@ -1,5 +1,5 @@
-"""One proxy run of a mixture search, through the platform's own steps: the blend (`data.blend.blend_tokens`,
-quality weighting inside a source's share included), the packed dataset (`data.pack.pack_tokens`), the
+"""One proxy run of a mixture search, through the platform's own steps: the blend (`data.blending.blend.blend_tokens`,
+quality weighting inside a source's share included), the packed dataset (`data.blending.pack.pack_tokens`), the
 trainer's job (`training.config.TrainJob`, a scratch model of the proxy's shape) and the score (bits per
 byte from `evaluation.sets.run_on_model` on the target's evaluation sets). Nothing here is a second
 implementation of those steps; the Dagster shell runs them one asset each (the trainer through its
@@ -17,12 +17,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from lm_platform.atomic import atomic_path, read_json, write_json
-from lm_platform.data.blend import TokenBlendResult, blend_tokens
-from lm_platform.data.pack import TokensPackResult, pack_tokens
-from lm_platform.data.tokens import DOCS_FILE
+from lm_platform.data.blending.blend import TokenBlendResult, blend_tokens
+from lm_platform.data.blending.pack import PackResult, pack_tokens
+from lm_platform.data.blending.tokens import DOCS_FILE
+from lm_platform.evaluation.models import load_model
+from lm_platform.evaluation.sets import run_on_model
 from lm_platform.mixture.search import effective_bounds, plot_png, recommend, sample_candidates
 from lm_platform.recipe.schema import EvalConfig, MixtureSearchConfig, ProxyConfig, TargetTerm
-from lm_platform.training.config import TrainJob
+from lm_platform.training.config import ScratchInit, TrainJob
 
 CANDIDATES_FILE = "candidates.json"
 RECOMMENDATION_FILE = "recommendation.json"
@@ -136,7 +138,7 @@ def pack_proxy(
     tokenizer_dir: str | Path,
     out_dir: str | Path,
     proxy: ProxyConfig,
-) -> TokensPackResult:
+) -> PackResult:
     """The proxy's packed dataset: `pack_tokens` with the proxy's `pack` settings."""
     cfg = proxy.pack
     return pack_tokens(
@@ -164,8 +166,7 @@ def proxy_job(
         tokenizer_dir=str(tokenizer_dir),
         output_dir=str(d / "checkpoint"),
         run_dir=str(d / "checkpoint.run"),
-        init={"kind": "scratch", "model": proxy.model.model_dump()},
-        generation={"prompts": []},
+        init=ScratchInit(model=proxy.model),
         train=proxy.train,
     )
 
@@ -175,9 +176,6 @@ def score_model(
 ) -> dict:
     """The search's target on one model: each term's bits per byte (its evaluation set, or one language of
     it) and their weighted mean, `score` (lower is better)."""
-    from lm_platform.evaluation.models import load_model
-    from lm_platform.evaluation.sets import run_on_model
-
     model, tok = load_model(model_dir)
     results = {
         name: run_on_model(evaluations[name], model, tok)

@@ -6,6 +6,7 @@ Plain NumPy; the runs that produce the scores are `lm_platform.mixture.proxy`.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass, field
 
@@ -215,8 +216,6 @@ def plot_png(rec: dict, verification: dict | None = None) -> bytes | None:
     """Predicted (leave-one-out) against measured score of each candidate, and the verification proxy's
     predicted against measured, as PNG bytes; None without matplotlib."""
     try:
-        import io
-
         import matplotlib
 
         matplotlib.use("Agg")

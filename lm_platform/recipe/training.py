@@ -1,6 +1,6 @@
 """The recipe's model and training stages. A stage has three typed sections, each read by one part of the
-platform: `blend` (which documents, how many tokens: data/blend.py), `pack` (how they become sequences:
-data/pack.py) and `train` (how the model learns from them: `lm_platform.recipe.trainer.TrainConfig`, the
+platform: `blend` (which documents, how many tokens: data/blending/blend.py), `pack` (how they become sequences:
+data/blending/pack.py) and `train` (how the model learns from them: `lm_platform.recipe.trainer.TrainConfig`, the
 section the trainer validates from its job file).
 
 Recipes written before the sections existed used flat stage keys (`lr`, `seq_len`, `mixture`, ...);
@@ -19,7 +19,7 @@ from lm_platform.recipe.trainer import TrainConfig
 
 
 class BlendConfig(Strict):
-    """Which documents a stage trains on: shares of its sources and a token target (data/blend.py)."""
+    """Which documents a stage trains on: shares of its sources and a token target (data/blending/blend.py)."""
 
     mixture: dict[str, float] | Literal["recommended"] = Field(
         description="source (or group) name -> share of the stage's tokens; or 'recommended': the mixture "
@@ -102,7 +102,7 @@ class BlendConfig(Strict):
 
 
 class PackConfig(Strict):
-    """How a stage's blend becomes fixed-length training rows (data/pack.py)."""
+    """How a stage's blend becomes fixed-length training rows (data/blending/pack.py)."""
 
     seq_len: int = Field(2048, gt=0)
     val_fraction: float = Field(0.05, ge=0, lt=1)

@@ -38,6 +38,7 @@ from typing import Any
 from lm_platform import atomic
 from lm_platform.paths import STORAGE_ENV
 from lm_platform.storage.base import Store, UncommittedError
+from lm_platform.storage.fsspec_store import FsspecStore, S3Options
 
 STATE_DIR = ".lm-cache"
 CACHE_ENV = "LM_PLATFORM_CACHE"
@@ -293,8 +294,6 @@ def active() -> LocalCache | None:
 
 def open_cache(url: str, cache_dir: str | Path | None = None, max_bytes: int | None = None) -> LocalCache:
     """The store at `url` (s3://bucket/prefix) with its local cache; settings from the environment."""
-    from lm_platform.storage.fsspec_store import FsspecStore, S3Options
-
     if not url.startswith("s3://"):
         raise ValueError(f"{url!r}: only s3:// object stores are supported (or a local folder)")
     opts = S3Options(

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from lm_platform.atomic import atomic_dir, atomic_path, read_json, write_json
-from lm_platform.storage import cache as store_cache
 from lm_platform.recipe.model_init import ModelInit, PretrainedInit
+from lm_platform.storage import cache as store_cache
 from lm_platform.tokenization.hf_compat import make_model_dir_compatible
 from lm_platform.training.config import IDENTITY_WHEN_SET, NON_TRAJECTORY_FIELDS
 from lm_platform.training.contract import FINISHED_FILE

@@ -25,6 +25,7 @@ or scaling); `fused_head` says whether a model is one.
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import torch
 
@@ -47,10 +48,11 @@ def _core(model):
 def fused_head(model) -> torch.nn.Linear | None:
     """The model's output head when the loss can be computed from hidden states (a plain linear head on a
     known architecture, not FSDP-sharded); else None (the caller computes logits)."""
-    from torch.distributed.fsdp import FSDPModule
-
     core = _core(model)
-    if isinstance(core, FSDPModule) or type(core).__name__ not in PLAIN_HEAD_MODELS:
+    fsdp = sys.modules.get("torch.distributed.fsdp")  # not loaded: no model can be sharded
+    if (fsdp is not None and isinstance(core, fsdp.FSDPModule)) or type(
+        core
+    ).__name__ not in PLAIN_HEAD_MODELS:
         return None
     head = core.get_output_embeddings()
     if not isinstance(head, torch.nn.Linear) or head.bias is not None:

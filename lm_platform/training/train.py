@@ -45,7 +45,7 @@ from dagster_pipes import open_dagster_pipes
 from transformers import AutoConfig, AutoTokenizer
 
 from lm_platform.atomic import read_json
-from lm_platform.data.pack import SplitReader
+from lm_platform.data.blending.pack import SplitReader
 from lm_platform.modeling.eeve import read_eeve
 from lm_platform.modeling.freeze import TrainablePlan, apply_policy
 from lm_platform.modeling.init import build_model
@@ -459,7 +459,8 @@ def setup(
         torch.set_num_threads(max(1, min(os.cpu_count() or 1, 8) // dist.world))
 
     # Under an object-store root: inputs and step checkpoints from the store (a pod on an empty disk resumes).
-    store_cache.fill_paths(job.dataset_dir, job.tokenizer_dir, job.init.get("path"), job.run_dir)
+    pretrained = job.init.path if isinstance(job.init, PretrainedInit) else None
+    store_cache.fill_paths(job.dataset_dir, job.tokenizer_dir, pretrained, job.run_dir)
     # Data: rows read on demand; steps derived from the budget; validation on a bounded sample.
     index = read_json(Path(job.dataset_dir) / "index.json")
     train_rows, val_rows = SplitReader(job.dataset_dir, "train"), SplitReader(job.dataset_dir, "val")

@@ -2,7 +2,7 @@
 
 Reads the source's exact-dedup shards (`exact.py`), drops the documents clustering removed (`near.py`,
 checked against the shards' id digests first: `staleness.py`) and those that leak an evaluation set
-(`data/decontam.py`'s `Decontaminator`), writes the leaks' report and the figures the dataset card reads.
+(`data/dedup/decontam.py`'s `Decontaminator`), writes the leaks' report and the figures the dataset card reads.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pathlib import Path
 import pyarrow as pa
 
 from lm_platform.atomic import read_json, write_json
-from lm_platform.data.decontam import Decontaminator
+from lm_platform.data.corpus.documents import DocWriter, iter_docs
+from lm_platform.data.dedup.decontam import Decontaminator
 from lm_platform.data.dedup.exact import STATS_FILE, exact_shards
 from lm_platform.data.dedup.near import NearRemovals, removed_rows
 from lm_platform.data.dedup.staleness import StaleNearDuplicates, check_near_inputs
-from lm_platform.data.documents import DocWriter, iter_docs
 
 
 @dataclass

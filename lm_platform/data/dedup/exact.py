@@ -2,7 +2,7 @@
 
 The key ignores case, punctuation, symbols and whitespace, so copies that differ only in those (or in
 Unicode form, which curation already unified) count as the same document. The persistent index
-(`data/dedup_index.py`) decides which copy wins: the one of the highest-priority source, then the first
+(`data/dedup/dedup_index.py`) decides which copy wins: the one of the highest-priority source, then the first
 in reading order; a copy already kept by a higher-priority source is dropped as a cross-source hit.
 """
 
@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lm_platform.atomic import atomic_dir, write_json
+from lm_platform.data.corpus.documents import DocWriter, iter_docs
+from lm_platform.data.dedup.dedup_index import Entry, ExactIndex
 from lm_platform.data.dedup.staleness import file_fingerprint
-from lm_platform.data.dedup_index import Entry, ExactIndex
-from lm_platform.data.documents import DocWriter, iter_docs
 from lm_platform.recipe.schema import ExactDedupConfig, Recipe
 
 STATS_FILE = "stats.json"

@@ -3,8 +3,8 @@
 `minhash_signatures` writes each exact-dedup shard's signatures (and its documents' ids and id digest);
 `near_dup_clusters` bands them, verifies the candidate pairs and joins clusters over every source,
 keeping one document per cluster; `removed_rows` reads a source's removals back for the deduped step.
-The primitives (hashing, bands, connected components) are in `data/minhash.py`, the exact Jaccard
-verification in `data/near_verify.py`.
+The primitives (hashing, bands, connected components) are in `data/dedup/minhash.py`, the exact Jaccard
+verification in `data/dedup/near_verify.py`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lm_platform.atomic import atomic_dir, atomic_path, write_json
-from lm_platform.data.dedup.staleness import StaleNearDuplicates, ids_digest
-from lm_platform.data.minhash import (
+from lm_platform.data.dedup.minhash import (
     MinHasher,
     TokenHasher,
     band_keys,
@@ -35,7 +34,8 @@ from lm_platform.data.minhash import (
     ngram_hashes,
     token_hashes,
 )
-from lm_platform.data.near_verify import SourceTexts, StaleTexts, verify_pairs
+from lm_platform.data.dedup.near_verify import SourceTexts, StaleTexts, verify_pairs
+from lm_platform.data.dedup.staleness import StaleNearDuplicates, ids_digest
 from lm_platform.recipe.schema import NearDupConfig
 from lm_platform.results import JsonResult
 

@@ -1,0 +1,1 @@
+"""Blending: exact-token blends of the sources' token shards, tokenization per source, packing into training sequences, and the dataset card."""
