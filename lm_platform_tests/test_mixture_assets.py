@@ -14,6 +14,7 @@ import pytest
 
 from lm_platform.data.blending.tokens import tokenize_source
 from lm_platform.data.corpus.documents import DocWriter, make_doc
+from lm_platform.paths import Layout
 from lm_platform_tests.conftest import write_demo_variant
 from lm_platform_tests.test_mixture_search import word_chain, word_tokenizer
 
@@ -50,9 +51,10 @@ def _search(raw: dict, target) -> None:
 
 
 def test_search_assets_recommend_and_the_stage_takes_it(tmp_path, monkeypatch):
-    from lm_platform.defs import build_definitions
     from lm_platform.defs.automation import build as automation
+    from lm_platform.defs.deployment import build_deployment_definitions
     from lm_platform.defs.mixture import partitions
+    from lm_platform.deployment.profile import load_profile
     from lm_platform.evaluation.versions import discover_versions
     from lm_platform.finetune.card import lineage
     from lm_platform.recipe import load_recipe
@@ -72,7 +74,7 @@ def test_search_assets_recommend_and_the_stage_takes_it(tmp_path, monkeypatch):
     recipe = load_recipe(str(write_demo_variant(tmp_path, lambda raw: _search(raw, target))))
     monkeypatch.setenv("LM_PLATFORM_STORAGE", str(tmp_path / "data"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    defs = build_definitions(recipe)
+    defs = build_deployment_definitions(recipe, load_profile("local"), prefix=[])
     instance = dg.DagsterInstance.ephemeral()
 
     def run(*keys: str, partition: str | None = None) -> None:
@@ -110,7 +112,7 @@ def test_search_assets_recommend_and_the_stage_takes_it(tmp_path, monkeypatch):
     assert settings["mixture"]["loo_spearman"] == rec["loo_spearman"]
 
     # Proxies are not model versions: the versions sensor finds none, nothing schedules or trains them.
-    assert discover_versions(recipe, base, set()) == []
+    assert discover_versions(recipe, Layout(tmp_path / "data", recipe.name), set()) == []
     auto = automation(recipe, training=True)
     watched = {
         k

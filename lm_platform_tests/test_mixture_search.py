@@ -19,6 +19,7 @@ from lm_platform.mixture import search as ms
 from lm_platform.mixture.proxy import (
     CANDIDATES_FILE,
     PLOT_FILE,
+    PROXY_MODEL,
     RECOMMENDATION_FILE,
     centre_of,
     search_dir,
@@ -132,7 +133,7 @@ def test_search_finds_the_target_source_and_its_recommendation_beats_every_candi
     best = rec["best_candidate"]["name"]
     manifest = json.loads((d / best / "blend" / "manifest.json").read_text())
     assert manifest["mixture_from"]["weights"] == rec["best_candidate"]["weights"]
-    assert (d / best / "checkpoint" / "model.safetensors").is_file()
+    assert (d / best / PROXY_MODEL / "model.safetensors").is_file()
 
 
 def test_candidates_are_seeded_and_within_bounds():

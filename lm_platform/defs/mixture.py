@@ -86,7 +86,7 @@ class _Search:
         """The proxy's trainer run through the `trainer` resource (Pipes), as every stage trains."""
         d = mx.proxy_dir(layout.base, self.stage.name, name)
         job = mx.proxy_job(self.recipe.name, self.stage.name, name, d, layout.tokenizer(), self.cfg.proxy)
-        job_file = d / "checkpoint.job.json"
+        job_file = d / f"{mx.PROXY_MODEL}.job.json"
         write_json(job_file, job.model_dump(mode="json"))
         try:
             # Launched like a stage (the stage's pod settings on the k8s profile).
@@ -99,7 +99,7 @@ class _Search:
 
     def score(self, layout: Layout, name: str) -> dict:
         d = mx.proxy_dir(layout.base, self.stage.name, name)
-        score = mx.score_model(d / "checkpoint", self.cfg.target, self.evaluations)
+        score = mx.score_model(d / mx.PROXY_MODEL, self.cfg.target, self.evaluations)
         mx.write_score(d, score)
         return score
 

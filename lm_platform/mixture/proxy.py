@@ -31,6 +31,9 @@ RECOMMENDATION_FILE = "recommendation.json"
 PLOT_FILE = "predicted_vs_measured.png"
 SCORE_FILE = "score.json"
 VERIFY = "recommended"  # the verification proxy's directory
+# The proxy's trained model, inside its own directory: a proxy is not a model version, so nothing of it
+# lives under (or is named like) the `checkpoint/` kind that versions, automation and leaderboard read.
+PROXY_MODEL = "model"
 
 
 def search_dir(base: str | Path, stage: str) -> Path:
@@ -39,7 +42,7 @@ def search_dir(base: str | Path, stage: str) -> Path:
 
 
 def proxy_dir(base: str | Path, stage: str, name: str) -> Path:
-    """One proxy's blend, dataset, checkpoint and score."""
+    """One proxy's blend, dataset, trained model and score."""
     return search_dir(base, stage) / name
 
 
@@ -164,8 +167,8 @@ def proxy_job(
         stage=f"{stage}.{name}",
         dataset_dir=str(d / "dataset"),
         tokenizer_dir=str(tokenizer_dir),
-        output_dir=str(d / "checkpoint"),
-        run_dir=str(d / "checkpoint.run"),
+        output_dir=str(d / PROXY_MODEL),
+        run_dir=str(d / f"{PROXY_MODEL}.run"),
         init=ScratchInit(model=proxy.model),
         train=proxy.train,
     )
@@ -289,7 +292,7 @@ def run_proxy(
     )
     pack_proxy(d / "blend", tokens_dirs, tokenizer_dir, d / "dataset", search.proxy)
     train(proxy_job(recipe, stage, name, d, tokenizer_dir, search.proxy))
-    score = score_model(d / "checkpoint", search.target, evaluations)
+    score = score_model(d / PROXY_MODEL, search.target, evaluations)
     write_score(d, score)
     return score
 
