@@ -47,17 +47,37 @@ def _tree_bytes(root: Path) -> int:
     return total
 
 
+def _by_output(root: Path) -> dict[str, int]:
+    """Bytes under `root` per output folder (`<recipe>/<kind>/<name>`), for what the cache held at its peak."""
+    out: dict[str, int] = {}
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, names in os.walk(root):
+        if ".lm-cache" in dirnames:
+            dirnames.remove(".lm-cache")
+        rel = Path(dirpath).relative_to(root).parts
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                st = os.lstat(os.path.join(dirpath, name))
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    key = "/".join((*rel, name)[:4])
+                    out[key] = out.get(key, 0) + st.st_size
+    return out
+
+
 class Sampler(threading.Thread):
-    """The largest size of a folder seen while it runs."""
+    """The largest size of a folder seen while it runs, and what it held then."""
 
     def __init__(self, root: Path):
         super().__init__(daemon=True)
-        self.root, self.peak, self.done = root, 0, threading.Event()
+        self.root, self.peak, self.held, self.done = root, 0, {}, threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
             if self.root.exists():
-                self.peak = max(self.peak, _tree_bytes(self.root))
+                held = _by_output(self.root)
+                if sum(held.values()) > self.peak:
+                    self.peak, self.held = sum(held.values()), held
             self.done.wait(0.2)
 
 
@@ -128,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         sampler.done.set()
         sampler.join()
         peaks.append(sampler.peak)
+        top = sorted(sampler.held.items(), key=lambda kv: -kv[1])[:8]
+        print("      at the peak: " + ", ".join(f"{k} {v / 1e6:.2f}" for k, v in top))
         print(f"{r:>5} {'s3':>6} {times['s3'][-1]:>8.1f} {sampler.peak / 1e6:>14.2f} {bound / 1e6:>9.2f}")
         store = FsspecStore(url, S3Options(endpoint_url=s3.endpoint_url, addressing_style="path"))
         back = LocalCache(store, work / f"s3{r}" / "readback")
