@@ -14,6 +14,9 @@ object-store root, the platform works on a local folder that mirrors the store's
   used in the last `grace_s` seconds, stays (a step's own working set is never evicted under it). So the
   cache holds at most the bound or the running step's working set, whichever is larger, plus what that
   step is writing before it is published.
+- **release**: a step shrinks its working set by unpinning what it is done with (`release_paths`: the
+  trainer's loaded init, its earlier step checkpoints) and makes room before a large write (`room`), so
+  what it writes fits under the bound too.
 
 Which store and which cache a process uses comes from the environment (`LM_PLATFORM_STORAGE=s3://...`,
 `LM_PLATFORM_CACHE`, `LM_PLATFORM_CACHE_MAX_BYTES`, `LM_PLATFORM_S3_ENDPOINT_URL`,
