@@ -377,3 +377,23 @@ def test_released_step_checkpoints_make_room_and_pruning_reaches_the_store(tmp_p
     assert [s for s, _ in ckpt.stored_step_dirs(local)] == [5, 10]
     ckpt.prune(local, keep_last=1)
     assert [s for s, _ in ckpt.step_dirs(local)] == [10]
+
+
+def test_fill_makes_room_before_it_downloads(tmp_path):
+    from lm_platform.storage.cache import LocalCache
+
+    class Watched(LocalStore):
+        def get(self, key, local, have=None):
+            m = self.manifest(key)
+            incoming = sum(f["size"] for f in m["files"].values())
+            assert cache.size() + incoming <= cache.max_bytes, f"{key}: no room made before the download"
+            return super().get(key, local, have)
+
+    store = Watched(tmp_path / "store")
+    for name in ("a", "b", "c"):
+        store.publish(_dir(tmp_path / name, {"w.bin": name.encode() * 1000}), f"demo/checkpoint/{name}")
+    cache = LocalCache(store, tmp_path / "cache", max_bytes=2500, grace_s=0)
+    for name in ("a", "b", "c"):
+        cache.fill(cache.root / "demo" / "checkpoint" / name)
+        cache._pinned.clear()
+    assert (cache.root / "demo/checkpoint/c/w.bin").exists() and cache.size() <= 2500

@@ -165,6 +165,8 @@ class LocalCache:
         if marker is not None and marker["digest"] == _digest(manifest) and local.exists():
             self._write_marker(key, manifest, tag)
             return
+        # Room first (the lock is held): what is fetched fits under the bound too.
+        self._evict(sum(f["size"] for f in manifest["files"].values()))
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".tmp-{local.name}-{uuid.uuid4().hex[:8]}")
         try:
@@ -277,24 +279,28 @@ class LocalCache:
         """Evict unpinned published outputs, least recently used first, until the cache plus `room` bytes
         is under the bound (or nothing evictable is left); records the peak size."""
         with self._lock():
-            size = self.size()
-            if size + room > self.max_bytes:
-                now = time.time()
-                markers = []
-                entries = self.state / "entries"
-                for m in entries.rglob("*.json") if entries.is_dir() else []:
-                    key = m.relative_to(entries).as_posix()[: -len(".json")]
-                    age = now - m.stat().st_mtime
-                    if key not in self._pinned and age >= self.grace_s:
-                        markers.append((m.stat().st_mtime, key, m))
-                for _, key, m in sorted(markers):
-                    if size + room <= self.max_bytes:
-                        break
-                    _remove(self.path_of(key))
-                    m.unlink(missing_ok=True)
-                    size = self.size()
-            if size > self.peak():
-                (self.state / "peak").write_text(str(size))
+            self._evict(room)
+
+    def _evict(self, room: int = 0) -> None:
+        """`_enforce` with the lock held."""
+        size = self.size()
+        if size + room > self.max_bytes:
+            now = time.time()
+            markers = []
+            entries = self.state / "entries"
+            for m in entries.rglob("*.json") if entries.is_dir() else []:
+                key = m.relative_to(entries).as_posix()[: -len(".json")]
+                age = now - m.stat().st_mtime
+                if key not in self._pinned and age >= self.grace_s:
+                    markers.append((m.stat().st_mtime, key, m))
+            for _, key, m in sorted(markers):
+                if size + room <= self.max_bytes:
+                    break
+                _remove(self.path_of(key))
+                m.unlink(missing_ok=True)
+                size = self.size()
+        if size > self.peak():
+            (self.state / "peak").write_text(str(size))
 
 
 _ACTIVE: LocalCache | None = None
