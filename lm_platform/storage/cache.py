@@ -16,7 +16,7 @@ object-store root, the platform works on a local folder that mirrors the store's
   step is writing before it is published.
 - **release**: a step shrinks its working set by unpinning what it is done with (`release_paths`: the
   trainer's loaded init, its earlier step checkpoints) and makes room before a large write (`room`), so
-  what it writes fits under the bound too.
+  what it writes fits under the bound too; a fill makes room before it downloads.
 
 Which store and which cache a process uses comes from the environment (`LM_PLATFORM_STORAGE=s3://...`,
 `LM_PLATFORM_CACHE`, `LM_PLATFORM_CACHE_MAX_BYTES`, `LM_PLATFORM_S3_ENDPOINT_URL`,
