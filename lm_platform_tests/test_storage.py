@@ -332,3 +332,68 @@ def test_fill_hard_links_content_the_cache_already_holds(tmp_path):
     assert export.read_bytes() == b"w" * 500 and export.stat().st_ino == step.stat().st_ino
     # One of the two equal weight files was transferred, the other linked to it.
     assert len(transferred) == 2 and "demo/checkpoint/main/x" in transferred
+
+
+def test_released_step_checkpoints_make_room_and_pruning_reaches_the_store(tmp_path):
+    """The trainer releases its earlier step checkpoints before it writes the next one (they are in the
+    store): the cache evicts them to make room, and pruning still deletes the evicted ones from the store
+    and still sees the kept ones."""
+    from lm_platform.atomic import atomic_dir
+    from lm_platform.storage import cache as store_cache
+    from lm_platform.storage.cache import LocalCache
+    from lm_platform.training import checkpoint as ckpt
+
+    store = LocalStore(tmp_path / "store")
+    cache = LocalCache(store, tmp_path / "cache", max_bytes=2500, grace_s=0)
+    run_dir = cache.root / "demo" / "checkpoint" / "main.run"
+    store_cache.activate(cache)
+    try:
+        for step in (5, 10, 15):
+            older = [p for _, p in ckpt.step_dirs(run_dir)]
+            store_cache.release_paths(*older, room=1000)
+            with atomic_dir(run_dir / f"step_{step:08d}") as tmp:
+                (tmp / ckpt.STATE_FILE).write_text("{}")
+                (tmp / "model.safetensors").write_bytes(bytes([step]) * 1000)
+            if step == 5:
+                ckpt.mark_kept(run_dir, 5)
+            assert cache.size() <= 2500
+            ckpt.prune(run_dir, keep_last=1)
+        # Only the newest step checkpoint is on the local disk; the store has it and the kept one.
+        assert [s for s, _ in ckpt.step_dirs(run_dir)] == [15]
+        assert [s for s, _ in ckpt.stored_step_dirs(run_dir)] == [5, 15]
+        assert ckpt.kept_steps(run_dir) == [5]
+        assert store.manifest("demo/checkpoint/main.run/step_00000010") is None
+        # A fill brings an evicted one back.
+        cache.fill(run_dir / "step_00000005")
+        assert (run_dir / "step_00000005" / "model.safetensors").read_bytes() == bytes([5]) * 1000
+    finally:
+        store_cache.activate(None)
+    # Without a store the same calls change nothing: released paths stay, pruning sees the disk only.
+    local = tmp_path / "local" / "main.run"
+    for step in (5, 10):
+        store_cache.release_paths(*(p for _, p in ckpt.step_dirs(local)), room=10**9)
+        with atomic_dir(local / f"step_{step:08d}") as tmp:
+            (tmp / ckpt.STATE_FILE).write_text("{}")
+    assert [s for s, _ in ckpt.stored_step_dirs(local)] == [5, 10]
+    ckpt.prune(local, keep_last=1)
+    assert [s for s, _ in ckpt.step_dirs(local)] == [10]
+
+
+def test_fill_makes_room_before_it_downloads(tmp_path):
+    from lm_platform.storage.cache import LocalCache
+
+    class Watched(LocalStore):
+        def get(self, key, local, have=None):
+            m = self.manifest(key)
+            incoming = sum(f["size"] for f in m["files"].values())
+            assert cache.size() + incoming <= cache.max_bytes, f"{key}: no room made before the download"
+            return super().get(key, local, have)
+
+    store = Watched(tmp_path / "store")
+    for name in ("a", "b", "c"):
+        store.publish(_dir(tmp_path / name, {"w.bin": name.encode() * 1000}), f"demo/checkpoint/{name}")
+    cache = LocalCache(store, tmp_path / "cache", max_bytes=2500, grace_s=0)
+    for name in ("a", "b", "c"):
+        cache.fill(cache.root / "demo" / "checkpoint" / name)
+        cache._pinned.clear()
+    assert (cache.root / "demo/checkpoint/c/w.bin").exists() and cache.size() <= 2500

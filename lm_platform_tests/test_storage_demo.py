@@ -115,3 +115,9 @@ def test_trimmed_demo_on_s3_matches_local_and_survives_kills(tmp_path, s3_server
     expected = _artifacts(local_base)
     assert len(expected) > 10
     assert _artifacts(s3_base) == expected
+    for stage in ("main", "anneal"):
+        run = Path("checkpoint") / f"{stage}.run"
+        # Pruning reached the store (also step checkpoints the cache had evicted); the log is published.
+        steps = [sorted(p.name for p in (b / run).glob("step_*")) for b in (local_base, s3_base)]
+        assert steps[0] == steps[1], f"{run}: local {steps[0]}, store {steps[1]}"
+        assert (s3_base / run / "log.jsonl").is_file(), f"{run}/log.jsonl is not in the store"

@@ -230,8 +230,9 @@ def discover_versions(recipe, layout: Layout, known: set[str]) -> list[str]:
     the trainer's pruning cannot remove them), adapters and merged models."""
     found: list[str] = []
     for stage in recipe.stages:
-        run_dir = layout.run_dir(stage.name)
-        found += new_step_versions(layout, stage.name, run_dir, stage.eval_every, known)
+        if stage.eval_every:  # (under an object store, asking for the run directory fills it)
+            run_dir = layout.run_dir(stage.name)
+            found += new_step_versions(layout, stage.name, run_dir, stage.eval_every, known)
         if stage.name not in known and (model_dir(layout, stage.name) / "config.json").is_file():
             found.append(stage.name)
     for kind, kind_dir in zip(PREFIXED, (layout.adapters(), layout.merges()), strict=True):

@@ -14,6 +14,9 @@ object-store root, the platform works on a local folder that mirrors the store's
   used in the last `grace_s` seconds, stays (a step's own working set is never evicted under it). So the
   cache holds at most the bound or the running step's working set, whichever is larger, plus what that
   step is writing before it is published.
+- **release**: a step shrinks its working set by unpinning what it is done with (`release_paths`: the
+  trainer's loaded init, its earlier step checkpoints) and makes room before a large write (`room`), so
+  what it writes fits under the bound too; a fill makes room before it downloads.
 
 Which store and which cache a process uses comes from the environment (`LM_PLATFORM_STORAGE=s3://...`,
 `LM_PLATFORM_CACHE`, `LM_PLATFORM_CACHE_MAX_BYTES`, `LM_PLATFORM_S3_ENDPOINT_URL`,
@@ -162,6 +165,8 @@ class LocalCache:
         if marker is not None and marker["digest"] == _digest(manifest) and local.exists():
             self._write_marker(key, manifest, tag)
             return
+        # Room first (the lock is held): what is fetched fits under the bound too.
+        self._evict(sum(f["size"] for f in manifest["files"].values()))
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".tmp-{local.name}-{uuid.uuid4().hex[:8]}")
         try:
@@ -217,6 +222,35 @@ class LocalCache:
         self._marker(key).unlink(missing_ok=True)
         shutil.rmtree(self.state / "entries" / key, ignore_errors=True)
 
+    def release(self, path: str | Path) -> None:
+        """The running step no longer needs its local copy of `path` (an output it filled or wrote, in the
+        store): from now on the cache may evict it like any other output (a fill brings it back)."""
+        key = self.key_of(path)
+        if key is not None:
+            with self._pin_mutex:
+                self._pinned = {k for k in self._pinned if k != key and not k.startswith(key + "/")}
+
+    def make_room(self, room: int) -> None:
+        """Evict (unpinned, published outputs, least recently used first) until `room` more bytes fit under
+        the bound: what the running step is about to write."""
+        self._enforce(room)
+
+    def committed_names(self, path: str | Path) -> list[str]:
+        """The names directly under folder `path` that committed outputs in the store lie under (whether
+        or not the cache holds them now)."""
+        key = self.key_of(path)
+        if key is None:
+            return []
+        names = {
+            k[len(key) + 1 :].split("/")[0] for k in self.store.manifest_index(key) if k.startswith(key + "/")
+        }
+        return sorted(names)
+
+    def is_committed(self, path: str | Path) -> bool:
+        """`path` is a committed output in the store, or a file of one."""
+        key = self.key_of(path)
+        return key is not None and self.store.exists(key)
+
     # ---- size bound ----------------------------------------------------------------------------------
     def size(self) -> int:
         """Bytes of files under the cache (each hard-linked file counted once), markers excluded."""
@@ -241,26 +275,32 @@ class LocalCache:
         except (FileNotFoundError, ValueError):
             return 0
 
-    def _enforce(self) -> None:
+    def _enforce(self, room: int = 0) -> None:
+        """Evict unpinned published outputs, least recently used first, until the cache plus `room` bytes
+        is under the bound (or nothing evictable is left); records the peak size."""
         with self._lock():
-            size = self.size()
-            if size > self.max_bytes:
-                now = time.time()
-                markers = []
-                entries = self.state / "entries"
-                for m in entries.rglob("*.json") if entries.is_dir() else []:
-                    key = m.relative_to(entries).as_posix()[: -len(".json")]
-                    age = now - m.stat().st_mtime
-                    if key not in self._pinned and age >= self.grace_s:
-                        markers.append((m.stat().st_mtime, key, m))
-                for _, key, m in sorted(markers):
-                    if size <= self.max_bytes:
-                        break
-                    _remove(self.path_of(key))
-                    m.unlink(missing_ok=True)
-                    size = self.size()
-            if size > self.peak():
-                (self.state / "peak").write_text(str(size))
+            self._evict(room)
+
+    def _evict(self, room: int = 0) -> None:
+        """`_enforce` with the lock held."""
+        size = self.size()
+        if size + room > self.max_bytes:
+            now = time.time()
+            markers = []
+            entries = self.state / "entries"
+            for m in entries.rglob("*.json") if entries.is_dir() else []:
+                key = m.relative_to(entries).as_posix()[: -len(".json")]
+                age = now - m.stat().st_mtime
+                if key not in self._pinned and age >= self.grace_s:
+                    markers.append((m.stat().st_mtime, key, m))
+            for _, key, m in sorted(markers):
+                if size + room <= self.max_bytes:
+                    break
+                _remove(self.path_of(key))
+                m.unlink(missing_ok=True)
+                size = self.size()
+        if size > self.peak():
+            (self.state / "peak").write_text(str(size))
 
 
 _ACTIVE: LocalCache | None = None
@@ -328,6 +368,31 @@ def fill_paths(*paths: str | Path | None) -> None:
         for p in paths:
             if p:
                 cache.fill(p)
+
+
+def release_paths(*paths: str | Path | None, room: int = 0) -> None:
+    """Under an object-store root: the running step is done with its local copies of these committed
+    outputs (the cache may evict them; a fill brings them back), and is about to write about `room`
+    bytes; else nothing."""
+    cache = active()
+    if cache is not None:
+        for p in paths:
+            if p:
+                cache.release(p)
+        cache.make_room(room)
+
+
+def committed_names(path: str | Path) -> list[str]:
+    """Under an object-store root, the names under folder `path` holding committed outputs in the store
+    (also those the local cache has evicted); else [] (a local folder has only what is on disk)."""
+    cache = active()
+    return cache.committed_names(path) if cache is not None else []
+
+
+def is_committed(path: str | Path) -> bool:
+    """Under an object-store root, whether `path` is committed in the store; else False."""
+    cache = active()
+    return cache.is_committed(path) if cache is not None else False
 
 
 def after_delete(path: str | Path) -> None:

@@ -34,9 +34,10 @@ def layout_for(root: str | Path, recipe: str) -> Layout:
     return Layout(Path(root).expanduser().resolve(), recipe)
 
 
-# What `StoreLayout.base` fills: the kinds its callers (model versions, evaluations, automation) read
-# through paths they build themselves (`evaluation.versions.model_dir`, `result_path`).
-BASE_FILLED = ("checkpoint", "adapter", "merged", "eval")
+# What `StoreLayout.base` fills: the model directories its remaining callers (fine-tuning's merges, lineage
+# and model cards) resolve model references in themselves. Model versions and evaluations ask `Layout`'s
+# own methods (`checkpoint`, `model_snapshot`, `eval_result`, ...), which fill only what they name.
+BASE_FILLED = ("checkpoint", "adapter", "merged")
 SWEEP_ENV = "LM_PLATFORM_SWEEP_AFTER_S"
 _SWEPT: set[tuple[str, str]] = set()
 

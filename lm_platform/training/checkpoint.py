@@ -250,14 +250,32 @@ def mark_kept(run_dir: str | Path, step: int, reason: str = "kept") -> Path:
     return path
 
 
+def stored_step_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """The run's step checkpoints: those on disk and, under an object-store root, those the local cache
+    has evicted (committed in the store; a fill brings them back)."""
+    run_dir = Path(run_dir)
+    steps = dict(step_dirs(run_dir))
+    for name in store_cache.committed_names(run_dir):
+        if (m := STEP_DIR.match(name)) and int(m.group(1)) not in steps:
+            steps[int(m.group(1))] = run_dir / name
+    return sorted(steps.items())
+
+
+def _is_kept(path: Path) -> bool:
+    if (path / KEEP_FILE).exists():
+        return True
+    return not path.exists() and store_cache.is_committed(path / KEEP_FILE)
+
+
 def kept_steps(run_dir: str | Path) -> list[int]:
-    return [s for s, p in step_dirs(run_dir) if (p / KEEP_FILE).exists()]
+    return [s for s, p in stored_step_dirs(run_dir) if _is_kept(p)]
 
 
 def prune(run_dir: str | Path, keep_last: int) -> None:
-    """Remove step checkpoints older than the newest `keep_last`, except those marked kept."""
-    for _, path in step_dirs(run_dir)[:-keep_last]:
-        if not (path / KEEP_FILE).exists():
+    """Remove step checkpoints older than the newest `keep_last`, except those marked kept (under an
+    object-store root also those only the store holds now)."""
+    for _, path in stored_step_dirs(run_dir)[:-keep_last]:
+        if not _is_kept(path):
             shutil.rmtree(path, ignore_errors=True)
             store_cache.after_delete(path)
 

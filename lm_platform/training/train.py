@@ -556,6 +556,8 @@ def setup(
         flops_per_token=flops.flops_per_token(model.config, seq_len),
         unsharded=unsharded,
     )
+    # The init is loaded (its dtype read): under an object-store root the cache may evict its local copy.
+    store_cache.release_paths(pretrained)
     _preempt_if_requested(run, state)  # SIGTERM while the model loaded: nothing new to save
     if not resume:
         state.initial_val_loss = evaluate_loss(
@@ -567,6 +569,7 @@ def setup(
         reporter.log_file = run_dir / ckpt.LOG_FILE
         if not resume:
             reporter.log_file.unlink(missing_ok=True)
+            store_cache.after_delete(reporter.log_file)  # an earlier run's log, in the store
     reporter.log(
         f"[{job.stage}] {run.n_params:,} params ({plan.trainable_parameters:,} trainable, policy "
         f"{cfg.trainable}), {len(train_rows)} train rows, {steps} steps of {global_rows * seq_len} tokens on "
@@ -574,6 +577,14 @@ def setup(
         f"{state.initial_val_loss:.4f}" + (f"; resumed from {resume.name}" if resume else "")
     )
     return run, state
+
+
+def publish_log(run: Run) -> None:
+    """Under an object-store root, publish the run's log (appended in place, so not an atomic write) to the
+    store; else nothing."""
+    log = run.reporter.log_file
+    if run.dist.rank == 0 and log is not None and Path(log).is_file():
+        store_cache.after_commit(log)
 
 
 def _preempt_if_requested(run: Run, state: TrainState) -> None:
@@ -584,6 +595,7 @@ def _preempt_if_requested(run: Run, state: TrainState) -> None:
         run.train_rows.close()
         run.eval_rows.close()
         run.dist.close()
+        publish_log(run)
         raise Preempted(state.step, run.saved_path)
 
 
@@ -728,6 +740,15 @@ def save_step_checkpoint(run: Run, state: TrainState, keep: bool = False) -> Pat
             samples = _samples(run.model, run.job, run.device)
             model_state = optimizer_state = None
         state.data = run.data.position()
+        # Under an object-store root the step checkpoints written so far are in the store: the local cache
+        # may evict them (a resumed run fetches them back) to make room for this one, about as large as the
+        # last (the first: float32 weights and two Adam moments per parameter).
+        room = (
+            ckpt.disk_usage(run.saved_path)
+            if run.saved_path and run.saved_path.is_dir()
+            else 12 * run.n_params
+        )
+        store_cache.release_paths(*(p for _, p in ckpt.step_dirs(run.run_dir)), room=room)
         with parallel.plain_class(run.model):
             ckpt.save(
                 path,
@@ -775,6 +796,7 @@ def finish(run: Run, state: TrainState, loop: LoopResult) -> dict[str, Any]:
     }
     if loop.preempted:
         dist.close()
+        publish_log(run)
         raise Preempted(state.step, run.saved_path)
     if state.step < run.steps:  # stopped by `stop_after`: no final checkpoint
         dist.close()
@@ -811,6 +833,7 @@ def finish(run: Run, state: TrainState, loop: LoopResult) -> dict[str, Any]:
             f"[{job.stage}] val loss {metrics['initial_val_loss']:.4f} -> {metrics['final_val_loss']:.4f}; "
             f"saved {job.output_dir} ({run.export_dtype}); checkpoints on disk {metrics['disk_bytes'] / 1e6:,.1f} MB"
         )
+        publish_log(run)
     dist.barrier()
     dist.close()
     return metrics
