@@ -134,6 +134,14 @@ class Layout:
     def leaderboard_plot(self) -> Path:
         return self.base / "eval" / "leaderboard.png"
 
+    def mixture_search(self, stage: str) -> Path:
+        """A stage's mixture search: its candidates, one folder per proxy, the recommendation."""
+        return self.base / "mixture" / stage
+
+    def mixture_proxy(self, stage: str, name: str) -> Path:
+        """One proxy of the search: its blend, dataset, trained model and score."""
+        return self.mixture_search(stage) / name
+
     # --- end of the block ---
 
     def model_ref(self, ref: str) -> Path:

@@ -10,6 +10,7 @@ from lm_platform.data.blending.pack import boundary_tokens, tokenizer_meta
 from lm_platform.defs.metadata import headline, materialize, table, versioned
 from lm_platform.defs.resources import LMStorage
 from lm_platform.mixture.proxy import recommended_mixture
+from lm_platform.paths import Layout
 from lm_platform.recipe.licenses import not_on_allowlist
 from lm_platform.recipe.schema import Recipe, StageConfig
 from lm_platform.versions import content_version
@@ -85,9 +86,11 @@ def _target_check(manifest, on_shortfall: str, tolerance: float) -> dg.AssetChec
     )
 
 
-def _mixture(cfg, base, stage: str) -> tuple[dict, dict | None]:
+def _mixture(cfg, layout: Layout, stage: str) -> tuple[dict, dict | None]:
     """The ratios a stage blends and, for `mixture: recommended`, the search's evidence behind them."""
-    return recommended_mixture(base, stage) if cfg.recommended else (cfg.mixture, None)
+    return (
+        recommended_mixture(layout.mixture_search(stage), stage) if cfg.recommended else (cfg.mixture, None)
+    )
 
 
 def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
@@ -134,7 +137,7 @@ def blend_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
     def _blend(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = storage.layout(recipe.name)
         out = layout.blend(stage.name)
-        ratios, mixture_from = _mixture(cfg, layout.base, stage.name)
+        ratios, mixture_from = _mixture(cfg, layout, stage.name)
         manifest = blend_tokens(
             {s: layout.tokens(s) for s in sources},
             ratios,

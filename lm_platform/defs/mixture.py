@@ -67,7 +67,7 @@ class _Search:
             weights,
             self.tokens(layout),
             self.cfg.proxy.tokens,
-            mx.proxy_dir(layout.base, self.stage.name, name) / "blend",
+            layout.mixture_proxy(self.stage.name, name) / "blend",
             f"{self.recipe.seed}:{self.stage.name}:{name}",
             self.boundary(layout),
             self.stage.name,
@@ -77,14 +77,14 @@ class _Search:
         )
 
     def pack(self, layout: Layout, name: str):
-        d = mx.proxy_dir(layout.base, self.stage.name, name)
+        d = layout.mixture_proxy(self.stage.name, name)
         return mx.pack_proxy(
             d / "blend", self.tokens(layout), layout.tokenizer(), d / "dataset", self.cfg.proxy
         )
 
     def train(self, context, layout: Layout, trainer, name: str):
         """The proxy's trainer run through the `trainer` resource (Pipes), as every stage trains."""
-        d = mx.proxy_dir(layout.base, self.stage.name, name)
+        d = layout.mixture_proxy(self.stage.name, name)
         job = mx.proxy_job(self.recipe.name, self.stage.name, name, d, layout.tokenizer(), self.cfg.proxy)
         job_file = d / f"{mx.PROXY_MODEL}.job.json"
         write_json(job_file, job.model_dump(mode="json"))
@@ -98,7 +98,7 @@ class _Search:
             raise
 
     def score(self, layout: Layout, name: str) -> dict:
-        d = mx.proxy_dir(layout.base, self.stage.name, name)
+        d = layout.mixture_proxy(self.stage.name, name)
         score = mx.score_model(d / mx.PROXY_MODEL, self.cfg.target, self.evaluations)
         mx.write_score(d, score)
         return score
@@ -124,7 +124,7 @@ def candidates_asset(s: _Search, parts: dg.DynamicPartitionsDefinition) -> dg.As
     )
     def _candidates(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout = s.layout(storage)
-        out = mx.search_dir(layout.base, s.stage.name) / mx.CANDIDATES_FILE
+        out = layout.mixture_search(s.stage.name) / mx.CANDIDATES_FILE
         available = mx.available_tokens(s.tokens(layout), s.boundary(layout))
         centre = mx.centre_of(s.cfg, s.stage.blend.mixture, s.sources)
         plan = mx.plan_candidates(s.cfg, s.sources, centre, available, out, s.caps)
@@ -160,9 +160,9 @@ def proxy_assets(s: _Search, parts: dg.DynamicPartitionsDefinition) -> list[dg.A
     )
     def _blend(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout, name = s.layout(storage), context.partition_key
-        plan = read_json(mx.search_dir(layout.base, s.stage.name) / mx.CANDIDATES_FILE)
+        plan = read_json(layout.mixture_search(s.stage.name) / mx.CANDIDATES_FILE)
         res = s.blend(layout, name, mx.candidate_weights(plan, name))
-        out = mx.proxy_dir(layout.base, s.stage.name, name) / "blend"
+        out = layout.mixture_proxy(s.stage.name, name) / "blend"
         return materialize(
             weights=mx.candidate_weights(plan, name),
             tokens=res["taken_tokens"],
@@ -183,7 +183,7 @@ def proxy_assets(s: _Search, parts: dg.DynamicPartitionsDefinition) -> list[dg.A
     def _dataset(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout, name = s.layout(storage), context.partition_key
         res = s.pack(layout, name)
-        out = mx.proxy_dir(layout.base, s.stage.name, name) / "dataset"
+        out = layout.mixture_proxy(s.stage.name, name) / "dataset"
         return materialize(
             tokens=res.tokens, train_sequences=res.splits["train"]["rows"], data_version=content_version(out)
         )
@@ -215,7 +215,7 @@ def proxy_assets(s: _Search, parts: dg.DynamicPartitionsDefinition) -> list[dg.A
     def _score(context: dg.AssetExecutionContext, storage: LMStorage) -> dg.MaterializeResult:
         layout, name = s.layout(storage), context.partition_key
         score = s.score(layout, name)
-        f = mx.proxy_dir(layout.base, s.stage.name, name) / mx.SCORE_FILE
+        f = layout.mixture_proxy(s.stage.name, name) / mx.SCORE_FILE
         return materialize(
             score=score["score"], terms=score["terms"], path=f, data_version=content_version(f)
         )
@@ -243,10 +243,15 @@ def recommendation_asset(s: _Search) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, storage: LMStorage, trainer: dg.PipesSubprocessClient
     ) -> dg.MaterializeResult:
         layout = s.layout(storage)
-        d = mx.search_dir(layout.base, s.stage.name)
+        d = layout.mixture_search(s.stage.name)
         plan = read_json(d / mx.CANDIDATES_FILE)
         bounds = {x: tuple(b) for x, b in plan["bounds"].items()}
-        rec = recommend(mx.read_scores(layout.base, s.stage.name, plan), bounds, s.cfg.predictor, s.cfg.ridge)
+        rec = recommend(
+            mx.read_scores(layout.mixture_search(s.stage.name), s.stage.name, plan),
+            bounds,
+            s.cfg.predictor,
+            s.cfg.ridge,
+        )
         s.blend(layout, mx.VERIFY, rec.mixture)
         s.pack(layout, mx.VERIFY)
         s.train(context, layout, trainer, mx.VERIFY).get_materialize_result()  # its report is ours to drop

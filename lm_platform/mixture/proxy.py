@@ -217,11 +217,12 @@ def write_score(directory: str | Path, score: dict) -> Path:
     return path
 
 
-def read_scores(base: str | Path, stage: str, plan: dict) -> list[dict]:
-    """Each candidate of `plan` with its measured score; raises naming the candidates not scored yet."""
+def read_scores(directory: str | Path, stage: str, plan: dict) -> list[dict]:
+    """Each candidate of `plan` (proxies under the search `directory`) with its measured score; raises naming
+    the candidates not scored yet."""
     out, missing = [], []
     for c in plan["candidates"]:
-        f = proxy_dir(base, stage, c["name"]) / SCORE_FILE
+        f = Path(directory) / c["name"] / SCORE_FILE
         if not f.is_file():
             missing.append(c["name"])
             continue
@@ -246,10 +247,10 @@ def write_recommendation(directory: str | Path, rec: dict, verification: dict | 
     return out
 
 
-def recommended_mixture(base: str | Path, stage: str) -> tuple[dict[str, float], dict]:
-    """The ratios a stage with `mixture: recommended` blends, and the evidence recorded with them (for the
-    manifest, the dataset card and the model card)."""
-    f = search_dir(base, stage) / RECOMMENDATION_FILE
+def recommended_mixture(directory: str | Path, stage: str) -> tuple[dict[str, float], dict]:
+    """The ratios a stage with `mixture: recommended` blends (its search in `directory`), and the evidence
+    recorded with them (for the manifest, the dataset card and the model card)."""
+    f = Path(directory) / RECOMMENDATION_FILE
     if not f.is_file():
         raise FileNotFoundError(
             f"stage '{stage}' takes the recommended mixture, but {f} is missing: materialize mixture_recommendation/{stage}"
@@ -319,6 +320,6 @@ def search_in_process(
     for c in plan["candidates"]:
         run_proxy(c["name"], c["weights"], *args)
     bounds = {s: tuple(b) for s, b in plan["bounds"].items()}
-    rec = recommend(read_scores(base, stage, plan), bounds, search.predictor, search.ridge).to_json()
+    rec = recommend(read_scores(d, stage, plan), bounds, search.predictor, search.ridge).to_json()
     verification = run_proxy(VERIFY, rec["mixture"], *args)
     return write_recommendation(d, rec, verification)
