@@ -1,8 +1,8 @@
 """Recipe settings for curation, per language: the filter chain, PII redaction and the reference model.
 
-Each filter's settings live in its own module under `lm_platform.data.curation.filters` and are registered in
-one place (`lm_platform.data.curation.filters.FILTERS`); `FilterConfig` is the union of those, told apart by
-`name`. `lm_platform.recipe.schema` re-exports everything here, so older imports keep working.
+Each filter's settings live in `lm_platform.recipe.filter_settings` (beneath this module; the filters in
+`lm_platform.data.curation.filters` import theirs from there); `FilterConfig` is the union of
+`FILTER_SETTINGS`, told apart by `name`. `lm_platform.recipe.schema` re-exports everything here, so older imports keep working.
 """
 
 from __future__ import annotations
@@ -11,28 +11,32 @@ from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 from pydantic import Field, field_validator
 
-from lm_platform.data.curation.filters import FILTERS
-from lm_platform.data.curation.filters.boilerplate import BoilerplateFilter
-from lm_platform.data.curation.filters.c4 import C4Filter
-from lm_platform.data.curation.filters.datatrove_block import DatatroveFilter
-from lm_platform.data.curation.filters.encoding import EncodingFilter
-from lm_platform.data.curation.filters.fineweb import FineWebFilter
-from lm_platform.data.curation.filters.flagged_words import FlaggedWordsFilter
-from lm_platform.data.curation.filters.gopher_quality import GopherQualityFilter
-from lm_platform.data.curation.filters.gopher_repetition import GopherRepetitionFilter
-from lm_platform.data.curation.filters.language_id import LanguageIdFilter
-from lm_platform.data.curation.filters.length import LengthFilter
-from lm_platform.data.curation.filters.perplexity import PerplexityFilter
-from lm_platform.data.curation.filters.prose import ProseFilter
-from lm_platform.data.curation.filters.script import SCRIPT_LANGS, ScriptFilter
-from lm_platform.data.curation.filters.url_domain import UrlDomainFilter
 from lm_platform.recipe.base import StrictConfig
+from lm_platform.recipe.filter_settings import (
+    FILTER_SETTINGS,
+    SCRIPT_LANGS,
+    BoilerplateFilter,
+    C4Filter,
+    DatatroveFilter,
+    EncodingFilter,
+    FineWebFilter,
+    FlaggedWordsFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+    LanguageIdFilter,
+    LengthFilter,
+    PerplexityFilter,
+    ProseFilter,
+    ScriptFilter,
+    UrlDomainFilter,
+    missing_resources,
+)
 from lm_platform.recipe.quality import QualityModelConfig
 
 if TYPE_CHECKING:
     from lm_platform.recipe.sources import SourceConfig
 
-FilterConfig = Annotated[Union[tuple(FILTERS)], Field(discriminator="name")]  # noqa: UP007
+FilterConfig = Annotated[Union[FILTER_SETTINGS], Field(discriminator="name")]  # noqa: UP007
 
 
 class PiiConfig(StrictConfig):
@@ -119,8 +123,6 @@ class LanguageConfig(StrictConfig):
 
 def check_language_lm(lang: str, cfg: LanguageConfig, sources: list[SourceConfig]) -> None:
     """The language's perplexity settings and (`missing_resources`) the resources its filters need."""
-    from lm_platform.data.curation.filters.resources import missing_resources
-
     where = f"languages.{lang}"
     errors = missing_resources(lang, cfg, sources)
     if errors:

@@ -1,8 +1,9 @@
 """Document filters, one concern per module, built from the recipe's filter entries.
 
-Each filter module declares its recipe settings (a pydantic model whose `name` is the recipe's
-`name:`) next to the filter; `FILTERS` below registers the pair, and the recipe's filter union is made
-from it (lm_platform.recipe.filters). Adding a filter is one module plus one line here.
+Each filter's recipe settings (a pydantic model whose `name` is the recipe's `name:`) live in
+`lm_platform.recipe.filter_settings`, which the recipe's filter union is made from (`FILTER_SETTINGS`);
+each filter module imports its own. `FILTERS` below registers settings -> filter, in the same order.
+Adding a filter is its settings class there (and in `FILTER_SETTINGS`), one module here and one line below.
 
 `build_filter(cfg, lang)` turns a recipe entry into a filter for one language; each filter's
 `check(doc)` returns None to keep the document or a short reason to drop it.

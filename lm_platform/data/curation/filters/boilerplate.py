@@ -7,10 +7,6 @@ lines too, but they are phrases (they hold the language's function words), and s
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
-
 from lm_platform.data.corpus.text import Doc
 from lm_platform.data.curation.filters.base import Filter
 from lm_platform.data.curation.filters.lines import (
@@ -21,33 +17,7 @@ from lm_platform.data.curation.filters.lines import (
     phrase_words,
 )
 from lm_platform.data.curation.filters.resources import function_words
-from lm_platform.recipe.base import StrictConfig
-
-
-class BoilerplateFilter(StrictConfig):
-    """Navigation- and footer-like documents: mostly short lines, or lines with boilerplate markers."""
-
-    name: Literal["boilerplate"] = "boilerplate"
-    short_line_chars: int = Field(30, gt=0)
-    max_short_line_fraction: float = Field(0.5, ge=0, le=1)
-    max_short_line_char_share: float = Field(
-        0.3, ge=0, le=1, description="...and only when the short lines hold more than this share of the text"
-    )
-    markers: tuple[str, ...] = ("©", "cookie", "javascript", "lorem ipsum", "all rights reserved")
-    max_marker_line_fraction: float = Field(0.3, ge=0, le=1)
-    max_navigation_kinds: int | None = Field(
-        1,
-        ge=0,
-        description="Drop a page with more kinds of navigation lines (menu strip or column, breadcrumb, "
-        "bare date, link counter, footer) than this, when they are at least `min_navigation_line_fraction` "
-        "of its lines: a site's chrome has several kinds, a list in an article one",
-    )
-    min_navigation_line_fraction: float = Field(
-        0.1, ge=0, le=1, description="...the share of lines that makes navigation the page, not a stray line"
-    )
-    max_navigation_line_fraction: float | None = Field(
-        0.3, ge=0, le=1, description="Drop a page whose non-empty lines are navigation lines above this share"
-    )
+from lm_platform.recipe.filter_settings import BoilerplateFilter as BoilerplateFilter
 
 
 class Boilerplate(Filter):

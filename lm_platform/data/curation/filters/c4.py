@@ -13,48 +13,12 @@ from __future__ import annotations
 
 import re
 from itertools import filterfalse
-from typing import Literal
-
-from pydantic import Field
 
 from lm_platform.data.corpus.text import Doc, hard_wrapped, is_symbol, split_sentences, split_words, units
 from lm_platform.data.curation.filters.base import Filter
 from lm_platform.data.curation.filters.lines import is_phrase, line_words, phrase_words
 from lm_platform.data.curation.filters.resources import function_words
-from lm_platform.recipe.base import StrictConfig
-
-
-class C4Filter(StrictConfig):
-    """C4 line and document rules; datatrove's defaults. `rewrite` keeps only the lines that pass."""
-
-    name: Literal["c4"] = "c4"
-    rewrite: bool = True
-    max_removed_fraction: float = Field(
-        0.5, ge=0, le=1, description="A rewrite that would remove more of the text drops the document"
-    )
-    remove_citations: bool = True
-    filter_no_terminal_punct: bool = True
-    phrases_end_lines: bool = Field(
-        True,
-        description="A line of running text without terminal punctuation (verse, a speaker's line, "
-        "classical prose ending in '、') is kept and counts as a sentence: it holds function words",
-    )
-    end_punctuation: tuple[str, ...] = (".", "?", "!", '"', "'")
-    min_num_sentences: int | None = 5
-    min_words_per_line: int | None = 3
-    max_word_length: int | None = 1000
-    filter_lorem_ipsum: bool = True
-    filter_javascript: bool = True
-    filter_curly_bracket: bool = True
-    policy_substrings: tuple[str, ...] = (
-        "terms of use",
-        "privacy policy",
-        "cookie policy",
-        "uses cookies",
-        "use of cookies",
-        "use cookies",
-    )
-
+from lm_platform.recipe.filter_settings import C4Filter as C4Filter
 
 _CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 

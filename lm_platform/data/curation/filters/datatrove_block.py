@@ -10,54 +10,9 @@ the excluded samples. A block that rewrites the text (C4QualityFilter) rewrites 
 
 from __future__ import annotations
 
-import importlib
-import inspect
-from typing import Any, Literal
-
-from pydantic import Field, field_validator, model_validator
-
 from lm_platform.data.corpus.text import Doc
 from lm_platform.data.curation.filters.base import Filter
-from lm_platform.recipe.base import StrictConfig
-
-
-def load_block(path: str) -> type:
-    """The datatrove filter class at `path` (module.Class); a clear error when it is not one."""
-    module, _, name = path.rpartition(".")
-    if not module:
-        raise ValueError(f"block '{path}' is not a class path (module.ClassName)")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"block '{path}' cannot be imported: {exc}") from exc
-    from datatrove.pipeline.filters.base_filter import BaseFilter
-
-    if not (inspect.isclass(cls) and issubclass(cls, BaseFilter)):
-        raise ValueError(f"block '{path}' is not a datatrove filter (a subclass of BaseFilter)")
-    return cls
-
-
-class DatatroveFilter(StrictConfig):
-    """A datatrove filter block by class path, with its constructor arguments."""
-
-    name: Literal["datatrove"] = "datatrove"
-    block: str = Field(description="Class path, e.g. datatrove.pipeline.filters.GopherQualityFilter")
-    args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the block")
-
-    @field_validator("block")
-    @classmethod
-    def _importable(cls, block: str) -> str:
-        load_block(block)
-        return block
-
-    @model_validator(mode="after")
-    def _args_fit(self) -> DatatroveFilter:
-        cls = load_block(self.block)
-        try:
-            inspect.signature(cls.__init__).bind(None, **self.args)
-        except TypeError as exc:
-            raise ValueError(f"args do not fit {self.block}: {exc}") from exc
-        return self
+from lm_platform.recipe.filter_settings import DatatroveFilter, load_block
 
 
 class Datatrove(Filter):

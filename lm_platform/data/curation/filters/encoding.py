@@ -8,29 +8,10 @@ normalisation strips C1 controls from the text that is kept.
 from __future__ import annotations
 
 import re
-from typing import Literal
-
-from pydantic import Field
 
 from lm_platform.data.corpus.text import Doc
 from lm_platform.data.curation.filters.base import Filter
-from lm_platform.recipe.base import StrictConfig
-
-
-class EncodingFilter(StrictConfig):
-    """Broken encoding: replacement characters, C1 controls, or UTF-8 read as cp1252 (mojibake)."""
-
-    name: Literal["encoding"] = "encoding"
-    max_bad_char_fraction: float = Field(
-        0.001,
-        ge=0,
-        le=1,
-        description="Replacement/C1 control characters tolerated (a stray one is stripped by normalisation)",
-    )
-    max_mojibake_share: float = Field(
-        0.0005, ge=0, le=1, description="Characters in mis-decoded sequences tolerated (drop_mojibake)"
-    )
-    drop_mojibake: bool = Field(True, description="False: let normalisation repair mojibake (ftfy)")
+from lm_platform.recipe.filter_settings import EncodingFilter as EncodingFilter
 
 
 def _cp1252_reverse() -> dict[str, int]:

@@ -8,38 +8,13 @@ stop; a full stop with no space before the next sentence's capital counts too)."
 from __future__ import annotations
 
 import re
-from typing import Literal
-
-from pydantic import Field
 
 from lm_platform.data.corpus.text import Doc, units
 from lm_platform.data.curation.filters.base import Filter
 from lm_platform.data.curation.filters.gopher_repetition import duplicates
 from lm_platform.data.curation.filters.lines import is_section_mark, unit_phrases
 from lm_platform.data.curation.filters.resources import function_words
-from lm_platform.recipe.base import StrictConfig
-
-
-class FineWebFilter(StrictConfig):
-    name: Literal["fineweb"] = "fineweb"
-    line_punct_thr: float = 0.12
-    line_punct_exclude_zero: bool = False
-    stop_chars: tuple[str, ...] = (".", "!", "?", "。", "！", "？", "．", "‼", "⁇", "⁈", "⁉", "‽")
-    short_line_thr: float = 0.67
-    short_line_length: int = 30
-    char_duplicates_ratio: float = 0.01
-    new_line_ratio: float = 0.3
-    phrases_end_lines: bool = Field(
-        True,
-        description="A line of running text without a full stop (verse, a speaker's line, classical prose "
-        "ending in '、') counts as ended and is not a short line: it holds the language's function words",
-    )
-    count_by: Literal["lines", "chars"] = Field(
-        "lines",
-        description="Punctuation and short-line shares over lines (datatrove) or over characters (headings "
-        "and list items in an article then weigh what they hold, not one line each)",
-    )
-
+from lm_platform.recipe.filter_settings import FineWebFilter as FineWebFilter
 
 _RUNNING = re.compile(r"[,.!?;:、。！？，」』]")
 _TIGHT_END = re.compile(r"[^\W\d_][.!?][^\W\d_]")

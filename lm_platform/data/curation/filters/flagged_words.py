@@ -9,21 +9,10 @@ substring (one word per occurrence).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-
-from pydantic import Field
 
 from lm_platform.data.corpus.text import Doc
 from lm_platform.data.curation.filters.base import Filter
-from lm_platform.recipe.base import StrictConfig
-
-
-class FlaggedWordsFilter(StrictConfig):
-    """Share of words on a list (file path, relative to the recipe; one entry a line)."""
-
-    name: Literal["flagged_words"] = "flagged_words"
-    path: str
-    max_ratio: float = Field(0.01, ge=0, le=1)
+from lm_platform.recipe.filter_settings import FlaggedWordsFilter as FlaggedWordsFilter
 
 
 def load_word_list(path: str | Path) -> list[str]:

@@ -10,38 +10,11 @@ from __future__ import annotations
 
 import re
 from itertools import filterfalse
-from typing import Literal
-
-from pydantic import Field
 
 from lm_platform.data.corpus.text import Doc, is_symbol
 from lm_platform.data.curation.filters.base import Filter
 from lm_platform.data.curation.filters.resources import STOP_WORDS, stop_words
-from lm_platform.recipe.base import StrictConfig
-
-
-class GopherQualityFilter(StrictConfig):
-    """Gopher quality rules; datatrove's defaults. Words are syllables for vi, MeCab words for ja."""
-
-    name: Literal["gopher_quality"] = "gopher_quality"
-    min_doc_words: int | None = 50
-    max_doc_words: int | None = 100_000
-    min_avg_word_length: float | None = 3
-    max_avg_word_length: float | None = 10
-    max_symbol_word_ratio: float | None = 0.1
-    max_bullet_lines_ratio: float | None = 0.9
-    max_ellipsis_lines_ratio: float | None = 0.3
-    min_lines_for_line_ratios: int = Field(
-        5, ge=1, description="Bullet and ellipsis line shares judge documents of at least this many lines"
-    )
-    min_alpha_words_ratio: float | None = 0.8
-    min_stop_words: int | None = 2
-    stop_words: tuple[str, ...] | None = Field(
-        None,
-        description="Default: the language's stop words (languages.<lang>.stop_words or stop_words_from), "
-        "else the list the platform ships for it (en, vi, ja)",
-    )
-
+from lm_platform.recipe.filter_settings import GopherQualityFilter
 
 _ALPHA = re.compile(r"[^\W\d_]")  # a letter of any script
 # A number as written in running text: digits with . , : / - separators, an optional sign or %.

@@ -8,62 +8,14 @@ from __future__ import annotations
 import math
 import re
 from itertools import compress
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
 from lm_platform.data.corpus.text import Doc, is_symbol
 from lm_platform.data.curation.filters.base import Filter
 from lm_platform.data.curation.filters.lines import is_section_mark
 from lm_platform.data.curation.filters.resources import function_words, stop_words
-from lm_platform.recipe.base import StrictConfig
-
-
-class GopherRepetitionFilter(StrictConfig):
-    name: Literal["gopher_repetition"] = "gopher_repetition"
-    min_word_diversity: float | None = Field(
-        0.55,
-        ge=0,
-        le=1,
-        description="Moving-average type-token ratio over 50-word windows (MATTR): SEO pages recycle a few "
-        "templates around a few keywords; prose keeps introducing words. None: off",
-    )
-    min_lexical_richness: float | None = Field(
-        None,
-        ge=0,
-        le=1,
-        description="Herdan's C, log(distinct words) / log(words), over the first `richness_words` words "
-        "(numbers as one word): a page that recycles a few templates and keywords with a period longer "
-        "than MATTR's windows. None: off",
-    )
-    richness_words: int = Field(
-        400, ge=50, description="Words Herdan's C reads at most (texts of 50 or more)"
-    )
-    max_keyword_echoes: float | None = Field(
-        1.0,
-        ge=0,
-        description="Keyword echoes per 100 words: a name or phrase said twice with only a list separator "
-        "between ('即日融資、即日融資', 'cheap shoes, cheap shoes'), as keyword-stuffed pages write; "
-        "needs `min_keyword_echoes` different phrases. None: off",
-    )
-    min_keyword_echoes: int = Field(
-        2, ge=1, description="Different echoed phrases a document needs at least (a refrain echoes one)"
-    )
-    dup_line_frac: float | None = 0.3
-    dup_para_frac: float | None = 0.3
-    dup_line_char_frac: float | None = 0.2
-    dup_para_char_frac: float | None = 0.2
-    top_n_grams: tuple[tuple[int, float], ...] = ((2, 0.2), (3, 0.18), (4, 0.16))
-    dup_n_grams: tuple[tuple[int, float], ...] = (
-        (5, 0.15),
-        (6, 0.14),
-        (7, 0.13),
-        (8, 0.12),
-        (9, 0.11),
-        (10, 0.10),
-    )
-
+from lm_platform.recipe.filter_settings import GopherRepetitionFilter
 
 _PARAGRAPHS = re.compile(r"\n{2,}")
 _LINES = re.compile(r"\n+")

@@ -6,23 +6,10 @@ document's sentence lines (not its lists of names or titles) when they hold enou
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
-
-from pydantic import Field
 
 from lm_platform.data.corpus.text import Doc
 from lm_platform.data.curation.filters.base import Filter
-from lm_platform.recipe.base import StrictConfig
-
-
-class LanguageIdFilter(StrictConfig):
-    """Language ID from py3langid's bundled model; keeps documents in `languages` (default: the
-    source's language) whose probability is at least `min_score` (datatrove's default 0.65)."""
-
-    name: Literal["language_id"] = "language_id"
-    min_score: float = Field(0.65, ge=0, le=1)
-    languages: tuple[str, ...] = ()
-    max_chars: int = Field(5_000, gt=0, description="Classify at most this many leading characters")
+from lm_platform.recipe.filter_settings import LanguageIdFilter as LanguageIdFilter
 
 
 @lru_cache(maxsize=1)

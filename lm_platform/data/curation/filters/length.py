@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
-
 from lm_platform.data.corpus.text import Doc
 from lm_platform.data.curation.filters.base import Filter
-from lm_platform.recipe.base import StrictConfig
-
-
-class LengthFilter(StrictConfig):
-    name: Literal["length"] = "length"
-    min_chars: int = Field(200, ge=0)
-    max_chars: int = Field(1_000_000, gt=0)
+from lm_platform.recipe.filter_settings import LengthFilter as LengthFilter
 
 
 class Length(Filter):

@@ -20,39 +20,11 @@ Two signals, each per language:
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
-
 from lm_platform.data.corpus.text import Doc, hard_wrapped, is_symbol, units
 from lm_platform.data.curation.filters.base import Filter
 from lm_platform.data.curation.filters.lines import is_section_mark, unit_phrases
 from lm_platform.data.curation.filters.resources import function_words
-from lm_platform.recipe.base import StrictConfig
-
-
-class ProseFilter(StrictConfig):
-    """Word salad (function-word order) and navigation pages (share of characters in sentences)."""
-
-    name: Literal["prose"] = "prose"
-    min_prose_char_share: float | None = Field(0.35, ge=0, le=1)
-    min_sentence_words: int = Field(
-        5, ge=1, description="Words a sentence line has at least (vi, en); 3x this counts without a full stop"
-    )
-    min_sentence_chars: int = Field(12, ge=1, description="Characters a sentence line has at least (ja)")
-    phrases_are_prose: bool = Field(
-        True,
-        description="Lines of running text without a full stop (verse, speaker lines, classical prose) "
-        "count as prose: they hold the language's function words; menus and link titles are labels",
-    )
-    max_function_word_disorder: float | None = Field(0.1, ge=0, le=1)
-    min_function_heads: int = Field(8, ge=1, description="Judge word order only with this many heads")
-    min_disordered_pairs: int = Field(
-        2,
-        ge=1,
-        description="Out-of-order pairs a document needs at least: one is a phrasal verb ('coming in for')",
-    )
-
+from lm_platform.recipe.filter_settings import ProseFilter
 
 # Function words that open a phrase and want a content word next, and the function words that cannot
 # come right after them (conjunctions, auxiliaries, copulas, other openers), per language. Small closed

@@ -5,7 +5,8 @@ Where they come from, in this order: the filter's own setting (`gopher_quality.s
 from the language's high-quality source (`languages.<lang>.stop_words_from`: FineWeb-2's way, the words
 that most documents of clean text use), or the table the platform ships (`STOP_WORDS`,
 `lines.FUNCTION_WORDS`, the script rules of `script.py`). A filter that needs a resource the language
-has from none of these fails at recipe load naming the field to set (`missing_resources`).
+has from none of these fails at recipe load naming the field to set
+(`lm_platform.recipe.filter_settings.missing_resources`, with the shipped `STOP_WORDS` table).
 """
 
 from __future__ import annotations
@@ -15,18 +16,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from lm_platform.data.curation.filters.lines import FUNCTION_WORDS
-
-# Shipped stop words for Gopher's stop-word rule (Gopher's English list; frequent Vietnamese and
-# Japanese function words).
-STOP_WORDS = {
-    "en": ("the", "be", "to", "of", "and", "that", "have", "with"),
-    "vi": ("và", "của", "là", "có", "được", "trong", "các", "cho", "những", "với", "một", "không"),
-    "ja": ("の", "に", "は", "を", "た", "が", "で", "て", "と", "し"),
-}
-# Languages written without spaces between words; the platform splits Japanese with MeCab and no other.
-UNSPACED = frozenset({"th", "zh", "lo", "km", "my", "bo", "yue", "wuu"})
-# Filters that count words.
-WORD_FILTERS = frozenset({"gopher_quality", "gopher_repetition", "c4", "fineweb", "prose", "flagged_words"})
+from lm_platform.recipe.filter_settings import STOP_WORDS
 
 # Stop words of a language set for this process by curation (the recipe's, or derived from the
 # language's high-quality source); filters built afterwards read them.
@@ -77,48 +67,3 @@ def derive_stop_words(texts: Iterable[str], n: int = DERIVED_WORDS, max_docs: in
         w for w, _c in sorted(df.items(), key=lambda kv: (-kv[1], kv[0])) if len(w) > 1
     ]  # ties: by word
     return tuple(ranked[:n])
-
-
-def missing_resources(lang: str, cfg, sources=()) -> list[str]:
-    """Errors, one per filter that needs a resource `lang` has from nowhere, each naming the field to set
-    (`cfg`: the language's recipe settings)."""
-    from lm_platform.data.curation.filters.script import SCRIPT_LANGS
-
-    where = f"languages.{lang}"
-    errors = []
-    has_words = bool(cfg.stop_words) or cfg.stop_words_from is not None or has_shipped_stop_words(lang)
-    for i, f in enumerate(cfg.filters):
-        if f.name in WORD_FILTERS and lang in UNSPACED:
-            errors.append(
-                f"{where}.filters.{i}: '{f.name}' counts words, and '{lang}' is written without spaces "
-                "between words; the platform splits words at spaces (Japanese with MeCab) and has no word "
-                f"splitter for '{lang}': remove the filter or curate '{lang}' with filters that do not "
-                "count words (encoding, length, script, language_id, perplexity)"
-            )
-        elif (
-            f.name == "gopher_quality" and f.min_stop_words is not None and not f.stop_words and not has_words
-        ):
-            errors.append(
-                f"{where}.filters.{i}: 'gopher_quality' counts stop words and the platform ships none for "
-                f"'{lang}': set {where}.stop_words (the language's most frequent function words), "
-                f"{where}.stop_words_from (a clean source of '{lang}' to derive them from), "
-                f"{where}.filters.{i}.stop_words, or {where}.filters.{i}.min_stop_words: null"
-            )
-        elif f.name == "script" and lang not in SCRIPT_LANGS and not f.letters:
-            errors.append(
-                f"{where}.filters.{i}: 'script' has no rule for '{lang}' (rules: {sorted(SCRIPT_LANGS)}): set "
-                f"{where}.filters.{i}.letters to the language's letters as a character class (e.g. 'a-zA-Z' "
-                "for a language written in basic Latin letters, '\\u0e00-\\u0e7f' for Thai), or remove it"
-            )
-    if cfg.stop_words_from is not None:
-        names = {s.name: s for s in sources}
-        src = names.get(cfg.stop_words_from)
-        if src is None:
-            errors.append(
-                f"{where}.stop_words_from: unknown source '{cfg.stop_words_from}' (known: {list(names)})"
-            )
-        elif src.language != lang:
-            errors.append(
-                f"{where}.stop_words_from: '{src.name}' is in language '{src.language}', not '{lang}'"
-            )
-    return errors

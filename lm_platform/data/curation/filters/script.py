@@ -6,43 +6,16 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
-from typing import Literal
-
-from pydantic import Field, field_validator
 
 from lm_platform.data.corpus.text import Doc
 from lm_platform.data.curation.filters.base import Filter
-from lm_platform.recipe.base import StrictConfig
-
-
-class ScriptFilter(StrictConfig):
-    """Share of the language's characteristic characters among letters (a cheap language check)."""
-
-    name: Literal["script"] = "script"
-    min_ratio: float = Field(0.5, ge=0, le=1)
-    letters: str | None = Field(
-        None,
-        description="The language's letters as a regex character class (e.g. 'a-zA-Z', '\\u0e00-\\u0e7f'): "
-        "the share of letters in it; needed for a language without a shipped rule (ja, vi, en)",
-    )
-
-    @field_validator("letters")
-    @classmethod
-    def _letters(cls, letters: str | None) -> str | None:
-        if letters is not None:
-            try:
-                re.compile(f"[{letters}]")
-            except re.error as exc:
-                raise ValueError(f"letters '{letters}' is not a character class: {exc}") from exc
-        return letters
-
+from lm_platform.recipe.filter_settings import SCRIPT_LANGS
+from lm_platform.recipe.filter_settings import ScriptFilter as ScriptFilter
 
 # Text in brackets or quotes: (...), [...], （...）, 「...」, 『...』, "..." and “...” (short spans only).
 _QUOTED = re.compile(
     r"\([^()\n]{0,200}\)|\[[^\[\]\n]{0,200}]|（[^（）\n]{0,200}）|“[^“”\n]{0,200}”|\"[^\"\n]{0,200}\""
 )
-# Languages the script filter has a rule for.
-SCRIPT_LANGS = frozenset({"ja", "vi", "en"})
 # Letters that only Vietnamese orthography puts on Latin letters: the extra vowels and đ, and tone marks.
 _VI_BASE = set("ăâđêôơư")
 _VI_TONES = {"\u0300", "\u0301", "\u0303", "\u0309", "\u0323"}  # grave, acute, tilde, hook, dot below

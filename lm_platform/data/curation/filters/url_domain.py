@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
 from urllib.parse import urlsplit
 
 from lm_platform.data.corpus.text import Doc
 from lm_platform.data.curation.filters.base import Filter
-from lm_platform.recipe.base import StrictConfig
-
-
-class UrlDomainFilter(StrictConfig):
-    name: Literal["url_domain"] = "url_domain"
-    allow: tuple[str, ...] = ()
-    deny: tuple[str, ...] = ()
-    require_url: bool = False
+from lm_platform.recipe.filter_settings import UrlDomainFilter as UrlDomainFilter
 
 
 def domain_of(url: str) -> str:
