@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 
 from lm_platform.data.dedup.local_index import GENERATION_FILE
+from lm_platform.defs import resources as resources_defs
 from lm_platform.defs import training as training_defs
 from lm_platform.defs.assets import build_assets
 from lm_platform.defs.deployment import build_deployment_definitions
@@ -56,7 +57,7 @@ def _train_with_exit(tmp_path, monkeypatch, demo_recipe, status: int) -> tuple[b
     script = f"open({str(attempts)!r}, 'a').write('x'); import sys; sys.exit({status})"
     monkeypatch.setattr(TrainerLaunch, "command", lambda self, *a: [sys.executable, "-c", script])
     monkeypatch.setattr(training_defs, "make_job", lambda *a, **k: Profile())  # any pydantic model
-    monkeypatch.setattr(training_defs, "PREEMPTION_RETRY_WAIT_S", 0)
+    monkeypatch.setattr(resources_defs, "PREEMPTION_RETRY_WAIT_S", 0)
     stage = demo_recipe.stages[0].name
     run = dg.materialize(
         build_assets(demo_recipe),
@@ -71,7 +72,7 @@ def _train_with_exit(tmp_path, monkeypatch, demo_recipe, status: int) -> tuple[b
 def test_preempted_trainer_exit_75_is_retried(tmp_path, monkeypatch, demo_recipe):
     ok, attempts = _train_with_exit(tmp_path, monkeypatch, demo_recipe, 75)
     assert not ok
-    assert attempts == 1 + training_defs.PREEMPTION_RETRIES
+    assert attempts == 1 + resources_defs.PREEMPTION_RETRIES
 
 
 def test_other_trainer_failures_are_not_retried(tmp_path, monkeypatch, demo_recipe):
@@ -195,7 +196,7 @@ def test_training_automation_lives_in_the_automation_module(demo_recipe):
     assert training <= {s.name for s in defs.sensors}
 
 
-@pytest.mark.parametrize("status, attempts", [(75, 1 + training_defs.PREEMPTION_RETRIES), (3, 1)])
+@pytest.mark.parametrize("status, attempts", [(75, 1 + resources_defs.PREEMPTION_RETRIES), (3, 1)])
 def test_preempted_trainer_pod_is_retried(tmp_path, monkeypatch, demo_recipe, status, attempts):
     """On the emulated cluster: a trainer pod that exits 75 is a retry (each attempt a new pod, each
     deleted); any other exit status fails once."""
@@ -220,7 +221,7 @@ def test_preempted_trainer_pod_is_retried(tmp_path, monkeypatch, demo_recipe, st
     spec = {"containers": [{"name": "trainer", "image": "lm:1", "command": command}]}
     monkeypatch.setattr("lm_platform.defs.k8s_trainer.trainer_pod_spec", lambda *a, **k: spec)
     monkeypatch.setattr(training_defs, "make_job", lambda *a, **k: Profile())
-    monkeypatch.setattr(training_defs, "PREEMPTION_RETRY_WAIT_S", 0)
+    monkeypatch.setattr(resources_defs, "PREEMPTION_RETRY_WAIT_S", 0)
     k8s = Profile(kind="k8s", image="lm:1", storage={"pvc": "lm-data", "mount_path": str(tmp_path)})
     defs = build_deployment_definitions(demo_recipe, k8s, prefix=[])
     key = dg.AssetKey(["checkpoint", demo_recipe.stages[0].name])

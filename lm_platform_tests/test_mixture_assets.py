@@ -16,7 +16,7 @@ from lm_platform.data.blending.tokens import tokenize_source
 from lm_platform.data.corpus.documents import DocWriter, make_doc
 from lm_platform.paths import Layout
 from lm_platform_tests.conftest import write_demo_variant
-from lm_platform_tests.test_mixture_search import word_chain, word_tokenizer
+from lm_platform_tests.test_mixture_search import TINY_PROXY_MODEL, word_chain, word_tokenizer
 
 pytestmark = pytest.mark.slow  # four trainer processes through Dagster Pipes: about 30 s of CPU
 
@@ -31,14 +31,7 @@ def _search(raw: dict, target) -> None:
         "candidates": 3,
         "seed": 1,
         "proxy": {
-            "model": {
-                "hidden_size": 32,
-                "intermediate_size": 64,
-                "num_layers": 1,
-                "num_heads": 2,
-                "num_kv_heads": 2,
-                "max_position_embeddings": 64,
-            },
+            "model": dict(TINY_PROXY_MODEL),
             "tokens": 3000,
             "pack": {"seq_len": 32},
             "train": {"micro_batch_size": 16, "lr": 1.0e-2, "log_every": 50, "val_rows": 8},

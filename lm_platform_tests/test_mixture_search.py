@@ -88,20 +88,24 @@ def task(tmp_path_factory):
     return base, tokenizer, tokens_dirs, {"target": EvalConfig(name="target", location=str(target))}
 
 
+# The proxies' model in these tests (and test_mixture_assets): one tiny layer, so a proxy trains in seconds.
+TINY_PROXY_MODEL = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_layers": 1,
+    "num_heads": 2,
+    "num_kv_heads": 2,
+    "max_position_embeddings": 64,
+}
+
+
 def _search(**over) -> MixtureSearchConfig:
     cfg = {
         "sources": {s: {"min": 0.05, "max": 0.9} for s in SOURCES},
         "candidates": 16,
         "seed": 3,
         "proxy": {
-            "model": {
-                "hidden_size": 32,
-                "intermediate_size": 64,
-                "num_layers": 1,
-                "num_heads": 2,
-                "num_kv_heads": 2,
-                "max_position_embeddings": 64,
-            },
+            "model": TINY_PROXY_MODEL,
             "tokens": 6000,
             "pack": {"seq_len": 32, "val_fraction": 0.05},
             "train": {"micro_batch_size": 16, "lr": 1e-2, "warmup_steps": 1, "log_every": 50, "val_rows": 8},

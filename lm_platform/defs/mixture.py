@@ -14,18 +14,17 @@ import dagster as dg
 from lm_platform.atomic import read_json, write_json
 from lm_platform.data.blending.pack import boundary_tokens, tokenizer_meta
 from lm_platform.defs.metadata import headline, materialize, optional, table, versioned
-from lm_platform.defs.resources import LMStorage
+from lm_platform.defs.resources import LMStorage, run_launch
 from lm_platform.mixture import proxy as mx
 from lm_platform.mixture.search import recommend
 from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe, StageConfig
-from lm_platform.training.contract import TrainerLaunch, preempted
+from lm_platform.training.contract import TrainerLaunch
 from lm_platform.training.metrics import png_markdown
 from lm_platform.versions import content_version
 
 CODE = "1"
 GROUP = "mixture_search"
-PREEMPTION_RETRIES = 3
 LEFT_OUT = optional("make mixture-search")  # make demo leaves the group out
 
 
@@ -88,14 +87,10 @@ class _Search:
         job = mx.proxy_job(self.recipe.name, self.stage.name, name, d, layout.tokenizer(), self.cfg.proxy)
         job_file = d / f"{mx.PROXY_MODEL}.job.json"
         write_json(job_file, job.model_dump(mode="json"))
-        try:
-            # Launched like a stage (the stage's pod settings on the k8s profile).
-            launch = TrainerLaunch(str(job_file), job.train.nproc_per_node, self.stage.name)
-            return trainer.run(command=launch.command(), context=context, extras=launch.as_extras())
-        except Exception as err:
-            if preempted(err):
-                raise dg.RetryRequested(PREEMPTION_RETRIES, 10) from err
-            raise
+        # Launched like a stage (the stage's pod settings on the k8s profile, the same preemption retries).
+        return run_launch(
+            trainer, context, TrainerLaunch(str(job_file), job.train.nproc_per_node, self.stage.name)
+        )
 
     def score(self, layout: Layout, name: str) -> dict:
         d = layout.mixture_proxy(self.stage.name, name)

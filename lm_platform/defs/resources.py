@@ -6,6 +6,7 @@ import dagster as dg
 
 from lm_platform.paths import STORAGE_ENV, Layout, default_storage_root
 from lm_platform.storage.layout import layout_for
+from lm_platform.training.contract import TrainerLaunch, preempted
 
 
 class LMStorage(dg.ConfigurableResource):
@@ -22,3 +23,20 @@ class LMStorage(dg.ConfigurableResource):
 
         root = self.root or os.environ.get(STORAGE_ENV, "")
         return layout_for(root or default_storage_root(), recipe)
+
+
+# A preempted trainer (exit 75, checkpoint written) is retried this many times, resuming from its checkpoint.
+PREEMPTION_RETRIES = 3
+PREEMPTION_RETRY_WAIT_S = 10
+
+
+def run_launch(trainer, context: dg.AssetExecutionContext, launch: TrainerLaunch):
+    """Run a trainer launch through the `trainer` resource (one launch value: a subprocess runs its command;
+    the k8s trainer builds the pod from the extras); a preempted trainer makes the step retry and resume
+    from the checkpoint it wrote."""
+    try:
+        return trainer.run(command=launch.command(), context=context, extras=launch.as_extras())
+    except Exception as err:
+        if preempted(err):
+            raise dg.RetryRequested(PREEMPTION_RETRIES, PREEMPTION_RETRY_WAIT_S) from err
+        raise

@@ -8,16 +8,11 @@ from lm_platform.atomic import read_json, write_json
 from lm_platform.data.blending.blend import MANIFEST_FILE
 from lm_platform.data.blending.pack import PackResult, pack_tokens
 from lm_platform.defs.metadata import headline, materialize, table, versioned
-from lm_platform.defs.resources import LMStorage
+from lm_platform.defs.resources import LMStorage, run_launch
 from lm_platform.paths import Layout
 from lm_platform.recipe.schema import Recipe, StageConfig
-from lm_platform.training.contract import preempted
 from lm_platform.training.job import make_job, make_launch
 from lm_platform.versions import content_version
-
-# A preempted trainer (exit 75, checkpoint written) is retried this many times, resuming from its checkpoint.
-PREEMPTION_RETRIES = 3
-PREEMPTION_RETRY_WAIT_S = 10
 
 CODE = "2"  # packing from tokens/<source>
 SOURCE_COLUMNS = ["source", "docs", "tokens", "blend_tokens", "target_tokens", "share", "ratio"]
@@ -117,14 +112,7 @@ def checkpoint_asset(recipe: Recipe, stage: StageConfig) -> dg.AssetsDefinition:
         layout = storage.layout(recipe.name)
         launch = make_launch(recipe, stage.name, layout)
         write_json(launch.job_file, make_job(recipe, stage.name, layout).model_dump(mode="json"))
-        try:
-            # One launch value: a subprocess runs its command; the k8s trainer builds the pod from the extras.
-            run = trainer.run(command=launch.command(), context=context, extras=launch.as_extras())
-        except Exception as err:
-            if preempted(err):  # the step reruns and resumes from the checkpoint the trainer wrote
-                raise dg.RetryRequested(PREEMPTION_RETRIES, PREEMPTION_RETRY_WAIT_S) from err
-            raise
-        return run.get_materialize_result()
+        return run_launch(trainer, context, launch).get_materialize_result()
 
     return _checkpoint
 
