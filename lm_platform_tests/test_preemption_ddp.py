@@ -135,8 +135,9 @@ def test_sigterm_during_setup_is_a_preemption(tmp_path):
 
 def test_sigterm_during_finish_is_a_preemption_and_the_retry_exports(tmp_path):
     # A large validation split: the final validation runs long enough to be interrupted (2,000 rows were
-    # done before SIGTERM travelled launcher -> torchrun -> workers on a quiet machine).
-    job, job_file, proc = _start(tmp_path, train_rows=64, val_split=20000, val_rows=20000, micro_batch_size=8)
+    # done before SIGTERM travelled launcher -> torchrun -> workers on a quiet machine; with the chunked loss
+    # 20,000 rows could finish first, so 60,000).
+    job, job_file, proc = _start(tmp_path, train_rows=64, val_split=60000, val_rows=60000, micro_batch_size=8)
     _wait_for(proc, lambda: [s for s, _ in step_dirs(job["run_dir"])] == [4])  # the final step's checkpoint
     status, out = _terminate(proc)
     assert status == PREEMPTED_EXIT_CODE, out[-3000:]
