@@ -22,11 +22,87 @@ from lm_platform_tests.training_fixtures import TINY, launch_command, make_job, 
 VOCAB = 64
 
 
-def _env() -> dict[str, str]:
+def _env(hook: Path | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    path = str(Path(__file__).resolve().parents[1])
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=path if hook is None else f"{hook}{os.pathsep}{path}")
     env["LM_PLATFORM_TERMINATION_GRACE_SECONDS"] = "120"
     return env
+
+
+# Put on a worker's PYTHONPATH as `sitecustomize.py` (imported at start-up). When the packed-dataset module
+# is imported, `SplitReader` is wrapped so that the first read of validation rows after a read of training
+# rows (the final validation in `finish`: setup's initial validation comes before any training read)
+# writes `waiting.<rank>` into FINAL_EVAL_HOOK_DIR and does not start until this process has received
+# SIGTERM (the trainer's own handler still runs). So SIGTERM lands inside the final validation on every
+# machine, however fast the validation is. (The trainer itself runs as `__main__` under torchrun, so the
+# hook wraps a class it imports rather than its own functions.)
+FINAL_EVAL_HOOK = """
+import importlib.abc
+import os
+import signal
+import sys
+import time
+
+TARGET = "lm_platform.data.blending.pack"
+
+
+def _wait_for_sigterm():
+    got, previous = [], signal.getsignal(signal.SIGTERM)
+
+    def handler(signum, frame):
+        got.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, handler)
+    hook_dir = os.environ["FINAL_EVAL_HOOK_DIR"]
+    open(os.path.join(hook_dir, "waiting." + os.environ.get("RANK", "0")), "w").close()
+    deadline = time.monotonic() + 120
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.02)
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _patch(module):
+    cls, state = module.SplitReader, {"trained": False, "held": False}
+    init, rows = cls.__init__, cls.rows
+
+    def __init__(self, dataset_dir, split):
+        init(self, dataset_dir, split)
+        self._hook_split = split
+
+    def read(self, ids):
+        if self._hook_split == "train":
+            state["trained"] = True
+        elif state["trained"] and not state["held"]:
+            state["held"] = True
+            _wait_for_sigterm()
+        return rows(self, ids)
+
+    cls.__init__, cls.rows = __init__, read
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != TARGET:
+            return None
+        for finder in sys.meta_path:
+            spec = None if finder is self else finder.find_spec(name, path, target)
+            if spec is not None:
+                run = spec.loader.exec_module
+
+                def exec_module(module, run=run):
+                    run(module)
+                    _patch(module)
+
+                spec.loader.exec_module = exec_module
+                return spec
+        return None
+
+
+sys.meta_path.insert(0, _Finder())
+"""
 
 
 def _dataset(out: Path, train_rows: int, val_rows: int, seq_len: int = 16) -> Path:
@@ -58,14 +134,19 @@ def _dataset(out: Path, train_rows: int, val_rows: int, seq_len: int = 16) -> Pa
     return out
 
 
-def _start(tmp: Path, train_rows: int, val_split: int = 8, **train) -> tuple[dict, Path, subprocess.Popen]:
+def _start(
+    tmp: Path, train_rows: int, val_split: int = 8, hook: Path | None = None, **train
+) -> tuple[dict, Path, subprocess.Popen]:
     data = _dataset(tmp / "data", train_rows, val_split)
     (tmp / "tok").mkdir()
     settings = dict(micro_batch_size=2, epochs=1, lr=3e-3, warmup_steps=2, log_every=1) | train
     job = make_job(tmp, "s", data, tmp / "tok", {"kind": "scratch", "model": TINY}, **settings)
     job_file = write_job(job, tmp / "job.json")
+    env = _env(hook)
+    if hook is not None:
+        env["FINAL_EVAL_HOOK_DIR"] = str(hook)
     proc = subprocess.Popen(
-        launch_command(job_file, 2), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        launch_command(job_file, 2), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     return job, job_file, proc
 
@@ -134,11 +215,15 @@ def test_sigterm_during_setup_is_a_preemption(tmp_path):
 
 
 def test_sigterm_during_finish_is_a_preemption_and_the_retry_exports(tmp_path):
-    # A large validation split: the final validation runs long enough to be interrupted (2,000 rows were
-    # done before SIGTERM travelled launcher -> torchrun -> workers on a quiet machine; with the chunked loss
-    # 20,000 rows could finish first, so 60,000).
-    job, job_file, proc = _start(tmp_path, train_rows=64, val_split=60000, val_rows=60000, micro_batch_size=8)
-    _wait_for(proc, lambda: [s for s, _ in step_dirs(job["run_dir"])] == [4])  # the final step's checkpoint
+    # SIGTERM inside the final validation, deterministically: the hook holds each rank's final
+    # validation until its SIGTERM has arrived (a large validation split only made that likely: the
+    # faster the loss, the more often the run exported first; a flaky failure in CI and here).
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(FINAL_EVAL_HOOK)
+    job, job_file, proc = _start(tmp_path, train_rows=64, hook=hook, micro_batch_size=8)
+    _wait_for(proc, lambda: sorted(p.name for p in hook.glob("waiting.*")) == ["waiting.0", "waiting.1"])
+    assert [s for s, _ in step_dirs(job["run_dir"])] == [4]  # the final step's checkpoint, then finish
     status, out = _terminate(proc)
     assert status == PREEMPTED_EXIT_CODE, out[-3000:]
     assert f"{PREEMPTED_MESSAGE} 4" in out and not Path(job["output_dir"]).exists()
