@@ -77,6 +77,55 @@ def test_model_card_lists_every_license_and_exact_token_counts(storage):
     assert "git commit:" in card and "transformers==" in card and "main=" in card
 
 
+def test_model_card_under_an_object_store_root_reads_what_the_store_committed(storage, tmp_path):
+    """Under an s3:// root the export may run where the cache never filled the packed datasets, blends,
+    adapters' records or dedup figures (a fresh pod): the card reads the store's committed copies of those
+    small files, without filling the shards, and says exactly what it says on a local root."""
+    import shutil
+
+    from lm_platform.storage import LocalCache, LocalStore
+    from lm_platform.storage import cache as store_cache
+
+    recipe, base = storage
+    local = tmp_path / "local" / "demo"
+    shutil.copytree(base, local)
+    (local / "dedup" / "figures").mkdir(parents=True)
+    (local / "dedup" / "figures" / "vi_news.json").write_text(json.dumps({"docs_in": 40, "exact_removed": 3}))
+    for shard, kept in (("00000", 7), ("00001", 5)):  # en_web's quality step: a report per curated shard
+        report = {
+            "rule": "top 0.6",
+            "scored": 10,
+            "kept": kept,
+            "threshold": 0.5,
+            "scores": {},
+            "model_auc": 0.9,
+        }
+        (local / "curated" / "en_web").mkdir(parents=True, exist_ok=True)
+        (local / "curated" / "en_web" / f"{shard}.quality.json").write_text(json.dumps(report))
+    expected = model_card(
+        recipe, "demo_chat", "merged/final", lineage(recipe, "merged/final", local), local, "bundled:demo", {}
+    )
+    assert (
+        "| vi_news | CC-BY-4.0 | main |" in expected and "- vi_news: docs_in=40, exact_removed=3" in expected
+    )
+    assert "- quality en_web: top 0.6, kept 12 of 20 scored" in expected
+
+    store = LocalStore(tmp_path / "store")
+    for kind in sorted(local.iterdir()):
+        for item in sorted(kind.iterdir()):
+            store.publish(item, f"demo/{kind.name}/{item.name}")
+    cache = LocalCache(store, tmp_path / "cache")  # empty, as on a new machine
+    store_cache.activate(cache)
+    try:
+        remote = cache.root / "demo"
+        lin = lineage(recipe, "merged/final", remote)
+        card = model_card(recipe, "demo_chat", "merged/final", lin, remote, "bundled:demo", {})
+    finally:
+        store_cache.activate(None)
+    assert card == expected
+    assert not (remote / "dataset").exists()  # the packed datasets' shards were not fetched for it
+
+
 @pytest.mark.parametrize("dtype", ["auto", "bfloat16"])
 def test_export_loads_with_its_chat_template_in_the_models_dtype(storage, tmp_path, dtype):
     from safetensors import safe_open

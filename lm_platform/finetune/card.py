@@ -13,6 +13,7 @@ from typing import Any
 
 from lm_platform.data.curation.quality_model import describe as quality_describe
 from lm_platform.data.curation.quality_model import read_reports as quality_reports
+from lm_platform.storage import cache as store_cache
 
 SHARE_ALIKE = ("-SA", "ODbL", "GPL")
 ATTRIBUTION = ("CC-BY", "ODC-By")
@@ -51,13 +52,17 @@ class Lineage:
         return out
 
 
+def _read_json(path: Path) -> dict:
+    """A JSON file the card reads ({} when absent). Under an object-store root, the store's committed
+    copy: the export may run where the packed datasets, blends and dedup figures were never filled."""
+    data = store_cache.read_committed(path)
+    return json.loads(data) if data is not None else {}
+
+
 def _dir_fingerprint(path: Path) -> str:
     """sha256 over a packed dataset's index.json (its exact counts and shard list)."""
-    return (
-        hashlib.sha256((path / "index.json").read_bytes()).hexdigest()[:16]
-        if (path / "index.json").exists()
-        else ""
-    )
+    data = store_cache.read_committed(path / "index.json")
+    return hashlib.sha256(data).hexdigest()[:16] if data is not None else ""
 
 
 def _stage_mixture(stage: Any, base: Path) -> dict:
@@ -65,8 +70,7 @@ def _stage_mixture(stage: Any, base: Path) -> dict:
     its blend took from the mixture search, with the search's evidence from the blend's manifest."""
     if not stage.blend.recommended:
         return dict(stage.blend.mixture)
-    f = base / "blend" / stage.name / "manifest.json"
-    manifest = json.loads(f.read_text()) if f.exists() else {}
+    manifest = _read_json(base / "blend" / stage.name / "manifest.json")
     evidence = manifest.get("mixture_from") or {}
     return {
         "recommended": manifest.get("ratios", {}),
@@ -94,7 +98,7 @@ def lineage(recipe: Any, ref: str, base: Path) -> Lineage:
             seen.add(name)
             st = recipe.stage(name)
             ds = base / "dataset" / name
-            index = json.loads((ds / "index.json").read_text()) if (ds / "index.json").exists() else {}
+            index = _read_json(ds / "index.json")
             train = index.get("splits", {}).get("train", {})
             lin.stages.insert(
                 0,
@@ -129,11 +133,7 @@ def lineage(recipe: Any, ref: str, base: Path) -> Lineage:
         if kind == "adapter":
             ft = recipe.finetune
             s = next(x for x in ft.instructions if x.name == name)
-            info = (
-                json.loads((base / r / "adapter.json").read_text())
-                if (base / r / "adapter.json").exists()
-                else {}
-            )
+            info = _read_json(base / r / "adapter.json")
             lin.adapters.append(
                 {
                     "name": name,
@@ -269,9 +269,8 @@ def model_card(
     figs = base / "dedup" / "figures"
     used = sorted({s for st in lin.stages for s in st["sources"]})
     for src in used:
-        f = figs / f"{src}.json"
-        if f.exists():
-            d = json.loads(f.read_text())
+        d = _read_json(figs / f"{src}.json")
+        if d:
             lines.append(
                 f"- {src}: " + ", ".join(f"{k}={v}" for k, v in d.items() if isinstance(v, (int, float)))
             )

@@ -370,6 +370,34 @@ def fill_paths(*paths: str | Path | None) -> None:
                 cache.fill(p)
 
 
+def read_committed(path: str | Path) -> bytes | None:
+    """The bytes of the file at `path`. Under an object-store root: the object the store has committed
+    there, read without filling the output it lies in (a packed dataset's `index.json` without its
+    shards: what model and dataset cards read), or None when no committed output lists it. Else the local
+    file, or None when there is none."""
+    cache = active()
+    key = cache.key_of(path) if cache is not None else None
+    if key is None:
+        p = Path(path)
+        return p.read_bytes() if p.is_file() else None
+    try:
+        return cache.store.read_bytes(key)
+    except UncommittedError:
+        return None
+
+
+def committed_files(folder: str | Path) -> list[Path]:
+    """The files under `folder`, sorted: under an object-store root the objects the store has committed
+    there (as paths in the cache, present locally or not: read them with `read_committed`), else the files
+    on the local disk."""
+    cache = active()
+    key = cache.key_of(folder) if cache is not None else None
+    if key is None:
+        folder = Path(folder)
+        return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    return [cache.path_of(obj) for obj in cache.store.list(key)]
+
+
 def release_paths(*paths: str | Path | None, room: int = 0) -> None:
     """Under an object-store root: the running step is done with its local copies of these committed
     outputs (the cache may evict them; a fill brings them back), and is about to write about `room`

@@ -36,6 +36,7 @@ from lm_platform.data.corpus.documents import iter_docs
 from lm_platform.data.curation.reference_lm import in_hash_share
 from lm_platform.recipe.quality import QualityModelConfig, SourceQuality
 from lm_platform.results import JsonResult
+from lm_platform.storage import cache as store_cache
 
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.npy"
@@ -546,12 +547,17 @@ def report_path(curated_file: str | Path) -> Path:
 
 
 def read_reports(curated_dir: str | Path, source: str) -> list[dict]:
-    """The quality reports of a source's curated files (one per shard), in shard order."""
+    """The quality reports of a source's curated files (one per shard), in shard order. Under an
+    object-store root, those the store has committed (the cards that read them may run where the curated
+    shards were never filled)."""
     curated_dir = Path(curated_dir)
-    files = sorted((curated_dir / source).glob(f"*{REPORT_SUFFIX}")) or [
-        curated_dir / f"{source}{REPORT_SUFFIX}"
-    ]
-    return [json.loads(f.read_text(encoding="utf-8")) for f in files if f.is_file()]
+    files = [
+        f
+        for f in store_cache.committed_files(curated_dir / source)
+        if f.parent == curated_dir / source and f.name.endswith(REPORT_SUFFIX)
+    ] or [curated_dir / f"{source}{REPORT_SUFFIX}"]
+    reports = (store_cache.read_committed(f) for f in files)
+    return [json.loads(r.decode("utf-8")) for r in reports if r is not None]
 
 
 def describe(source: str, reports: list[dict]) -> str:
