@@ -36,9 +36,14 @@ MODEL = {
     "rope_theta": 10000.0,
     "tie_word_embeddings": False,
 }
-# fp32 on CPU: FSDP reduce-scatters where DDP all-reduces, so sums run in another order.
+# fp32 on CPU: FSDP reduce-scatters where DDP all-reduces, so sums run in another order; and under DDP
+# the loss goes through the chunked output head (`training/loss.py`), under FSDP through the full logits
+# (the head is sharded), another order of sums again. Losses agree to 5e-7. Weights after 8 AdamW steps at
+# lr 3e-3 (each element moves by up to 2.4e-2) differ by at most 2.2e-5 (measured): Adam divides each
+# gradient by its own running scale, so an element whose gradient is near zero moves by an amount its
+# rounding noise decides. 1e-4 is 0.4 % of the largest move; a wrong reduction or scale is far beyond.
 LOSS_TOLERANCE = 1e-5
-WEIGHT_TOLERANCE = dict(atol=2e-5, rtol=1e-4)
+WEIGHT_TOLERANCE = dict(atol=1e-4, rtol=1e-4)
 
 
 def _env() -> dict[str, str]:
