@@ -30,14 +30,15 @@ def _env(hook: Path | None = None) -> dict[str, str]:
     return env
 
 
-# Put on a worker's PYTHONPATH as `sitecustomize.py` (imported at start-up). When the packed-dataset module
-# is imported, `SplitReader` is wrapped so that the first read of validation rows after a read of training
-# rows (the final validation in `finish`: setup's initial validation comes before any training read)
-# writes `waiting.<rank>` into FINAL_EVAL_HOOK_DIR and does not start until this process has received
-# SIGTERM (the trainer's own handler still runs). So SIGTERM lands inside the final validation on every
-# machine, however fast the validation is. (The trainer itself runs as `__main__` under torchrun, so the
-# hook wraps a class it imports rather than its own functions.)
-FINAL_EVAL_HOOK = """
+# Put on a worker's PYTHONPATH as `sitecustomize.py` (imported at start-up), it holds the trainer at one
+# point until the trainer's SIGTERM handler has run, so SIGTERM lands there on every machine, however fast
+# the steps are. When the packed-dataset module is imported, `SplitReader` is wrapped: at the read $HOLD_AT
+# names it writes `waiting.<rank>` into $HOLD_HOOK_DIR and waits until the trainer's `StopFlag` (the
+# installed SIGTERM handler's owner) says stop. `train:N`: the N-th read of training rows (the prefetch
+# thread's, for step N); `final-validation`: the first read of validation rows after a training read (the
+# final validation in `finish`; setup's initial one comes before any). The trainer runs as `__main__` under
+# torchrun, so the hook wraps a class it imports rather than its own functions.
+HOLD_HOOK = """
 import importlib.abc
 import os
 import signal
@@ -47,25 +48,17 @@ import time
 TARGET = "lm_platform.data.blending.pack"
 
 
-def _wait_for_sigterm():
-    got, previous = [], signal.getsignal(signal.SIGTERM)
-
-    def handler(signum, frame):
-        got.append(signum)
-        if callable(previous):
-            previous(signum, frame)
-
-    signal.signal(signal.SIGTERM, handler)
-    hook_dir = os.environ["FINAL_EVAL_HOOK_DIR"]
-    open(os.path.join(hook_dir, "waiting." + os.environ.get("RANK", "0")), "w").close()
+def _hold():
+    open(os.path.join(os.environ["HOLD_HOOK_DIR"], "waiting." + os.environ.get("RANK", "0")), "w").close()
+    flag = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)  # the trainer's StopFlag
     deadline = time.monotonic() + 120
-    while not got and time.monotonic() < deadline:
+    while not getattr(flag, "requested", True) and time.monotonic() < deadline:
         time.sleep(0.02)
-    signal.signal(signal.SIGTERM, previous)
 
 
 def _patch(module):
-    cls, state = module.SplitReader, {"trained": False, "held": False}
+    cls, at = module.SplitReader, os.environ["HOLD_AT"]
+    state = {"train": 0, "held": False}
     init, rows = cls.__init__, cls.rows
 
     def __init__(self, dataset_dir, split):
@@ -74,10 +67,13 @@ def _patch(module):
 
     def read(self, ids):
         if self._hook_split == "train":
-            state["trained"] = True
-        elif state["trained"] and not state["held"]:
+            state["train"] += 1
+            hold = at == "train:" + str(state["train"])
+        else:
+            hold = at == "final-validation" and state["train"] > 0
+        if hold and not state["held"]:
             state["held"] = True
-            _wait_for_sigterm()
+            _hold()
         return rows(self, ids)
 
     cls.__init__, cls.rows = __init__, read
@@ -103,6 +99,18 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, _Finder())
 """
+
+
+def _hook(tmp: Path, at: str) -> tuple[Path, dict[str, str]]:
+    """A folder holding HOLD_HOOK as `sitecustomize.py`, and the environment that tells it where to hold."""
+    hook = tmp / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOLD_HOOK)
+    return hook, {"HOLD_HOOK_DIR": str(hook), "HOLD_AT": at}
+
+
+def _held(hook: Path) -> bool:
+    return sorted(p.name for p in hook.glob("waiting.*")) == ["waiting.0", "waiting.1"]
 
 
 def _dataset(out: Path, train_rows: int, val_rows: int, seq_len: int = 16) -> Path:
@@ -135,16 +143,15 @@ def _dataset(out: Path, train_rows: int, val_rows: int, seq_len: int = 16) -> Pa
 
 
 def _start(
-    tmp: Path, train_rows: int, val_split: int = 8, hook: Path | None = None, **train
+    tmp: Path, train_rows: int, val_split: int = 8, hook: tuple[Path, dict] | None = None, **train
 ) -> tuple[dict, Path, subprocess.Popen]:
     data = _dataset(tmp / "data", train_rows, val_split)
     (tmp / "tok").mkdir()
     settings = dict(micro_batch_size=2, epochs=1, lr=3e-3, warmup_steps=2, log_every=1) | train
     job = make_job(tmp, "s", data, tmp / "tok", {"kind": "scratch", "model": TINY}, **settings)
     job_file = write_job(job, tmp / "job.json")
-    env = _env(hook)
-    if hook is not None:
-        env["FINAL_EVAL_HOOK_DIR"] = str(hook)
+    env = _env(hook[0] if hook else None)
+    env.update(hook[1] if hook else {})
     proc = subprocess.Popen(
         launch_command(job_file, 2), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -172,15 +179,17 @@ def _retry(job_file: Path) -> subprocess.CompletedProcess:
 
 
 def test_sigterm_in_the_loop_checkpoints_the_last_step_and_the_retry_resumes(tmp_path):
-    job, job_file, proc = _start(tmp_path, train_rows=400)  # 100 steps of 2 x 2 rows
+    # Held at step 5's read until SIGTERM arrived: the loop stops at step 4 or 5, never at the end.
+    hook = _hook(tmp_path, "train:5")
+    job, job_file, proc = _start(tmp_path, train_rows=400, hook=hook)  # 100 steps of 2 x 2 rows
     log = Path(job["run_dir"]) / "log.jsonl"
-    _wait_for(proc, lambda: log.exists() and len(log.read_text().splitlines()) >= 3)
+    _wait_for(proc, lambda: _held(hook[0]) and log.exists() and len(log.read_text().splitlines()) >= 3)
     status, out = _terminate(proc)
     assert status == PREEMPTED_EXIT_CODE, out[-3000:]  # torchrun itself exited 1
     assert preempted(f"External execution process failed with code {status}")  # what the asset retries on
     ((step, _),) = step_dirs(job["run_dir"])
     logged = [json.loads(line)["step"] for line in log.read_text().splitlines()]
-    assert step == logged[-1] and 3 <= step < 100 and f"{PREEMPTED_MESSAGE} {step}" in out
+    assert step == logged[-1] and step in (4, 5) and f"{PREEMPTED_MESSAGE} {step}" in out
     done = _retry(job_file)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"resumed from step_{step:08d}" in done.stdout
@@ -218,11 +227,9 @@ def test_sigterm_during_finish_is_a_preemption_and_the_retry_exports(tmp_path):
     # SIGTERM inside the final validation, deterministically: the hook holds each rank's final
     # validation until its SIGTERM has arrived (a large validation split only made that likely: the
     # faster the loss, the more often the run exported first; a flaky failure in CI and here).
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(FINAL_EVAL_HOOK)
+    hook = _hook(tmp_path, "final-validation")
     job, job_file, proc = _start(tmp_path, train_rows=64, hook=hook, micro_batch_size=8)
-    _wait_for(proc, lambda: sorted(p.name for p in hook.glob("waiting.*")) == ["waiting.0", "waiting.1"])
+    _wait_for(proc, lambda: _held(hook[0]))
     assert [s for s, _ in step_dirs(job["run_dir"])] == [4]  # the final step's checkpoint, then finish
     status, out = _terminate(proc)
     assert status == PREEMPTED_EXIT_CODE, out[-3000:]
