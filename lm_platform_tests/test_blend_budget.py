@@ -204,3 +204,35 @@ def test_dataset_card_lists_sources_licenses_filters_and_dedup(tmp_path):
         "licenses": [*m["licenses"], {"license": "CC-BY-NC-4.0", "docs": 1, "tokens": 5, "share": 0.0}],
     }
     assert "**Not allowed: CC-BY-NC-4.0**" in dataset_card(recipe, "main", bad)
+
+
+def test_dataset_card_reads_quality_reports_the_store_committed(tmp_path):
+    """Under an s3:// root the blend's card may be written where the curated shards were never filled: the
+    quality reports of a scored source (one per curated shard) come from the store, as on a local root."""
+    from lm_platform.data.blending.dataset_card import write_dataset_card
+    from lm_platform.storage import LocalCache, LocalStore
+    from lm_platform.storage import cache as store_cache
+
+    recipe = load_recipe("demo")
+    mixture = recipe.stage("main").blend.mixture
+    inputs = {s: source(tmp_path, s, 50, license=recipe.source(s).license) for s in mixture}
+    m = blend_tokens(inputs, mixture, 3000, tmp_path / "out", stage="main")
+    assert "en_web" in mixture and recipe.source("en_web").quality is not None
+    store = LocalStore(tmp_path / "store")
+    for shard, kept in (("00000", 7), ("00001", 5)):
+        report = tmp_path / f"{shard}.quality.json"
+        report.write_text(
+            json.dumps({"rule": "top 0.6", "scored": 10, "kept": kept, "threshold": 0.5, "scores": {}})
+        )
+        store.publish(report, f"demo/curated/en_web/{shard}.quality.json")
+    cache = LocalCache(store, tmp_path / "cache")  # empty, as on a new machine
+    store_cache.activate(cache)
+    try:
+        curated = cache.root / "demo" / "curated"
+        write_dataset_card(recipe, "main", m, tmp_path / "figures", tmp_path / "card.md", curated_dir=curated)
+    finally:
+        store_cache.activate(None)
+    assert (
+        "- en_web: top 0.6, kept 12 of 20 scored (60.0%), threshold 0.500"
+        in (tmp_path / "card.md").read_text()
+    )
