@@ -10,7 +10,7 @@ gradient (softmax minus the one-hot target), and the chunk's share of the head's
 gradients is computed right away, so the backward only scales them. The full-logits path makes more
 passes over [B, T, V] (the one-hot gradient is zero-filled, then log-softmax's backward reads two such
 tensors), and so did this module's first version (log-softmax, then exp, then the gradient: 3.2 ms of a
-37 ms CPU step of `benchmarks.train`'s tiny Llama, against about 1 ms for these four passes). Positions
+37 ms CPU step of `benchmarks.train`'s tiny Llama, against about 1 ms for these passes). Positions
 whose label is `ignore_index` (padding, masked prompt tokens) get no logits at all on CPU, and add nothing
 to the loss or the gradients anywhere.
 
@@ -77,15 +77,18 @@ def hidden_states(model, head: torch.nn.Module, inputs: torch.Tensor) -> torch.T
         return model(input_ids=inputs).logits
 
 
-def _chunk_step(hidden, weight, targets, valid, need_h: bool, need_w: bool):
-    """One chunk: its summed loss and, when asked, its share of the hidden states' and the head's
-    gradients. `valid`: the rows that count (None: all of them).
+def _chunk_step(hidden, weight, targets, valid, grad_h, grad_w, accumulate: bool):
+    """One chunk: returns its summed loss, and writes its share of the gradients into `grad_h` (this
+    chunk's rows of the hidden states' gradient) and `grad_w` (the head's, added to what earlier chunks
+    left when `accumulate`), each when not None. `valid`: the rows that count (None: all of them).
 
     The logits buffer is worked on in place: the target logits are read, then the rows are shifted by
-    their maximum and exponentiated, summed (so the loss is max + log(sum) - target logit, log-softmax's
+    their maximum, exponentiated and summed (so the loss is max + log(sum) - target logit, log-softmax's
     own formula), and scaled by the reciprocal sums into the softmax, from which the one-hot target is
-    subtracted: the gradient of the loss with respect to the logits. Four passes over the buffer and no
-    second [rows, V] tensor (log-softmax and a separate exp make six passes and allocate twice)."""
+    subtracted: the gradient of the loss with respect to the logits. Five passes over one buffer, no
+    second [rows, V] tensor. The gradient matmuls write straight into the outputs (the head's is summed
+    over the chunks inside the matmul), so no [V, H] temporary is made per chunk; under autocast they
+    run in its dtype and are then added, as autocast does not apply to in-place matmuls."""
     x = (hidden @ weight.t()).float()
     picked = x.gather(1, targets[:, None]).squeeze(1)
     top = x.amax(1, keepdim=True)
@@ -93,16 +96,28 @@ def _chunk_step(hidden, weight, targets, valid, need_h: bool, need_w: bool):
     sums = x.sum(1, keepdim=True)
     nll = (top + sums.log()).squeeze(1) - picked
     loss = (nll * valid).sum() if valid is not None else nll.sum()
-    if not (need_h or need_w):
-        return loss, None, None
+    if grad_h is None and grad_w is None:
+        return loss
     g = x.mul_(sums.reciprocal_())  # softmax; minus the one-hot target: d(loss)/d(logits)
     g[torch.arange(len(targets), device=g.device), targets] -= 1.0
     if valid is not None:
         g.mul_(valid[:, None])
     g = g.to(hidden.dtype)
-    grad_h = g @ weight if need_h else None
-    grad_w = (g.t() @ hidden).to(weight.dtype) if need_w else None  # (fp32 sums under autocast too)
-    return loss, grad_h, grad_w
+    direct = hidden.dtype == weight.dtype and not torch.is_autocast_enabled(hidden.device.type)
+    if grad_h is not None:
+        if direct:
+            torch.mm(g, weight, out=grad_h)
+        else:
+            grad_h.copy_(g @ weight)
+    if grad_w is not None:
+        if direct and accumulate:
+            grad_w.addmm_(g.t(), hidden)
+        elif direct:
+            torch.mm(g.t(), hidden, out=grad_w)
+        else:  # (fp32 sums of the chunks under autocast too)
+            part = g.t() @ hidden
+            grad_w.add_(part) if accumulate else grad_w.copy_(part)
+    return loss
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -114,8 +129,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # `grads`: whether autograd will ask (`needs_input_grad` alone is also set under no_grad);
         # `masked`: whether some targets may be `ignore_index` (else no masking work at all).
         need_h, need_w = grads and ctx.needs_input_grad[0], grads and ctx.needs_input_grad[1]
-        grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = None
+        grad_h = torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device) if need_h else None
+        grad_w = torch.empty_like(weight, memory_format=torch.contiguous_format) if need_w else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk):
             h, t = hidden[start : start + chunk], targets[start : start + chunk]
@@ -123,12 +138,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if masked:
                 keep = t != ignore_index
                 t, valid = t.masked_fill(~keep, 0), keep.to(torch.float32)
-            loss, gh, gw = _chunk_step(h, weight, t, valid, need_h, need_w)
-            total += loss
-            if need_h:
-                grad_h[start : start + chunk] = gh
-            if need_w:
-                grad_w = gw if grad_w is None else grad_w.add_(gw)
+            rows = None if grad_h is None else grad_h[start : start + chunk]
+            total += _chunk_step(h, weight, t, valid, rows, grad_w, accumulate=start > 0)
         ctx.save_for_backward(grad_h, grad_w)
         return total
 
